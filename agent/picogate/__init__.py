@@ -1,0 +1,36 @@
+"""Picogate: an edge gateway for factories.
+
+The public surface is small; implementation modules are private (`_model`, `_router`, ...).
+"""
+
+__version__ = "0.1.0"
+
+from picogate._model import NAME_PATTERN, PointInfo, PointType, Quality, Reading, Value  # noqa: E402
+from picogate._registry import DeviceState, DeviceStatus, PointRegistry  # noqa: E402
+from picogate._router import (  # noqa: E402
+    CommandRouter,
+    ErrorCode,
+    WriteError,
+    WriteRequest,
+    WriteResult,
+    Writer,
+)
+
+__all__ = [
+    "NAME_PATTERN",
+    "CommandRouter",
+    "DeviceState",
+    "DeviceStatus",
+    "ErrorCode",
+    "PointInfo",
+    "PointRegistry",
+    "PointType",
+    "Quality",
+    "Reading",
+    "Value",
+    "WriteError",
+    "WriteRequest",
+    "WriteResult",
+    "Writer",
+    "__version__",
+]

@@ -1,0 +1,3 @@
+from picogate.cli import main
+
+raise SystemExit(main())

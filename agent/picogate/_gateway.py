@@ -1,0 +1,305 @@
+"""Assembles the gateway from its configuration and runs it.
+
+Sources (Modbus lines today; Pico boards, CoAP and rules plug in the same way) emit `Reading`s
+into the pipeline; the pipeline commits what is to be published to the outbox; one `RunningSink`
+per sink delivers from the outbox.  Writes from anywhere go through the one command router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from picogate import __version__
+from picogate._clock import Clock
+from picogate._metrics import Metrics, MetricsServer, counter, gauge
+from picogate._outbox import Outbox
+from picogate._pipeline import Pipeline
+from picogate._registry import DeviceState, DeviceStatus, PointRegistry
+from picogate._router import CommandRouter, WriteRequest, WriteResult
+from picogate._sink import RunningSink
+from picogate.config._schema import GatewayConfig, PublishMode
+from picogate.modbus._source import ModbusLine, build_lines
+from picogate.mqtt._client import MqttClient, tls_context
+from picogate.mqtt._sink import CommandIngress, MqttEncoder, MqttSink
+from picogate.mqtt._topics import Topics
+
+log = logging.getLogger("picogate")
+
+
+@dataclass(slots=True)
+class _Parts:
+    outbox: Outbox
+    registry: PointRegistry
+    router: CommandRouter
+    pipeline: Pipeline
+    clock: Clock
+    topics: Topics
+    metrics: Metrics
+    lines: list[ModbusLine] = field(default_factory=list)
+    sinks: list[RunningSink] = field(default_factory=list)
+    mqtt: MqttSink | None = None
+
+
+class Gateway:
+    """`async with Gateway(cfg) as gw: await gw.run()`; `gw.stop()` asks for a clean shutdown."""
+
+    def __init__(self, config: GatewayConfig, *, drain_timeout: float = 10.0) -> None:
+        self.config = config
+        self.drain_timeout = drain_timeout
+        self._stop = asyncio.Event()
+        self._parts: _Parts | None = None
+        self.metrics_server: MetricsServer | None = None
+        self.started_ns = time.time_ns()
+        self.ready = asyncio.Event()
+
+    @property
+    def parts(self) -> _Parts:
+        assert self._parts is not None, "gateway not started"
+        return self._parts
+
+    # The pieces other components plug into.
+    @property
+    def registry(self) -> PointRegistry:
+        return self.parts.registry
+
+    @property
+    def router(self) -> CommandRouter:
+        return self.parts.router
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.parts.pipeline
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def __aenter__(self) -> Gateway:
+        await self._build()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._parts is not None:
+            await self._parts.outbox.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+
+    # ------------------------------------------------------------------ build
+
+    async def _build(self) -> None:
+        cfg = self.config
+        outbox = Outbox(
+            cfg.outbox_path(),
+            max_records=cfg.outbox.max_records,
+            synchronous=cfg.outbox.synchronous,
+            commit_interval=cfg.outbox.commit_interval,
+        )
+        await outbox.open()
+        registry = PointRegistry()
+        router = CommandRouter(registry)
+        clock = Clock(check_sync=cfg.clock.check_sync)
+        pipeline = Pipeline(registry, outbox, clock)
+        topics = Topics(cfg.mqtt.base_topic, cfg.gateway.id)
+        metrics = Metrics()
+        parts = _Parts(outbox, registry, router, pipeline, clock, topics, metrics)
+        self._parts = parts
+
+        for line in build_lines(
+            cfg.devices, registry=registry, emit=pipeline.emit, status_changed=pipeline.device_status
+        ):
+            line.register()
+            for name in line.devices:
+                router.register_writer(name, line.writer_for(name))
+            line.latency_observer = self._observe_latency
+            parts.lines.append(line)
+
+        if cfg.mqtt.enabled:
+            mode = cfg.mqtt.publish
+            pipeline.encoders.append(
+                MqttEncoder(
+                    topics,
+                    per_point=mode in (PublishMode.POINT, PublishMode.BOTH),
+                    per_device=mode in (PublishMode.DEVICE, PublishMode.BOTH),
+                    qos=cfg.mqtt.qos,
+                    retain=cfg.mqtt.retain,
+                )
+            )
+            sink = MqttSink(client_factory=self._mqtt_client, topics=topics, status_payload=self._status_payload)
+            sink.commands = CommandIngress(topics, router, ttl_s=cfg.mqtt.command_ttl, reply=self._reply)
+            parts.mqtt = sink
+            parts.sinks.append(
+                RunningSink(
+                    sink,
+                    outbox,
+                    window=max(1, cfg.mqtt.max_inflight // 500),
+                    min_delay=cfg.mqtt.reconnect.min_delay,
+                    max_delay=cfg.mqtt.reconnect.max_delay,
+                )
+            )
+        router.observe(self._observe_write)
+        clock.listeners.append(lambda _synced: self._publish_status())
+        metrics.add_collector(self._collect)
+        metrics.health = self.health
+
+    def _mqtt_client(self, **kwargs: Any) -> MqttClient:
+        m = self.config.mqtt
+        tls = None
+        if m.tls is not None:
+            tls = tls_context(
+                ca_file=str(m.tls.ca_file) if m.tls.ca_file else None,
+                cert_file=str(m.tls.cert_file) if m.tls.cert_file else None,
+                key_file=str(m.tls.key_file) if m.tls.key_file else None,
+                insecure=m.tls.insecure,
+            )
+        return MqttClient(
+            host=m.host,
+            port=m.port,
+            client_id=self.config.client_id(),
+            username=m.username,
+            password=m.password() if m.username else None,
+            tls=tls,
+            protocol=m.protocol,
+            keepalive=m.keepalive,
+            **kwargs,
+        )
+
+    def _reply(self, topic: str, payload: bytes) -> None:
+        mqtt = self.parts.mqtt
+        if mqtt is not None and not mqtt.publish_now(topic, payload, qos=1):
+            log.warning("command result for %s not sent: broker not connected", topic)
+
+    def _status_payload(self, state: str) -> bytes:
+        p = self._parts
+        body: dict[str, Any] = {"state": state, "ts": time.time_ns() // 1_000_000, "version": __version__}
+        if p is not None and state == "online":
+            body["clock_synced"] = p.clock.synced
+            body["outbox"] = {"depth": p.outbox.depth(), "dropped": p.outbox.dropped()}
+            devices = p.registry.devices()
+            body["devices"] = {
+                "online": sum(d.state is DeviceState.ONLINE for d in devices),
+                "offline": sum(d.state is DeviceState.OFFLINE for d in devices),
+            }
+        return orjson.dumps(body)
+
+    def _publish_status(self) -> None:
+        mqtt = self.parts.mqtt
+        if mqtt is not None:
+            mqtt.publish_status("online")
+
+    def _observe_latency(self, device: str, seconds: float) -> None:
+        self.parts.metrics.request_seconds.labels(device).observe(seconds)
+
+    def _observe_write(self, request: WriteRequest, result: WriteResult, seconds: float) -> None:
+        origin = request.origin.split(":", 1)[0]
+        self.parts.metrics.write_seconds.labels(origin, result.code.value).observe(seconds)
+
+    def _collect(self) -> Iterable[Any]:
+        p = self.parts
+        lines = p.lines
+        yield counter("picogate_polls", "Polls started", ["line"], (([ln.name], ln.stats.polls) for ln in lines))
+        yield counter("picogate_modbus_requests", "Modbus requests", ["line"], (([ln.name], ln.stats.requests) for ln in lines))
+        yield counter(
+            "picogate_modbus_errors",
+            "Failed Modbus requests",
+            ["line", "kind"],
+            [([ln.name, "timeout"], ln.stats.timeouts) for ln in lines]
+            + [([ln.name, "exception"], ln.stats.exceptions) for ln in lines]
+            + [([ln.name, "any"], ln.stats.failures) for ln in lines],
+        )
+        yield counter("picogate_readings_received", "Readings from all sources", [], [([], p.pipeline.received)])
+        yield counter("picogate_readings_published", "Readings passed to the outbox", [], [([], p.pipeline.published)])
+        yield gauge(
+            "picogate_outbox_depth",
+            "Records waiting in the outbox",
+            ["sink"],
+            (([s.name], p.outbox.depth(s.name)) for s in p.sinks),
+        )
+        yield counter(
+            "picogate_outbox_dropped",
+            "Records dropped because the outbox was full",
+            ["sink"],
+            (([s.name], p.outbox.dropped(s.name)) for s in p.sinks),
+        )
+        yield counter(
+            "picogate_messages_delivered", "Messages confirmed by a sink", ["sink"], (([s.name], s.stats.delivered) for s in p.sinks)
+        )
+        yield gauge("picogate_sink_connected", "1 when the sink is connected", ["sink"], (([s.name], float(s.stats.connected)) for s in p.sinks))
+        yield gauge(
+            "picogate_device_online",
+            "1 when the device answers",
+            ["device"],
+            (([d.name], float(d.state is DeviceState.ONLINE)) for d in p.registry.devices()),
+        )
+        yield gauge("picogate_clock_synced", "1 when the system clock is synchronised", [], [([], float(p.clock.synced))])
+
+    def health(self) -> dict[str, Any]:
+        p = self.parts
+        return {
+            "status": "ok" if all(s.stats.connected for s in p.sinks) else "degraded",
+            "uptime_s": round((time.time_ns() - self.started_ns) / 1e9, 1),
+            "sinks": {s.name: {"connected": s.stats.connected, "depth": p.outbox.depth(s.name)} for s in p.sinks},
+            "devices": {d.name: d.state.value for d in p.registry.devices()},
+            "clock_synced": p.clock.synced,
+        }
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, *, install_signals: bool = True) -> None:
+        p = self.parts
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self.stop)
+        if self.config.metrics.enabled:
+            self.metrics_server = MetricsServer(p.metrics, self.config.metrics.host, self.config.metrics.port)
+            await self.metrics_server.start()
+        # Announce every device's state once (unknown until first poll).
+        for name in [d.name for d in p.registry.devices()]:
+            status = p.registry.device(name)
+            if status is not None and status.state is DeviceState.UNKNOWN:
+                await p.pipeline.device_status(DeviceStatus(name, DeviceState.UNKNOWN, "not polled yet", time.time_ns()))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                sink_tasks = [tg.create_task(s.run(), name=f"sink-{s.name}") for s in p.sinks]
+                source_tasks = [tg.create_task(ln.run(), name=f"modbus-{ln.name}") for ln in p.lines]
+                status_task = tg.create_task(self._status_ticker(), name="status")
+                self.ready.set()
+                log.info(
+                    "picogate %s: gateway %s up: %d devices on %d links, %d points",
+                    __version__,
+                    self.config.gateway.id,
+                    len(self.config.devices),
+                    len(p.lines),
+                    len(p.registry),
+                )
+                await self._stop.wait()
+                log.info("stopping: polls stop, then the outbox is flushed (up to %.0f s)", self.drain_timeout)
+                for t in source_tasks:
+                    t.cancel()
+                await asyncio.gather(*source_tasks, return_exceptions=True)
+                for s in p.sinks:
+                    if not await s.drained(self.drain_timeout):
+                        log.warning(
+                            "sink %s: %d records still in the outbox; they will be sent at the next start",
+                            s.name,
+                            p.outbox.depth(s.name),
+                        )
+                status_task.cancel()
+                for t in sink_tasks:
+                    t.cancel()
+        finally:
+            self.ready.clear()
+
+    async def _status_ticker(self) -> None:
+        while True:
+            await asyncio.sleep(30)
+            self._publish_status()

@@ -1,0 +1,172 @@
+"""Sinks and the one wrapper that runs them.
+
+A sink has a tiny interface: open a connection, deliver a batch of outbox records (returning only
+once the peer confirmed every one of them), close.  It raises `SinkUnavailable` when it cannot.
+`RunningSink` owns everything else, once, for every sink: reading the outbox in order, batching,
+keeping several batches in flight, acknowledging delivered records, reconnecting with jittered
+exponential backoff, replaying what was unconfirmed, and statistics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from picogate._outbox import Outbox, Record
+
+log = logging.getLogger("picogate.sink")
+
+
+class SinkUnavailable(Exception):
+    """The sink cannot deliver now (not connected, connection lost, peer refused)."""
+
+
+class Sink(Protocol):
+    name: str
+
+    async def open(self) -> None:
+        """Connect.  Raise SinkUnavailable (or OSError) when the peer cannot be reached."""
+
+    async def deliver(self, records: Sequence[Record]) -> None:
+        """Send the records in order; return when the peer confirmed all of them."""
+
+    async def close(self) -> None:
+        """Disconnect cleanly (flush what is in flight if possible)."""
+
+
+@dataclass(slots=True)
+class SinkStats:
+    delivered: int = 0
+    batches: int = 0
+    failures: int = 0
+    connects: int = 0
+    connected: bool = False
+    last_error: str = ""
+    last_delivery_s: float = 0.0
+
+
+class RunningSink:
+    """Runs one sink against the outbox until cancelled."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        outbox: Outbox,
+        *,
+        batch_size: int = 500,
+        window: int = 4,
+        min_delay: float = 0.5,
+        max_delay: float = 30.0,
+    ) -> None:
+        self.sink = sink
+        self.outbox = outbox
+        self.batch_size = batch_size
+        self.window = window
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.stats = SinkStats()
+        self._drained = asyncio.Event()
+        outbox.register_sink(sink.name)
+
+    @property
+    def name(self) -> str:
+        return self.sink.name
+
+    async def run(self) -> None:
+        delay = self.min_delay
+        while True:
+            try:
+                await self.sink.open()
+            except (SinkUnavailable, OSError) as exc:
+                self.stats.failures += 1
+                self.stats.last_error = str(exc) or type(exc).__name__
+                log.warning("sink %s: cannot connect (%s); retrying in %.1f s", self.name, exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # full jitter, never zero
+                delay = min(delay * 2, self.max_delay)
+                continue
+            self.stats.connects += 1
+            self.stats.connected = True
+            delay = self.min_delay
+            log.info("sink %s: connected", self.name)
+            try:
+                await self._pump()
+            except (SinkUnavailable, OSError) as exc:
+                self.stats.failures += 1
+                self.stats.last_error = str(exc) or type(exc).__name__
+                log.warning("sink %s: connection lost (%s); unconfirmed records will be re-sent", self.name, exc)
+            finally:
+                self.stats.connected = False
+                with contextlib.suppress(Exception):
+                    await self.sink.close()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _pump(self) -> None:
+        """Deliver until the sink fails.  Up to `window` batches are in flight at once."""
+        cursor = 0  # highest id handed to the sink on this connection
+        inflight: set[asyncio.Task[None]] = set()
+        failure: list[BaseException] = []
+
+        def done(task: asyncio.Task[None]) -> None:
+            inflight.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                failure.append(task.exception())  # type: ignore[arg-type]
+            wake.set()
+
+        wake = asyncio.Event()
+        try:
+            while True:
+                if failure:
+                    raise failure[0]
+                if len(inflight) >= self.window:
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                batch = await self.outbox.fetch(self.name, cursor, self.batch_size)
+                if not batch:
+                    if not inflight:
+                        self._drained.set()
+                    waiter = asyncio.ensure_future(self.outbox.wait(self.name, timeout=1.0))
+                    wake.clear()
+                    wake_task = asyncio.ensure_future(wake.wait())
+                    await asyncio.wait({waiter, wake_task}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    wake_task.cancel()
+                    continue
+                self._drained.clear()
+                cursor = batch[-1].id
+                task = asyncio.create_task(self._deliver(batch), name=f"sink-{self.name}-deliver")
+                inflight.add(task)
+                task.add_done_callback(done)
+        finally:
+            for task in list(inflight):
+                task.cancel()
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
+
+    async def _deliver(self, batch: Sequence[Record]) -> None:
+        started = time.perf_counter()
+        await self.sink.deliver(batch)
+        self.outbox.ack(batch)
+        self.stats.delivered += len(batch)
+        self.stats.batches += 1
+        self.stats.last_delivery_s = time.perf_counter() - started
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until everything in the outbox for this sink was delivered (for a clean shutdown)."""
+        if self.outbox.depth(self.name) == 0:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                while self.outbox.depth(self.name) > 0:
+                    self._drained.clear()
+                    await self._drained.wait()
+                    await asyncio.sleep(self.outbox.commit_interval * 2)  # let the deletes commit
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,91 @@
+"""The `picogate` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from picogate import __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"picogate: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="picogate", description="Edge gateway for factories: Modbus, Pico boards, CoAP → MQTT, EdgeX.")
+    p.add_argument("--version", action="version", version=f"picogate {__version__}")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the gateway")
+    run.add_argument("-c", "--config", type=Path, default=Path("/etc/picogate/gateway.yaml"), help="gateway.yaml")
+
+    cfg = sub.add_parser("config", help="work with gateway.yaml")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = cfg_sub.add_parser("check", help="validate a configuration file")
+    check.add_argument("file", type=Path)
+
+    demo = sub.add_parser("demo", help="run a simulated plant, a broker and the gateway, with a live view")
+    demo.add_argument("--no-tui", action="store_true", help="log instead of the live terminal view")
+    demo.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
+    demo.add_argument("--workdir", type=Path, default=None, help="where the demo keeps its files (default: a temp dir)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from picogate._logging import setup_logging
+
+    setup_logging(args.log_level, args.log_format)
+    if args.command == "config":
+        return _config_check(args.file)
+    if args.command == "run":
+        return _run(args.config)
+    if args.command == "demo":
+        from picogate.demo import run_demo
+
+        return run_demo(tui=not args.no_tui, duration=args.duration, workdir=args.workdir)
+    return 2
+
+
+def _config_check(path: Path) -> int:
+    from picogate.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        n = len(exc.issues)
+        print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        return 1
+    points = sum(len(d.points) for d in cfg.devices)
+    print(f"{path}: OK ({len(cfg.devices)} devices, {points} points)")
+    return 0
+
+
+def _run(path: Path) -> int:
+    from picogate._gateway import Gateway
+    from picogate.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+    async def go() -> None:
+        async with Gateway(cfg) as gw:
+            await gw.run()
+
+    try:
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,410 @@
+"""Modbus polling: one task per link (a TCP connection, or a serial bus), serving its devices.
+
+- Points of a device are grouped by poll interval; each group is planned once into merged reads.
+- Writes wait in a priority queue that the link serves before its next poll request.
+- A failed poll is retried `retries` times; after `offline_after` failed polls the device goes
+  offline: its points are published with quality `bad`, its status is published, and it is polled
+  with exponential backoff (up to `backoff_max`) so that a dead slave on a shared bus costs one
+  timeout per backoff period, not one per cycle.  It comes back by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from picogate._model import PointInfo, PointType, Quality, Reading, Value
+from picogate._registry import DeviceState, DeviceStatus, PointRegistry
+from picogate._router import ErrorCode, WriteError
+from picogate.config._schema import ModbusRtuDevice, ModbusTcpDevice, PointConfig
+from picogate.modbus._codec import CodecError, Encoding, Table, bit_masks, decode, encode, set_bit
+from picogate.modbus._planner import Request, plan
+from picogate.modbus._transport import FailKind, ModbusFailure, ModbusLink, SerialParams, TcpParams
+
+log = logging.getLogger("picogate.modbus")
+
+DeviceConfig = ModbusTcpDevice | ModbusRtuDevice
+Emit = Callable[[Sequence[Reading]], Awaitable[None]]
+StatusChanged = Callable[[DeviceStatus], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class PollStats:
+    polls: int = 0
+    requests: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    exceptions: int = 0
+    writes: int = 0
+    write_failures: int = 0
+    latency_sum: float = 0.0
+
+
+def engineering_type(enc: Encoding) -> PointType:
+    """The type of the value a point delivers: a scaled integer register is a float."""
+    if enc.type.is_integer and (enc.scale != 1.0 or enc.offset != 0.0):
+        return PointType.FLOAT64
+    return enc.type
+
+
+def point_info(device: DeviceConfig, p: PointConfig, enc: Encoding) -> PointInfo:
+    return PointInfo(
+        device=device.name,
+        name=p.name,
+        type=engineering_type(enc),
+        unit=p.unit,
+        writable=p.writable,
+        min=p.min,
+        max=p.max,
+        description=p.description,
+        deadband=p.deadband.value,
+        deadband_percent=p.deadband.percent,
+        max_silence=p.max_silence if p.max_silence is not None else device.max_silence,
+        origin="modbus",
+        attrs={
+            "table": enc.table.value,
+            "address": str(enc.address),
+            "type": enc.type.value,
+            "order": enc.order.value,
+            "scale": repr(enc.scale),
+            "offset": repr(enc.offset),
+            **({"bit": str(enc.bit)} if enc.bit is not None else {}),
+            **({"count": str(enc.count)} if enc.count else {}),
+        },
+    )
+
+
+@dataclass(slots=True)
+class _Group:
+    interval: float
+    requests: list[Request[str]]
+    next_due: float = 0.0
+
+
+@dataclass(slots=True)
+class _Device:
+    cfg: DeviceConfig
+    encodings: dict[str, Encoding]
+    infos: dict[str, PointInfo]
+    groups: list[_Group]
+    failures: int = 0
+    offline: bool = False
+    backoff: float = 0.0
+    retry_at: float = 0.0
+    status: DeviceStatus = field(default_factory=lambda: DeviceStatus(""))
+
+
+@dataclass(slots=True)
+class _Write:
+    device: _Device
+    point: PointInfo
+    value: Value
+    done: asyncio.Future[None]
+
+
+def _build_device(cfg: DeviceConfig) -> _Device:
+    encodings = {p.name: p.encoding(cfg.byte_order) for p in cfg.points}
+    infos = {p.name: point_info(cfg, p, encodings[p.name]) for p in cfg.points}
+    by_interval: dict[float, list[tuple[str, Encoding]]] = {}
+    for p in cfg.points:
+        by_interval.setdefault(p.poll or cfg.poll, []).append((p.name, encodings[p.name]))
+    groups = [
+        _Group(
+            interval,
+            plan(
+                members,
+                max_registers=cfg.max_registers,
+                max_bits=cfg.max_bits,
+                max_gap=cfg.max_gap,
+                no_merge=cfg.no_merge,
+            ),
+        )
+        for interval, members in sorted(by_interval.items())
+    ]
+    return _Device(cfg, encodings, infos, groups, status=DeviceStatus(cfg.name, origin="modbus"))
+
+
+def link_key(cfg: DeviceConfig) -> tuple[str, ...]:
+    """Devices with the same key share one connection (a TCP gateway, an RS-485 bus)."""
+    if isinstance(cfg, ModbusTcpDevice):
+        return ("tcp", cfg.host, str(cfg.port), cfg.framing)
+    return ("rtu", cfg.port)
+
+
+class ModbusLine:
+    """The poller of one link."""
+
+    def __init__(
+        self,
+        devices: Sequence[DeviceConfig],
+        *,
+        registry: PointRegistry,
+        emit: Emit,
+        status_changed: StatusChanged,
+        now_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        first = devices[0]
+        if isinstance(first, ModbusTcpDevice):
+            params: TcpParams | SerialParams = TcpParams(first.host, first.port, first.framing)
+        else:
+            params = SerialParams(first.port, first.baudrate, first.parity, first.stopbits, first.bytesize)
+        self.link = ModbusLink(params, timeout=max(d.timeout for d in devices))
+        self.name = self.link.description
+        self.devices = {d.name: _build_device(d) for d in devices}
+        self.registry = registry
+        self._emit = emit
+        self._status_changed = status_changed
+        self._now_ns = now_ns
+        self._writes: asyncio.Queue[_Write] = asyncio.Queue(maxsize=256)
+        self._wake = asyncio.Event()
+        # Readings wait here for the pipeline, so that a poll never waits on an outbox commit.
+        self._out: asyncio.Queue[Sequence[Reading]] = asyncio.Queue(maxsize=64)
+        self.stats = PollStats()
+        self.latency_observer: Callable[[str, float], None] | None = None
+
+    # ------------------------------------------------------------------ registration
+
+    def register(self) -> None:
+        for dev in self.devices.values():
+            for info in dev.infos.values():
+                self.registry.add(info, replace=True)
+
+    def writer_for(self, device: str) -> _DeviceWriter:
+        return _DeviceWriter(self, self.devices[device])
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._forward(), name=f"modbus-forward-{self.name}")
+            tg.create_task(self._poll_loop(), name=f"modbus-poll-{self.name}")
+
+    async def _forward(self) -> None:
+        while True:
+            readings = await self._out.get()
+            await self._emit(readings)
+
+    async def _poll_loop(self) -> None:
+        try:
+            while True:
+                await self._serve_writes()
+                dev, group = self._next_due()
+                now = time.monotonic()
+                if dev is None or group is None:
+                    await self._sleep(1.0)
+                    continue
+                due = max(group.next_due, dev.retry_at)
+                if due > now:
+                    await self._sleep(due - now)
+                    continue
+                await self._poll(dev, group)
+        finally:
+            self.link.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    def _next_due(self) -> tuple[_Device | None, _Group | None]:
+        best: tuple[float, _Device, _Group] | None = None
+        for dev in self.devices.values():
+            for group in dev.groups:
+                due = max(group.next_due, dev.retry_at)
+                if best is None or due < best[0]:
+                    best = (due, dev, group)
+        if best is None:
+            return None, None
+        return best[1], best[2]
+
+    async def _poll(self, dev: _Device, group: _Group) -> None:
+        cfg = dev.cfg
+        started = time.monotonic()
+        # Schedule the next poll on the fixed grid, skipping cycles missed while busy.
+        group.next_due = group.next_due + group.interval if group.next_due else started + group.interval
+        if group.next_due < started:
+            group.next_due = started + group.interval
+        self.stats.polls += 1
+        readings: list[Reading] = []
+        failure: ModbusFailure | None = None
+        for req in group.requests:
+            if not self._writes.empty():
+                await self._serve_writes()  # writes take priority over the rest of the poll
+            words: list[int] | list[bool] | None = None
+            for attempt in range(cfg.retries + 1):
+                t0 = time.perf_counter()
+                try:
+                    self.link.timeout = cfg.timeout
+                    words = await self.link.read(cfg.unit_id, req.table, req.start, req.count)
+                except ModbusFailure as exc:
+                    failure = exc
+                    self.stats.failures += 1
+                    if exc.kind is FailKind.TIMEOUT:
+                        self.stats.timeouts += 1
+                    elif exc.kind is FailKind.EXCEPTION:
+                        self.stats.exceptions += 1
+                        break  # the device answered: asking again gets the same answer
+                    if attempt < cfg.retries:
+                        await asyncio.sleep(min(0.05 * (attempt + 1), cfg.timeout))
+                    continue
+                finally:
+                    self.stats.requests += 1
+                elapsed = time.perf_counter() - t0
+                self.stats.latency_sum += elapsed
+                if self.latency_observer is not None:
+                    self.latency_observer(cfg.name, elapsed)
+                break
+            ts = self._now_ns()
+            if words is None:
+                if failure is not None and failure.kind is FailKind.EXCEPTION:
+                    # The device is alive; these registers are not.  Their points are bad.
+                    readings.extend(self._bad(dev, req, ts))
+                    continue
+                await self._failed(dev, failure)
+                return
+            readings.extend(self._decode(dev, req, words, ts))
+        if dev.offline or dev.failures or dev.status.state is not DeviceState.ONLINE:
+            await self._recovered(dev)
+        await self._out.put(readings)
+
+    def _decode(
+        self, dev: _Device, req: Request[str], words: list[int] | list[bool], ts: int
+    ) -> list[Reading]:
+        out: list[Reading] = []
+        name = dev.cfg.name
+        for point, offset in req.members:
+            enc = dev.encodings[point]
+            unit = dev.infos[point].unit
+            try:
+                value = decode(enc, words[offset : offset + enc.width])
+            except (CodecError, ValueError, UnicodeDecodeError):
+                out.append(Reading(name, point, None, ts, Quality.BAD, unit))
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                out.append(Reading(name, point, None, ts, Quality.BAD, unit))
+                continue
+            out.append(Reading(name, point, value, ts, Quality.GOOD, unit))
+        return out
+
+    def _bad(self, dev: _Device, req: Request[str], ts: int) -> list[Reading]:
+        return [Reading(dev.cfg.name, p, None, ts, Quality.BAD, dev.infos[p].unit) for p, _ in req.members]
+
+    async def _failed(self, dev: _Device, failure: ModbusFailure | None) -> None:
+        cfg = dev.cfg
+        dev.failures += 1
+        reason = str(failure) if failure else "no reply"
+        if not dev.offline and dev.failures >= cfg.offline_after:
+            dev.offline = True
+            dev.backoff = min(cfg.poll, cfg.backoff_max)
+            log.warning("device %s offline after %d failed polls: %s", cfg.name, dev.failures, reason)
+            ts = self._now_ns()
+            await self._set_state(dev, DeviceState.OFFLINE, reason, ts)
+            bad = [Reading(cfg.name, p, None, ts, Quality.BAD, info.unit) for p, info in dev.infos.items()]
+            await self._out.put(bad)
+        elif dev.offline:
+            dev.backoff = min(max(dev.backoff * 2, cfg.poll), cfg.backoff_max)
+        if dev.offline:
+            dev.retry_at = time.monotonic() + dev.backoff
+
+    async def _recovered(self, dev: _Device) -> None:
+        was_offline = dev.offline
+        dev.failures = 0
+        dev.offline = False
+        dev.backoff = 0.0
+        dev.retry_at = 0.0
+        if was_offline:
+            log.info("device %s back online", dev.cfg.name)
+        if was_offline or dev.status.state is not DeviceState.ONLINE:
+            await self._set_state(dev, DeviceState.ONLINE, "", self._now_ns())
+
+    async def _set_state(self, dev: _Device, state: DeviceState, reason: str, ts: int) -> None:
+        if self.registry.set_device_state(dev.cfg.name, state, reason=reason, ts=ts):
+            status = self.registry.device(dev.cfg.name)
+            assert status is not None
+            dev.status = status
+            await self._status_changed(status)
+
+    # ------------------------------------------------------------------ writes
+
+    async def submit(self, write: _Write) -> None:
+        try:
+            self._writes.put_nowait(write)
+        except asyncio.QueueFull:
+            raise WriteError(ErrorCode.DEVICE_ERROR, f"too many writes queued for {self.name}") from None
+        self._wake.set()
+        await write.done
+
+    async def _serve_writes(self) -> None:
+        while not self._writes.empty():
+            w = self._writes.get_nowait()
+            if w.done.done():  # the router gave up (timeout)
+                continue
+            try:
+                await self._do_write(w)
+            except WriteError as exc:
+                self.stats.write_failures += 1
+                if not w.done.done():
+                    w.done.set_exception(exc)
+            else:
+                self.stats.writes += 1
+                if not w.done.done():
+                    w.done.set_result(None)
+                for group in w.device.groups:  # show the new value at the next turn
+                    if any(p == w.point.name for r in group.requests for p, _ in r.members):
+                        group.next_due = time.monotonic()
+
+    async def _do_write(self, w: _Write) -> None:
+        cfg = w.device.cfg
+        enc = w.device.encodings[w.point.name]
+        self.link.timeout = cfg.timeout
+        try:
+            if enc.bit is not None:
+                if cfg.fc22:
+                    and_mask, or_mask = bit_masks(enc.bit, bool(w.value))
+                    await self.link.mask_write(cfg.unit_id, enc.address, and_mask, or_mask)
+                else:  # read-modify-write of the register holding the bit
+                    words = await self.link.read(cfg.unit_id, Table.HOLDING, enc.address, 1)
+                    word = set_bit(int(words[0]), enc.bit, bool(w.value))
+                    await self.link.write(cfg.unit_id, Table.HOLDING, enc.address, [word])
+                return
+            values = encode(enc, w.value)
+            await self.link.write(cfg.unit_id, enc.table, enc.address, values)
+        except CodecError as exc:
+            code = ErrorCode.OUT_OF_RANGE if exc.code == "out_of_range" else ErrorCode.BAD_TYPE
+            raise WriteError(code, f"{w.point.key}: {exc}") from exc
+        except ModbusFailure as exc:
+            if exc.kind is FailKind.TIMEOUT:
+                raise WriteError(ErrorCode.TIMEOUT, f"{w.point.key}: {exc}") from exc
+            if exc.kind is FailKind.DISCONNECTED:
+                raise WriteError(ErrorCode.DEVICE_OFFLINE, f"{w.point.key}: {exc}") from exc
+            raise WriteError(ErrorCode.DEVICE_ERROR, f"{w.point.key}: {exc}") from exc
+
+
+class _DeviceWriter:
+    """The command router's handle on one Modbus device."""
+
+    def __init__(self, line: ModbusLine, device: _Device) -> None:
+        self._line = line
+        self._device = device
+
+    async def write(self, point: PointInfo, value: Value) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._line.submit(_Write(self._device, point, value, fut))
+
+
+def build_lines(
+    devices: Sequence[DeviceConfig], *, registry: PointRegistry, emit: Emit, status_changed: StatusChanged
+) -> list[ModbusLine]:
+    """Group devices by link and build one poller per link."""
+    groups: dict[tuple[str, ...], list[DeviceConfig]] = {}
+    for d in devices:
+        groups.setdefault(link_key(d), []).append(d)
+    return [
+        ModbusLine(g, registry=registry, emit=emit, status_changed=status_changed) for g in groups.values()
+    ]

@@ -1,0 +1,239 @@
+"""MQTT: the encoder (readings → topics and JSON payloads), the sink (outbox → broker, QoS 1 acks),
+and the command ingress (`…/cmd/<device>/<point>/set` → command router → `…/result`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from picogate._model import Reading
+from picogate._outbox import Envelope, Record
+from picogate._registry import DeviceStatus
+from picogate._router import CommandRouter, ErrorCode, WriteRequest, WriteResult
+from picogate._sink import SinkUnavailable
+from picogate.mqtt._client import IncomingMessage, MqttClient, MqttLost, Will
+from picogate.mqtt._topics import Topics, valid_name
+
+log = logging.getLogger("picogate.mqtt")
+
+SINK_NAME = "mqtt"
+
+
+def _ms(ts_ns: int) -> int:
+    return ts_ns // 1_000_000
+
+
+class MqttEncoder:
+    """Readings → `<root>/data/<device>/<point>` and/or `<root>/data/<device>` messages."""
+
+    sink = SINK_NAME
+
+    def __init__(self, topics: Topics, *, per_point: bool, per_device: bool, qos: int, retain: bool) -> None:
+        self.topics = topics
+        self.per_point = per_point
+        self.per_device = per_device
+        self.qos = qos
+        self.retain = retain
+        self._point_topics: dict[tuple[str, str], str] = {}
+
+    def readings(self, readings: Sequence[Reading]) -> list[Envelope]:
+        out: list[Envelope] = []
+        dumps = orjson.dumps
+        qos, retain = self.qos, self.retain
+        if self.per_point:
+            topics = self._point_topics
+            for r in readings:
+                key = (r.device, r.point)
+                topic = topics.get(key)
+                if topic is None:
+                    topic = topics[key] = self.topics.data_point(r.device, r.point)
+                payload = dumps({"v": r.value, "ts": r.ts // 1_000_000, "unit": r.unit, "q": r.quality.value})
+                out.append(Envelope(SINK_NAME, topic, payload, qos, retain))
+        if self.per_device:
+            by_device: dict[str, dict[str, Any]] = {}
+            newest: dict[str, int] = {}
+            for r in readings:
+                points = by_device.setdefault(r.device, {})
+                points[r.point] = {"v": r.value, "ts": r.ts // 1_000_000, "unit": r.unit, "q": r.quality.value}
+                newest[r.device] = max(newest.get(r.device, 0), r.ts)
+            for device, points in by_device.items():
+                payload = dumps({"ts": _ms(newest[device]), "points": points})
+                out.append(Envelope(SINK_NAME, self.topics.data_device(device), payload, qos, retain))
+        return out
+
+    def device_status(self, status: DeviceStatus) -> list[Envelope]:
+        payload = orjson.dumps(
+            {"state": status.state.value, "reason": status.reason, "ts": _ms(status.since_ns or time.time_ns())}
+        )
+        return [Envelope(SINK_NAME, self.topics.device_status(status.name), payload, 1, True)]
+
+
+class CommandIngress:
+    """Validates MQTT set commands and hands them to the command router; replies on `…/result`."""
+
+    def __init__(
+        self,
+        topics: Topics,
+        router: CommandRouter,
+        *,
+        ttl_s: float,
+        reply: Callable[[str, bytes], None],
+        max_concurrent: int = 64,
+    ) -> None:
+        self.topics = topics
+        self.router = router
+        self.ttl_s = ttl_s
+        self._reply = reply
+        self._sem = asyncio.Semaphore(max_concurrent)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.refused = 0
+
+    def handle(self, msg: IncomingMessage) -> None:
+        parsed = self.topics.parse_cmd(msg.topic)
+        if parsed is None:
+            return
+        task = asyncio.create_task(self._handle(parsed[0], parsed[1], msg), name="mqtt-command")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def check(self, device: str, point: str, msg: IncomingMessage) -> tuple[WriteRequest | None, WriteResult | None]:
+        """Parse and check a command; return the request, or the error result to send back."""
+
+        def bad(code: ErrorCode, error: str, rid: str = "") -> tuple[None, WriteResult]:
+            return None, WriteResult(False, code, error, request_id=rid)
+
+        if not (valid_name(device) and valid_name(point)):
+            return bad(ErrorCode.UNKNOWN_POINT, f"unknown point {device}.{point}")
+        try:
+            body = orjson.loads(msg.payload)
+        except orjson.JSONDecodeError as exc:
+            return bad(ErrorCode.BAD_REQUEST, f"payload is not valid JSON: {exc}")
+        if not isinstance(body, dict):
+            return bad(ErrorCode.BAD_REQUEST, 'payload must be a JSON object such as {"v": 1, "id": "..."}')
+        raw_id = body.get("id", "")
+        rid = str(raw_id) if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else ""
+        if msg.retain:
+            return bad(ErrorCode.BAD_REQUEST, "retained commands are refused (publish set commands with retain=false)", rid)
+        unknown = set(body) - {"v", "id", "ts"}
+        if unknown:
+            return bad(ErrorCode.BAD_REQUEST, f"unknown field(s): {', '.join(sorted(unknown))}; expected v, id, ts", rid)
+        if "v" not in body:
+            return bad(ErrorCode.BAD_REQUEST, 'missing "v" (the value to write)', rid)
+        if "id" in body and not rid:
+            return bad(ErrorCode.BAD_REQUEST, '"id" must be a string or an integer')
+        ts = body.get("ts")
+        if ts is not None:
+            if isinstance(ts, bool) or not isinstance(ts, int | float):
+                return bad(ErrorCode.BAD_REQUEST, '"ts" must be milliseconds since the epoch', rid)
+            age_s = time.time() - ts / 1000.0
+            if age_s > self.ttl_s:
+                return bad(ErrorCode.STALE, f"command is {age_s:.1f} s old; the limit is {self.ttl_s:g} s", rid)
+        return WriteRequest(device, point, body["v"], origin="mqtt", request_id=rid), None
+
+    async def _handle(self, device: str, point: str, msg: IncomingMessage) -> None:
+        request, result = self.check(device, point, msg)
+        if request is not None:
+            async with self._sem:
+                result = await self.router.write(request)
+        else:
+            self.refused += 1
+            assert result is not None
+            log.warning("command on %s refused: %s", msg.topic, result.error)
+        self._reply(self.topics.cmd_result(device, point), result.as_json())
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class MqttSink:
+    """Delivers outbox records to one broker at QoS 1 (or 0), subscribes to commands."""
+
+    name = SINK_NAME
+
+    def __init__(
+        self,
+        *,
+        client_factory: Callable[..., MqttClient],
+        topics: Topics,
+        status_payload: Callable[[str], bytes],
+        commands: CommandIngress | None = None,
+    ) -> None:
+        self._factory = client_factory
+        self.topics = topics
+        self._status_payload = status_payload
+        self.commands = commands
+        self.client: MqttClient | None = None
+
+    async def open(self) -> None:
+        will = Will(self.topics.status, self._status_payload("offline"), qos=1, retain=True)
+        client = self._factory(will=will, on_message=self._on_message)
+        try:
+            await client.connect()
+        except MqttLost as exc:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+            raise SinkUnavailable(str(exc)) from exc
+        self.client = client
+        if self.commands is not None:
+            client.subscribe(self.topics.cmd_filter, qos=1)
+        self.publish_status("online")
+
+    def publish_status(self, state: str) -> None:
+        client = self.client
+        if client is not None and client.connected:
+            client.publish(self.topics.status, self._status_payload(state), qos=1, retain=True)
+
+    def publish_now(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
+        """Best-effort direct publish on the live connection (command results)."""
+        client = self.client
+        if client is None or not client.connected:
+            return False
+        client.publish(topic, payload, qos=qos, retain=retain)
+        return True
+
+    def _on_message(self, msg: IncomingMessage) -> None:
+        if self.commands is not None:
+            self.commands.handle(msg)
+
+    async def deliver(self, records: Sequence[Record]) -> None:
+        client = self.client
+        if client is None or not client.connected:
+            raise SinkUnavailable("not connected to the broker")
+        futures: list[asyncio.Future[None]] = []
+        try:
+            for rec in records:
+                fut = client.publish(rec.key, rec.payload, qos=rec.qos, retain=rec.retain)
+                if fut is not None:
+                    futures.append(fut)
+            if futures:
+                await asyncio.gather(*futures)
+        except MqttLost as exc:
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()
+                elif not fut.cancelled():
+                    fut.exception()  # retrieved: no "exception never retrieved" noise
+            raise SinkUnavailable(str(exc)) from exc
+
+    async def close(self) -> None:
+        client, self.client = self.client, None
+        if client is None:
+            return
+        if client.connected:
+            # A clean DISCONNECT suppresses the last will, so say "offline" ourselves.
+            with contextlib.suppress(MqttLost):
+                fut = client.publish(self.topics.status, self._status_payload("offline"), qos=1, retain=True)
+                if fut is not None:
+                    with contextlib.suppress(TimeoutError, MqttLost):
+                        async with asyncio.timeout(2):
+                            await fut
+        await client.disconnect()

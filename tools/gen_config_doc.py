@@ -1,0 +1,326 @@
+"""Regenerate the key tables of docs/configuration.md from the schema (picogate.config._schema).
+
+    python tools/gen_config_doc.py           # rewrite the tables in place
+    python tools/gen_config_doc.py --check   # exit 1 if a table is out of date (tests do this)
+
+Each table sits between `<!-- keys: NAME -->` and `<!-- /keys -->`; everything else in the document
+is written by hand.  Meanings come from the schema's attribute docstrings, or from MEANINGS below
+where the docstring is missing or speaks to developers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import enum
+import inspect
+import re
+import sys
+import types
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "configuration.md"
+sys.path.insert(0, str(ROOT / "agent"))
+
+from pydantic import BaseModel  # noqa: E402
+from pydantic.fields import FieldInfo  # noqa: E402
+from pydantic_core import PydanticUndefined  # noqa: E402
+
+from picogate._model import NAME_PATTERN  # noqa: E402
+from picogate.config import _schema as schema  # noqa: E402
+
+_DEVICE_BASE: type[BaseModel] = schema._DeviceBase
+
+SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
+    # name: (model, a base whose fields are left out because another table lists them)
+    "top": (schema.GatewayConfig, None),
+    "gateway": (schema.GatewaySection, None),
+    "mqtt": (schema.MqttSection, None),
+    "mqtt.tls": (schema.TlsSection, None),
+    "mqtt.reconnect": (schema.ReconnectSection, None),
+    "outbox": (schema.OutboxSection, None),
+    "metrics": (schema.MetricsSection, None),
+    "clock": (schema.ClockSection, None),
+    "devices": (_DEVICE_BASE, None),
+    "modbus_tcp": (schema.ModbusTcpDevice, _DEVICE_BASE),
+    "modbus_rtu": (schema.ModbusRtuDevice, _DEVICE_BASE),
+    "points": (schema.PointConfig, None),
+}
+
+MEANINGS: dict[tuple[str, str], str] = {
+    ("GatewayConfig", "gateway"): "This gateway: its id and where it keeps state.",
+    ("GatewayConfig", "mqtt"): "The MQTT broker the readings go to and commands come from.",
+    ("GatewayConfig", "outbox"): "The store-and-forward queue between the sources and MQTT.",
+    ("GatewayConfig", "metrics"): "The Prometheus metrics endpoint.",
+    ("GatewayConfig", "clock"): "How the system clock is trusted.",
+    ("GatewayConfig", "devices"): "The field devices polled over Modbus TCP or RTU.",
+    ("GatewayConfig", "boards"): "Reserved for Raspberry Pi Pico I/O boards; not checked yet.",
+    ("GatewayConfig", "coap"): "Reserved for the CoAP server and client; not checked yet.",
+    ("GatewayConfig", "edgex"): "Reserved for EdgeX Foundry forwarding; not checked yet.",
+    ("GatewayConfig", "rules"): "Reserved for the rule files; not checked yet.",
+    ("TlsSection", "ca_file"): "CA certificate(s) to check the broker with; default: the system's.",
+    ("TlsSection", "cert_file"): "Client certificate (with `key_file`).",
+    ("TlsSection", "key_file"): "Private key of the client certificate.",
+    ("MqttSection", "enabled"): "Connect to a broker at all.",
+    ("MqttSection", "host"): "Broker host name or address.",
+    ("MqttSection", "port"): "Broker port (8883 is the usual one for TLS).",
+    ("MqttSection", "username"): "User name to log in with.",
+    ("MqttSection", "tls"): "Connect with TLS; see `mqtt.tls`.",
+    ("MqttSection", "protocol"): "MQTT version.",
+    ("MqttSection", "qos"): "QoS of the data messages.",
+    ("MqttSection", "base_topic"): "First level(s) of every topic: `<base_topic>/<gateway id>/...`.",
+    ("MqttSection", "publish"): "`point`: one message per point; `device`: one per device and poll; `both`.",
+    ("MqttSection", "keepalive"): "MQTT keep-alive interval.",
+    ("MqttSection", "reconnect"): "Delays between reconnection attempts; see `mqtt.reconnect`.",
+    ("ReconnectSection", "min_delay"): "First wait after a lost connection.",
+    (
+        "ReconnectSection",
+        "max_delay",
+    ): "Longest wait: the wait grows (with jitter) from `min_delay` up to this.",
+    ("MetricsSection", "enabled"): "Serve Prometheus metrics.",
+    ("MetricsSection", "host"): "Address to listen on (`0.0.0.0` for every interface).",
+    ("MetricsSection", "port"): "Port to listen on.",
+    ("_DeviceBase", "name"): "Device name: the `<device>` level of topics and rule names.",
+    ("_DeviceBase", "description"): "Free text, for people.",
+    ("_DeviceBase", "unit_id"): "Modbus unit (slave) id.",
+    ("_DeviceBase", "max_registers"): "Most registers one read request may ask for.",
+    ("_DeviceBase", "max_bits"): "Most coils / discrete inputs one read request may ask for.",
+    ("_DeviceBase", "byte_order"): "Byte and word order of multi-register values; see below.",
+    ("_DeviceBase", "poll"): "Poll interval of the device's points.",
+    ("_DeviceBase", "points"): "The device's points; see `points`.",
+    ("ModbusTcpDevice", "type"): "Modbus TCP.",
+    ("ModbusTcpDevice", "host"): "Host name or address of the device (or of its gateway).",
+    ("ModbusTcpDevice", "port"): "TCP port.",
+    ("ModbusRtuDevice", "type"): "Modbus RTU on a serial line.",
+    ("ModbusRtuDevice", "baudrate"): "Line speed.",
+    ("ModbusRtuDevice", "parity"): "`N` none, `E` even, `O` odd.",
+    ("ModbusRtuDevice", "stopbits"): "Stop bits.",
+    ("ModbusRtuDevice", "bytesize"): "Data bits.",
+    ("ModbusRtuDevice", "unit_id"): "Modbus unit (slave) id: 1..247 on a serial line (0 is broadcast).",
+    ("PointConfig", "name"): "Point name: the `<point>` level of topics.",
+    ("PointConfig", "table"): "`holding`, `input` (registers), `coil` or `discrete_input`.",
+    ("PointConfig", "address"): "0-based protocol address in `table`.",
+    ("PointConfig", "type"): "Value type; coils and discrete inputs are always `bool`.",
+    ("PointConfig", "scale"): "Engineering value = raw × scale + offset.",
+    ("PointConfig", "offset"): "See `scale`.",
+    ("PointConfig", "unit"): "Engineering unit, e.g. `°C`, `kWh`.",
+    ("PointConfig", "description"): "Free text, for people.",
+    ("PointConfig", "deadband"): "Publish only when the value moves more than this; see below.",
+    ("PointConfig", "writable"): "Accept writes (from MQTT, rules, EdgeX); holding registers and coils only.",
+    ("PointConfig", "min"): "Lowest value a write may set (engineering units).",
+    ("PointConfig", "max"): "Highest value a write may set (engineering units).",
+}
+
+
+# --------------------------------------------------------------------------- docstrings
+
+
+def attribute_docs(model: type[BaseModel]) -> dict[str, str]:
+    """`field: T = x` followed by a string literal: that string, for every class in the MRO."""
+    docs: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+            continue
+        try:
+            tree = ast.parse(inspect.getsource(cls))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for stmt, after in zip(body, [*body[1:], None], strict=True):
+            if (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[stmt.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def meaning(model: type[BaseModel], name: str, docs: dict[str, str]) -> str:
+    """MEANINGS first (written for operators), else the schema's docstring."""
+    for cls in model.__mro__:
+        text = MEANINGS.get((cls.__name__, name))
+        if text is not None:
+            return text
+    return docs.get(name, "")
+
+
+# --------------------------------------------------------------------------- types and defaults
+
+
+def _unwrap(annotation: Any, constraints: list[Any]) -> tuple[Any, bool]:
+    optional = False
+    while True:
+        if get_origin(annotation) is Annotated:
+            base, *extras = get_args(annotation)
+            for extra in extras:
+                constraints.extend(extra.metadata if isinstance(extra, FieldInfo) else [extra])
+            annotation = base
+        elif get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation):
+            members = [a for a in get_args(annotation) if a is not type(None)]
+            optional = True
+            if len(members) != 1:
+                return annotation, optional
+            annotation = members[0]
+        else:
+            return annotation, optional
+
+
+def _is_duration(constraints: list[Any]) -> bool:
+    return any(getattr(c, "func", None) is schema.parse_duration for c in constraints)
+
+
+def _range(constraints: list[Any], unit: str = "") -> str:
+    low = high = ""
+    for c in constraints:
+        for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+            value = getattr(c, attr, None)
+            if value is not None:
+                text = f"{sign} {_number(value)}{unit}"
+                if attr in ("ge", "gt"):
+                    low = text
+                else:
+                    high = text
+    if low.startswith("≥") and high.startswith("≤"):
+        return f"{low[2:]}..{high[2:]}"
+    return ", ".join(t for t in (low, high) if t)
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _code_list(values: list[Any]) -> str:
+    return ", ".join(f"`{v}`" for v in values)
+
+
+def type_text(info: FieldInfo) -> str:
+    constraints = list(info.metadata)
+    annotation, _ = _unwrap(info.annotation, constraints)
+    patterns = [getattr(c, "pattern", None) for c in constraints if getattr(c, "pattern", None)]
+    if _is_duration(constraints):
+        bounds = _range(constraints, "s")
+        return f"duration ({bounds})" if bounds else "duration"
+    if NAME_PATTERN in patterns:
+        return "name"
+    if get_origin(annotation) is Literal:
+        return "one of " + _code_list(list(get_args(annotation)))
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "one of " + _code_list([m.value for m in annotation])
+    if annotation is schema.Deadband:
+        return "number or percentage"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "section"
+    if annotation is bool:
+        return "bool"
+    if annotation is int:
+        bounds = _range(constraints)
+        return f"integer ({bounds})" if bounds else "integer"
+    if annotation is float:
+        return "number"
+    if annotation is str:
+        return "topic" if patterns else "text"
+    if annotation is Path:
+        return "path"
+    origin = get_origin(annotation)
+    if origin is list:
+        (item,) = get_args(annotation)
+        if item is schema.PointConfig:
+            return "list of points"
+        return "list of devices" if get_origin(item) is Annotated else "list"
+    if origin is dict:
+        return "mapping"
+    return str(annotation)
+
+
+def _duration_text(seconds: float) -> str:
+    if seconds == 0:
+        return "0"
+    for unit, size in (("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 0.001)):
+        count = seconds / size
+        if count >= 1 and abs(count - round(count)) < 1e-9:
+            return f"{round(count)}{unit}"
+    return f"{seconds}s"
+
+
+def default_text(info: FieldInfo) -> str:
+    if info.is_required():
+        return "**required**"
+    if info.default_factory is not None:
+        return "`[]`" if info.default_factory is list else "(computed)"
+    value = info.default
+    if value is PydanticUndefined or value is None:
+        return "—"
+    constraints = list(info.metadata)
+    _unwrap(info.annotation, constraints)
+    if isinstance(value, float) and _is_duration(constraints):
+        return f"`{_duration_text(value)}`"
+    if isinstance(value, schema.Deadband):
+        return f"`{_number(value.value)}{'%' if value.percent else ''}`"
+    if isinstance(value, BaseModel):
+        return "(section)"
+    if isinstance(value, bool):
+        return f"`{'true' if value else 'false'}`"
+    if isinstance(value, enum.Enum):
+        return f"`{value.value}`"
+    if isinstance(value, str):
+        return f'`"{value}"`' if value == "" else f"`{value}`"
+    return f"`{_number(value)}`"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def table(name: str) -> str:
+    model, skip = SECTIONS[name]
+    docs = attribute_docs(model)
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, info in model.model_fields.items():
+        if skip is not None and key in skip.model_fields and key not in model.__annotations__:
+            continue
+        cells = [f"`{key}`", type_text(info), default_text(info), meaning(model, key, docs)]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows)
+
+
+_BLOCK = re.compile(
+    r"^(<!-- keys: (?P<name>[\w.]+) -->\n)(?:(?!<!-- keys:).)*?^(<!-- /keys -->)$", re.DOTALL | re.M
+)
+
+
+def render(text: str) -> str:
+    """`text` with every generated table brought up to date."""
+
+    def replace(m: re.Match[str]) -> str:
+        return f"{m.group(1)}{table(m.group('name'))}\n{m.group(3)}"
+
+    return _BLOCK.sub(replace, text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--check", action="store_true", help="only check that the tables are up to date")
+    args = parser.parse_args()
+    text = DOC.read_text(encoding="utf-8")
+    new = render(text)
+    if args.check:
+        if new != text:
+            print(f"{DOC.relative_to(ROOT)}: key tables are out of date; run tools/gen_config_doc.py")
+            return 1
+        return 0
+    if new != text:
+        DOC.write_text(new, encoding="utf-8")
+        print(f"updated {DOC.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
