@@ -60,6 +60,7 @@ class Gateway:
         self.metrics_server: MetricsServer | None = None
         self.started_ns = time.time_ns()
         self.ready = asyncio.Event()
+        self._password: str | None = None
 
     @property
     def parts(self) -> _Parts:
@@ -96,6 +97,9 @@ class Gateway:
 
     async def _build(self) -> None:
         cfg = self.config
+        # Read the secret once, now: a missing variable or file is a start-up error, not a
+        # reconnect loop.  It is kept in memory only and never logged.
+        self._password = cfg.mqtt.password() if cfg.mqtt.enabled and cfg.mqtt.username else None
         outbox = Outbox(
             cfg.outbox_path(),
             max_records=cfg.outbox.max_records,
@@ -164,7 +168,7 @@ class Gateway:
             port=m.port,
             client_id=self.config.client_id(),
             username=m.username,
-            password=m.password() if m.username else None,
+            password=self._password,
             tls=tls,
             protocol=m.protocol,
             keepalive=m.keepalive,

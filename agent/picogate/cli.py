@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,4 +89,8 @@ def _run(path: Path) -> int:
         asyncio.run(go())
     except KeyboardInterrupt:
         pass
+    except (ValueError, OSError, sqlite3.Error) as exc:
+        # Start-up problems an operator can fix: unreadable secret, data_dir not writable, port in use.
+        print(f"picogate: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -1,0 +1,76 @@
+"""The `picogate` command: clear errors for bad arguments and bad files, no tracebacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from picogate.cli import main
+
+
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["frobnicate"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'frobnicate'" in err and "Traceback" not in err
+
+
+def test_config_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "gateway.yaml"
+    f.write_text("devices:\n  - {name: b, type: modbus_tcp, host: h, points: [{name: t, ref: 40001}]}\n")
+    assert main(["config", "check", str(f)]) == 0
+    assert "OK (1 devices, 1 points)" in capsys.readouterr().out
+
+
+def test_config_check_reports_every_error_with_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "gateway.yaml"
+    f.write_text(
+        "devices:\n"
+        "  - name: Boiler\n"
+        "    type: modbus_tcp\n"
+        "    host: x\n"
+        "    points:\n"
+        "      - {name: t, table: holding, address: 70000}\n"
+    )
+    assert main(["config", "check", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert "gateway.yaml:2:11: devices[0].name: must match" in err
+    assert "gateway.yaml:6:44: devices[0].points[0].address: must be 0..65535" in err
+    assert "2 errors" in err and "Traceback" not in err
+
+
+def test_config_check_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "check", "/nonexistent/gateway.yaml"]) == 1
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_run_with_bad_config_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "gateway.yaml"
+    f.write_text("mqtt: {port: 0}\n")
+    assert main(["run", "-c", str(f)]) == 1
+    assert "mqtt.port" in capsys.readouterr().err
+
+
+def test_run_with_missing_password_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PG_TEST_PW", raising=False)
+    f = tmp_path / "gateway.yaml"
+    f.write_text(
+        f"gateway: {{data_dir: {tmp_path}}}\nmetrics: {{enabled: false}}\n"
+        "mqtt: {username: u, password_env: PG_TEST_PW}\n"
+    )
+    assert main(["run", "-c", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot start" in err and "PG_TEST_PW is not set" in err
+
+
+def test_run_with_unwritable_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    f = tmp_path / "gateway.yaml"
+    f.write_text(f"gateway: {{data_dir: {blocker}/sub}}\nmetrics: {{enabled: false}}\n")
+    assert main(["run", "-c", str(f)]) == 1
+    assert "cannot start" in capsys.readouterr().err
