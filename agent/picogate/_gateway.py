@@ -143,7 +143,7 @@ class Gateway:
                 RunningSink(
                     sink,
                     outbox,
-                    window=max(1, cfg.mqtt.max_inflight // 500),
+                    window=4,
                     min_delay=cfg.mqtt.reconnect.min_delay,
                     max_delay=cfg.mqtt.reconnect.max_delay,
                 )
@@ -172,6 +172,7 @@ class Gateway:
             tls=tls,
             protocol=m.protocol,
             keepalive=m.keepalive,
+            max_inflight=m.max_inflight,
             **kwargs,
         )
 

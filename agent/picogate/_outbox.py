@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL,
     qos INTEGER NOT NULL DEFAULT 1,
     retain INTEGER NOT NULL DEFAULT 0,
+    parts INTEGER NOT NULL DEFAULT 0,
     created_ns INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_sink_id ON outbox (sink, id);
@@ -47,13 +48,20 @@ _TAIL_MAX = 200_000  # records per sink kept in memory so a live sink never read
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """What a producer hands the outbox for one sink."""
+    """What a producer hands the outbox for one sink.
+
+    `parts` = 0: one message, `key` is its address (topic, path).  `parts` = N > 0: a bundle of N
+    messages that share the address prefix `key`; `payload` is `suffix NUL body NUL suffix NUL
+    body ...` (MQTT forbids NUL in topics, and JSON bodies never contain a raw NUL).  A bundle
+    costs one row however many messages it carries, and is deleted when all were confirmed.
+    """
 
     sink: str
     key: str
     payload: bytes
     qos: int = 1
     retain: bool = False
+    parts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +75,15 @@ class Record:
     qos: int
     retain: bool
     created_ns: int
+    parts: int = 0
+
+    def messages(self) -> list[tuple[str, bytes]]:
+        """The (address, body) pairs this record carries."""
+        if not self.parts:
+            return [(self.key, self.payload)]
+        fields = self.payload.split(b"\x00")
+        key = self.key
+        return [(key + fields[i].decode(), fields[i + 1]) for i in range(0, len(fields), 2)]
 
 
 @dataclass(slots=True)
@@ -224,11 +241,11 @@ class Outbox:
     def _select(self, sink: str, after_id: int, limit: int) -> list[Record]:
         assert self._db is not None
         cur = self._db.execute(
-            "SELECT id, sink, key, payload, qos, retain, created_ns FROM outbox "
+            "SELECT id, sink, key, payload, qos, retain, created_ns, parts FROM outbox "
             "WHERE sink = ? AND id > ? ORDER BY id LIMIT ?",
             (sink, after_id, limit),
         )
-        return [Record(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6]) for r in cur]
+        return [Record(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6], r[7]) for r in cur]
 
     def ack(self, records: Iterable[Record]) -> None:
         """Mark records delivered; they are deleted with the next commit."""
@@ -285,7 +302,7 @@ class Outbox:
         touched: set[str] = set()
         for i, env in enumerate(pending):
             st = self._state(env.sink)
-            rec = Record(first_id + i, env.sink, env.key, env.payload, env.qos, env.retain, created)
+            rec = Record(first_id + i, env.sink, env.key, env.payload, env.qos, env.retain, created, env.parts)
             st.tail.append(rec)
             st.depth += 1
             touched.add(env.sink)
@@ -325,8 +342,9 @@ class Outbox:
             first_id = self._next_id
             if pending:
                 db.executemany(
-                    "INSERT INTO outbox (sink, key, payload, qos, retain, created_ns) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(e.sink, e.key, e.payload, e.qos, int(e.retain), created) for e in pending],
+                    "INSERT INTO outbox (sink, key, payload, qos, retain, parts, created_ns) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(e.sink, e.key, e.payload, e.qos, int(e.retain), e.parts, created) for e in pending],
                 )
                 row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
                 last = row[0]

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from picogate._clock import Clock
 from picogate._model import PointInfo, Quality, Reading
 from picogate._outbox import Envelope, Outbox
-from picogate._registry import DeviceStatus, PointRegistry
+from picogate._registry import DeviceStatus, PointRegistry, RegistryEvent
 
 
 class Processor(Protocol):
@@ -35,11 +34,18 @@ class Encoder(Protocol):
     def device_status(self, status: DeviceStatus) -> list[Envelope]: ...
 
 
-@dataclass(slots=True)
 class _Published:
-    value: object
-    quality: Quality
-    ts: int
+    """What was last published of one point, and the point's reporting settings."""
+
+    __slots__ = ("info", "quality", "simple", "ts", "value")
+
+    def __init__(self, info: PointInfo | None, r: Reading) -> None:
+        self.info = info
+        # deadband 0 and no max silence: "publish when it changed", the common fast path
+        self.simple = info is None or (info.deadband <= 0 and info.max_silence <= 0)
+        self.value: object = r.value
+        self.quality = r.quality
+        self.ts = r.ts
 
 
 def _moved(info: PointInfo, last: object, value: object) -> bool:
@@ -64,27 +70,36 @@ class ReportFilter:
     def __init__(self, registry: PointRegistry) -> None:
         self._registry = registry
         self._last: dict[tuple[str, str], _Published] = {}
+        registry.subscribe(self._on_registry)
+
+    def _on_registry(self, event: RegistryEvent) -> None:
+        if event.kind in ("point_added", "point_removed"):
+            self._last.pop((event.device, event.point), None)  # settings may have changed
 
     def __call__(self, readings: Sequence[Reading]) -> list[Reading]:
         out: list[Reading] = []
         last_map = self._last
-        find = self._registry.find
         for r in readings:
             key = (r.device, r.point)
             last = last_map.get(key)
-            if last is not None:
-                info = find(r.device, r.point)
-                silence_due = info is not None and info.max_silence > 0 and (
-                    r.ts - last.ts >= info.max_silence * 1e9
-                )
-                if not silence_due and r.quality is last.quality:
+            if last is None:
+                last_map[key] = _Published(self._registry.find(r.device, r.point), r)
+                out.append(r)
+                continue
+            if r.quality is last.quality:
+                if last.simple:
+                    value = r.value
+                    if value == last.value and type(value) is type(last.value):
+                        continue
                     if r.quality is Quality.BAD:
                         continue
-                    if info is not None and not _moved(info, last.value, r.value):
+                else:
+                    info = last.info
+                    assert info is not None
+                    silence_due = info.max_silence > 0 and r.ts - last.ts >= info.max_silence * 1e9
+                    if not silence_due and (r.quality is Quality.BAD or not _moved(info, last.value, r.value)):
                         continue
-                    if info is None and r.value == last.value:
-                        continue
-            last_map[key] = _Published(r.value, r.quality, r.ts)
+            last.value, last.quality, last.ts = r.value, r.quality, r.ts
             out.append(r)
         return out
 

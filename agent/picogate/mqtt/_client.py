@@ -53,6 +53,7 @@ class _AckTracker:
     def __init__(self) -> None:
         self.last_mid = 0
         self.waiting: dict[int, asyncio.Future[None]] = {}
+        self.slots: asyncio.Semaphore | None = None  # QoS 1 messages in flight, at most
 
     # gmqtt's storage interface
     def push_message(self, mid: int, raw_package: bytes) -> None:
@@ -60,8 +61,11 @@ class _AckTracker:
 
     def remove_message_by_mid(self, mid: int) -> None:
         fut = self.waiting.pop(mid, None)
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(None)
+            if self.slots is not None:
+                self.slots.release()
 
     @property
     def is_empty(self) -> bool:
@@ -105,7 +109,10 @@ class MqttClient:
         keepalive: float = 30.0,
         will: Will | None = None,
         on_message: Callable[[IncomingMessage], None] | None = None,
+        max_inflight: int = 1000,
     ) -> None:
+        self._max_inflight = max_inflight
+        self.inflight_limit = max_inflight
         self.host = host
         self.port = port
         self._tls = tls
@@ -140,14 +147,36 @@ class MqttClient:
             raise MqttLost(f"broker {self.host}:{self.port} refused the connection: {exc}") from exc
         if not self._client.is_connected:
             raise MqttLost(f"broker {self.host}:{self.port} refused the connection")
+        # MQTT 5: the broker's Receive Maximum (mosquitto: max_inflight_messages, 20 by default)
+        # bounds the QoS 1 messages in flight; gmqtt enforces it by refusing to allocate an id,
+        # so we wait for a free slot instead.  MQTT 3.1.1 has no such limit: ours applies.
+        broker_max = int(getattr(self._client._package_handler.id_generator, "_max", 65536)) - 1
+        self.inflight_limit = max(1, min(self._max_inflight, broker_max))
+        self._acks.slots = asyncio.Semaphore(self.inflight_limit)
 
     @property
     def connected(self) -> bool:
         return bool(self._client.is_connected) and self.lost is not None and not self.lost.done()
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> asyncio.Future[None] | None:
-        """Send now; for QoS 1 return a future resolved on PUBACK (or failed with MqttLost)."""
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> asyncio.Future[None] | None:
+        """Send as soon as the in-flight window allows; for QoS 1 return a future resolved on
+        PUBACK (or failed with MqttLost)."""
+        slots = self._acks.slots
+        if qos and slots is not None and slots.locked():
+            lost = self.lost
+            acquire = asyncio.ensure_future(slots.acquire())
+            if lost is not None:
+                await asyncio.wait({acquire, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if not acquire.done():
+                acquire.cancel()
+                raise MqttLost("connection lost")
+        elif qos and slots is not None:
+            await slots.acquire()  # free: returns at once
         if not self.connected:
+            if qos and slots is not None:
+                slots.release()
             raise MqttLost("not connected")
         self._client.publish(topic, payload, qos=qos, retain=retain)
         if qos == 0:

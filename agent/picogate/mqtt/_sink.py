@@ -30,7 +30,11 @@ def _ms(ts_ns: int) -> int:
 
 
 class MqttEncoder:
-    """Readings → `<root>/data/<device>/<point>` and/or `<root>/data/<device>` messages."""
+    """Readings → `<root>/data/<device>/<point>` and/or `<root>/data/<device>` messages.
+
+    Per-point messages of one device from one batch travel as one outbox record (a bundle, see
+    `Envelope`), so 30 points polled together cost one row, not 30.
+    """
 
     sink = SINK_NAME
 
@@ -40,31 +44,38 @@ class MqttEncoder:
         self.per_device = per_device
         self.qos = qos
         self.retain = retain
-        self._point_topics: dict[tuple[str, str], str] = {}
+        self._point_suffix: dict[str, bytes] = {}
 
     def readings(self, readings: Sequence[Reading]) -> list[Envelope]:
         out: list[Envelope] = []
         dumps = orjson.dumps
-        qos, retain = self.qos, self.retain
-        if self.per_point:
-            topics = self._point_topics
-            for r in readings:
-                key = (r.device, r.point)
-                topic = topics.get(key)
-                if topic is None:
-                    topic = topics[key] = self.topics.data_point(r.device, r.point)
-                payload = dumps({"v": r.value, "ts": r.ts // 1_000_000, "unit": r.unit, "q": r.quality.value})
-                out.append(Envelope(SINK_NAME, topic, payload, qos, retain))
-        if self.per_device:
-            by_device: dict[str, dict[str, Any]] = {}
-            newest: dict[str, int] = {}
-            for r in readings:
-                points = by_device.setdefault(r.device, {})
-                points[r.point] = {"v": r.value, "ts": r.ts // 1_000_000, "unit": r.unit, "q": r.quality.value}
-                newest[r.device] = max(newest.get(r.device, 0), r.ts)
-            for device, points in by_device.items():
-                payload = dumps({"ts": _ms(newest[device]), "points": points})
-                out.append(Envelope(SINK_NAME, self.topics.data_device(device), payload, qos, retain))
+        by_device: dict[str, list[Reading]] = {}
+        for r in readings:
+            group = by_device.get(r.device)
+            if group is None:
+                by_device[r.device] = [r]
+            else:
+                group.append(r)
+        for device, group in by_device.items():
+            if self.per_point:
+                parts: list[bytes] = []
+                suffixes = self._point_suffix
+                for r in group:
+                    suffix = suffixes.get(r.point)
+                    if suffix is None:
+                        suffix = suffixes[r.point] = r.point.encode()
+                    parts.append(suffix)
+                    parts.append(dumps({"v": r.value, "ts": r.ts // 1_000_000, "unit": r.unit, "q": r.quality}))
+                prefix = self.topics.data_device(device) + "/"
+                if len(group) == 1:
+                    out.append(Envelope(SINK_NAME, prefix + group[0].point, parts[1], self.qos, self.retain))
+                else:
+                    out.append(Envelope(SINK_NAME, prefix, b"\x00".join(parts), self.qos, self.retain, len(group)))
+            if self.per_device:
+                points = {r.point: {"v": r.value, "ts": r.ts // 1_000_000, "unit": r.unit, "q": r.quality} for r in group}
+                newest = max(r.ts for r in group)
+                payload = dumps({"ts": _ms(newest), "points": points})
+                out.append(Envelope(SINK_NAME, self.topics.data_device(device), payload, self.qos, self.retain))
         return out
 
     def device_status(self, status: DeviceStatus) -> list[Envelope]:
@@ -172,6 +183,7 @@ class MqttSink:
         self._status_payload = status_payload
         self.commands = commands
         self.client: MqttClient | None = None
+        self._direct: set[asyncio.Future[asyncio.Future[None] | None]] = set()
 
     async def open(self) -> None:
         will = Will(self.topics.status, self._status_payload("offline"), qos=1, retain=True)
@@ -188,17 +200,23 @@ class MqttSink:
         self.publish_status("online")
 
     def publish_status(self, state: str) -> None:
-        client = self.client
-        if client is not None and client.connected:
-            client.publish(self.topics.status, self._status_payload(state), qos=1, retain=True)
+        self.publish_now(self.topics.status, self._status_payload(state), qos=1, retain=True)
 
     def publish_now(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
-        """Best-effort direct publish on the live connection (command results)."""
+        """Best-effort direct publish on the live connection (status, command results), bypassing
+        the outbox so that a reply does not wait for a commit."""
         client = self.client
         if client is None or not client.connected:
             return False
-        client.publish(topic, payload, qos=qos, retain=retain)
+        task = asyncio.ensure_future(client.publish(topic, payload, qos=qos, retain=retain))
+        self._direct.add(task)
+        task.add_done_callback(self._direct_done)
         return True
+
+    def _direct_done(self, task: asyncio.Future[asyncio.Future[None] | None]) -> None:
+        self._direct.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("direct publish failed: %s", task.exception())
 
     def _on_message(self, msg: IncomingMessage) -> None:
         if self.commands is not None:
@@ -210,8 +228,15 @@ class MqttSink:
             raise SinkUnavailable("not connected to the broker")
         futures: list[asyncio.Future[None]] = []
         try:
+            publish = client.publish
             for rec in records:
-                fut = client.publish(rec.key, rec.payload, qos=rec.qos, retain=rec.retain)
+                if rec.parts:
+                    for topic, body in rec.messages():
+                        fut = await publish(topic, body, qos=rec.qos, retain=rec.retain)
+                        if fut is not None:
+                            futures.append(fut)
+                    continue
+                fut = await publish(rec.key, rec.payload, qos=rec.qos, retain=rec.retain)
                 if fut is not None:
                     futures.append(fut)
             if futures:
@@ -230,10 +255,11 @@ class MqttSink:
             return
         if client.connected:
             # A clean DISCONNECT suppresses the last will, so say "offline" ourselves.
-            with contextlib.suppress(MqttLost):
-                fut = client.publish(self.topics.status, self._status_payload("offline"), qos=1, retain=True)
-                if fut is not None:
-                    with contextlib.suppress(TimeoutError, MqttLost):
-                        async with asyncio.timeout(2):
-                            await fut
+            with contextlib.suppress(MqttLost, TimeoutError):
+                async with asyncio.timeout(2):
+                    fut = await client.publish(
+                        self.topics.status, self._status_payload("offline"), qos=1, retain=True
+                    )
+                    if fut is not None:
+                        await fut
         await client.disconnect()
