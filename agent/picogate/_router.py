@@ -100,7 +100,7 @@ def coerce(point: PointInfo, value: object) -> Value:
         raise WriteError(ErrorCode.BAD_TYPE, f"{point.key} is a {t.value} point: send a number, not {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise WriteError(ErrorCode.BAD_TYPE, f"{point.key}: {value} is not a finite number")
-    out: Value = value
+    out: int | float = value
     if t.is_integer:
         if isinstance(value, float):
             if not value.is_integer():

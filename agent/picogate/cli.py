@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from picogate import __version__
 
@@ -71,6 +72,16 @@ def _config_check(path: Path) -> int:
     return 0
 
 
+def _event_loop_run(coro: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it is installed (Linux), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
 def _run(path: Path) -> int:
     from picogate._gateway import Gateway
     from picogate.config import ConfigError, load_config
@@ -86,7 +97,7 @@ def _run(path: Path) -> int:
             await gw.run()
 
     try:
-        asyncio.run(go())
+        _event_loop_run(go())
     except KeyboardInterrupt:
         pass
     except (ValueError, OSError, sqlite3.Error) as exc:
