@@ -222,7 +222,8 @@ class PointConfig(_Model):
     address: Annotated[int, Field(ge=0, le=65535)] | None = None
     ref: Annotated[int, BeforeValidator(_reference_text)] | None = None
     """Alternative to table + address: a Modicon reference number such as 40001."""
-    type: PointType = PointType.UINT16
+    type: PointType | None = None
+    """Default: bool for coils, discrete inputs and `bit` points; uint16 otherwise."""
     order: ByteOrder | None = None
     """Byte/word order; default: the device's."""
     count: Annotated[int, Field(ge=1, le=123)] | None = None
@@ -273,8 +274,8 @@ class PointConfig(_Model):
     def encoding(self, device_order: ByteOrder) -> Encoding:
         table = self.resolved_table()
         ptype = self.type
-        if table.is_bit and ptype is PointType.UINT16:
-            ptype = PointType.BOOL  # the default type of a coil / discrete input
+        if ptype is None:
+            ptype = PointType.BOOL if table.is_bit or self.bit is not None else PointType.UINT16
         return Encoding(
             table=table,
             address=self.resolved_address(),
