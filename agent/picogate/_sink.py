@@ -153,7 +153,7 @@ class RunningSink:
         started = time.perf_counter()
         await self.sink.deliver(batch)
         self.outbox.ack(batch)
-        self.stats.delivered += len(batch)
+        self.stats.delivered += sum(r.parts or 1 for r in batch)  # messages, not records
         self.stats.batches += 1
         self.stats.last_delivery_s = time.perf_counter() - started
 

@@ -263,6 +263,8 @@ class Encoding:
     _codec: _Codec = field(init=False, repr=False, compare=False)
     _width: int = field(init=False, repr=False, compare=False)
     _scaled: bool = field(init=False, repr=False, compare=False)
+    _decimals: int = field(init=False, repr=False, compare=False)
+    _f32: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -319,11 +321,39 @@ class Encoding:
         set_(self, "_codec", _codec_for(key))
         set_(self, "_width", width)
         set_(self, "_scaled", scaled)
+        # An integer register scaled by 0.1 gives tenths: round away binary noise (0.1 * 624 is
+        # 62.400000000000006) to the decimals the scale and offset imply; -1: don't round.
+        decimals = max(_decimals(self.scale), _decimals(self.offset))
+        set_(self, "_decimals", decimals if scaled and type_.is_integer and 0 <= decimals <= 9 else -1)
+        set_(self, "_f32", type_ is PointType.FLOAT32)
 
     @property
     def width(self) -> int:
         """Registers the point spans (bits, for a coil or discrete input)."""
         return self._width
+
+
+def _decimals(x: float) -> int:
+    """Decimal places of `x` as written by repr (0.1 → 1, 2.5e-05 → 6, 3 → 0)."""
+    text = repr(float(x))
+    mantissa, _, exp = text.partition("e")
+    places = len(mantissa.partition(".")[2].rstrip("0"))
+    return max(0, places - int(exp or 0))
+
+
+_F32 = struct.Struct(">f")
+
+
+def _shortest_f32(v: float) -> float:
+    """The shortest decimal that is the same float32: 0.10000000149011612 → 0.1."""
+    if v != v or v in (float("inf"), float("-inf")):
+        return v
+    packed = _F32.pack(v)
+    for digits in (6, 7, 8):
+        candidate = float(f"{v:.{digits}g}")
+        if _F32.pack(candidate) == packed:
+            return candidate
+    return v
 
 
 def decode(enc: Encoding, words: Words) -> Value:
@@ -338,7 +368,12 @@ def decode(enc: Encoding, words: Words) -> Value:
         )
     try:
         if enc._scaled:
-            return enc._codec.number(words) * enc.scale + enc.offset
+            value = enc._codec.number(words) * enc.scale + enc.offset
+            if enc._decimals >= 0:
+                return round(value, enc._decimals)
+            return value
+        if enc._f32:
+            return _shortest_f32(enc._codec.value(words))  # type: ignore[arg-type]
         return enc._codec.value(words)
     except struct.error as e:
         raise ValueError(f"register values must be integers 0..65535: {e}") from None

@@ -1,0 +1,186 @@
+"""`picogate demo` end to end, as a newcomer runs it: a real subprocess, a real terminal (tmux).
+
+- the demo's broker carries data of all three simulated devices (the RTU tank included), and a set
+  command to the boiler's setpoint is answered `ok` and changes what the simulated boiler does;
+- `examples/gateway.yaml`, the demo's config, passes `picogate config check` as it is;
+- the live view renders in a terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from _agent import Msg, recorder
+
+REPO = Path(__file__).resolve().parents[2]
+ROOT = "picogate/demo"
+BROKER_LINE = re.compile(r"^demo broker: mqtt://(?P<host>[\d.]+):(?P<port>\d+)$")
+
+
+def _lines(stream: IO[str], into: queue.Queue[str], keep: list[str]) -> None:
+    for line in stream:
+        keep.append(line)
+        into.put(line.rstrip("\n"))
+
+
+def _index_after(messages: list[Msg], start: int, topic: str, value: object) -> int | None:
+    for i in range(start, len(messages)):
+        if messages[i].topic == topic and messages[i].json()["v"] == value:
+            return i
+    return None
+
+
+def test_demo_publishes_all_devices_and_obeys_commands(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "picogate", "demo", "--no-tui", "--duration", "8", "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    lines: queue.Queue[str] = queue.Queue()
+    out: list[str] = []
+    err: list[str] = []
+    readers = [
+        threading.Thread(target=_lines, args=(proc.stdout, lines, out), daemon=True),
+        threading.Thread(target=_lines, args=(proc.stderr, queue.Queue(), err), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        deadline = time.monotonic() + 20
+        match = None
+        while match is None:
+            try:
+                match = BROKER_LINE.match(lines.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                pytest.fail(f"no broker line from the demo; stderr:\n{''.join(err)}")
+        host, port = match["host"], int(match["port"])
+
+        try:
+            with recorder(host, port, f"{ROOT}/#") as rec:
+                # Data from every device, the tank on the RTU line included.
+                for point in ("boiler/temperature", "pump/speed", "tank/level"):
+                    first = rec.wait_topic(f"{ROOT}/data/{point}", timeout=10)[0].json()
+                    assert first["q"] == "good", (point, first)
+                    assert isinstance(first["v"], int | float), (point, first)
+                assert rec.on(f"{ROOT}/data/boiler/setpoint")[-1].json()["v"] == 65.0
+                assert 50 <= rec.on(f"{ROOT}/data/boiler/temperature")[-1].json()["v"] <= 80
+
+                # A setpoint below the water temperature puts the flame out; one above lights it again.
+                # The flame is the boiler's own thermostat acting on the setpoint it reads back.
+                for rid, setpoint, flame in (("low", 20, False), ("high", 90, True)):
+                    mark = len(rec.messages)
+                    rec.publish(f"{ROOT}/cmd/boiler/setpoint/set", {"v": setpoint, "id": rid})
+                    got = rec.wait_for(
+                        lambda ms, rid=rid: any(
+                            m.topic == f"{ROOT}/cmd/boiler/setpoint/result" and m.json()["id"] == rid
+                            for m in ms
+                        ),
+                        timeout=5,
+                        what=f"result of {rid}",
+                    )
+                    result = next(
+                        m.json() for m in got if m.topic.endswith("/result") and m.json()["id"] == rid
+                    )
+                    assert result == {"id": rid, "ok": True, "code": "ok", "error": ""}
+                    rec.wait_for(
+                        lambda ms, mark=mark, sp=setpoint: (
+                            _index_after(ms, mark, f"{ROOT}/data/boiler/setpoint", float(sp)) is not None
+                        ),
+                        timeout=5,
+                        what=f"setpoint {setpoint} read back",
+                    )
+                    rec.wait_for(
+                        lambda ms, mark=mark, fl=flame: (
+                            _index_after(ms, mark, f"{ROOT}/data/boiler/flame", fl) is not None
+                        ),
+                        timeout=5,
+                        what=f"flame {flame} after setpoint {setpoint}",
+                    )
+        except AssertionError as exc:  # say what the demo logged
+            proc.terminate()
+            proc.wait(10)
+            for reader in readers:
+                reader.join(5)
+            raise AssertionError(f"{exc}\n--- demo stderr ---\n{''.join(err)[-6000:]}") from exc
+        code = proc.wait(timeout=25)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for reader in readers:
+            reader.join(5)
+    stderr = "".join(err)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert "boiler received a Modbus write: setpoint" in stderr  # the simulator saw the writes
+    assert any("demo stopped:" in line and "outbox flushed" in line for line in out), "".join(out)
+    # Neither the broker nor socat outlives the demo (both name the workdir on their command line).
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert str(tmp_path) not in ps, ps
+
+
+def test_example_config_checks() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "picogate", "config", "check", "examples/gateway.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "examples/gateway.yaml: OK (3 devices, 16 points)"
+
+
+def test_live_view_renders_in_a_terminal(tmp_path: Path) -> None:
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        pytest.skip("tmux is not installed (apt-get install tmux)")
+    socket = f"picogate-test-{uuid.uuid4().hex[:8]}"  # a private tmux server, never the user's
+    picogate = Path(sys.executable).with_name("picogate")
+    command = f"{picogate} demo --duration 6 --workdir {tmp_path / 'wd'}; echo DEMO-EXIT=$?; sleep 60"
+
+    def tmux_run(*args: str) -> str:
+        return subprocess.run(
+            [tmux, "-L", socket, *args], capture_output=True, text=True, check=True, timeout=10
+        ).stdout
+
+    tmux_run("new-session", "-d", "-s", "demo", "-x", "160", "-y", "50", command)
+    try:
+        screen = ""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            screen = tmux_run("capture-pane", "-p", "-t", "demo")
+            if all(name in screen for name in ("boiler", "pump", "tank")) and re.search(
+                r"temperature\s+\d+\.\d\s+°C", screen
+            ):
+                break
+        else:
+            pytest.fail(f"the live view never showed the devices and a value:\n{screen}")
+        assert "● online" in screen
+        assert "mosquitto_sub -h 127.0.0.1 -p" in screen
+        assert "Traceback" not in screen
+
+        while time.monotonic() < deadline and "DEMO-EXIT=" not in screen:
+            time.sleep(0.5)
+            screen = tmux_run("capture-pane", "-p", "-t", "demo")
+        assert "DEMO-EXIT=0" in screen, screen
+        assert "Traceback" not in screen
+    finally:
+        subprocess.run([tmux, "-L", socket, "kill-server"], capture_output=True, timeout=10)
