@@ -3,7 +3,8 @@
 #
 #   tools/bootstrap.sh [EXTRAS]      EXTRAS: comma-separated optional-dependency groups, default "dev"
 #
-# 1. mosquitto and socat (Debian packages) for the real-peer tests; installed with apt-get only when
+# 1. mosquitto and socat (Debian packages) for the real-peer tests, and mosquitto-clients, tmux and
+#    openssl for the demo and its tests; installed with apt-get only when
 #    missing. The broker service the package would start is kept from starting: tests run their own
 #    mosquitto on a free loopback port.
 # 2. .venv in the repo root (python3 -m venv), then `pip install -e '.[EXTRAS]'`, skipped while
@@ -102,6 +103,11 @@ if [ "${PICOGATE_SKIP_SYSTEM:-0}" != 1 ]; then
     missing=()
     have_mosquitto || missing+=(mosquitto)
     have_socat || missing+=(socat)
+    # mosquitto_pub/sub: the demo's "try it" commands; tmux: the test of the demo's live view;
+    # openssl: the TLS test makes its own CA.
+    have_exe mosquitto_sub || missing+=(mosquitto-clients)
+    have_exe tmux || missing+=(tmux)
+    have_exe openssl || missing+=(openssl)
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
         case " ${missing[*]} " in *" mosquitto "*) quiet_system_broker ;; esac
