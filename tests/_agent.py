@@ -38,7 +38,9 @@ class Msg:
 class MqttRecorder:
     """Subscribes (QoS 1) and records every message; thread-safe waits with bounded timeouts."""
 
-    def __init__(self, host: str, port: int, topic: str = "#", *, client_id: str = "", clean: bool = True) -> None:
+    def __init__(
+        self, host: str, port: int, topic: str = "#", *, client_id: str = "", clean: bool = True
+    ) -> None:
         self.host, self.port, self.topic = host, port, topic
         self.messages: list[Msg] = []
         self._cond = threading.Condition()
@@ -96,10 +98,16 @@ def recorder(host: str, port: int, topic: str = "#", **kw: Any) -> Iterator[Mqtt
         rec.stop()
 
 
-def base_config(tmp_path: Path, broker_port: int, devices: list[dict[str, Any]], **sections: Any) -> dict[str, Any]:
+def base_config(
+    tmp_path: Path, broker_port: int, devices: list[dict[str, Any]], **sections: Any
+) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
-        "mqtt": {"host": "127.0.0.1", "port": broker_port, "reconnect": {"min_delay": "100ms", "max_delay": "1s"}},
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": broker_port,
+            "reconnect": {"min_delay": "100ms", "max_delay": "1s"},
+        },
         "outbox": {"synchronous": "normal"},
         "metrics": {"enabled": False},
         "clock": {"check_sync": False},
@@ -114,9 +122,13 @@ def base_config(tmp_path: Path, broker_port: int, devices: list[dict[str, Any]],
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(cfg: dict[str, Any]) -> AsyncIterator[Gateway]:
-    """The gateway in this event loop; stopped cleanly (outbox flushed) at exit."""
-    gw = Gateway(GatewayConfig.model_validate(cfg), drain_timeout=5)
+async def running_gateway(cfg: dict[str, Any] | GatewayConfig) -> AsyncIterator[Gateway]:
+    """The gateway in this event loop; stopped cleanly (outbox flushed) at exit.
+
+    `cfg` is a dict (validated here) or a ready `GatewayConfig` (e.g. one built with
+    `model_copy(update=...)` to go below a schema minimum in a test)."""
+    config = cfg if isinstance(cfg, GatewayConfig) else GatewayConfig.model_validate(cfg)
+    gw = Gateway(config, drain_timeout=5)
     async with gw:
         task = asyncio.create_task(gw.run(install_signals=False))
         async with asyncio.timeout(10):
@@ -167,3 +179,26 @@ class AgentProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+async def eventually(
+    pred: Callable[[], bool], within: float = 10.0, what: str = "", interval: float = 0.02
+) -> None:
+    """Poll `pred` in the running loop (peers keep serving meanwhile) until true; fail after `within` s."""
+    deadline = time.monotonic() + within
+    while not pred():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {within:g} s waiting for {what or pred}")
+        await asyncio.sleep(interval)
+
+
+async def wait_msgs(
+    rec: MqttRecorder, pred: Callable[[list[Msg]], bool], within: float = 10.0, what: str = ""
+) -> list[Msg]:
+    """`rec.wait_for` off the event loop, so that in-loop peers (pymodbus servers) keep answering."""
+    return await asyncio.to_thread(rec.wait_for, pred, within, what)
+
+
+def values_on(rec: MqttRecorder, topic: str) -> list[Any]:
+    """The `v` of every JSON message received on `topic`, in arrival order."""
+    return [m.json()["v"] for m in rec.on(topic)]

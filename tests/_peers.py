@@ -655,7 +655,11 @@ def _handler_for(peer: ModbusPeer) -> Callable[[Any], Any]:
 
 
 class ModbusTcpPeer(ModbusPeer):
-    """Modbus TCP field device(s) on 127.0.0.1:``port``."""
+    """Modbus TCP field device(s) on 127.0.0.1:``port``.
+
+    ``framer="rtu"`` speaks RTU frames (with CRC, no MBAP header) on the TCP socket, as a
+    serial-to-Ethernet converter in transparent mode does.
+    """
 
     def __init__(
         self,
@@ -663,12 +667,15 @@ class ModbusTcpPeer(ModbusPeer):
         *,
         size: int = 1000,
         port: int | None = None,
+        framer: Literal["socket", "rtu"] = "socket",
     ) -> None:
         super().__init__(units, size=size)
         self.host = LOOPBACK
         self.port = port or free_port()
+        self.framer = framer
 
     def _make_server(self) -> Any:
+        from pymodbus import FramerType
         from pymodbus.server import ModbusTcpServer
 
         new_connection = _handler_for(self)
@@ -677,10 +684,11 @@ class ModbusTcpPeer(ModbusPeer):
             def callback_new_connection(self) -> Any:
                 return new_connection(self)
 
-        return _Server(_placeholder_context(), address=(self.host, self.port))
+        framer = FramerType.RTU if self.framer == "rtu" else FramerType.SOCKET
+        return _Server(_placeholder_context(), framer=framer, address=(self.host, self.port))
 
     def __repr__(self) -> str:
-        return f"ModbusTcpPeer({self.host}:{self.port}, units={sorted(self.units)})"
+        return f"ModbusTcpPeer({self.host}:{self.port} {self.framer}, units={sorted(self.units)})"
 
 
 class ModbusRtuPeer(ModbusPeer):

@@ -88,8 +88,9 @@ class ReportFilter:
                 continue
             if r.quality is last.quality:
                 if last.simple:
-                    value = r.value
-                    if value == last.value and type(value) is type(last.value):
+                    value, prev = r.value, last.value
+                    # NaN != NaN: a NaN that stays NaN has not changed either
+                    if type(value) is type(prev) and (value == prev or (value != value and prev != prev)):
                         continue
                     if r.quality is Quality.BAD:
                         continue

@@ -311,6 +311,9 @@ class ModbusLine:
             dev.backoff = min(max(dev.backoff * 2, cfg.poll), cfg.backoff_max)
         if dev.offline:
             dev.retry_at = time.monotonic() + dev.backoff
+        # RTU: the link keeps a timed-out unit quiet for a while (a late reply must not be taken
+        # for the next answer); poll the other devices meanwhile instead of waiting for it.
+        dev.retry_at = max(dev.retry_at, self.link.quiet_until(cfg.unit_id))
 
     async def _recovered(self, dev: _Device) -> None:
         was_offline = dev.offline

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,12 @@ class ModbusLink:
         self.params = params
         self.timeout = timeout
         self._client: Any = None
+        # RTU frames carry no transaction id: a reply that comes after the timeout would be taken
+        # for the answer to the next request to the same unit (pymodbus drops frames of other
+        # units).  So after a timeout, that unit is not asked again for one more timeout: a late
+        # reply then arrives while nothing of its unit is pending, and is dropped.
+        self._rtu = not isinstance(params, TcpParams) or params.framing == "rtu"
+        self._quiet_until: dict[int, float] = {}
         self.description = (
             f"{params.host}:{params.port}" if isinstance(params, TcpParams) else f"{params.port}"
         )
@@ -129,10 +136,23 @@ class ModbusLink:
             self._client.close()
             self._client = None
 
-    async def _call(self, what: str, coro: Any) -> Any:
+    def quiet_until(self, unit: int) -> float:
+        """`time.monotonic()` before which `unit` is not asked again (after a timeout, RTU only)."""
+        return self._quiet_until.get(unit, 0.0)
+
+    async def _settle(self, unit: int) -> None:
+        if self._quiet_until:
+            wait = self._quiet_until.get(unit, 0.0) - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._quiet_until.pop(unit, None)
+
+    async def _call(self, what: str, coro: Any, unit: int) -> Any:
         try:
             reply = await coro
         except ModbusIOException as exc:
+            if self._rtu:
+                self._quiet_until[unit] = time.monotonic() + self.timeout
             raise ModbusFailure(FailKind.TIMEOUT, f"{what}: no reply within {self.timeout:g} s") from exc
         except ConnectionException as exc:
             self.close()
@@ -152,16 +172,17 @@ class ModbusLink:
     async def read(self, unit: int, table: Table, start: int, count: int) -> list[int] | list[bool]:
         if not self.connected:
             await self.connect()
+        await self._settle(unit)
         c = self._client
         what = f"read {table.value} {start}+{count} from unit {unit}"
         if table is Table.HOLDING:
-            reply = await self._call(what, c.read_holding_registers(start, count=count, device_id=unit))
+            reply = await self._call(what, c.read_holding_registers(start, count=count, device_id=unit), unit)
         elif table is Table.INPUT:
-            reply = await self._call(what, c.read_input_registers(start, count=count, device_id=unit))
+            reply = await self._call(what, c.read_input_registers(start, count=count, device_id=unit), unit)
         elif table is Table.COIL:
-            reply = await self._call(what, c.read_coils(start, count=count, device_id=unit))
+            reply = await self._call(what, c.read_coils(start, count=count, device_id=unit), unit)
         else:
-            reply = await self._call(what, c.read_discrete_inputs(start, count=count, device_id=unit))
+            reply = await self._call(what, c.read_discrete_inputs(start, count=count, device_id=unit), unit)
         if table.is_bit:
             bits = list(reply.bits)
             if len(bits) < count:
@@ -178,18 +199,23 @@ class ModbusLink:
         """FC 5 / 15 for coils, FC 6 / 16 for holding registers, as the width needs."""
         if not self.connected:
             await self.connect()
+        await self._settle(unit)
         c = self._client
         what = f"write {table.value} {address}+{len(values)} to unit {unit}"
         if table is Table.COIL:
             if len(values) == 1:
-                await self._call(what, c.write_coil(address, bool(values[0]), device_id=unit))
+                await self._call(what, c.write_coil(address, bool(values[0]), device_id=unit), unit)
             else:
-                await self._call(what, c.write_coils(address, [bool(v) for v in values], device_id=unit))
+                await self._call(
+                    what, c.write_coils(address, [bool(v) for v in values], device_id=unit), unit
+                )
         elif table is Table.HOLDING:
             if len(values) == 1:
-                await self._call(what, c.write_register(address, int(values[0]), device_id=unit))
+                await self._call(what, c.write_register(address, int(values[0]), device_id=unit), unit)
             else:
-                await self._call(what, c.write_registers(address, [int(v) for v in values], device_id=unit))
+                await self._call(
+                    what, c.write_registers(address, [int(v) for v in values], device_id=unit), unit
+                )
         else:
             raise ModbusFailure(FailKind.PROTOCOL, f"{table.value} is read-only")
 
@@ -197,10 +223,12 @@ class ModbusLink:
         """FC 22 Mask Write Register."""
         if not self.connected:
             await self.connect()
+        await self._settle(unit)
         what = f"mask write holding {address} on unit {unit}"
         await self._call(
             what,
             self._client.mask_write_register(
                 address=address, and_mask=and_mask, or_mask=or_mask, device_id=unit
             ),
+            unit,
         )
