@@ -8,8 +8,9 @@ Writes are group-committed: `append()` returns once the transaction holding its 
 committed, at most `commit_interval` later, so that 15,000 readings a second cost a few dozen
 transactions, not 15,000.  All SQLite work runs on one dedicated thread.
 
-When the outbox holds `max_records`, the oldest records are dropped to make room: they are counted
-per sink (`dropped`), reported on the status topic and in the metrics.
+When the outbox holds `max_records` records, the oldest records are dropped to make room: the
+messages they carried are counted per sink (`dropped`), reported on the status topic and in the
+metrics.  `depth()` counts records (a bundle is one record).
 """
 
 from __future__ import annotations
@@ -306,14 +307,16 @@ class Outbox:
             st.tail.append(rec)
             st.depth += 1
             touched.add(env.sink)
-        for sink, (n, max_id) in dropped.items():
+        for sink, (messages, max_id, records) in dropped.items():
             st = self._state(sink)
-            st.depth -= n
-            st.dropped += n
+            st.depth -= records
+            st.dropped += messages
             while st.tail and st.tail[0].id <= max_id:
                 st.tail.popleft()
             st.floor = max(st.floor, max_id + 1)
-            log.warning("outbox full: dropped the %d oldest records of sink %s", n, sink)
+            log.warning(
+                "outbox full: dropped the %d oldest messages (%d records) of sink %s", messages, records, sink
+            )
         for sink in touched:
             st = self._sinks[sink]
             while len(st.tail) > _TAIL_MAX:
@@ -325,11 +328,11 @@ class Outbox:
 
     def _commit(
         self, pending: list[Envelope], acks: list[tuple[str, int]], created: int, depth: int
-    ) -> tuple[int, dict[str, int], dict[str, tuple[int, int]]]:
+    ) -> tuple[int, dict[str, int], dict[str, tuple[int, int, int]]]:
         db = self._db
         assert db is not None
         deleted: dict[str, int] = {}
-        dropped: dict[str, tuple[int, int]] = {}
+        dropped: dict[str, tuple[int, int, int]] = {}  # sink → (messages, highest id, records)
         db.execute("BEGIN IMMEDIATE")
         try:
             by_sink: dict[str, list[tuple[int]]] = {}
@@ -353,16 +356,16 @@ class Outbox:
                 total = depth - sum(deleted.values()) + len(pending)
                 excess = total - self.max_records
                 if excess > 0:
-                    for sink, n, max_id in db.execute(
-                        "SELECT sink, COUNT(*), MAX(id) FROM "
-                        "(SELECT sink, id FROM outbox ORDER BY id LIMIT ?) GROUP BY sink",
+                    for sink, messages, max_id, records in db.execute(
+                        "SELECT sink, SUM(MAX(parts, 1)), MAX(id), COUNT(*) FROM "
+                        "(SELECT sink, id, parts FROM outbox ORDER BY id LIMIT ?) GROUP BY sink",
                         (excess,),
                     ).fetchall():
-                        dropped[sink] = (n, max_id)
+                        dropped[sink] = (messages, max_id, records)
                     db.execute(
                         "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)", (excess,)
                     )
-                    for sink, (n, _) in dropped.items():
+                    for sink, (n, _, _) in dropped.items():
                         db.execute(
                             "INSERT INTO counters (name, value) VALUES (?, ?) "
                             "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",

@@ -163,7 +163,8 @@ class ModbusLine:
         self._writes: asyncio.Queue[_Write] = asyncio.Queue(maxsize=256)
         self._wake = asyncio.Event()
         # Readings wait here for the pipeline, so that a poll never waits on an outbox commit.
-        self._out: asyncio.Queue[Sequence[Reading]] = asyncio.Queue(maxsize=64)
+        # Device states travel the same queue, so that they stay in order with the readings.
+        self._out: asyncio.Queue[Sequence[Reading] | DeviceStatus] = asyncio.Queue(maxsize=64)
         self.stats = PollStats()
         self.latency_observer: Callable[[str, float], None] | None = None
 
@@ -186,8 +187,11 @@ class ModbusLine:
 
     async def _forward(self) -> None:
         while True:
-            readings = await self._out.get()
-            await self._emit(readings)
+            item = await self._out.get()
+            if isinstance(item, DeviceStatus):
+                await self._status_changed(item)
+            else:
+                await self._emit(item)
 
     async def _poll_loop(self) -> None:
         try:
@@ -331,7 +335,8 @@ class ModbusLine:
             status = self.registry.device(dev.cfg.name)
             assert status is not None
             dev.status = status
-            await self._status_changed(status)
+            snapshot = DeviceStatus(status.name, status.state, status.reason, status.since_ns, status.origin)
+            await self._out.put(snapshot)
 
     # ------------------------------------------------------------------ writes
 
