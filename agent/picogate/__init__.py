@@ -5,15 +5,15 @@ The public surface is small; implementation modules are private (`_model`, `_rou
 
 __version__ = "0.1.0"
 
-from picogate._model import NAME_PATTERN, PointInfo, PointType, Quality, Reading, Value  # noqa: E402
-from picogate._registry import DeviceState, DeviceStatus, PointRegistry  # noqa: E402
-from picogate._router import (  # noqa: E402
+from picogate._model import NAME_PATTERN, PointInfo, PointType, Quality, Reading, Value
+from picogate._registry import DeviceState, DeviceStatus, PointRegistry
+from picogate._router import (
     CommandRouter,
     ErrorCode,
     WriteError,
+    Writer,
     WriteRequest,
     WriteResult,
-    Writer,
 )
 
 __all__ = [

@@ -136,7 +136,9 @@ class Gateway:
                     retain=cfg.mqtt.retain,
                 )
             )
-            sink = MqttSink(client_factory=self._mqtt_client, topics=topics, status_payload=self._status_payload)
+            sink = MqttSink(
+                client_factory=self._mqtt_client, topics=topics, status_payload=self._status_payload
+            )
             sink.commands = CommandIngress(topics, router, ttl_s=cfg.mqtt.command_ttl, reply=self._reply)
             parts.mqtt = sink
             parts.sinks.append(
@@ -209,8 +211,15 @@ class Gateway:
     def _collect(self) -> Iterable[Any]:
         p = self.parts
         lines = p.lines
-        yield counter("picogate_polls", "Polls started", ["line"], (([ln.name], ln.stats.polls) for ln in lines))
-        yield counter("picogate_modbus_requests", "Modbus requests", ["line"], (([ln.name], ln.stats.requests) for ln in lines))
+        yield counter(
+            "picogate_polls", "Polls started", ["line"], (([ln.name], ln.stats.polls) for ln in lines)
+        )
+        yield counter(
+            "picogate_modbus_requests",
+            "Modbus requests",
+            ["line"],
+            (([ln.name], ln.stats.requests) for ln in lines),
+        )
         yield counter(
             "picogate_modbus_errors",
             "Failed Modbus requests",
@@ -219,8 +228,12 @@ class Gateway:
             + [([ln.name, "exception"], ln.stats.exceptions) for ln in lines]
             + [([ln.name, "any"], ln.stats.failures) for ln in lines],
         )
-        yield counter("picogate_readings_received", "Readings from all sources", [], [([], p.pipeline.received)])
-        yield counter("picogate_readings_published", "Readings passed to the outbox", [], [([], p.pipeline.published)])
+        yield counter(
+            "picogate_readings_received", "Readings from all sources", [], [([], p.pipeline.received)]
+        )
+        yield counter(
+            "picogate_readings_published", "Readings passed to the outbox", [], [([], p.pipeline.published)]
+        )
         yield gauge(
             "picogate_outbox_depth",
             "Records waiting in the outbox",
@@ -234,23 +247,38 @@ class Gateway:
             (([s.name], p.outbox.dropped(s.name)) for s in p.sinks),
         )
         yield counter(
-            "picogate_messages_delivered", "Messages confirmed by a sink", ["sink"], (([s.name], s.stats.delivered) for s in p.sinks)
+            "picogate_messages_delivered",
+            "Messages confirmed by a sink",
+            ["sink"],
+            (([s.name], s.stats.delivered) for s in p.sinks),
         )
-        yield gauge("picogate_sink_connected", "1 when the sink is connected", ["sink"], (([s.name], float(s.stats.connected)) for s in p.sinks))
+        yield gauge(
+            "picogate_sink_connected",
+            "1 when the sink is connected",
+            ["sink"],
+            (([s.name], float(s.stats.connected)) for s in p.sinks),
+        )
         yield gauge(
             "picogate_device_online",
             "1 when the device answers",
             ["device"],
             (([d.name], float(d.state is DeviceState.ONLINE)) for d in p.registry.devices()),
         )
-        yield gauge("picogate_clock_synced", "1 when the system clock is synchronised", [], [([], float(p.clock.synced))])
+        yield gauge(
+            "picogate_clock_synced",
+            "1 when the system clock is synchronised",
+            [],
+            [([], float(p.clock.synced))],
+        )
 
     def health(self) -> dict[str, Any]:
         p = self.parts
         return {
             "status": "ok" if all(s.stats.connected for s in p.sinks) else "degraded",
             "uptime_s": round((time.time_ns() - self.started_ns) / 1e9, 1),
-            "sinks": {s.name: {"connected": s.stats.connected, "depth": p.outbox.depth(s.name)} for s in p.sinks},
+            "sinks": {
+                s.name: {"connected": s.stats.connected, "depth": p.outbox.depth(s.name)} for s in p.sinks
+            },
             "devices": {d.name: d.state.value for d in p.registry.devices()},
             "clock_synced": p.clock.synced,
         }
@@ -271,7 +299,9 @@ class Gateway:
         for name in [d.name for d in p.registry.devices()]:
             status = p.registry.device(name)
             if status is not None and status.state is DeviceState.UNKNOWN:
-                await p.pipeline.device_status(DeviceStatus(name, DeviceState.UNKNOWN, "not polled yet", time.time_ns()))
+                await p.pipeline.device_status(
+                    DeviceStatus(name, DeviceState.UNKNOWN, "not polled yet", time.time_ns())
+                )
         try:
             async with asyncio.TaskGroup() as tg:
                 sink_tasks = [tg.create_task(s.run(), name=f"sink-{s.name}") for s in p.sinks]
@@ -287,7 +317,9 @@ class Gateway:
                     len(p.registry),
                 )
                 await self._stop.wait()
-                log.info("stopping: polls stop, then the outbox is flushed (up to %.0f s)", self.drain_timeout)
+                log.info(
+                    "stopping: polls stop, then the outbox is flushed (up to %.0f s)", self.drain_timeout
+                )
                 for t in source_tasks:
                     t.cancel()
                 await asyncio.gather(*source_tasks, return_exceptions=True)

@@ -105,7 +105,11 @@ class MetricsServer:
             if len(parts) < 2 or parts[0] != "GET":
                 status, ctype, body = "405 Method Not Allowed", "text/plain", b"only GET\n"
             elif path == "/metrics":
-                status, ctype, body = "200 OK", "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
+                status, ctype, body = (
+                    "200 OK",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    self.metrics.render(),
+                )
             elif path == "/healthz":
                 health = self.metrics.health()
                 ok = health.get("status") != "failing"
@@ -115,7 +119,8 @@ class MetricsServer:
                 status, ctype, body = "404 Not Found", "text/plain", b"try /metrics or /healthz\n"
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n".encode() + body
+                "Connection: close\r\n\r\n".encode()
+                + body
             )
             await writer.drain()
         except (TimeoutError, OSError, UnicodeDecodeError):

@@ -303,7 +303,9 @@ class Outbox:
         touched: set[str] = set()
         for i, env in enumerate(pending):
             st = self._state(env.sink)
-            rec = Record(first_id + i, env.sink, env.key, env.payload, env.qos, env.retain, created, env.parts)
+            rec = Record(
+                first_id + i, env.sink, env.key, env.payload, env.qos, env.retain, created, env.parts
+            )
             st.tail.append(rec)
             st.depth += 1
             touched.add(env.sink)
@@ -363,7 +365,8 @@ class Outbox:
                     ).fetchall():
                         dropped[sink] = (messages, max_id, records)
                     db.execute(
-                        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)", (excess,)
+                        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)",
+                        (excess,),
                     )
                     for sink, (n, _, _) in dropped.items():
                         db.execute(

@@ -98,7 +98,9 @@ class ReportFilter:
                     info = last.info
                     assert info is not None
                     silence_due = info.max_silence > 0 and r.ts - last.ts >= info.max_silence * 1e9
-                    if not silence_due and (r.quality is Quality.BAD or not _moved(info, last.value, r.value)):
+                    if not silence_due and (
+                        r.quality is Quality.BAD or not _moved(info, last.value, r.value)
+                    ):
                         continue
             last.value, last.quality, last.ts = r.value, r.quality, r.ts
             out.append(r)

@@ -58,7 +58,9 @@ class WriteResult:
     request_id: str = ""
 
     def as_json(self) -> bytes:
-        return orjson.dumps({"id": self.request_id, "ok": self.ok, "code": self.code.value, "error": self.error})
+        return orjson.dumps(
+            {"id": self.request_id, "ok": self.ok, "code": self.code.value, "error": self.error}
+        )
 
 
 class WriteError(Exception):
@@ -91,25 +93,33 @@ def coerce(point: PointInfo, value: object) -> Value:
             return value
         if isinstance(value, int | float) and value in (0, 1):
             return bool(value)
-        raise WriteError(ErrorCode.BAD_TYPE, f"{point.key} is a bool point: send true/false or 0/1, not {value!r}")
+        raise WriteError(
+            ErrorCode.BAD_TYPE, f"{point.key} is a bool point: send true/false or 0/1, not {value!r}"
+        )
     if t is PointType.STRING:
         if isinstance(value, str):
             return value
         raise WriteError(ErrorCode.BAD_TYPE, f"{point.key} is a string point: send a string, not {value!r}")
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise WriteError(ErrorCode.BAD_TYPE, f"{point.key} is a {t.value} point: send a number, not {value!r}")
+        raise WriteError(
+            ErrorCode.BAD_TYPE, f"{point.key} is a {t.value} point: send a number, not {value!r}"
+        )
     if isinstance(value, float) and not math.isfinite(value):
         raise WriteError(ErrorCode.BAD_TYPE, f"{point.key}: {value} is not a finite number")
     out: int | float = value
     if t.is_integer:
         if isinstance(value, float):
             if not value.is_integer():
-                raise WriteError(ErrorCode.BAD_TYPE, f"{point.key} is a {t.value} point: {value} is not an integer")
+                raise WriteError(
+                    ErrorCode.BAD_TYPE, f"{point.key} is a {t.value} point: {value} is not an integer"
+                )
             out = int(value)
         rng = t.int_range
         assert rng is not None
         if not rng[0] <= int(out) <= rng[1]:
-            raise WriteError(ErrorCode.OUT_OF_RANGE, f"{point.key}: {value} is outside {t.value} ({rng[0]}..{rng[1]})")
+            raise WriteError(
+                ErrorCode.OUT_OF_RANGE, f"{point.key}: {value} is outside {t.value} ({rng[0]}..{rng[1]})"
+            )
     if point.min is not None and out < point.min:
         raise WriteError(ErrorCode.OUT_OF_RANGE, f"{point.key}: {value} is below the minimum {point.min:g}")
     if point.max is not None and out > point.max:

@@ -99,7 +99,9 @@ class RunningSink:
             except (SinkUnavailable, OSError) as exc:
                 self.stats.failures += 1
                 self.stats.last_error = str(exc) or type(exc).__name__
-                log.warning("sink %s: connection lost (%s); unconfirmed records will be re-sent", self.name, exc)
+                log.warning(
+                    "sink %s: connection lost (%s); unconfirmed records will be re-sent", self.name, exc
+                )
             finally:
                 self.stats.connected = False
                 with contextlib.suppress(Exception):

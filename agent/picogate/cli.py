@@ -20,14 +20,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="picogate", description="Edge gateway for factories: Modbus, Pico boards, CoAP → MQTT, EdgeX.")
+    p = _Parser(
+        prog="picogate", description="Edge gateway for factories: Modbus, Pico boards, CoAP → MQTT, EdgeX."
+    )
     p.add_argument("--version", action="version", version=f"picogate {__version__}")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the gateway")
-    run.add_argument("-c", "--config", type=Path, default=Path("/etc/picogate/gateway.yaml"), help="gateway.yaml")
+    run.add_argument(
+        "-c", "--config", type=Path, default=Path("/etc/picogate/gateway.yaml"), help="gateway.yaml"
+    )
 
     cfg = sub.add_parser("config", help="work with gateway.yaml")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -36,8 +40,12 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run a simulated plant, a broker and the gateway, with a live view")
     demo.add_argument("--no-tui", action="store_true", help="log instead of the live terminal view")
-    demo.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
-    demo.add_argument("--workdir", type=Path, default=None, help="where the demo keeps its files (default: a temp dir)")
+    demo.add_argument(
+        "--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)"
+    )
+    demo.add_argument(
+        "--workdir", type=Path, default=None, help="where the demo keeps its files (default: a temp dir)"
+    )
     return p
 
 

@@ -25,20 +25,33 @@ def boiler(port: int, **extra: Any) -> dict[str, Any]:
             {"name": "setpoint", "table": "holding", "address": 1, "writable": True, "min": 0, "max": 900},
             {"name": "flow", "table": "holding", "address": 2, "type": "float32", "order": "CDAB"},
             {"name": "burner", "table": "coil", "address": 0, "writable": True},
-            {"name": "alarm_bit", "table": "holding", "address": 4, "bit": 3, "type": "bool", "writable": True},
+            {
+                "name": "alarm_bit",
+                "table": "holding",
+                "address": 4,
+                "bit": 3,
+                "type": "bool",
+                "writable": True,
+            },
             {"name": "serial", "table": "input", "address": 10, "type": "string", "count": 4},
         ],
         **extra,
     }
 
 
-async def test_values_reach_mqtt_and_commands_reach_device(mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path) -> None:
-    dev = await modbus_tcp_server({1: {"hr": {0: [215, 40, 0x0000, 0x4148, 0]}, "ir": {10: [0x5047, 0x2D31, 0x3200, 0]}}})
+async def test_values_reach_mqtt_and_commands_reach_device(
+    mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
+) -> None:
+    dev = await modbus_tcp_server(
+        {1: {"hr": {0: [215, 40, 0x0000, 0x4148, 0]}, "ir": {10: [0x5047, 0x2D31, 0x3200, 0]}}}
+    )
     with recorder(mosquitto.host, mosquitto.port, f"{ROOT}/#") as rec:
         async with running_gateway(base_config(tmp_path, mosquitto.port, [boiler(dev.port)])):
             msgs = await asyncio.to_thread(rec.wait_topic, f"{ROOT}/data/boiler/temp")
             first = msgs[0].json()
-            assert first["v"] == 21.5 and first["unit"] == "°C" and first["q"] == "good"
+            assert first["v"] == 21.5
+            assert first["unit"] == "°C"
+            assert first["q"] == "good"
             assert abs(first["ts"] - time.time() * 1000) < 10_000
             flow = (await asyncio.to_thread(rec.wait_topic, f"{ROOT}/data/boiler/flow"))[0].json()
             assert flow["v"] == 12.5  # 0x41480000 with words swapped (CDAB)
@@ -46,12 +59,15 @@ async def test_values_reach_mqtt_and_commands_reach_device(mosquitto: Any, modbu
             assert serial["v"] == "PG-12"
             with recorder(mosquitto.host, mosquitto.port, f"{ROOT}/status") as late:  # retained for newcomers
                 status = (await asyncio.to_thread(late.wait_topic, f"{ROOT}/status"))[-1]
-            assert status.json()["state"] == "online" and status.retain
+            assert status.json()["state"] == "online"
+            assert status.retain
 
             # The device state goes online and is retained.
             dstat = await asyncio.to_thread(
                 rec.wait_for,
-                lambda ms: any(m.topic == f"{ROOT}/devices/boiler/status" and m.json()["state"] == "online" for m in ms),
+                lambda ms: any(
+                    m.topic == f"{ROOT}/devices/boiler/status" and m.json()["state"] == "online" for m in ms
+                ),
             )
             assert dstat
 
@@ -60,7 +76,9 @@ async def test_values_reach_mqtt_and_commands_reach_device(mosquitto: Any, modbu
             rec.publish(f"{ROOT}/cmd/boiler/burner/set", {"v": True, "id": "c2"})
             rec.publish(f"{ROOT}/cmd/boiler/alarm_bit/set", {"v": 1, "id": "c3"})
             for point, rid in (("setpoint", "c1"), ("burner", "c2"), ("alarm_bit", "c3")):
-                res = (await asyncio.to_thread(rec.wait_topic, f"{ROOT}/cmd/boiler/{point}/result"))[-1].json()
+                res = (await asyncio.to_thread(rec.wait_topic, f"{ROOT}/cmd/boiler/{point}/result"))[
+                    -1
+                ].json()
                 assert res == {"id": rid, "ok": True, "code": "ok", "error": ""}
             assert dev.get_holding(1, 1) == [650]
             assert dev.get_coils(1, 0) == [True]
@@ -69,7 +87,9 @@ async def test_values_reach_mqtt_and_commands_reach_device(mosquitto: Any, modbu
             # The new setpoint is published after the write.
             await asyncio.to_thread(
                 rec.wait_for,
-                lambda ms: any(m.topic == f"{ROOT}/data/boiler/setpoint" and m.json()["v"] == 650 for m in ms),
+                lambda ms: any(
+                    m.topic == f"{ROOT}/data/boiler/setpoint" and m.json()["v"] == 650 for m in ms
+                ),
             )
 
 
@@ -115,6 +135,7 @@ async def test_retained_command_is_refused(mosquitto: Any, modbus_tcp_server: An
         rec.publish(f"{ROOT}/cmd/boiler/setpoint/set", {"v": 99, "id": "old"}, retain=True)
         async with running_gateway(base_config(tmp_path, mosquitto.port, [boiler(dev.port)])):
             res = (await asyncio.to_thread(rec.wait_topic, f"{ROOT}/cmd/boiler/setpoint/result"))[-1].json()
-            assert res["code"] == "bad_request" and "retained" in res["error"]
+            assert res["code"] == "bad_request"
+            assert "retained" in res["error"]
             assert dev.get_holding(1, 1) == [40]
         rec.publish(f"{ROOT}/cmd/boiler/setpoint/set", b"", retain=True)  # clear it

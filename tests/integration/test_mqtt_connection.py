@@ -12,6 +12,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+
 from _agent import base_config, running_gateway
 from _peers import MosquittoBroker, free_port
 
@@ -87,7 +88,7 @@ async def test_tls_with_password_from_env(
     passwd = tmp_path / "passwd"
     passwd.write_text("")
     for user, pw in (("gateway", "s3cret-gw"), ("reader", "reader-pw")):
-        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, pw], check=True, timeout=30)
+        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, pw], check=True, timeout=30)  # noqa: ASYNC221
     broker = SecureBroker(tmp_path / "broker", certs, passwd).start()
     try:
         dev = await modbus_tcp_server({1: {"hr": [42]}})
@@ -116,18 +117,23 @@ async def test_tls_with_password_from_env(
             sub.loop_stop()
             sub.disconnect()
         values = [json.loads(p)["v"] for t, p in got if t == f"{ROOT}/data/boiler/temp"]
-        assert values and values[0] == 42
+        assert values
+        assert values[0] == 42
         assert "s3cret-gw" not in broker.log_text()
     finally:
         broker.stop()
 
 
 async def test_wrong_password_keeps_data_in_outbox(
-    certs: Path, tmp_path: Path, modbus_tcp_server: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    certs: Path,
+    tmp_path: Path,
+    modbus_tcp_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     passwd = tmp_path / "passwd"
     passwd.write_text("")
-    subprocess.run(["mosquitto_passwd", "-b", str(passwd), "gateway", "right"], check=True, timeout=30)
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), "gateway", "right"], check=True, timeout=30)  # noqa: ASYNC221
     broker = SecureBroker(tmp_path / "broker", certs, passwd).start()
     try:
         dev = await modbus_tcp_server({1: {"hr": [42]}})
@@ -137,7 +143,11 @@ async def test_wrong_password_keeps_data_in_outbox(
             tmp_path,
             broker.port,
             [_device(dev.port)],
-            mqtt={"username": "gateway", "password_file": str(pw_file), "tls": {"ca_file": str(certs / "ca.crt")}},
+            mqtt={
+                "username": "gateway",
+                "password_file": str(pw_file),
+                "tls": {"ca_file": str(certs / "ca.crt")},
+            },
         )
         async with running_gateway(cfg) as gw:
             for _ in range(50):
@@ -183,7 +193,9 @@ async def test_metrics_and_healthz(mosquitto: Any, modbus_tcp_server: Any, tmp_p
             assert name in text, name
         status, body = await asyncio.to_thread(get, "/healthz")
         health = json.loads(body)
-        assert status == 200 and health["status"] == "ok" and health["devices"] == {"boiler": "online"}
+        assert status == 200
+        assert health["status"] == "ok"
+        assert health["devices"] == {"boiler": "online"}
         assert health["sinks"]["mqtt"]["connected"] is True
         status, _ = await asyncio.to_thread(get, "/nope")
         assert status == 404

@@ -13,7 +13,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_wheel_layout_and_install(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
         timeout=120,
     )
@@ -30,14 +41,25 @@ def test_wheel_layout_and_install(tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=True)  # the dependencies come from the test venv
     py = env_dir / "bin" / "python"
-    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], check=True, timeout=120)
+    subprocess.run(
+        [py, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
+        check=True,
+        timeout=120,
+    )
     out = subprocess.run(
-        [py, "-c", "import picogate, picogate._paths as p; print(picogate.__file__); print(p.data_dir('firmware'))"],
+        [
+            py,
+            "-c",
+            "import picogate, picogate._paths as p; print(picogate.__file__); print(p.data_dir('firmware'))",
+        ],
         capture_output=True,
         text=True,
         check=True,
         cwd=tmp_path,
     ).stdout.split()
-    assert str(env_dir) in out[0] and out[1].endswith("picogate/_data/firmware")
-    cli = subprocess.run([env_dir / "bin" / "picogate", "--version"], capture_output=True, text=True, check=True)
+    assert str(env_dir) in out[0]
+    assert out[1].endswith("picogate/_data/firmware")
+    cli = subprocess.run(
+        [env_dir / "bin" / "picogate", "--version"], capture_output=True, text=True, check=True
+    )
     assert cli.stdout.strip() == "picogate 0.1.0"

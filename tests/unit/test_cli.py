@@ -26,7 +26,8 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         main(["frobnicate"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "invalid choice: 'frobnicate'" in err and "Traceback" not in err
+    assert "invalid choice: 'frobnicate'" in err
+    assert "Traceback" not in err
 
 
 def test_config_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -36,7 +37,9 @@ def test_config_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "OK (1 devices, 1 points)" in capsys.readouterr().out
 
 
-def test_config_check_reports_every_error_with_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_check_reports_every_error_with_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     f = tmp_path / "gateway.yaml"
     f.write_text(
         "devices:\n"
@@ -50,7 +53,8 @@ def test_config_check_reports_every_error_with_line(tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err
     assert "gateway.yaml:2:11: devices[0].name: must match" in err
     assert "gateway.yaml:6:44: devices[0].points[0].address: must be 0..65535" in err
-    assert "2 errors" in err and "Traceback" not in err
+    assert "2 errors" in err
+    assert "Traceback" not in err
 
 
 def test_config_check_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,7 +80,8 @@ def test_run_with_missing_password_variable(
     )
     assert main(["run", "-c", str(f)]) == 1
     err = capsys.readouterr().err
-    assert "cannot start" in err and "PG_TEST_PW is not set" in err
+    assert "cannot start" in err
+    assert "PG_TEST_PW is not set" in err
 
 
 def test_run_with_unwritable_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

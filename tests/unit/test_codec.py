@@ -243,7 +243,13 @@ def test_float32_round_trip(order: ByteOrder, value: float) -> None:
 
 @pytest.mark.parametrize(
     ("scale", "offset", "raw", "expected"),
-    [(0.1, 0.0, 624, 62.4), (0.01, 0.0, 13270, 132.7), (0.1, -40.0, 655, 25.5), (0.001, 0.0, 1, 0.001), (2.0, 0.5, 3, 6.5)],
+    [
+        (0.1, 0.0, 624, 62.4),
+        (0.01, 0.0, 13270, 132.7),
+        (0.1, -40.0, 655, 25.5),
+        (0.001, 0.0, 1, 0.001),
+        (2.0, 0.5, 3, 6.5),
+    ],
 )
 def test_scaled_integers_have_no_binary_noise(scale: float, offset: float, raw: int, expected: float) -> None:
     enc = Encoding("holding", 0, "int16", scale=scale, offset=offset)
@@ -253,7 +259,8 @@ def test_scaled_integers_have_no_binary_noise(scale: float, offset: float, raw: 
 def test_float32_shortest_decimal() -> None:
     enc = Encoding("holding", 0, "float32")
     assert decode(enc, encode(enc, 2.6811351776123047)) == 2.6811352
-    assert decode(enc, encode(enc, 21.5)) == 21.5 and decode(enc, encode(enc, 0.1)) == 0.1
+    assert decode(enc, encode(enc, 21.5)) == 21.5
+    assert decode(enc, encode(enc, 0.1)) == 0.1
 
 
 @given(orders, st.floats())

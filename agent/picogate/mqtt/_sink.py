@@ -8,7 +8,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import orjson
 
@@ -65,22 +64,35 @@ class MqttEncoder:
                     if suffix is None:
                         suffix = suffixes[r.point] = r.point.encode()
                     parts.append(suffix)
-                    parts.append(dumps({"v": r.value, "ts": r.ts // 1_000_000, "unit": r.unit, "q": r.quality}))
+                    parts.append(
+                        dumps({"v": r.value, "ts": r.ts // 1_000_000, "unit": r.unit, "q": r.quality})
+                    )
                 prefix = self.topics.data_device(device) + "/"
                 if len(group) == 1:
                     out.append(Envelope(SINK_NAME, prefix + group[0].point, parts[1], self.qos, self.retain))
                 else:
-                    out.append(Envelope(SINK_NAME, prefix, b"\x00".join(parts), self.qos, self.retain, len(group)))
+                    out.append(
+                        Envelope(SINK_NAME, prefix, b"\x00".join(parts), self.qos, self.retain, len(group))
+                    )
             if self.per_device:
-                points = {r.point: {"v": r.value, "ts": r.ts // 1_000_000, "unit": r.unit, "q": r.quality} for r in group}
+                points = {
+                    r.point: {"v": r.value, "ts": r.ts // 1_000_000, "unit": r.unit, "q": r.quality}
+                    for r in group
+                }
                 newest = max(r.ts for r in group)
                 payload = dumps({"ts": _ms(newest), "points": points})
-                out.append(Envelope(SINK_NAME, self.topics.data_device(device), payload, self.qos, self.retain))
+                out.append(
+                    Envelope(SINK_NAME, self.topics.data_device(device), payload, self.qos, self.retain)
+                )
         return out
 
     def device_status(self, status: DeviceStatus) -> list[Envelope]:
         payload = orjson.dumps(
-            {"state": status.state.value, "reason": status.reason, "ts": _ms(status.since_ns or time.time_ns())}
+            {
+                "state": status.state.value,
+                "reason": status.reason,
+                "ts": _ms(status.since_ns or time.time_ns()),
+            }
         )
         return [Envelope(SINK_NAME, self.topics.device_status(status.name), payload, 1, True)]
 
@@ -113,7 +125,9 @@ class CommandIngress:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def check(self, device: str, point: str, msg: IncomingMessage) -> tuple[WriteRequest | None, WriteResult | None]:
+    def check(
+        self, device: str, point: str, msg: IncomingMessage
+    ) -> tuple[WriteRequest | None, WriteResult | None]:
         """Parse and check a command; return the request, or the error result to send back."""
 
         def bad(code: ErrorCode, error: str, rid: str = "") -> tuple[None, WriteResult]:
@@ -130,10 +144,18 @@ class CommandIngress:
         raw_id = body.get("id", "")
         rid = str(raw_id) if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else ""
         if msg.retain:
-            return bad(ErrorCode.BAD_REQUEST, "retained commands are refused (publish set commands with retain=false)", rid)
+            return bad(
+                ErrorCode.BAD_REQUEST,
+                "retained commands are refused (publish set commands with retain=false)",
+                rid,
+            )
         unknown = set(body) - {"v", "id", "ts"}
         if unknown:
-            return bad(ErrorCode.BAD_REQUEST, f"unknown field(s): {', '.join(sorted(unknown))}; expected v, id, ts", rid)
+            return bad(
+                ErrorCode.BAD_REQUEST,
+                f"unknown field(s): {', '.join(sorted(unknown))}; expected v, id, ts",
+                rid,
+            )
         if "v" not in body:
             return bad(ErrorCode.BAD_REQUEST, 'missing "v" (the value to write)', rid)
         if "id" in body and not rid:
@@ -144,7 +166,9 @@ class CommandIngress:
                 return bad(ErrorCode.BAD_REQUEST, '"ts" must be milliseconds since the epoch', rid)
             age_s = time.time() - ts / 1000.0
             if age_s > self.ttl_s:
-                return bad(ErrorCode.STALE, f"command is {age_s:.1f} s old; the limit is {self.ttl_s:g} s", rid)
+                return bad(
+                    ErrorCode.STALE, f"command is {age_s:.1f} s old; the limit is {self.ttl_s:g} s", rid
+                )
         return WriteRequest(device, point, body["v"], origin="mqtt", request_id=rid), None
 
     async def _handle(self, device: str, point: str, msg: IncomingMessage) -> None:
