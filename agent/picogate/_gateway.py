@@ -320,9 +320,9 @@ class Gateway:
                 log.info(
                     "stopping: polls stop, then the outbox is flushed (up to %.0f s)", self.drain_timeout
                 )
-                for t in source_tasks:
-                    t.cancel()
-                await asyncio.gather(*source_tasks, return_exceptions=True)
+                for line in p.lines:
+                    line.stop()
+                await _finish(source_tasks, grace=1.0)
                 for s in p.sinks:
                     if not await s.drained(self.drain_timeout):
                         log.warning(
@@ -330,9 +330,7 @@ class Gateway:
                             s.name,
                             p.outbox.depth(s.name),
                         )
-                status_task.cancel()
-                for t in sink_tasks:
-                    t.cancel()
+                await _finish([status_task, *sink_tasks])
         finally:
             self.ready.clear()
 
@@ -340,3 +338,25 @@ class Gateway:
         while True:
             await asyncio.sleep(30)
             self._publish_status()
+
+
+async def _finish(tasks: list[asyncio.Task[None]], *, grace: float = 3.0, tries: int = 50) -> None:
+    """Cancel `tasks` and wait for them; after `grace` seconds (for their clean-up, e.g. the
+    "offline" status), cancel again those still running, every 100 ms.
+
+    On Python 3.11 `asyncio.wait_for` (inside pymodbus) can swallow a cancellation that races
+    with a reply; cancelling once and waiting forever would then hang the shutdown.
+    """
+    pending = {t for t in tasks if not t.done()}
+    for t in pending:
+        t.cancel()
+    if pending:
+        _, pending = await asyncio.wait(pending, timeout=grace)
+    for _ in range(tries):
+        if not pending:
+            return
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+    if pending:
+        log.error("tasks did not stop: %s", ", ".join(t.get_name() for t in pending))

@@ -36,5 +36,5 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("gmqtt", "pymodbus", "asyncio"):
+    for noisy in ("pymodbus", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL if noisy != "asyncio" else logging.WARNING)

@@ -162,6 +162,7 @@ class ModbusLine:
         self._now_ns = now_ns
         self._writes: asyncio.Queue[_Write] = asyncio.Queue(maxsize=256)
         self._wake = asyncio.Event()
+        self._stopping = False
         # Readings wait here for the pipeline, so that a poll never waits on an outbox commit.
         # Device states travel the same queue, so that they stay in order with the readings.
         self._out: asyncio.Queue[Sequence[Reading] | DeviceStatus] = asyncio.Queue(maxsize=64)
@@ -193,9 +194,16 @@ class ModbusLine:
             else:
                 await self._emit(item)
 
+    def stop(self) -> None:
+        """Stop polling at the next turn.  Cancelling alone is not enough: on Python 3.11,
+        `asyncio.wait_for` (used by pymodbus for every request) can swallow a cancellation that
+        arrives just as the reply does, and the loop would go on."""
+        self._stopping = True
+        self._wake.set()
+
     async def _poll_loop(self) -> None:
         try:
-            while True:
+            while not self._stopping:
                 await self._serve_writes()
                 dev, group = self._next_due()
                 now = time.monotonic()

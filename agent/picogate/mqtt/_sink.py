@@ -16,7 +16,7 @@ from picogate._outbox import Envelope, Record
 from picogate._registry import DeviceStatus
 from picogate._router import CommandRouter, ErrorCode, WriteRequest, WriteResult
 from picogate._sink import SinkUnavailable
-from picogate.mqtt._client import IncomingMessage, MqttClient, MqttLost, Will
+from picogate.mqtt._client import IncomingMessage, MqttClient, MqttLost, MqttPublishRefused, Will
 from picogate.mqtt._topics import Topics, valid_name
 
 log = logging.getLogger("picogate.mqtt")
@@ -208,6 +208,7 @@ class MqttSink:
         self.commands = commands
         self.client: MqttClient | None = None
         self._direct: set[asyncio.Future[asyncio.Future[None] | None]] = set()
+        self.refused = 0  # messages the broker refused (see deliver)
 
     async def open(self) -> None:
         will = Will(self.topics.status, self._status_payload("offline"), qos=1, retain=True)
@@ -247,24 +248,33 @@ class MqttSink:
             self.commands.handle(msg)
 
     async def deliver(self, records: Sequence[Record]) -> None:
+        """Publish every message of `records`; return when the broker acknowledged them all.
+
+        A message the broker refuses (an MQTT 5 PUBACK reason code >= 0x80, e.g. not authorised
+        by its ACL, or a packet larger than its maximum) would be refused again if re-sent: it is
+        logged, counted in `refused` and treated as done, so that one bad topic cannot block the
+        outbox forever.  A lost connection raises SinkUnavailable: everything is re-sent.
+        """
         client = self.client
         if client is None or not client.connected:
             raise SinkUnavailable("not connected to the broker")
         futures: list[asyncio.Future[None]] = []
+        publish = client.publish
         try:
-            publish = client.publish
             for rec in records:
-                if rec.parts:
-                    for topic, body in rec.messages():
+                for topic, body in rec.messages() if rec.parts else ((rec.key, rec.payload),):
+                    try:
                         fut = await publish(topic, body, qos=rec.qos, retain=rec.retain)
-                        if fut is not None:
-                            futures.append(fut)
-                    continue
-                fut = await publish(rec.key, rec.payload, qos=rec.qos, retain=rec.retain)
-                if fut is not None:
-                    futures.append(fut)
-            if futures:
-                await asyncio.gather(*futures)
+                    except MqttPublishRefused as exc:
+                        self._refused(exc)
+                        continue
+                    if fut is not None:
+                        futures.append(fut)
+            for fut in futures:  # in order: cheaper than gather, and PUBACKs come in order
+                try:
+                    await fut
+                except MqttPublishRefused as exc:
+                    self._refused(exc)
         except MqttLost as exc:
             for fut in futures:
                 if not fut.done():
@@ -272,6 +282,10 @@ class MqttSink:
                 elif not fut.cancelled():
                     fut.exception()  # retrieved: no "exception never retrieved" noise
             raise SinkUnavailable(str(exc)) from exc
+
+    def _refused(self, exc: MqttPublishRefused) -> None:
+        self.refused += 1
+        log.error("broker refused a message (dropped, it would be refused again): %s", exc)
 
     async def close(self) -> None:
         client, self.client = self.client, None
