@@ -159,10 +159,11 @@ class Pipeline:
         for listener in self.listeners:
             listener(to_publish)
 
-    async def device_status(self, status: DeviceStatus) -> None:
+    async def device_status(self, *statuses: DeviceStatus) -> None:
         envelopes: list[Envelope] = []
-        for encoder in self.encoders:
-            envelopes.extend(encoder.device_status(status))
+        for status in statuses:
+            for encoder in self.encoders:
+                envelopes.extend(encoder.device_status(status))
         await self.outbox.append(envelopes)
 
     async def post(self, envelopes: Sequence[Envelope]) -> None:

@@ -161,6 +161,13 @@ class ModbusLink:
             ) from exc
         except ModbusException as exc:
             raise ModbusFailure(FailKind.PROTOCOL, f"{what}: {exc}") from exc
+        except (OSError, RuntimeError) as exc:
+            # A peer that closes the connection under pymodbus's feet: uvloop raises RuntimeError
+            # ("unable to perform operation on <TCPTransport closed=True>") from the write.
+            self.close()
+            raise ModbusFailure(
+                FailKind.DISCONNECTED, f"{what}: connection to {self.description} lost ({exc})"
+            ) from exc
         if reply.isError():
             code = getattr(reply, "exception_code", None)
             name = EXCEPTION_NAMES.get(code or 0, "unknown exception")

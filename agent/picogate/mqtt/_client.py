@@ -134,7 +134,7 @@ class Will:
 
 _IDLE, _CONNECTING, _CONNECTED, _CLOSED = range(4)
 _FLUSH_BYTES: Final = 256 * 1024  # write at once, not at the end of the turn, past this many bytes
-_TOPIC_CACHE_MAX: Final = 4096  # encoded topics kept; the cache is emptied when it is full
+_TOPIC_CACHE_MAX: Final = 65536  # encoded topics kept (more than a gateway's points); emptied when full
 _COALESCE_BELOW: Final = 64  # PUBACKs per read: fewer, and reading pauses for _COALESCE_DELAY
 _COALESCE_DELAY: Final = 0.001  # seconds
 _COALESCE_MIN_WINDOW: Final = 256  # in-flight slots; a smaller window pauses only when nobody waits

@@ -209,6 +209,7 @@ class MqttSink:
         self.client: MqttClient | None = None
         self._direct: set[asyncio.Future[asyncio.Future[None] | None]] = set()
         self.refused = 0  # messages the broker refused (see deliver)
+        self._publishing = asyncio.Lock()
 
     async def open(self) -> None:
         will = Will(self.topics.status, self._status_payload("offline"), qos=1, retain=True)
@@ -259,17 +260,11 @@ class MqttSink:
         if client is None or not client.connected:
             raise SinkUnavailable("not connected to the broker")
         futures: list[asyncio.Future[None]] = []
-        publish = client.publish
         try:
-            for rec in records:
-                for topic, body in rec.messages() if rec.parts else ((rec.key, rec.payload),):
-                    try:
-                        fut = await publish(topic, body, qos=rec.qos, retain=rec.retain)
-                    except MqttPublishRefused as exc:
-                        self._refused(exc)
-                        continue
-                    if fut is not None:
-                        futures.append(fut)
+            # One batch at a time hands its messages to the client: batches in flight must not
+            # interleave while they wait for in-flight slots, or a topic's messages could overtake.
+            async with self._publishing:
+                await self._publish_all(client, records, futures)
             for fut in futures:  # in order: cheaper than gather, and PUBACKs come in order
                 try:
                     await fut
@@ -282,6 +277,19 @@ class MqttSink:
                 elif not fut.cancelled():
                     fut.exception()  # retrieved: no "exception never retrieved" noise
             raise SinkUnavailable(str(exc)) from exc
+
+    async def _publish_all(
+        self, client: MqttClient, records: Sequence[Record], futures: list[asyncio.Future[None]]
+    ) -> None:
+        for rec in records:
+            for topic, body in rec.messages() if rec.parts else ((rec.key, rec.payload),):
+                try:
+                    fut = await client.publish(topic, body, qos=rec.qos, retain=rec.retain)
+                except MqttPublishRefused as exc:
+                    self._refused(exc)
+                    continue
+                if fut is not None:
+                    futures.append(fut)
 
     def _refused(self, exc: MqttPublishRefused) -> None:
         self.refused += 1
