@@ -730,3 +730,24 @@ class ModbusRtuPeer(ModbusPeer):
 
     def __repr__(self) -> str:
         return f"ModbusRtuPeer({self.device} @ {self.baudrate}, units={sorted(self.units)})"
+
+
+# --------------------------------------------------------------------------------------------------
+# TLS: a throw-away CA and a server certificate for localhost / 127.0.0.1
+# --------------------------------------------------------------------------------------------------
+
+
+def make_test_certs(d: Path) -> Path:
+    """Write ca.crt/ca.key and server.crt/server.key (CN localhost, SAN 127.0.0.1) into `d`."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=picogate test CA",
+            "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key",
+            "-out", "server.csr")  # fmt: skip
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "ext.cnf", "-out", "server.crt")  # fmt: skip
+    return d

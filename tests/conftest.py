@@ -35,6 +35,7 @@ from _peers import (  # noqa: E402
     PeerError,
     SocatPtyPair,
     UnitSpec,
+    make_test_certs,
 )
 
 Units = Mapping[int, UnitSpec | None] | None
@@ -155,3 +156,9 @@ async def modbus_rtu_server(tmp_path: Path) -> AsyncIterator[Callable[..., Await
                 await peer.stop()
             finally:
                 peer.pty_pair.stop()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A test CA and a server certificate for localhost / 127.0.0.1 (ca.crt, server.crt/key)."""
+    return make_test_certs(tmp_path_factory.mktemp("certs"))

@@ -19,23 +19,6 @@ from _peers import MosquittoBroker, free_port
 ROOT = "picogate/gw1"
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("certs")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=picogate test CA",
-             "-keyout", "ca.key", "-out", "ca.crt", cwd=d)  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key",
-             "-out", "server.csr", cwd=d)  # fmt: skip
-    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-days", "2", "-extfile", "ext.cnf", "-out", "server.crt", cwd=d)  # fmt: skip
-    return d
-
-
 class SecureBroker(MosquittoBroker):
     """TLS-only listener with a password file (no anonymous access)."""
 
