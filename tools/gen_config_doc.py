@@ -29,6 +29,7 @@ from pydantic.fields import FieldInfo  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
 from picogate._model import NAME_PATTERN  # noqa: E402
+from picogate.config import _base  # noqa: E402
 from picogate.config import _schema as schema  # noqa: E402
 
 _DEVICE_BASE: type[BaseModel] = schema._DeviceBase
@@ -171,7 +172,7 @@ def _unwrap(annotation: Any, constraints: list[Any]) -> tuple[Any, bool]:
 
 
 def _is_duration(constraints: list[Any]) -> bool:
-    return any(getattr(c, "func", None) is schema.parse_duration for c in constraints)
+    return any(getattr(c, "func", None) is _base.parse_duration for c in constraints)
 
 
 def _range(constraints: list[Any], unit: str = "") -> str:

@@ -20,6 +20,7 @@ import orjson
 
 from picogate import __version__
 from picogate._clock import Clock
+from picogate._component import Component
 from picogate._metrics import Metrics, MetricsServer, counter, gauge
 from picogate._outbox import Outbox
 from picogate._pipeline import Pipeline
@@ -47,6 +48,8 @@ class _Parts:
     lines: list[ModbusLine] = field(default_factory=list)
     sinks: list[RunningSink] = field(default_factory=list)
     mqtt: MqttSink | None = None
+    components: list[Component] = field(default_factory=list)
+    """What the plug-ins (pico, coap, rules, edgex) asked the gateway to run."""
 
 
 class Gateway:
@@ -150,6 +153,16 @@ class Gateway:
                     max_delay=cfg.mqtt.reconnect.max_delay,
                 )
             )
+        # The plug-ins, in this order: sources first, then rules (which see every source's
+        # points), then EdgeX (which describes every point, LET points included).
+        from picogate.coap._attach import attach as attach_coap
+        from picogate.edgex._attach import attach as attach_edgex
+        from picogate.pico._attach import attach as attach_pico
+        from picogate.rules._attach import attach as attach_rules
+
+        for attach in (attach_pico, attach_coap, attach_rules, attach_edgex):
+            parts.components.extend(await attach(self))
+
         router.observe(self._observe_write)
         clock.listeners.append(lambda _synced: self._publish_status())
         metrics.add_collector(self._collect)
@@ -309,6 +322,10 @@ class Gateway:
             async with asyncio.TaskGroup() as tg:
                 sink_tasks = [tg.create_task(s.run(), name=f"sink-{s.name}") for s in p.sinks]
                 source_tasks = [tg.create_task(ln.run(), name=f"modbus-{ln.name}") for ln in p.lines]
+                sources = [c for c in p.components if c.kind == "source"]
+                services = [c for c in p.components if c.kind != "source"]
+                source_tasks += [tg.create_task(c.run(), name=c.name) for c in sources]
+                service_tasks = [tg.create_task(c.run(), name=c.name) for c in services]
                 status_task = tg.create_task(self._status_ticker(), name="status")
                 self.ready.set()
                 log.info(
@@ -325,6 +342,8 @@ class Gateway:
                 )
                 for line in p.lines:
                     line.stop()
+                for c in sources:
+                    c.stop()
                 await _finish(source_tasks, grace=1.0)
                 for s in p.sinks:
                     if not await s.drained(self.drain_timeout):
@@ -333,7 +352,9 @@ class Gateway:
                             s.name,
                             p.outbox.depth(s.name),
                         )
-                await _finish([status_task, *sink_tasks])
+                for c in services:
+                    c.stop()
+                await _finish([status_task, *service_tasks, *sink_tasks])
         finally:
             self.ready.clear()
 

@@ -46,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--workdir", type=Path, default=None, help="where the demo keeps its files (default: a temp dir)"
     )
+    # The plug-ins' commands (each module keeps its imports inside its handlers: `picogate --help`
+    # must stay fast).  A handler is set with `parser.set_defaults(func=handler)`, where
+    # `handler(args: argparse.Namespace) -> int` returns the exit status.
+    from picogate.edgex._cli import add_commands as edgex_commands
+    from picogate.flash._cli import add_commands as flash_commands
+    from picogate.rules._cli import add_commands as rules_commands
+
+    for add_commands in (rules_commands, flash_commands, edgex_commands):
+        add_commands(sub)
     return p
 
 
@@ -54,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from picogate._logging import setup_logging
 
     setup_logging(args.log_level, args.log_format)
+    func = getattr(args, "func", None)
+    if func is not None:
+        status: int = func(args)
+        return status
     if args.command == "config":
         return _config_check(args.file)
     if args.command == "run":

@@ -10,12 +10,12 @@
 See docs/configuration.md for every key.
 """
 
+from picogate.config._base import Duration, PositiveDuration, parse_duration
 from picogate.config._load import ConfigError, ConfigIssue, load_config, parse_config
 from picogate.config._schema import (
     ClockSection,
     Deadband,
     Device,
-    Duration,
     GatewayConfig,
     GatewaySection,
     MetricsSection,
@@ -24,11 +24,9 @@ from picogate.config._schema import (
     MqttSection,
     OutboxSection,
     PointConfig,
-    PositiveDuration,
     PublishMode,
     ReconnectSection,
     TlsSection,
-    parse_duration,
     reference_to_address,
 )
 

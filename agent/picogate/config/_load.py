@@ -30,7 +30,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from picogate._model import NAME_PATTERN
-from picogate.config._schema import GatewayConfig, parse_duration
+from picogate.config._base import parse_duration
+from picogate.config._schema import GatewayConfig
 
 __all__ = ["ConfigError", "ConfigIssue", "load_config", "parse_config"]
 

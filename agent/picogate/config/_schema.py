@@ -8,51 +8,31 @@ from __future__ import annotations
 
 import enum
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 
-from picogate._model import NAME_PATTERN, PointType
+from picogate._model import PointType
+from picogate.config._base import (
+    Duration,
+    Name,
+    Port,
+    PositiveDuration,
+    UnitId,
+    _Model,
+    parse_duration,
+)
+from picogate.config._boards import BoardConfig
+from picogate.config._coap import CoapSection
+from picogate.config._edgex import EdgexSection
+from picogate.config._rules import RulesSection
 from picogate.modbus._codec import ByteOrder, Encoding, Table
-
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: Any) -> float:
-    """`500ms` / `10s` / `5m` / `1h` / a number of seconds → seconds as float."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as 500ms, 10s, 5m or 1h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    else:
-        raise ValueError(f"must be a duration such as 500ms, 10s, 5m or 1h, not {value!r}")
-    if seconds < 0:
-        raise ValueError("must not be negative")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
-Port = Annotated[int, Field(ge=1, le=65535)]
-UnitId = Annotated[int, Field(ge=0, le=255)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
-
 
 # --------------------------------------------------------------------------- gateway, mqtt
 
@@ -360,15 +340,15 @@ class GatewayConfig(_Model):
     metrics: MetricsSection = MetricsSection()
     clock: ClockSection = ClockSection()
     devices: list[Device] = Field(default_factory=list)
-    # Reserved for the issues that plug into the core; their schemas tighten these later.
-    boards: list[dict[str, Any]] = Field(default_factory=list)
-    """Pico boards (the firmware issue)."""
-    coap: dict[str, Any] | None = None
-    """CoAP server and client (the CoAP issue)."""
-    edgex: dict[str, Any] | None = None
-    """EdgeX Foundry forwarding (the EdgeX issue)."""
-    rules: dict[str, Any] | None = None
-    """Rule files (the rule language issue)."""
+    # The sections of the parts that plug into the core; each has its own module.
+    boards: list[BoardConfig] = Field(default_factory=list)
+    """Pico boards (config/_boards.py)."""
+    coap: CoapSection | None = None
+    """CoAP server and client (config/_coap.py)."""
+    edgex: EdgexSection | None = None
+    """EdgeX Foundry forwarding (config/_edgex.py)."""
+    rules: RulesSection | None = None
+    """Rule files (config/_rules.py)."""
 
     @field_validator("devices")
     @classmethod

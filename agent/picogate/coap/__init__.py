@@ -1,0 +1,1 @@
+"""coap: see _attach.py (plugs into the gateway)."""

@@ -1,0 +1,1 @@
+"""edgex: see _attach.py (plugs into the gateway)."""

@@ -1,0 +1,1 @@
+"""Flashing and provisioning Pico boards over USB (`picogate boards`, `picogate flash`)."""

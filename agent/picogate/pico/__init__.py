@@ -1,0 +1,1 @@
+"""pico: see _attach.py (plugs into the gateway)."""

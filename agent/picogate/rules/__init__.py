@@ -1,0 +1,1 @@
+"""rules: see _attach.py (plugs into the gateway)."""
