@@ -1,0 +1,466 @@
+# The application: link session, configuration, I/O points, Modbus buses, safe state, watchdog.
+# main.py starts it with run(wdt, boots, crash) after the boot window.
+import gc
+import json
+import sys
+import time
+
+import asyncio
+from micropython import const
+
+from picogate_fw import VERSION, config, hal, link, points
+from picogate_fw.session import PENDING, Session, StdIO
+
+_LOOP_MS = const(2)
+_HEALTHY_MS = const(10000)  # pg_boots goes back to 0 after this long healthy
+_STALL_MS = const(30000)  # a task that made no progress for this long makes the loop unhealthy
+_RD_FLUSH = const(900)  # bytes: a reading frame is committed before it grows past this
+_STATUS = {"ok": b"ok", "exc": b"exc", "timeout": b"timeout", "crc": b"crc"}
+CAPS = ("di", "cnt", "do", "pwm", "adc", "temp", "ds18b20", "dht22", "sht3x", "mb")
+
+
+def _fw_hash():
+    try:
+        with open("pg_fw.json") as f:
+            return json.load(f).get("hash") or "dev"
+    except (OSError, ValueError):
+        return "dev"
+
+
+def _ok(extra=""):
+    return '{"ok":true' + extra + "}"
+
+
+def _err(code, msg):
+    return '{"ok":false,"code":%s,"msg":%s}' % (link.json_str(code), link.json_str(msg))
+
+
+class App:
+    def __init__(self, wdt, boots, crash):
+        self.wdt = wdt
+        self.boots = boots
+        self.crash = crash if boots > 1 else None  # the boot before this one failed
+        self.t0 = time.ticks_ms()
+        self.io = StdIO()
+        self.s = Session(self.io, self.handle)
+        self.cfg = None
+        self.cfg_text = None
+        self.cfg_id = None
+        self.pts = []
+        self.by_id = {}
+        self.sensors = []
+        self.buses = {}
+        self.tasks = []
+        self.parts = None  # cfg parts being received: [total, next, [texts]]
+        self.hb_ms = 1000
+        self.safe_ms = 5000
+        self.safe = False
+        self.next_hb = self.t0
+        self.mb_open = False
+        self.after_ack = None  # what to do once the ack of maint/boot/reset went out
+        self.healthy_since = self.t0
+        self.cleared_boots = boots == 0
+        self.progress = {}  # task name -> ticks of its last progress
+        self.full_due = False
+        text, cfg = config.load()
+        if cfg is not None:
+            try:
+                self.apply(text, cfg)
+            except Exception as ex:  # a stored config that no longer applies: run without one
+                self.log("error", "stored config not applied: %s" % ex)
+                self.clear()
+
+    # --- configuration ---------------------------------------------------------------------------
+
+    def clear(self):
+        for t in self.tasks:
+            t.cancel()
+        self.tasks = []
+        for p in self.pts:
+            try:
+                p.close()
+            except Exception:
+                pass
+        for b in self.buses.values():
+            try:
+                b.close()
+            except Exception:
+                pass
+        self.pts = []
+        self.by_id = {}
+        self.sensors = []
+        self.buses = {}
+        self.cfg = self.cfg_text = self.cfg_id = None
+
+    def apply(self, text, cfg):
+        self.clear()
+        self.cfg = cfg
+        self.cfg_text = text
+        self.cfg_id = config.cfg_hash(text)
+        self.hb_ms = cfg["hb_ms"]
+        self.safe_ms = cfg["safe_ms"]
+        self.safe = False
+        now = time.ticks_ms()
+        for c in cfg["io"]:
+            p = points.make(c)
+            p.due = now
+            self.pts.append(p)
+            self.by_id[p.id] = p
+            if isinstance(p, points.Sensor):
+                self.sensors.append(p)
+                self.tasks.append(asyncio.create_task(self.sensor_task(p)))
+        for b in cfg["mb"]:
+            self.start_bus(b)
+        self.full_due = True
+
+    def start_bus(self, b):
+        try:
+            from picogate_fw.mb_master import Master
+        except ImportError:
+            self.log("error", "no Modbus master in this firmware")
+            return
+        m = Master(hal, b, self.on_mb)
+        self.buses[b["bus"]] = m
+        self.tasks.append(asyncio.create_task(m.run()))
+
+    # --- commands from the host ------------------------------------------------------------------
+
+    def handle(self, typ, body, seq):
+        if typ == "hello":
+            return self.on_hello(body)
+        if typ == "hb":
+            return None
+        try:
+            if typ == "cfg":
+                return self.on_cfg(body)
+            if typ == "set":
+                return self.on_set(json.loads(body or "{}"))
+            if typ == "read":
+                return self.on_read(json.loads(body or "{}"))
+            if typ == "mbw":
+                return self.on_mbw(json.loads(body or "{}"), seq)
+            if typ in ("maint", "boot", "reset"):
+                self.after_ack = typ
+                return _ok()
+        except ValueError:
+            return _err("bad_request", "body of %s is not valid JSON" % typ)
+        except (KeyError, TypeError, AttributeError) as ex:
+            return _err("bad_request", "%s: %s" % (typ, ex))
+        self.s.bad += 1  # an unknown type: counted, no action
+        return None
+
+    def on_hello(self, body):
+        try:
+            h = json.loads(body or "{}")
+            sid = h.get("sid")
+            proto = h.get("proto")
+        except (ValueError, AttributeError):
+            self.s.bad += 1
+            return None
+        if proto != 1:
+            self.log("error", "host speaks protocol %s, this firmware 1" % proto)
+        self.s.new_peer(sid)
+        self.send_hello()
+        self.full_due = True
+        return None
+
+    def send_hello(self):
+        j = link.json_str
+        body = (
+            '{"proto":1,"sid":%s,"fw":%s,"hash":%s,"board":%s,"mp":%s,"mpy":%s,"uid":%s,"caps":[%s],'
+            '"ticks":%d,"cfg":%s,"mode":"run","boots":%d,"crash":%s}'
+            % (
+                j(self.s.sid),
+                j(VERSION),
+                j(_fw_hash()),
+                j(hal.board_name()),
+                j("%d.%d.%d" % sys.implementation.version[:3]),
+                _mpy_version(),
+                j(hal.uid()),
+                ",".join(j(c) for c in CAPS),
+                hal.ticks(),
+                j(self.cfg_id) if self.cfg_id else "null",
+                self.boots,
+                j(self.crash) if self.crash else "null",
+            )
+        )
+        self.s.send("hello", body)
+
+    def on_cfg(self, body):
+        sp = body.find(" ") if body else -1
+        head = body[:sp] if sp > 0 else (body or "")
+        slash = head.find("/")
+        try:
+            part, total = int(head[:slash]), int(head[slash + 1 :])
+        except ValueError:
+            return self.cfg_errors([("cfg", "body must be part/total then the text, got %r" % head[:20])])
+        text = body[sp + 1 :] if sp > 0 else ""
+        if part == 1:
+            self.parts = [total, 1, [], 0]
+        p = self.parts
+        if p is None or part != p[1] or total != p[0] or total < 1 or part > total:
+            self.parts = None
+            return self.cfg_errors([("cfg", "part %d/%d out of order: send the document again from part 1"
+                                     % (part, total))])
+        p[3] += len(text)
+        if p[3] > config.MAX_DOC:
+            self.parts = None
+            return self.cfg_errors([("cfg", "document longer than %d bytes" % config.MAX_DOC)])
+        p[2].append(text)
+        p[1] += 1
+        if part < total:
+            return _ok()
+        doc = "".join(p[2])
+        self.parts = None
+        gc.collect()
+        cfg, errors = config.validate(doc)
+        if errors:
+            return self.cfg_errors(errors)
+        cid = config.cfg_hash(doc)
+        if cid != self.cfg_id:  # the same config again: outputs are not disturbed
+            try:
+                config.save(doc)
+                self.apply(doc, cfg)
+            except Exception as ex:
+                self.clear()
+                old_text, old = config.load()
+                return self.cfg_errors([("cfg", "not applied: %s" % ex)])
+        return '{"ok":true,"cfg":%s}' % link.json_str(cid)
+
+    def cfg_errors(self, errors):
+        return '{"ok":false,"errors":%s}' % config.errors_json(errors)
+
+    def on_set(self, req):
+        pid = req["id"]
+        p = self.by_id.get(pid)
+        if p is None:
+            return _err("unknown_point", "no point %s" % pid)
+        if not p.writable:
+            return _err("read_only", "%s is a %s point" % (pid, type(p).__name__.lower()))
+        bad = p.check(req.get("v"))
+        if bad:
+            return _err(bad[0], bad[1])
+        p.write(req["v"])
+        return _ok(',"v":' + p.value_json())
+
+    def on_read(self, req):
+        if "bus" in req:
+            m = self.buses.get(req["bus"])
+            if m is None:
+                return _err("unknown_point", "no Modbus bus %s" % req["bus"])
+            m.read_now(req.get("req", 0))
+            return _ok()
+        ids = req.get("ids")
+        if ids is None:
+            self.full_due = True
+            return _ok()
+        for pid in ids:
+            if pid not in self.by_id:
+                return _err("unknown_point", "no point %s" % pid)
+        for pid in ids:
+            p = self.by_id[pid]
+            p.changed = True
+            p.due = time.ticks_ms()
+        return _ok()
+
+    def on_mbw(self, req, seq):
+        m = self.buses.get(req["bus"])
+        if m is None:
+            return _err("unknown_point", "no Modbus bus %s" % req["bus"])
+        fc = req["fc"]
+        if fc not in (5, 6, 15, 16):
+            return _err("bad_request", "fc must be 5, 6, 15 or 16")
+        v = req["v"]
+        if not isinstance(v, list) or not v:
+            return _err("bad_type", "v must be a non-empty list")
+
+        def done(status, code=None):
+            if status == "ok":
+                res = _ok()
+            elif status == "exc":
+                res = '{"ok":false,"code":"device_error","exc":%d}' % code
+            else:
+                res = '{"ok":false,"code":%s}' % link.json_str("timeout" if status == "timeout" else "device_error")
+            self.s.ack_later(seq, res)
+
+        m.write(req["u"], fc, req["a"], v, done)
+        return PENDING
+
+    # --- board -> host ---------------------------------------------------------------------------
+
+    def log(self, lvl, msg):
+        self.s.send("log", '{"lvl":%s,"msg":%s}' % (link.json_str(lvl), link.json_str(msg)))
+
+    def on_mb(self, bus, req, status, data):
+        """fw-bus's master reports one result: appended to the mb frame of this round."""
+        s = self.s
+        e = s.rd
+        if s.rd_open and e.room() < 60 + (2 * len(data) if status == "ok" else 0):
+            self.flush_open()
+        if not s.rd_open or not self.mb_open:
+            self.flush_open()
+            e = s.begin(b"mb")
+            e.sp()
+            e.put_int(hal.ticks())
+            self.mb_open = True
+        e.sp()
+        e.put_int(bus)
+        e.put_byte(0x2E)
+        e.put_int(req)
+        e.sp()
+        e.put_str(_STATUS.get(status, b"err"))
+        if status == "ok":
+            e.sp()
+            _put_hex(e, data)
+        elif status == "exc":
+            e.sp()
+            e.put_int(data)
+
+    def flush_open(self):
+        if self.s.rd_open:
+            self.s.commit()
+        self.mb_open = False
+
+    def report(self, now, full):
+        """Readings due (periodic), changed (on change), or all (full report) in rd frames."""
+        s = self.s
+        e = None
+        for p in self.pts:
+            if p.periodic:
+                if isinstance(p, points.Sensor):
+                    send = p.fresh or full
+                    p.fresh = False
+                elif time.ticks_diff(now, p.due) >= 0:
+                    p.due = time.ticks_add(now, p.every)
+                    send = True
+                else:
+                    send = full
+            else:
+                send = p.changed or full
+            if not send:
+                continue
+            p.changed = False
+            if e is None or self.mb_open:
+                if s.rd_open:
+                    self.flush_open()
+                e = s.begin(b"rd")
+                e.sp()
+                e.put_int(hal.ticks())
+            p.put(e)
+            if e.room() < 1024 - _RD_FLUSH:
+                s.commit()
+                e = None
+        if e is not None:
+            s.commit()
+
+    def send_hb(self, now):
+        s = self.s
+        up = time.ticks_diff(now, self.t0) // 1000
+        s.send(
+            "hb",
+            '{"ticks":%d,"q":%d,"drop":%d,"bad":%d,"mem":%d,"up":%d,"safe":%s}'
+            % (hal.ticks(), len(s.q), s.drop, s.bad, gc.mem_free(), up, "true" if self.safe else "false"),
+        )
+
+    # --- tasks -----------------------------------------------------------------------------------
+
+    async def sensor_task(self, p):
+        while True:
+            await p.poll()
+            p.fresh = True
+            self.progress[p.id] = time.ticks_ms()
+            await asyncio.sleep_ms(p.every)
+
+    def check_safe(self, now):
+        if self.safe or not self.safe_ms:
+            return
+        if time.ticks_diff(now, self.s.last_rx) < self.safe_ms:
+            return
+        self.safe = True
+        for p in self.pts:
+            if p.writable and p.safe is not None:
+                p.write(p.safe)
+        self.log("warn", "host silent for %d ms: outputs in their safe state" % self.safe_ms)
+
+    def healthy(self, now):
+        pr = self.progress
+        for k in pr:
+            if time.ticks_diff(now, pr[k]) > _STALL_MS:
+                return False
+        return True
+
+    async def main(self):
+        s = self.s
+        self.send_hello()
+        while True:
+            now = time.ticks_ms()
+            hal.service()
+            s.poll_rx()
+            if self.after_ack:
+                self.finish(self.after_ack)
+            if self.safe and time.ticks_diff(now, s.last_rx) < self.safe_ms:
+                self.safe = False  # the host is back; outputs stay as they are until it sets them
+            for p in self.pts:
+                if type(p) is points.DI:
+                    p.scan(now)
+            full = self.full_due
+            if time.ticks_diff(now, self.next_hb) >= 0:
+                self.next_hb = time.ticks_add(now, self.hb_ms)
+                if s.up:
+                    self.send_hb(now)
+                else:
+                    self.send_hello()  # no host session (yet, or the link went down): ask for one
+                full = True
+            self.full_due = False
+            self.report(now, full)
+            if s.rd_open:
+                self.flush_open()
+            if not s.pump(now):
+                self.send_hello()
+            self.check_safe(now)
+            if self.healthy(now):
+                if self.wdt is not None:
+                    self.wdt.feed()
+                if not self.cleared_boots and time.ticks_diff(now, self.healthy_since) >= _HEALTHY_MS:
+                    _write("pg_boots", "0")
+                    self.cleared_boots = True
+            else:
+                self.healthy_since = now
+            await asyncio.sleep_ms(_LOOP_MS)
+
+    def finish(self, what):
+        self.after_ack = None
+        time.sleep_ms(50)  # let the ack leave
+        if what == "maint":
+            _write("pg_maint", "1")
+            hal.reset()
+        elif what == "boot":
+            hal.bootloader()
+        else:
+            hal.reset()
+
+
+def _put_hex(e, data):
+    h = b"0123456789abcdef"
+    b = e.buf
+    n = e.n
+    for x in data:
+        b[n] = h[x >> 4]
+        b[n + 1] = h[x & 15]
+        n += 2
+    e.n = n
+
+
+def _mpy_version():
+    m = getattr(sys.implementation, "_mpy", 0)
+    return "%d.%d" % (m & 0xFF, (m >> 8) & 3)
+
+
+def _write(name, text):
+    with open(name, "w") as f:
+        f.write(text)
+
+
+def run(wdt, boots, crash):
+    app = App(wdt, boots, crash)
+    asyncio.run(app.main())
