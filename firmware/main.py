@@ -47,23 +47,35 @@ def _reset():
     sys.exit(75)  # picogate.simboard boots main.py again
 
 
+def _raw_tty():
+    """Unix port: the tty neither echoes nor rewrites CR/LF nor turns Ctrl-C into a signal (setraw
+    discards pending input, so only when the tty is not raw already)."""
+    if RP2:
+        return
+    try:
+        import termios
+
+        if termios.tcgetattr(0)[3] & 0x0A:  # ICANON | ECHO
+            termios.setraw(0)
+    except (ImportError, OSError):
+        pass
+
+
 def _boot_window():
     """Wait BOOT_WINDOW_MS; a Ctrl-C (0x03) from the host raises KeyboardInterrupt. On the Pico the
     REPL's keyboard interrupt does it; on the unix port (raw tty, no SIGINT) we look at stdin."""
     import select
 
-    if not RP2:
-        try:
-            import termios
-
-            termios.setraw(0)
-        except (ImportError, OSError):
-            pass
     p = select.poll()
     p.register(sys.stdin.buffer, select.POLLIN)
     one = bytearray(1)
+    window = BOOT_WINDOW_MS
+    if not RP2:
+        import os
+
+        window = int(os.getenv("PICOGATE_BOOT_WINDOW_MS") or window)  # simulated boards in tests
     t0 = time.ticks_ms()
-    while time.ticks_diff(time.ticks_ms(), t0) < BOOT_WINDOW_MS:
+    while time.ticks_diff(time.ticks_ms(), t0) < window:
         if p.poll(20) and sys.stdin.buffer.readinto(one) and one[0] == 3:
             raise KeyboardInterrupt
 
@@ -90,7 +102,8 @@ def main():
         print("picogate: safe mode after %d failed boots: REPL only, no I/O. Last crash: %s" % (boots, crash_line))
         return
     _write("pg_boots", str(boots + 1))
-    print("picogate: starting in %d ms (Ctrl-C for the REPL)" % BOOT_WINDOW_MS)
+    _raw_tty()
+    print("picogate: starting (Ctrl-C within %d ms for the REPL)" % BOOT_WINDOW_MS)
     try:
         _boot_window()
     except KeyboardInterrupt:

@@ -31,7 +31,8 @@ class StdIO:
             try:
                 import termios
 
-                termios.setraw(0)  # unix port: no echo, no CR/LF rewriting by the tty
+                if termios.tcgetattr(0)[3] & 0x0A:  # ICANON | ECHO (setraw drops pending input)
+                    termios.setraw(0)  # unix port: no echo, no CR/LF rewriting by the tty
             except (ImportError, OSError):
                 pass
         self.poll = select.poll()

@@ -89,7 +89,7 @@ class Host:
             r = pred()
             if r:
                 return r
-        tail = [f for f in self.frames[-10:]]
+        tail = list(self.frames[-10:])
         raise AssertionError(f"timed out waiting for {what}: last frames {tail}, other {self.other[-5:]}")
 
     def of_type(self, typ: str) -> list[tuple[str, int, str, str | None]]:

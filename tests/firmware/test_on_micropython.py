@@ -53,5 +53,7 @@ def run_mp(board_dir: Path, module: str, func: str, *, heapsize: str = "220wK", 
 
 @pytest.mark.parametrize(("module", "func"), _cases(), ids=[f"{m}.{f}" for m, f in _cases()])
 def test_firmware(tmp_path: Path, module: str, func: str) -> None:
-    shutil.copytree(FIRMWARE, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "README.md"))
+    shutil.copytree(
+        FIRMWARE, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "README.md")
+    )
     run_mp(tmp_path, module, func)

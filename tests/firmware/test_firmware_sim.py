@@ -1,0 +1,273 @@
+"""The whole firmware on a simulated board (MicroPython unix port under picogate.simboard), driven
+over its serial port by a small test host (tests/firmware/_host.py): handshake, config, commands,
+readings, modes, safe state, retransmits, garbage and 0x03 bytes both ways, kill mid-stream."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _host import Host, encode
+
+from picogate.simboard import SimBoard, install_firmware
+
+pytestmark = pytest.mark.integration
+
+SCENARIO = {
+    "pins": {"2": {"seq": [[0, 0], [200, 1]], "period_ms": 400}, "3": {"pulse_ms": 10}},
+    "adc": {"26": 1.652},
+    "temp": 25.0,
+}
+CFG: dict[str, Any] = {
+    "v": 1,
+    "name": "test",
+    "hb_ms": 300,
+    "safe_ms": 60000,
+    "io": [
+        {"id": "door", "k": "di", "pin": 2, "pull": "up", "deb_ms": 20},
+        {"id": "parts", "k": "cnt", "pin": 3, "pull": "up", "edge": "rise", "every_ms": 200},
+        {"id": "valve", "k": "do", "pin": 15, "init": False, "safe": False},
+        {"id": "fan", "k": "pwm", "pin": 16, "freq": 1000, "init": 0.25, "safe": 0.0},
+        {"id": "level", "k": "adc", "pin": 26, "os": 16, "every_ms": 200},
+        {"id": "cpu", "k": "temp", "every_ms": 200},
+    ],
+}
+
+
+def make_board(tmp_path: Path, scenario: dict[str, Any] | None = None, **kw: Any) -> SimBoard:
+    d = install_firmware(tmp_path / "board", scenario=json.dumps(scenario or SCENARIO))
+    env = {"PICOGATE_BOOT_WINDOW_MS": "200"}
+    return SimBoard(d, env=env, **kw).start()
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> Iterator[SimBoard]:
+    b = make_board(tmp_path)
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def host(board: SimBoard) -> Iterator[Host]:
+    h = Host(board.port)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def connect(board: SimBoard, host: Host, cfg: dict[str, Any] | None = CFG) -> dict[str, Any]:
+    board.wait_for_output(b"@0 hello ")
+    hello = host.hello()
+    if cfg is not None:
+        res = host.push_config(cfg)
+        assert res is not None
+        assert res["ok"], res
+    return hello
+
+
+def test_hello_config_commands_and_readings(board: SimBoard, host: Host) -> None:
+    hello = connect(board, host, cfg=None)
+    assert hello["proto"] == 1
+    assert hello["uid"] == "E6614103E7000001"
+    assert hello["board"] == "pico"
+    assert hello["hash"] == "dev"
+    assert hello["cfg"] is None
+    assert hello["mode"] == "run"
+    assert hello["boots"] == 1
+    assert set(hello["caps"]) >= {"di", "cnt", "do", "pwm", "adc", "temp", "mb"}
+    assert len(hello["sid"]) == 8
+    res = host.push_config(CFG, part_size=100)  # several parts
+    assert res is not None
+    assert res["ok"]
+    assert len(res["cfg"]) == 12
+    assert host.command("set", '{"id":"valve","v":true}') == {"ok": True, "v": True}
+    assert host.command("set", '{"id":"fan","v":0.5}') == {"ok": True, "v": 0.5}
+    host.wait(
+        lambda: host.readings().get("valve") == "T" and host.readings().get("fan") == "0.5", what="outputs"
+    )
+    host.wait(lambda: int(host.readings().get("parts", "0")) > 5, what="counted edges")
+    host.wait(
+        lambda: {"door=T", "door=F"} <= {v for f in host.of_type("rd") for v in (f[3] or "").split()},
+        what="door both ways",
+    )
+    r = host.readings()
+    assert r["level"] == "1.652"
+    assert abs(float(r["cpu"]) - 25.0) < 0.2
+    hb = json.loads(host.wait(lambda: host.of_type("hb"), what="hb")[-1][3])
+    assert set(hb) == {"ticks", "q", "drop", "bad", "mem", "up", "safe"}
+    assert hb["ticks"] < 2**30
+    # errors from commands
+    assert host.command("set", '{"id":"nope","v":true}')["code"] == "unknown_point"  # type: ignore[index]
+    assert host.command("set", '{"id":"valve","v":3}')["code"] == "bad_type"  # type: ignore[index]
+    assert host.command("set", '{"id":"fan","v":1.5}')["code"] == "out_of_range"  # type: ignore[index]
+    assert host.command("set", '{"id":"level","v":1}')["code"] == "read_only"  # type: ignore[index]
+    assert host.command("set", "not json")["code"] == "bad_request"  # type: ignore[index]
+    assert host.command("read", '{"ids":["nope"]}')["code"] == "unknown_point"  # type: ignore[index]
+    assert host.command("read", '{"ids":["level"]}') == {"ok": True}
+
+
+def test_bad_config_keeps_the_old_one_and_the_good_one_survives_a_reset(board: SimBoard, host: Host) -> None:
+    connect(board, host)
+    good_hash = host.hello()["cfg"]
+    bad = dict(CFG, io=[*CFG["io"], {"id": "x", "k": "adc", "pin": 5}])
+    res = host.push_config(bad)
+    assert res == {
+        "ok": False,
+        "errors": [
+            {
+                "field": "io[6].pin",
+                "msg": "GP5 has no ADC: ADC pins are GP26, GP27, GP28 (GP29 on some boards)",
+            }
+        ],
+    }
+    assert host.hello()["cfg"] == good_hash
+    assert host.command("set", '{"id":"valve","v":true}') == {"ok": True, "v": True}  # still running
+    # out-of-order parts are refused too
+    assert host.command("cfg", '2/2 "x"}')["ok"] is False  # type: ignore[index]
+    # the board boots into the stored config
+    pos = board.output_pos()
+    assert host.command("reset") == {"ok": True}
+    board.wait_for_output(b"@0 hello ", since=pos)
+    host.close()
+    h2 = Host(board.port)
+    try:
+        hello = h2.hello()
+        assert hello["cfg"] == good_hash
+        assert hello["boots"] == 2 or hello["boots"] == 1
+        h2.wait(lambda: "level" in h2.readings(), what="readings from the stored config")
+    finally:
+        h2.close()
+
+
+def test_retransmit_and_duplicates(board: SimBoard, host: Host) -> None:
+    connect(board, host)
+    host.auto_ack = False
+    host.frames.clear()
+    host.wait(
+        lambda: len({f[1] for f in host.of_type("rd")}) < len(host.of_type("rd")), what="a resent rd frame"
+    )
+    host.auto_ack = True
+    # the same seq twice: acted on once, acknowledged twice with the same result
+    seq = host.send("set", '{"id":"fan","v":0.75}')
+    host.wait(lambda: seq in host.acks, what="first ack")
+    first = host.acks.pop(seq)
+    host.send("set", '{"id":"fan","v":0.1}', seq=seq)
+    host.wait(lambda: seq in host.acks, what="second ack")
+    assert host.acks[seq] == first
+    host.frames.clear()
+    host.wait(lambda: host.readings().get("fan"), what="fan reading")
+    assert host.readings()["fan"] == "0.75"
+
+
+def test_garbage_and_ctrl_c_both_ways_are_dropped_and_counted(board: SimBoard, host: Host) -> None:
+    connect(board, host)
+    rng = random.Random(4)
+    for _ in range(30):
+        junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200)))
+        board.inject(junk + b"\x03", to="board")
+        board.inject(junk, to="host")
+    board.inject(b"#" + b"9" * 3000 + b"\n", to="board")  # oversized
+    board.inject(
+        encode("#", 5, "set", '{"id":"valve","v":true}')[:-10] + b"00000000\n", to="board"
+    )  # bad crc
+    board.inject(b"\n", to="board")
+    # commands keep working (a frame glued to junk may be lost: the host resends it)
+    for _ in range(3):
+        try:
+            assert host.command("set", '{"id":"valve","v":true}', timeout=2) == {"ok": True, "v": True}
+            break
+        except AssertionError:
+            continue
+    else:
+        raise AssertionError("no ack after garbage")
+    host.frames.clear()
+    hb = json.loads(host.wait(lambda: host.of_type("hb"), what="hb")[-1][3])
+    assert hb["bad"] >= 3
+    assert board.mode == "main"
+    assert board.restarts == 0
+
+
+def test_killed_mid_stream_restarts_with_a_new_session(board: SimBoard, host: Host) -> None:
+    connect(board, host)
+    hello = host.hello()
+    host.wait(lambda: len(host.of_type("rd")) > 5, what="readings")
+    pos = board.output_pos()
+    board.kill()
+    board.wait_for_output(b"@0 hello ", since=pos)
+    h2 = Host(board.port)  # the port stayed (a crash is no USB reset)
+    try:
+        again = h2.hello()
+        assert again["sid"] != hello["sid"]
+        assert again["cfg"] == hello["cfg"]  # booted into the stored configuration
+        assert again["boots"] == 2
+        h2.wait(lambda: "parts" in h2.readings(), what="readings after the restart")
+    finally:
+        h2.close()
+
+
+def test_safe_state_after_host_silence(board: SimBoard, host: Host) -> None:
+    connect(board, host, cfg=dict(CFG, safe_ms=500))
+    assert host.command("set", '{"id":"valve","v":true}') == {"ok": True, "v": True}
+    assert host.command("set", '{"id":"fan","v":0.9}') == {"ok": True, "v": 0.9}
+    host.frames.clear()
+    # stay silent (no frames to the board, not even acks) until a heartbeat says safe
+    host.auto_ack = False
+    host.wait(lambda: any(json.loads(f[3])["safe"] for f in host.of_type("hb")), what="safe state")
+    host.auto_ack = True
+    r = host.readings()
+    assert r["valve"] == "F"
+    assert r["fan"] == "0"
+
+
+def test_maintenance_from_the_link_and_left_by_reset(board: SimBoard, host: Host) -> None:
+    connect(board, host)
+    pos = board.output_pos()
+    assert host.command("maint") == {"ok": True}
+    board.wait_for_output(b"maintenance mode (pg_maint)", since=pos)
+    board.wait_for_output(b">>> ", since=pos)
+    assert board.mode == "repl"
+    host.close()
+    h2 = Host(board.port)
+    try:
+        pos = board.output_pos()
+        h2.ser.write(b"\x04")  # soft reset at the REPL: the application starts again
+        board.wait_for_output(b"@0 hello ", since=pos)
+        assert h2.hello()["mode"] == "run"
+    finally:
+        h2.close()
+
+
+def test_ctrl_c_in_the_boot_window_gives_the_repl(tmp_path: Path) -> None:
+    d = install_firmware(tmp_path / "board", scenario=json.dumps(SCENARIO))
+    b = SimBoard(d, env={"PICOGATE_BOOT_WINDOW_MS": "5000"}).start()
+    try:
+        b.wait_for_output(b"picogate: starting")
+        b.inject(b"\x03")
+        b.wait_for_output(b"boot interrupted: REPL")
+        b.wait_for_output(b">>> ")
+        assert (d / "pg_boots").read_text() == "0"
+    finally:
+        b.stop()
+
+
+def test_safe_mode_after_three_crashes(tmp_path: Path) -> None:
+    d = install_firmware(tmp_path / "board", scenario=json.dumps(SCENARIO))
+    (d / "picogate_fw" / "app.py").write_text("raise RuntimeError('broken on purpose')\n")
+    b = SimBoard(d, env={"PICOGATE_BOOT_WINDOW_MS": "50"}).start()
+    try:
+        out = b.wait_for_output(b"safe mode after 3 failed boots", timeout=30)
+        assert b"Last crash: boot 3: RuntimeError: broken on purpose" in out
+        b.wait_for_output(b">>> ")
+        assert b.exits == [75, 75, 75, 0]  # three resets, then main.py returned to the REPL
+        crash = (d / "pg_crash.txt").read_text()
+        assert crash.startswith("boot 3: RuntimeError: broken on purpose\nTraceback")
+        assert (d / "pg_boots").read_text() == "0"  # the next reset tries the application again
+    finally:
+        b.stop()
