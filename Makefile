@@ -31,10 +31,11 @@ run: bootstrap ## run the demo (picogate demo)
 test: bootstrap ## run the tests (pass PYTEST_ARGS)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-lint: bootstrap ## ruff check, ruff format --check, mypy (strict, per pyproject.toml)
+lint: bootstrap ## ruff check, ruff format --check, mypy (strict, per pyproject.toml), firmware vs rp2 stubs
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) tools/fw_typecheck.py
 
 bench: bootstrap ## run the benchmarks (pass BENCH_ARGS)
 	$(PY) bench/run.py $(BENCH_ARGS)

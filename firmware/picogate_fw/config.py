@@ -157,8 +157,8 @@ def validate(text):
     if len(io) > 64:
         e.add("io", "at most 64 points, got %d" % len(io))
         io = []
-    ids = {}
-    pins = {}
+    ids = {}  # type: dict[str, str]
+    pins = {}  # type: dict[int, str]
     for i, p in enumerate(io):
         w = "io[%d]." % i
         if not isinstance(p, dict):
@@ -171,7 +171,7 @@ def validate(text):
     if not isinstance(mb, list):
         e.add("mb", "must be a list, got %s" % _tname(mb))
         mb = []
-    buses = {}
+    buses = {}  # type: dict[int, int]
     for i, b in enumerate(mb):
         w = "mb[%d]." % i
         if not isinstance(b, dict):

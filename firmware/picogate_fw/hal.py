@@ -4,14 +4,18 @@
 import sys
 import time
 
+try:
+    from typing import Any
+except ImportError:
+    pass
+
 RP2 = sys.platform == "rp2"
 TICKS_MASK = 0x3FFFFFFF  # ticks on the wire: modulo 2^30 on every port
 
+_sim: Any = None
 if RP2:
     import machine
     import rp2
-
-    _sim = None
 else:
     from picogate_fw import sim_board
 
@@ -43,8 +47,9 @@ def pin_in(n, pull):
     """An input pin; pull "up", "down" or None. Returns an object with value() and irq(handler,
     trigger)."""
     if RP2:
-        p = machine.Pin.PULL_UP if pull == "up" else machine.Pin.PULL_DOWN if pull == "down" else None
-        return machine.Pin(n, machine.Pin.IN, p)
+        if pull is None:
+            return machine.Pin(n, machine.Pin.IN)
+        return machine.Pin(n, machine.Pin.IN, machine.Pin.PULL_UP if pull == "up" else machine.Pin.PULL_DOWN)
     return _sim.pin(n, pull)
 
 
@@ -84,9 +89,9 @@ def uart(uart_id, baud, bits, parity, stop, tx, rx):
         return machine.UART(
             uart_id, baudrate=baud, bits=bits, parity=parity, stop=stop, tx=machine.Pin(tx), rx=machine.Pin(rx)
         )
-    from picogate_fw import sim_uart
+    from picogate_fw.sim_uart import SimUART
 
-    return sim_uart.SimUART(_sim.uart_path(uart_id), baud, bits, parity, stop)
+    return SimUART(_sim.uart_path(uart_id), baud, bits, parity, stop)
 
 
 def i2c(bus, sda, scl, freq):

@@ -215,7 +215,7 @@ class Sensor(Point):
             return
         try:
             self.vals = await self.drv.read()
-            self.why = None
+            self.why = b""
         except Exception as ex:  # a failing sensor reports bad quality; the others go on
             self.vals = None
             self.why = b"?nodev" if isinstance(ex, OSError) else b"?err"
@@ -252,7 +252,7 @@ def hal_log(pid, ex):
         _logs.pop(0)
 
 
-_logs = []
+_logs = []  # type: list[tuple[str, str]]
 
 
 def make(c):

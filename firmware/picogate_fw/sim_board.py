@@ -6,6 +6,11 @@ import json
 import os
 import time
 
+try:
+    from typing import Any
+except ImportError:
+    pass
+
 _SCENARIO = "pg_sim.json"
 _board = None
 
@@ -107,7 +112,7 @@ class SimPin:
         self.spec = spec
         self.out = False
         self.v = 0
-        self.handler = None
+        self.handler = None  # type: Any
         self.trigger = 0
         self.last = None
         self.last_t = 0
