@@ -40,7 +40,13 @@ def main() -> int:
     os.environ["MYPYPATH"] = str(stub_dir())
     typeshed = sysconfig.get_paths()["purelib"]  # holds micropython-stdlib-stubs' stdlib/
     out, err, status = api.run(
-        ["--config-file", str(ROOT / "firmware" / "mypy.ini"), "--custom-typeshed-dir", typeshed, *sys.argv[1:]]
+        [
+            "--config-file",
+            str(ROOT / "firmware" / "mypy.ini"),
+            "--custom-typeshed-dir",
+            typeshed,
+            *sys.argv[1:],
+        ]
     )
     sys.stdout.write(out)
     sys.stderr.write(err)
