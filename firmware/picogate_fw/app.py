@@ -355,6 +355,7 @@ class App:
 
     def send_hb(self, now):
         s = self.s
+        gc.collect()  # once per heartbeat: short, regular collections; "mem" is then comparable
         up = time.ticks_diff(now, self.t0) // 1000
         s.send(
             "hb",

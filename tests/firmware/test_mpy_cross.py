@@ -46,7 +46,9 @@ def test_compiles_to_the_mpy_version_of_our_micropython(tmp_path: Path, src: Pat
     assert data[1] == mpy & 0xFF, f"mpy version {data[1]}, MicroPython loads {mpy & 0xFF}"
     # byte 2 holds the native architecture and sub-version only when there is native code: a
     # plain-bytecode .mpy loads on any port that speaks mpy version data[1] (here 6, i.e. 6.x)
-    assert data[2] == 0, f"native code in {src.name} (flags {data[2]:#x}): the firmware must be plain bytecode"
+    assert data[2] == 0, (
+        f"native code in {src.name} (flags {data[2]:#x}): the firmware must be plain bytecode"
+    )
 
 
 def test_the_compiled_package_runs(tmp_path: Path) -> None:
