@@ -271,3 +271,33 @@ def test_safe_mode_after_three_crashes(tmp_path: Path) -> None:
         assert (d / "pg_boots").read_text() == "0"  # the next reset tries the application again
     finally:
         b.stop()
+
+
+def test_unacknowledged_readings_go_to_the_next_host_session(board: SimBoard, host: Host) -> None:
+    connect(board, host)
+    host.auto_ack = False
+    host.frames.clear()
+    host.wait(lambda: len(host.of_type("rd")) >= 3, what="unacknowledged readings")
+    unacked = {f[3] for f in host.of_type("rd")}
+    host.close()  # the agent stops without acknowledging
+    h2 = Host(board.port, sid="feedf00d")
+    try:
+        h2.hello()
+        h2.wait(lambda: unacked & {f[3] for f in h2.of_type("rd")}, what="the old readings again")
+    finally:
+        h2.close()
+
+
+def test_link_down_after_resends_then_the_hosts_hello_restores_it(board: SimBoard, host: Host) -> None:
+    connect(board, host)
+    host.auto_ack = False
+    host.frames.clear()
+    # 5 resends 300 ms apart go unanswered: the board falls back to sending hello every hb_ms
+    host.wait(lambda: len(host.of_type("hello")) >= 2, timeout=15, what="hellos from a board whose link is down")
+    n = len(host.frames)
+    host.pump(0.5)
+    assert not [f for f in host.frames[n:] if f[2] in ("hb", "rd")]  # a down link carries only hellos
+    host.auto_ack = True
+    host.hello()
+    host.frames.clear()
+    host.wait(lambda: host.of_type("hb") and host.of_type("rd"), what="heartbeats and readings again")
