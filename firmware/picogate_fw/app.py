@@ -15,8 +15,13 @@ _LOOP_MS = const(2)
 _HEALTHY_MS = const(10000)  # pg_boots goes back to 0 after this long healthy
 _STALL_MS = const(30000)  # a task that made no progress for this long makes the loop unhealthy
 _RD_FLUSH = const(900)  # bytes: a reading frame is committed before it grows past this
+_BUS_KEYS = tuple("mb%d" % i for i in range(8))
 _STATUS = {"ok": b"ok", "exc": b"exc", "timeout": b"timeout", "crc": b"crc"}
 CAPS = ("di", "cnt", "do", "pwm", "adc", "temp", "ds18b20", "dht22", "sht3x", "mb")
+
+
+class ApplyError(Exception):
+    """A configuration that validated but could not be applied: (field, message)."""
 
 
 def _fw_hash():
@@ -101,8 +106,14 @@ class App:
         self.safe_ms = cfg["safe_ms"]
         self.safe = False
         now = time.ticks_ms()
-        for c in cfg["io"]:
-            p = points.make(c)
+        for i, c in enumerate(cfg["io"]):
+            try:
+                p = points.make(c)
+            except ValueError as ex:  # a driver refused its settings: "field: message"
+                msg = str(ex)
+                k = msg.find(": ")
+                field = "io[%d]" % i + ("." + msg[:k] if k > 0 else "")
+                raise ApplyError(field, msg[k + 2 :] if k > 0 else msg)
             p.due = now
             self.pts.append(p)
             self.by_id[p.id] = p
@@ -218,13 +229,17 @@ class App:
             return self.cfg_errors(errors)
         cid = config.cfg_hash(doc)
         if cid != self.cfg_id:  # the same config again: outputs are not disturbed
+            old_text, old = self.cfg_text, self.cfg
             try:
-                config.save(doc)
                 self.apply(doc, cfg)
-            except Exception as ex:
+            except Exception as ex:  # the old configuration comes back
                 self.clear()
-                old_text, old = config.load()
+                if old is not None:
+                    self.apply(old_text, old)
+                if isinstance(ex, ApplyError):
+                    return self.cfg_errors([ex.args])
                 return self.cfg_errors([("cfg", "not applied: %s" % ex)])
+            config.save(doc)
         return '{"ok":true,"cfg":%s}' % link.json_str(cid)
 
     def cfg_errors(self, errors):
@@ -293,6 +308,7 @@ class App:
 
     def on_mb(self, bus, req, status, data):
         """fw-bus's master reports one result: appended to the mb frame of this round."""
+        self.progress[_BUS_KEYS[bus & 7]] = time.ticks_ms()  # the bus task is alive
         s = self.s
         e = s.rd
         if s.rd_open and e.room() < 60 + (2 * len(data) if status == "ok" else 0):
@@ -324,6 +340,17 @@ class App:
     def report(self, now, full):
         """Readings due (periodic), changed (on change), or all (full report) in rd frames."""
         s = self.s
+        for p in self.sensors:
+            if p.event:
+                p.event = False
+                self.flush_open()
+                e = s.begin(b"evt")
+                e.sp()
+                ok = p.vals is not None
+                e.put_str('{"k":"sensor","id":%s,"ok":%s,"why":%s}' % (
+                    link.json_str(p.id), "true" if ok else "false",
+                    "null" if ok else link.json_str(p.why.decode()[1:])))
+                s.commit()
         e = None
         for p in self.pts:
             if p.periodic:

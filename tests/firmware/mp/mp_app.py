@@ -1,0 +1,114 @@
+# The application's handling of configs and sensors, with a stand-in sensor driver written into the
+# board directory (the real drivers are fw-bus's; this checks app.py's side of the interface).
+import json
+
+import asyncio
+from mpt import eq
+
+_DRV = '''
+FAIL = [False]
+
+
+class Sensor:
+    def __init__(self, hal, cfg):
+        if cfg["pin"] == 30:
+            raise ValueError("pin: GP30 cannot drive a DHT22")
+
+    async def read(self):
+        if FAIL[0]:
+            raise OSError(110, "ETIMEDOUT")
+        return (21.5, 40.25)
+'''
+
+
+class NullIO:
+    def __init__(self):
+        self.out = []
+
+    def read_byte(self):
+        return -1
+
+    def write(self, mv):
+        self.out.append(bytes(mv))
+
+
+def _app():
+    with open("picogate_fw/drv_dht22.py", "w") as f:
+        f.write(_DRV)
+    with open("pg_sim.json", "w") as f:
+        f.write("{}")
+    from picogate_fw import app
+
+    a = app.App(None, 1, None)
+    a.io = NullIO()
+    a.s.io = a.io
+    a.s.up = True
+    return a
+
+
+def _cfg(a, doc):
+    return json.loads(a.handle("cfg", "1/1 " + json.dumps(doc), 1))
+
+
+GOOD = {"v": 1, "io": [{"id": "room", "k": "dht22", "pin": 5, "every_ms": 100},
+                       {"id": "valve", "k": "do", "pin": 15}]}
+
+
+def test_driver_refusal_keeps_the_old_config():
+    a = _app()
+
+    async def go():
+        r = _cfg(a, GOOD)
+        eq(r["ok"], True)
+        good_id = a.cfg_id
+        bad = json.loads(json.dumps(GOOD))
+        bad["io"][0]["pin"] = 30
+        eq(_cfg(a, bad), {"ok": False, "errors": [{"field": "io[0].pin", "msg": "GP30 cannot drive a DHT22"}]})
+        eq(a.cfg_id, good_id)
+        eq(sorted(a.by_id), ["room", "valve"])
+        with open("pg_cfg.json") as f:
+            eq(f.read(), json.dumps(GOOD))
+
+    asyncio.run(go())
+
+
+def test_sensor_values_failure_event_and_recovery():
+    a = _app()
+    import picogate_fw.drv_dht22 as drv
+
+    async def go():
+        _cfg(a, GOOD)
+        p = a.by_id["room"]
+        await p.poll()
+        p.fresh = True
+        a.s.q.clear()
+        a.report(0, False)
+        eq([f[1].decode().split(" ")[3:5] for f in a.s.q], [["room_t=21.5", "room_h=40.25"]])
+        drv.FAIL[0] = True
+        await p.poll()
+        p.fresh = True
+        a.s.q.clear()
+        a.report(0, False)
+        frames = [f[1].decode() for f in a.s.q]
+        eq(frames[0].split(" ")[1], "evt")
+        eq(json.loads(frames[0].split(" ", 2)[2].rsplit(" ", 1)[0]), {"k": "sensor", "id": "room", "ok": False, "why": "nodev"})
+        eq(frames[1].split(" ")[3:5], ["room_t=?nodev", "room_h=?nodev"])
+        drv.FAIL[0] = False
+        await p.poll()
+        a.s.q.clear()
+        a.report(0, False)
+        eq(json.loads(a.s.q[0][1].decode().split(" ", 2)[2].rsplit(" ", 1)[0])["ok"], True)
+        a.clear()
+
+    asyncio.run(go())
+
+
+def test_unknown_and_bad_frames_are_counted():
+    a = _app()
+    bad = a.s.bad
+    eq(a.handle("zzz", None, 3), None)
+    eq(a.s.bad, bad + 1)
+    eq(a.handle("hello", "not json", 4), None)
+    eq(a.s.bad, bad + 2)
+    eq(json.loads(a.handle("cfg", "x/y {}", 5))["ok"], False)
+    eq(json.loads(a.handle("cfg", "2/2 {}", 6))["errors"][0]["field"], "cfg")
