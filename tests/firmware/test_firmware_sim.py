@@ -301,3 +301,14 @@ def test_link_down_after_resends_then_the_hosts_hello_restores_it(board: SimBoar
     host.hello()
     host.frames.clear()
     host.wait(lambda: host.of_type("hb") and host.of_type("rd"), what="heartbeats and readings again")
+
+
+def test_boot_command_enters_the_uf2_bootloader(board: SimBoard, host: Host) -> None:
+    connect(board, host, cfg=None)
+    assert host.command("boot") == {"ok": True}
+    for _ in range(100):
+        if board.mode == "bootloader":
+            break
+        host.pump(0.05)
+    assert board.mode == "bootloader"
+    assert board.exits[-1] == 76

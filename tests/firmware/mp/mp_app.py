@@ -112,3 +112,92 @@ def test_unknown_and_bad_frames_are_counted():
     eq(a.s.bad, bad + 2)
     eq(json.loads(a.handle("cfg", "x/y {}", 5))["ok"], False)
     eq(json.loads(a.handle("cfg", "2/2 {}", 6))["errors"][0]["field"], "cfg")
+
+
+_MASTER = '''
+import asyncio
+
+MASTERS = []
+
+
+class Master:
+    def __init__(self, hal, cfg, on_result):
+        self.cfg = cfg
+        self.on_result = on_result
+        self.writes = []
+        self.now = []
+        MASTERS.append(self)
+
+    async def run(self):
+        while True:
+            await asyncio.sleep_ms(1000)
+
+    def read_now(self, i):
+        self.now.append(i)
+
+    def write(self, u, fc, a, values, done):
+        self.writes.append((u, fc, a, values, done))
+
+    def close(self):
+        pass
+'''
+
+MB = {"v": 1, "mb": [{"bus": 0, "uart": 0, "tx": 0, "rx": 1, "reqs": [
+    {"u": 3, "fc": 3, "a": 0, "n": 2}, {"u": 4, "fc": 1, "a": 0, "n": 16}]}]}
+
+
+def test_modbus_results_and_writes_through_the_master_interface():
+    with open("picogate_fw/mb_master.py", "w") as f:
+        f.write(_MASTER)
+    a = _app()
+    _CUR[0] = a
+    import picogate_fw.mb_master as mbm
+
+    async def go():
+        eq(_cfg(a, MB)["ok"], True)
+        m = mbm.MASTERS[-1]
+        eq(m.cfg["baud"], 19200)  # defaults filled in
+        a.s.q.clear()
+        m.on_result(0, 0, "ok", b"\x00\xfa\x00\x01")
+        m.on_result(0, 1, "exc", 2)
+        m.on_result(0, 0, "timeout", None)
+        m.on_result(0, 1, "crc", None)
+        a.report(0, False)
+        a.flush_open()  # as the main loop does after each round
+        eq(len(a.s.q), 1)
+        body = a.s.q[0][1].decode().split(" ", 2)[2].rsplit(" ", 1)[0]
+        eq(body.split(" ", 1)[1], "0.0 ok 00fa0001 0.1 exc 2 0.0 timeout 0.1 crc")
+        # read now, and a write acknowledged when the master is done
+        eq(json.loads(a.handle("read", '{"bus":0,"req":1}', 7)), {"ok": True})
+        eq(m.now, [1])
+        eq(json.loads(a.handle("read", '{"bus":5,"req":1}', 8))["code"], "unknown_point")
+        a.s._line(_frame(9, "mbw", '{"bus":0,"u":3,"fc":6,"a":10,"v":[123]}'))
+        eq(len(m.writes), 1)
+        eq(m.writes[0][:4], (3, 6, 10, [123]))
+        a.io.out.clear()
+        a.s._line(_frame(9, "mbw", '{"bus":0,"u":3,"fc":6,"a":10,"v":[123]}'))  # repeat while pending
+        eq(len(m.writes), 1)
+        eq(a.io.out, [])
+        m.writes[0][4]("exc", 2)
+        eq(a.io.out[-1].decode().split(" ")[2:4], ["9", '{"ok":false,"code":"device_error","exc":2}'])
+        a.s._line(_frame(9, "mbw", '{"bus":0,"u":3,"fc":6,"a":10,"v":[123]}'))  # repeat: same result
+        eq(a.io.out[-1].decode().split(" ")[2:4], ["9", '{"ok":false,"code":"device_error","exc":2}'])
+        eq(len(m.writes), 1)
+        a.s._line(_frame(10, "mbw", '{"bus":0,"u":3,"fc":3,"a":10,"v":[1]}'))
+        eq(json.loads(a.io.out[-1].decode().split(" ", 3)[3].rsplit(" ", 1)[0])["code"], "bad_request")
+        a.clear()
+
+    asyncio.run(go())
+
+
+def _frame(seq, typ, body):
+    # Session._line(n) decodes its line buffer's first n bytes: stage the frame there
+    from picogate_fw import link
+
+    f = link.encode("#", seq, typ, body)
+    s = _CUR[0].s
+    s.line[: len(f) - 1] = f[:-1]
+    return len(f) - 1
+
+
+_CUR = [None]
