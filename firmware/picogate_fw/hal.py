@@ -119,16 +119,12 @@ def dht22(pin):
     return _sim.dht22(pin)
 
 
-class _NoWDT:
-    def feed(self):
-        pass
-
-
 def wdt(timeout_ms):
-    """Arm the watchdog (it cannot be stopped; it survives a soft reset). The unix port has none."""
+    """Arm the watchdog (it cannot be stopped; it survives a soft reset). On the unix port:
+    picogate.simboard's simulated one, when running under it."""
     if RP2:
         return machine.WDT(timeout=timeout_ms)
-    return _NoWDT()
+    return sim_board.wdt(timeout_ms)
 
 
 def reset():

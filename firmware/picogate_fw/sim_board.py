@@ -307,3 +307,30 @@ class SimI2C:
         b = bytearray(n)
         self.readfrom_into(addr, b)
         return bytes(b)
+
+
+class SimWDT:
+    """The watchdog of a simulated board: picogate.simboard kills the process (a chip reset) when
+    feed() has not been called within the timeout. It listens on the FIFO named by PICOGATE_WDT."""
+
+    def __init__(self, path, timeout_ms):
+        self.f = open(path, "wb")
+        self.f.write(b"A%d\n" % timeout_ms)
+        self.last = time.ticks_ms()
+
+    def feed(self):
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self.last) >= 250:  # a byte 4 times a second is enough
+            self.last = now
+            self.f.write(b"F\n")
+
+
+class NoWDT:
+    def feed(self):
+        pass
+
+
+def wdt(timeout_ms):
+    path = os.getenv("PICOGATE_WDT")
+    timeout_ms = int(os.getenv("PICOGATE_WDT_MS") or timeout_ms)  # tests shorten it
+    return SimWDT(path, timeout_ms) if path else NoWDT()

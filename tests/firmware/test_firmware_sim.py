@@ -313,3 +313,25 @@ def test_boot_command_enters_the_uf2_bootloader(board: SimBoard, host: Host) -> 
         time.sleep(0.05)
     assert board.mode == "bootloader"
     assert board.exits[-1] == 76
+
+
+def test_watchdog_resets_a_hung_application_and_is_fed_by_a_healthy_one(tmp_path: Path) -> None:
+    env = {"PICOGATE_BOOT_WINDOW_MS": "50", "PICOGATE_WDT_MS": "400"}
+    d = install_firmware(tmp_path / "hung", scenario="{}")
+    (d / "picogate_fw" / "app.py").write_text("def run(wdt, boots, crash):\n    while True:\n        pass\n")
+    b = SimBoard(d, env=env).start()
+    try:
+        b.wait_for_output(b"safe mode after 3 failed boots", timeout=30)
+        assert b.wdt_resets == 3
+        assert b.exits[:3] == [-9, -9, -9]
+    finally:
+        b.stop()
+    d = install_firmware(tmp_path / "healthy", scenario="{}")
+    b = SimBoard(d, env=env).start()
+    try:
+        b.wait_for_output(b"@0 hello ")
+        time.sleep(2.0)  # five watchdog periods
+        assert b.wdt_resets == 0
+        assert b.restarts == 0
+    finally:
+        b.stop()

@@ -201,3 +201,35 @@ def _frame(seq, typ, body):
 
 
 _CUR = [None]
+
+
+class CountWDT:
+    def __init__(self):
+        self.n = 0
+
+    def feed(self):
+        self.n += 1
+
+
+def test_watchdog_fed_only_while_healthy():
+    a = _app()
+    w = CountWDT()
+    a.wdt = w
+    import time
+
+    async def go():
+        t = asyncio.create_task(a.main())
+        await asyncio.sleep_ms(100)
+        fed = w.n
+        eq(fed > 10, True, "fed while healthy")
+        a.progress["room"] = time.ticks_add(time.ticks_ms(), -60000)  # a task stalled for a minute
+        await asyncio.sleep_ms(20)
+        fed = w.n
+        await asyncio.sleep_ms(100)
+        eq(w.n, fed, "not fed while a task is stalled")
+        a.progress["room"] = time.ticks_ms()
+        await asyncio.sleep_ms(50)
+        eq(w.n > fed, True, "fed again")
+        t.cancel()
+
+    asyncio.run(go())
