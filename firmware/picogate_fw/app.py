@@ -273,9 +273,7 @@ class App:
             if pid not in self.by_id:
                 return _err("unknown_point", "no point %s" % pid)
         for pid in ids:
-            p = self.by_id[pid]
-            p.changed = True
-            p.due = time.ticks_ms()
+            self.by_id[pid].changed = True  # reported in this round (sensors: their last value)
         return _ok()
 
     def on_mbw(self, req, seq):
@@ -353,17 +351,14 @@ class App:
                 s.commit()
         e = None
         for p in self.pts:
+            send = p.changed or full  # changed: on change, or asked for with `read`
             if p.periodic:
                 if isinstance(p, points.Sensor):
-                    send = p.fresh or full
+                    send = send or p.fresh
                     p.fresh = False
                 elif time.ticks_diff(now, p.due) >= 0:
                     p.due = time.ticks_add(now, p.every)
                     send = True
-                else:
-                    send = full
-            else:
-                send = p.changed or full
             if not send:
                 continue
             p.changed = False
