@@ -17,7 +17,24 @@ _STALL_MS = const(30000)  # a task that made no progress for this long makes the
 _RD_FLUSH = const(900)  # bytes: a reading frame is committed before it grows past this
 _BUS_KEYS = tuple("mb%d" % i for i in range(8))
 _STATUS = {"ok": b"ok", "exc": b"exc", "timeout": b"timeout", "crc": b"crc"}
-CAPS = ("di", "cnt", "do", "pwm", "adc", "temp", "ds18b20", "dht22", "sht3x", "mb")
+CAPS = ("di", "cnt", "do", "pwm", "adc", "temp")  # always; plus the drivers present (_caps)
+_OPTIONAL = (("ds18b20", "drv_ds18b20"), ("dht22", "drv_dht22"), ("sht3x", "drv_sht3x"), ("mb", "mb_master"))
+
+
+def _caps():
+    """What this firmware can do: the built-in kinds and every optional module it carries."""
+    import os
+
+    caps = list(CAPS)
+    for cap, mod in _OPTIONAL:
+        for ext in (".mpy", ".py"):
+            try:
+                os.stat("picogate_fw/" + mod + ext)
+                caps.append(cap)
+                break
+            except OSError:
+                pass
+    return caps
 
 
 class ApplyError(Exception):
@@ -67,6 +84,7 @@ class App:
         self.cleared_boots = boots == 0
         self.progress = {}  # task name -> ticks of its last progress
         self.full_due = False
+        self.caps = _caps()
         text, cfg = config.load()
         if cfg is not None:
             try:
@@ -188,7 +206,7 @@ class App:
                 j("%d.%d.%d" % sys.implementation.version[:3]),
                 _mpy_version(),
                 j(hal.uid()),
-                ",".join(j(c) for c in CAPS),
+                ",".join(j(c) for c in self.caps),
                 hal.ticks(),
                 j(self.cfg_id) if self.cfg_id else "null",
                 self.boots,

@@ -82,7 +82,9 @@ def test_hello_config_commands_and_readings(board: SimBoard, host: Host) -> None
     assert hello["cfg"] is None
     assert hello["mode"] == "run"
     assert hello["boots"] == 1
-    assert set(hello["caps"]) >= {"di", "cnt", "do", "pwm", "adc", "temp", "mb"}
+    assert set(hello["caps"]) >= {"di", "cnt", "do", "pwm", "adc", "temp"}
+    fw = Path(__file__).resolve().parents[2] / "firmware" / "picogate_fw"
+    assert ("mb" in hello["caps"]) == (fw / "mb_master.py").exists()
     assert len(hello["sid"]) == 8
     res = host.push_config(CFG, part_size=100)  # several parts
     assert res is not None
