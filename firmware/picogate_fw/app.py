@@ -138,17 +138,22 @@ class App:
             if isinstance(p, points.Sensor):
                 self.sensors.append(p)
                 self.tasks.append(asyncio.create_task(self.sensor_task(p)))
-        for b in cfg["mb"]:
-            self.start_bus(b)
+        for i, b in enumerate(cfg["mb"]):
+            try:
+                self.start_bus(b, "mb[%d]." % i)
+            except ValueError as ex:  # the master refused its settings: "mb[i].field: message"
+                msg = str(ex)
+                k = msg.find(": ")
+                raise ApplyError(msg[:k] if k > 0 else "mb[%d]" % i, msg[k + 2 :] if k > 0 else msg)
         self.full_due = True
 
-    def start_bus(self, b):
+    def start_bus(self, b, where):
         try:
             from picogate_fw.mb_master import Master
         except ImportError:
             self.log("error", "no Modbus master in this firmware")
             return
-        m = Master(hal, b, self.on_mb)
+        m = Master(hal, b, self.on_mb, where=where)
         self.buses[b["bus"]] = m
         self.tasks.append(asyncio.create_task(m.run()))
 
@@ -281,7 +286,10 @@ class App:
             m = self.buses.get(req["bus"])
             if m is None:
                 return _err("unknown_point", "no Modbus bus %s" % req["bus"])
-            m.read_now(req.get("req", 0))
+            try:
+                m.read_now(req.get("req", 0))
+            except ValueError as ex:
+                return _err("unknown_point", "bus %s: %s" % (req["bus"], ex))
             return _ok()
         ids = req.get("ids")
         if ids is None:
@@ -310,8 +318,14 @@ class App:
                 res = _ok()
             elif status == "exc":
                 res = '{"ok":false,"code":"device_error","exc":%d}' % code
-            else:
-                res = '{"ok":false,"code":%s}' % link.json_str("timeout" if status == "timeout" else "device_error")
+            elif status == "timeout":
+                res = _err("timeout", "no reply from unit %s" % req["u"])
+            elif status == "bad":  # the master refused the write: code names the field
+                res = _err("bad_request", str(code))
+            elif status == "crc":
+                res = _err("device_error", "corrupt reply from unit %s" % req["u"])
+            else:  # "busy" (write queue full), "closed" (the configuration changed)
+                res = _err("device_error", "write not done: bus %s" % status)
             self.s.ack_later(seq, res)
 
         m.write(req["u"], fc, req["a"], v, done)
@@ -485,7 +499,8 @@ def _put_hex(e, data):
     h = b"0123456789abcdef"
     b = e.buf
     n = e.n
-    for x in data:
+    for i in range(len(data)):  # index, not iteration: no iterator allocated
+        x = data[i]
         b[n] = h[x >> 4]
         b[n + 1] = h[x & 15]
         n += 2
