@@ -84,6 +84,7 @@ class App:
         self.cleared_boots = boots == 0
         self.progress = {}  # task name -> ticks of its last progress
         self.full_due = False
+        self.lag = 0  # longest time between two main-loop rounds since the last heartbeat, ms
         self.caps = _caps()
         text, cfg = config.load()
         if cfg is not None:
@@ -121,6 +122,7 @@ class App:
         self.cfg_text = text
         self.cfg_id = config.cfg_hash(text)
         self.hb_ms = cfg["hb_ms"]
+        self.next_hb = time.ticks_ms()  # the new period starts now
         self.safe_ms = cfg["safe_ms"]
         self.safe = False
         now = time.ticks_ms()
@@ -413,9 +415,10 @@ class App:
         up = time.ticks_diff(now, self.t0) // 1000
         s.send(
             "hb",
-            '{"ticks":%d,"q":%d,"drop":%d,"bad":%d,"mem":%d,"up":%d,"safe":%s}'
-            % (hal.ticks(), len(s.q), s.drop, s.bad, gc.mem_free(), up, "true" if self.safe else "false"),
+            '{"ticks":%d,"q":%d,"drop":%d,"bad":%d,"mem":%d,"up":%d,"safe":%s,"lag":%d}'
+            % (hal.ticks(), len(s.q), s.drop, s.bad, gc.mem_free(), up, "true" if self.safe else "false", self.lag),
         )
+        self.lag = 0
 
     # --- tasks -----------------------------------------------------------------------------------
 
@@ -447,8 +450,13 @@ class App:
     async def main(self):
         s = self.s
         self.send_hello()
+        prev = time.ticks_ms()
         while True:
             now = time.ticks_ms()
+            gap = time.ticks_diff(now, prev)  # this round's start after the last one's
+            prev = now
+            if gap > self.lag:
+                self.lag = gap
             hal.service()
             s.poll_rx()
             if self.after_ack:
@@ -460,7 +468,9 @@ class App:
                     p.scan(now)
             full = self.full_due
             if time.ticks_diff(now, self.next_hb) >= 0:
-                self.next_hb = time.ticks_add(now, self.hb_ms)
+                self.next_hb = time.ticks_add(self.next_hb, self.hb_ms)  # no drift
+                if time.ticks_diff(now, self.next_hb) >= 0:
+                    self.next_hb = time.ticks_add(now, self.hb_ms)  # far behind: start again
                 if s.up:
                     self.send_hb(now)
                 else:
