@@ -52,6 +52,13 @@ class MasterRun:
         return [r["st"] for r in self.of(req)]
 
 
+def _write_spec(workdir: Path, spec: dict[str, Any]) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "mb_spec.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
 async def run_master(
     tty_path: str,
     cfg: dict[str, Any],
@@ -66,20 +73,17 @@ async def run_master(
     timeout: float = 60.0,
 ) -> MasterRun:
     """Run the master for ``ms`` milliseconds (or ``max_tx`` transactions) on MicroPython."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    spec = workdir / "mb_spec.json"
-    spec.write_text(
-        json.dumps(
-            {
-                "tty": tty_path,
-                "cfg": cfg,
-                "ms": ms,
-                "max_tx": max_tx,
-                "writes": list(writes),
-                "read_now": list(read_now),
-                "quiet": quiet,
-            }
-        )
+    spec = _write_spec(
+        workdir,
+        {
+            "tty": tty_path,
+            "cfg": cfg,
+            "ms": ms,
+            "max_tx": max_tx,
+            "writes": list(writes),
+            "read_now": list(read_now),
+            "quiet": quiet,
+        },
     )
     env = dict(os.environ, MICROPYPATH=f"{FIRMWARE}:.frozen")
     proc = await asyncio.create_subprocess_exec(
