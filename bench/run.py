@@ -672,8 +672,9 @@ def scenario_m(ctx: Ctx) -> dict[str, Any]:
 
     say("\n== m. firmware Modbus RTU master (MicroPython unix port) over a socat pty")
     rows = fw_modbus.asyncio.run(fw_modbus.run_all(2.0 if ctx.args.quick else 5.0))
-    fw_modbus.report(rows)
-    return {"rows": rows}
+    cost = fw_modbus.own_cost()
+    fw_modbus.report(rows, cost)
+    return {"rows": rows, "own_cost": cost}
 
 
 SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
