@@ -84,6 +84,7 @@ class App:
         self.cleared_boots = boots == 0
         self.progress = {}  # task name -> ticks of its last progress
         self.full_due = False
+        self.lag = 0  # longest time between two main-loop rounds since the last heartbeat, ms
         self.caps = _caps()
         text, cfg = config.load()
         if cfg is not None:
@@ -121,6 +122,7 @@ class App:
         self.cfg_text = text
         self.cfg_id = config.cfg_hash(text)
         self.hb_ms = cfg["hb_ms"]
+        self.next_hb = time.ticks_ms()  # the new period starts now
         self.safe_ms = cfg["safe_ms"]
         self.safe = False
         now = time.ticks_ms()
@@ -138,17 +140,22 @@ class App:
             if isinstance(p, points.Sensor):
                 self.sensors.append(p)
                 self.tasks.append(asyncio.create_task(self.sensor_task(p)))
-        for b in cfg["mb"]:
-            self.start_bus(b)
+        for i, b in enumerate(cfg["mb"]):
+            try:
+                self.start_bus(b, "mb[%d]." % i)
+            except ValueError as ex:  # the master refused its settings: "mb[i].field: message"
+                msg = str(ex)
+                k = msg.find(": ")
+                raise ApplyError(msg[:k] if k > 0 else "mb[%d]" % i, msg[k + 2 :] if k > 0 else msg)
         self.full_due = True
 
-    def start_bus(self, b):
+    def start_bus(self, b, where):
         try:
             from picogate_fw.mb_master import Master
         except ImportError:
             self.log("error", "no Modbus master in this firmware")
             return
-        m = Master(hal, b, self.on_mb)
+        m = Master(hal, b, self.on_mb, where=where)
         self.buses[b["bus"]] = m
         self.tasks.append(asyncio.create_task(m.run()))
 
@@ -281,7 +288,10 @@ class App:
             m = self.buses.get(req["bus"])
             if m is None:
                 return _err("unknown_point", "no Modbus bus %s" % req["bus"])
-            m.read_now(req.get("req", 0))
+            try:
+                m.read_now(req.get("req", 0))
+            except ValueError as ex:
+                return _err("unknown_point", "bus %s: %s" % (req["bus"], ex))
             return _ok()
         ids = req.get("ids")
         if ids is None:
@@ -310,8 +320,14 @@ class App:
                 res = _ok()
             elif status == "exc":
                 res = '{"ok":false,"code":"device_error","exc":%d}' % code
-            else:
-                res = '{"ok":false,"code":%s}' % link.json_str("timeout" if status == "timeout" else "device_error")
+            elif status == "timeout":
+                res = _err("timeout", "no reply from unit %s" % req["u"])
+            elif status == "bad":  # the master refused the write: code names the field
+                res = _err("bad_request", str(code))
+            elif status == "crc":
+                res = _err("device_error", "corrupt reply from unit %s" % req["u"])
+            else:  # "busy" (write queue full), "closed" (the configuration changed)
+                res = _err("device_error", "write not done: bus %s" % status)
             self.s.ack_later(seq, res)
 
         m.write(req["u"], fc, req["a"], v, done)
@@ -399,9 +415,10 @@ class App:
         up = time.ticks_diff(now, self.t0) // 1000
         s.send(
             "hb",
-            '{"ticks":%d,"q":%d,"drop":%d,"bad":%d,"mem":%d,"up":%d,"safe":%s}'
-            % (hal.ticks(), len(s.q), s.drop, s.bad, gc.mem_free(), up, "true" if self.safe else "false"),
+            '{"ticks":%d,"q":%d,"drop":%d,"bad":%d,"mem":%d,"up":%d,"safe":%s,"lag":%d}'
+            % (hal.ticks(), len(s.q), s.drop, s.bad, gc.mem_free(), up, "true" if self.safe else "false", self.lag),
         )
+        self.lag = 0
 
     # --- tasks -----------------------------------------------------------------------------------
 
@@ -433,8 +450,13 @@ class App:
     async def main(self):
         s = self.s
         self.send_hello()
+        prev = time.ticks_ms()
         while True:
             now = time.ticks_ms()
+            gap = time.ticks_diff(now, prev)  # this round's start after the last one's
+            prev = now
+            if gap > self.lag:
+                self.lag = gap
             hal.service()
             s.poll_rx()
             if self.after_ack:
@@ -446,7 +468,9 @@ class App:
                     p.scan(now)
             full = self.full_due
             if time.ticks_diff(now, self.next_hb) >= 0:
-                self.next_hb = time.ticks_add(now, self.hb_ms)
+                self.next_hb = time.ticks_add(self.next_hb, self.hb_ms)  # no drift
+                if time.ticks_diff(now, self.next_hb) >= 0:
+                    self.next_hb = time.ticks_add(now, self.hb_ms)  # far behind: start again
                 if s.up:
                     self.send_hb(now)
                 else:
@@ -485,7 +509,8 @@ def _put_hex(e, data):
     h = b"0123456789abcdef"
     b = e.buf
     n = e.n
-    for x in data:
+    for i in range(len(data)):  # index, not iteration: no iterator allocated
+        x = data[i]
         b[n] = h[x >> 4]
         b[n + 1] = h[x & 15]
         n += 2

@@ -104,7 +104,7 @@ def test_hello_config_commands_and_readings(board: SimBoard, host: Host) -> None
     assert r["level"] == "1.652"
     assert abs(float(r["cpu"]) - 25.0) < 0.2
     hb = json.loads(host.wait(lambda: host.of_type("hb"), what="hb")[-1][3])
-    assert set(hb) == {"ticks", "q", "drop", "bad", "mem", "up", "safe"}
+    assert set(hb) == {"ticks", "q", "drop", "bad", "mem", "up", "safe", "lag"}
     assert hb["ticks"] < 2**30
     # errors from commands
     assert host.command("set", '{"id":"nope","v":true}')["code"] == "unknown_point"  # type: ignore[index]
