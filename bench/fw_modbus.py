@@ -128,10 +128,10 @@ async def measure(peer_kind: str, baud: int, seconds: float, workdir: Path) -> d
 
 
 def own_cost(n: int = 3000) -> dict[str, Any]:
-    """The master on an in-memory line (tests/firmware/mb/mb_cpu.py): its code alone, no I/O."""
+    """The master on an in-memory line (tests/firmware/mp/mb_cpu.py): its code alone, no I/O."""
     env = dict(os.environ, MICROPYPATH=f"{ROOT / 'firmware'}:{ROOT / 'tests/firmware/mp'}:.frozen")
     proc = subprocess.run(
-        [micropython(), "-X", "heapsize=220wK", str(ROOT / "tests/firmware/mb/mb_cpu.py"), str(n)],
+        [micropython(), "-X", "heapsize=220wK", str(ROOT / "tests/firmware/mp/mb_cpu.py"), str(n)],
         env=env,
         capture_output=True,
         timeout=120,

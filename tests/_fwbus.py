@@ -1,7 +1,7 @@
 """Host side of the firmware Modbus master tests and benchmark.
 
 * ``run_master(tty, cfg, ...)`` runs ``picogate_fw.mb_master`` on the MicroPython unix port
-  (tests/firmware/mb/mb_harness.py) against a host tty and returns what it reported.
+  (tests/firmware/mp/mb_harness.py) against a host tty and returns what it reported.
 * ``RtuRelay`` sits between two ttys (the master's side of one socat pty pair and the client end
   of the pymodbus server's pair) and copies bytes both ways, corrupting, dropping or adding bytes
   on demand: a noisy RS-485 line under test control.
@@ -24,7 +24,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
-HARNESS = REPO / "tests/firmware/mb/mb_harness.py"
+HARNESS = REPO / "tests/firmware/mp/mb_harness.py"
 
 
 def micropython() -> str:
