@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 ACCEL = 20
 MINUTES = float(os.environ.get("PICOGATE_SOAK_MINUTES", "10"))
-HAVE_MB = (Path(__file__).resolve().parents[2] / "firmware" / "picogate_fw" / "mb_master.py").exists()
+HAVE_MB = (Path(__file__).resolve().parents[2] / "firmware" / "picogate_fw" / "mb_master.py").exists()  # fw-bus's
 
 
 def _ms(real_ms: int) -> int:
@@ -213,6 +213,7 @@ async def test_soak_heap(tmp_path: Path, modbus_rtu_server: Any) -> None:
     for name in ("di0", "cnt0", "do0", "pwm0", "adc0", "adc2", "cpu"):
         assert name in r, name
     assert int(r["cnt0"]) > 0
+    assert (r["tank"], r["room_t"], r["room_h"]) == ("21.5", "22", "45")  # the drivers, on simulated sensors
     if HAVE_MB:
         # every request of every slave answered with the values the slaves hold
         last = fig["modbus_last"]
