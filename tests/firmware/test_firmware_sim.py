@@ -356,3 +356,37 @@ def test_watchdog_resets_a_hung_application_and_is_fed_by_a_healthy_one(tmp_path
         assert b.restarts == 0
     finally:
         b.stop()
+
+
+def test_sensors_through_the_drivers_and_a_failing_one(tmp_path: Path) -> None:
+    scenario = {
+        "i2c": {"0": {"68": {"kind": "sht3x", "t": 22.5, "h": 41.0}, "69": {"kind": "sht3x", "fail": True}}},
+        "onewire": {"4": {"28FF4A6B12160301": 21.5}},
+        "dht22": {"5": "fail"},
+    }
+    cfg = {
+        "v": 1,
+        "hb_ms": 300,
+        "io": [
+            {"id": "air", "k": "sht3x", "i2c": 0, "sda": 8, "scl": 9, "addr": 68, "every_ms": 100},
+            {"id": "gone", "k": "sht3x", "i2c": 0, "sda": 8, "scl": 9, "addr": 69, "every_ms": 100},
+            {"id": "tank", "k": "ds18b20", "pin": 4, "every_ms": 100},
+            {"id": "room", "k": "dht22", "pin": 5, "every_ms": 100},
+        ],
+    }
+    b = make_board(tmp_path, scenario)
+    h = Host(b.port)
+    try:
+        hello = connect(b, h, cfg)
+        assert {"ds18b20", "dht22", "sht3x", "mb"} <= set(hello["caps"])
+        h.wait(lambda: h.readings().get("air_t") == "22.5" and h.readings().get("tank") == "21.5", what="values")
+        r = h.readings()
+        assert r["air_h"] == "41"
+        assert r["gone_t"].startswith("?")  # bad quality; the others go on
+        assert r["room_t"].startswith("?")
+        h.wait(lambda: len(h.of_type("evt")) >= 2, what="sensor events")
+        failed = {json.loads(f[3] or "{}")["id"] for f in h.of_type("evt")}
+        assert failed == {"gone", "room"}
+    finally:
+        h.close()
+        b.stop()
