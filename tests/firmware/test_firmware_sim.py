@@ -241,7 +241,9 @@ def test_safe_state_after_host_silence(board: SimBoard, host: Host) -> None:
     host.hello()
     host.frames.clear()
     host.wait(lambda: host.readings().get("valve") == "F" and host.readings().get("fan") == "0", what="safe")
-    host.wait(lambda: [f for f in host.of_type("hb") if not json.loads(f[3] or "{}")["safe"]], what="safe over")
+    host.wait(
+        lambda: [f for f in host.of_type("hb") if not json.loads(f[3] or "{}")["safe"]], what="safe over"
+    )
     host.frames.clear()
     assert host.command("read", "{}") == {"ok": True}
     host.wait(lambda: "valve" in host.readings(), what="full report")
@@ -315,7 +317,9 @@ def test_link_down_after_resends_then_the_hosts_hello_restores_it(board: SimBoar
     host.auto_ack = False
     host.frames.clear()
     # 5 resends 300 ms apart go unanswered: the board falls back to sending hello every hb_ms
-    host.wait(lambda: len(host.of_type("hello")) >= 2, timeout=15, what="hellos from a board whose link is down")
+    host.wait(
+        lambda: len(host.of_type("hello")) >= 2, timeout=15, what="hellos from a board whose link is down"
+    )
     n = len(host.frames)
     host.pump(0.5)
     assert not [f for f in host.frames[n:] if f[2] in ("hb", "rd")]  # a down link carries only hellos
@@ -379,7 +383,9 @@ def test_sensors_through_the_drivers_and_a_failing_one(tmp_path: Path) -> None:
     try:
         hello = connect(b, h, cfg)
         assert {"ds18b20", "dht22", "sht3x", "mb"} <= set(hello["caps"])
-        h.wait(lambda: h.readings().get("air_t") == "22.5" and h.readings().get("tank") == "21.5", what="values")
+        h.wait(
+            lambda: h.readings().get("air_t") == "22.5" and h.readings().get("tank") == "21.5", what="values"
+        )
         r = h.readings()
         assert r["air_h"] == "41"
         assert r["gone_t"].startswith("?")  # bad quality; the others go on

@@ -27,7 +27,9 @@ pytestmark = pytest.mark.integration
 
 ACCEL = 20
 MINUTES = float(os.environ.get("PICOGATE_SOAK_MINUTES", "10"))
-HAVE_MB = (Path(__file__).resolve().parents[2] / "firmware" / "picogate_fw" / "mb_master.py").exists()  # fw-bus's
+HAVE_MB = (
+    Path(__file__).resolve().parents[2] / "firmware" / "picogate_fw" / "mb_master.py"
+).exists()  # fw-bus's
 
 
 def _ms(real_ms: int) -> int:
@@ -196,7 +198,9 @@ async def test_soak_heap(tmp_path: Path, modbus_rtu_server: Any) -> None:
         board.stop()
     fig["modbus"] = HAVE_MB
     fig["restarts"] = board.restarts
-    print("\nsoak figures:", json.dumps({k: v for k, v in fig.items() if k not in ("readings", "modbus_last")}))
+    print(
+        "\nsoak figures:", json.dumps({k: v for k, v in fig.items() if k not in ("readings", "modbus_last")})
+    )
     if os.environ.get("PICOGATE_SOAK_REPORT"):
         await asyncio.to_thread(
             Path(os.environ["PICOGATE_SOAK_REPORT"]).write_text, json.dumps(fig, indent=1)
