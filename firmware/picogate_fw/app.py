@@ -14,7 +14,8 @@ from picogate_fw.session import PENDING, Session, StdIO
 _LOOP_MS = const(2)
 _HEALTHY_MS = const(10000)  # pg_boots goes back to 0 after this long healthy
 _STALL_MS = const(30000)  # a task that made no progress for this long makes the loop unhealthy
-_RD_FLUSH = const(900)  # bytes: a reading frame is committed before it grows past this
+_RD_FLUSH = const(900)
+_MB_BATCH_MS = const(20)  # Modbus results wait at most this long for others to share their frame  # bytes: a reading frame is committed before it grows past this
 _BUS_KEYS = tuple("mb%d" % i for i in range(8))
 _STATUS = {"ok": b"ok", "exc": b"exc", "timeout": b"timeout", "crc": b"crc"}
 CAPS = ("di", "cnt", "do", "pwm", "adc", "temp")  # always; plus the drivers present (_caps)
@@ -79,6 +80,7 @@ class App:
         self.safe = False
         self.next_hb = self.t0
         self.mb_open = False
+        self.mb_t0 = 0
         self.after_ack = None  # what to do once the ack of maint/boot/reset went out
         self.healthy_since = self.t0
         self.cleared_boots = boots == 0
@@ -351,6 +353,7 @@ class App:
             e.sp()
             e.put_int(hal.ticks())
             self.mb_open = True
+            self.mb_t0 = time.ticks_ms()
         e.sp()
         e.put_int(bus)
         e.put_byte(0x2E)
@@ -368,6 +371,7 @@ class App:
         if self.s.rd_open:
             self.s.commit()
         self.mb_open = False
+        self.mb_t0 = 0
 
     def report(self, now, full):
         """Readings due (periodic), changed (on change), or all (full report) in rd frames."""
@@ -478,8 +482,8 @@ class App:
                 full = True
             self.full_due = False
             self.report(now, full)
-            if s.rd_open:
-                self.flush_open()
+            if s.rd_open and (not self.mb_open or time.ticks_diff(now, self.mb_t0) >= _MB_BATCH_MS):
+                self.flush_open()  # an mb frame gathers results for a while: fewer, fuller frames
             if not s.pump(now):
                 self.send_hello()
             self.check_safe(now)
