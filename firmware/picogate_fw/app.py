@@ -198,6 +198,7 @@ class App:
         if proto != 1:
             self.log("error", "host speaks protocol %s, this firmware 1" % proto)
         self.s.new_peer(sid)
+        self.parts = None  # a configuration half received from an earlier session is dropped
         self.send_hello()
         self.full_due = True
         return None
