@@ -396,3 +396,44 @@ def test_sensors_through_the_drivers_and_a_failing_one(tmp_path: Path) -> None:
     finally:
         h.close()
         b.stop()
+
+
+def test_maintenance_lets_mpremote_in_and_its_reset_starts_the_application(
+    board: SimBoard, host: Host
+) -> None:
+    import subprocess
+    import sys
+
+    connect(board, host)
+    pos = board.output_pos()
+    assert host.command("maint") == {"ok": True}
+    board.wait_for_output(b">>> ", since=pos)
+    host.close()
+    mpremote = str(Path(sys.executable).parent / "mpremote")
+    src = board.directory.parent / "note.txt"
+    src.write_text("written at the REPL\n")
+    r = subprocess.run(
+        [
+            mpremote,
+            "connect",
+            board.port,
+            "fs",
+            "cp",
+            str(src),
+            ":note.txt",
+            "+",
+            "exec",
+            "print(open('note.txt').read())",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "written at the REPL" in r.stdout
+    pos = board.output_pos()
+    r = subprocess.run([mpremote, "connect", board.port, "reset"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    board.wait_for_output(b"@0 hello ", since=pos)
+    assert board.exits[-1] == 75  # machine.reset()
+    assert (board.directory / "note.txt").read_text() == "written at the REPL\n"
