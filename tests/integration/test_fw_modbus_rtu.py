@@ -133,6 +133,30 @@ async def test_silent_slave_is_backed_off_and_the_others_keep_polling(
     assert len(alive) >= 3 * len(dead)
 
 
+async def test_a_slave_that_dies_and_comes_back_is_polled_again(
+    modbus_rtu_server: StartRtu, tmp_path: Path
+) -> None:
+    peer = await modbus_rtu_server({1: {"hr": [1]}, 2: {"hr": [2]}})
+    reqs = [
+        {"u": 1, "fc": 3, "a": 0, "n": 1, "every_ms": 50},
+        {"u": 2, "fc": 3, "a": 0, "n": 1, "every_ms": 50},
+    ]
+    cfg = _bus(reqs, timeout_ms=50, retries=0, backoff_ms=400)
+    task = asyncio.create_task(run_master(peer.device, cfg, tmp_path, ms=3000))
+    await asyncio.sleep(0.8)
+    peer.set_silent(2)
+    await asyncio.sleep(1.0)
+    peer.set_silent(2, False)
+    run = await task
+    st2 = run.statuses(1)
+    assert "timeout" in st2
+    first, last = st2.index("timeout"), len(st2) - 1 - st2[::-1].index("timeout")
+    assert set(st2[:first]) == {"ok"}
+    assert set(st2[last + 1 :]) == {"ok"}  # back to normal after the backoff
+    assert len(st2[last + 1 :]) >= 3
+    assert set(run.statuses(0)) == {"ok"}  # unit 1 never noticed
+
+
 async def test_without_backoff_a_silent_slave_takes_its_turns(
     modbus_rtu_server: StartRtu, tmp_path: Path
 ) -> None:
