@@ -377,8 +377,14 @@ class Master:
                     await sleep_ms(ms)
                     self.wait_us += ticks_diff(ticks_us(), t)
                 self._tx_off()
-                # 3. receive: the expected length, or silence after some bytes, or the timeout
+                # 3. receive: the expected length, or silence after some bytes, or the timeout.
+                # A full reply cannot be in before its own air time: sleep through most of it.
                 t0 = ticks_ms()
+                ms = (need * self.char_us) // 1000 - 1
+                if ms > 0:
+                    t = ticks_us()
+                    await sleep_ms(ms if ms < self.timeout_ms else self.timeout_ms)
+                    self.wait_us += ticks_diff(ticks_us(), t)
                 last = 0
                 t_last = 0
                 while True:
