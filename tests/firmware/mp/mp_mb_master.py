@@ -279,3 +279,10 @@ def test_bad_config_names_the_field():
     m = mb_master.Master(None, cfg([{"u": 1, "fc": 3, "a": 0, "n": 1}]), None, uart=Line({}))
     e = raises(ValueError, m.read_now, 1)
     eq(str(e), "req: 1 is not 0..0", "read_now")
+
+
+def test_sim_uart_names_a_missing_tty():
+    from picogate_fw import sim_uart
+
+    e = raises(OSError, sim_uart.SimUART, "/nonexistent/ttyX", 9600)
+    eq("/nonexistent/ttyX" in str(e), True, str(e))
