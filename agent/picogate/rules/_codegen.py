@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from picogate.rules import _ast as A
-from picogate.rules._check import BOOL, NUM, TIME_FUNCS
+from picogate.rules._check import BOOL, NUM, TIME_FUNCS, refs
 
 NS = 1_000_000_000
 
@@ -63,6 +63,8 @@ class Gen:
     lines: list[str] = field(default_factory=list)
     tmp: int = 0
     time_dependent: bool = False
+    bodies: dict[int, A.Rule] = field(default_factory=dict)  # rules whose bodies handlers inline
+    fresh: int | None = None  # generating inside this point's handler
 
     def const(self, v: Any) -> str:
         self.consts.append(v)
@@ -146,6 +148,17 @@ class Gen:
             "avg", "min", "max", "sum", "count", "rate", "delta",
         ):  # fmt: skip
             w = self.window(args[0].key, args[1].seconds, f in ("min", "max"))
+            if self.fresh == self.point(args[0].key):  # in this point's handler: expired already
+                if f == "avg":
+                    q = self.t()
+                    return f"(W{w}.total / len({q}) if ({q}:=W{w}.q) else None)"
+                if f == "sum":
+                    return f"(W{w}.total if W{w}.q else None)"
+                if f == "count":
+                    return f"len(W{w}.q)"
+                if f in ("min", "max"):
+                    side = "lo" if f == "min" else "hi"
+                    return f"(W{w}.{side}[0][1] if W{w}.{side} else None)"
             return f"W{w}.{f}(t)"
         if (
             f in ("changed", "age", "offline", "quality", "good", "delta")
@@ -201,9 +214,9 @@ class Gen:
         self.lines.extend(lines)
 
     def actions(self, name: str, j: int, calls: tuple[A.Call, ...], ptypes: dict[str, str]) -> None:
-        self.emit(f"def {name}(t):", f"    s = S{j}")
         if not calls:
-            self.emit("    pass")
+            return
+        self.emit(f"def {name}(t):", f"    s = S{j}")
         for c in calls:
             self.emit("    try:")
             if c.func in ("alert", "log"):
@@ -233,10 +246,39 @@ class Gen:
     def rule(self, j: int, r: A.Rule, ptypes: dict[str, str]) -> None:
         self.time_dependent = False
         if r.kind == "on":
+            body = self.body(j, r)  # also finds out whether the rule depends on time
+            if (
+                r.hold is not None
+                or self.time_dependent
+                or len({x.key for x in refs((r.when, r.clear))}) != 1
+            ):
+                self.emit(f"def R{j}(t):", *body, "")  # for the timers, or for handlers to share
+                if len({x.key for x in refs((r.when, r.clear))}) != 1:
+                    return self.actions_of(j, r, ptypes)
+            self.bodies[j] = r
+        self.actions_of(j, r, ptypes)
+        return None
+
+    def actions_of(self, j: int, r: A.Rule, ptypes: dict[str, str]) -> None:
+        self.actions(f"T{j}", j, r.then, ptypes)
+        self.actions(f"F{j}", j, r.orelse, ptypes)
+
+    def body(self, j: int, r: A.Rule) -> list[str]:
+        """The statements of an ON rule's step, indented for a function body."""
+        out: list[str] = []
+        saved, self.lines = self.lines, out
+        try:
+            self._body(j, r)
+        finally:
+            self.lines = saved
+        return out
+
+    def _body(self, j: int, r: A.Rule) -> None:
+        if True:
             assert r.when is not None
             cond = self.expr(r.when)
             clr = self.expr(r.clear) if r.clear is not None else None
-            self.emit(f"def R{j}(t):", f"    s = S{j}", "    try:", "        if s.active:")
+            self.emit(f"    s = S{j}", "    try:", "        if s.active:")
             if clr is None:
                 self.emit(
                     f"            c = {cond}", "            if c is False:", "                _clear(s, t)"
@@ -275,10 +317,7 @@ class Gen:
                 "            s.err = None",
                 "    except Exception as e:",
                 "        _err(s, e, 1)",
-                "",
             )
-        self.actions(f"T{j}", j, r.then, ptypes)
-        self.actions(f"F{j}", j, r.orelse, ptypes)
 
     def let(self, j: int, let: A.Let) -> None:
         self.time_dependent = False
@@ -306,7 +345,6 @@ class Gen:
             "    t = r.ts",
             "    v = r.value",
             f"    p = P{i}",
-            "    p.ts = t",
             "    try:",
             "        if v is None or r.quality is _BAD:",
             "            raise _Bad",
@@ -330,10 +368,46 @@ class Gen:
             "        p.q = r.quality",
         )
         for w in wins:
-            self.emit(f"        W{w}.add(t, v)")
+            span = next(sp for (pi, sp), ww in self.windows.items() if ww == w)
+            if w in self.window_mm:
+                self.emit(
+                    f"        w = W{w}",
+                    "        e = (t, v)",
+                    "        q = w.q",
+                    "        q.append(e)",
+                    "        w.total += v",
+                    "        lo = w.lo",
+                    "        while lo and lo[-1][1] >= v:",
+                    "            lo.pop()",
+                    "        lo.append(e)",
+                    "        hi = w.hi",
+                    "        while hi and hi[-1][1] <= v:",
+                    "            hi.pop()",
+                    "        hi.append(e)",
+                    f"        if q[0][0] <= t - {span}:",
+                    "            w.expire(t)",
+                )
+            else:
+                self.emit(
+                    f"        w = W{w}",
+                    "        q = w.q",
+                    "        q.append((t, v))",
+                    "        w.total += v" if ptype == NUM else "        pass",
+                    f"        if q[0][0] <= t - {span}:",
+                    "            w.expire(t)",
+                )
         self.emit("    except Exception as e:", "        _bad(p, e)")
+        for w in wins:
+            self.emit(f"        W{w}.expire(t)")
         for j in lets:
             self.emit(f"    L{j}(t)")
-        for j in rules:
-            self.emit(f"    R{j}(t)")
+        self.fresh = i
+        try:
+            for j in rules:
+                if j in self.bodies:
+                    self.emit(*self.body(j, self.bodies[j]))
+                else:
+                    self.emit(f"    R{j}(t)")
+        finally:
+            self.fresh = None
         self.emit("")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import marshal
+import sys
 from collections.abc import Iterable, Mapping
 
 from picogate._model import PointInfo, PointType
@@ -138,11 +140,19 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
         rules_plan.append(plan)
         infos_out.append(RuleInfo(rid, kind, st.file, st.pos.line, th, keys))
     # handlers: for each point, the LETs (in dependency order) then the rules it triggers
+    by_point: dict[int, tuple[list[int], list[int]]] = {}
+    for j, rp in enumerate(rules_plan):
+        for i in rp["triggers"]:  # type: ignore[attr-defined]
+            lets_rules = by_point.setdefault(i, ([], []))
+            if rp["kind"] == "let":
+                lets_rules[0].append(j)
+            elif rp["kind"] == "on":
+                lets_rules[1].append(j)
     for key, i in list(g.points.items()):
-        lets = [j for j, p in enumerate(rules_plan) if p["kind"] == "let" and i in p["triggers"]]  # type: ignore[operator]
-        rules = [j for j, p in enumerate(rules_plan) if p["kind"] == "on" and i in p["triggers"]]  # type: ignore[operator]
+        lets, rules = by_point.get(i, ([], []))
         g.handler(i, ptypes.get(key, ANY), lets, rules)
     source = "\n".join(g.lines) + "\n"
+    code = marshal.dumps(compile(source, "<rules>", "exec"))
     version = _hash("\0".join(f"{n}\0{files[n]}" for n in sorted(files)) + source)
     return RuleSet(
         version=version,
@@ -151,6 +161,8 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
         lets=lets_out,
         source=source,
         consts=g.consts,
+        code=code,
+        python=sys.implementation.cache_tag or "",
         plan={
             "points": list(g.points),
             "ptypes": {k: ptypes.get(k, ANY) for k in g.points},

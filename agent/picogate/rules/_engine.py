@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import heapq
 import logging
+import marshal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -65,7 +67,10 @@ class RuleEngine:
         windows, active alarms); changed rules start fresh; a removed rule that was active clears
         its alarm (alert state "cleared")."""
         now = self._now()
-        code = compile(ruleset.source, f"<rules {ruleset.version}>", "exec")
+        if ruleset.code and ruleset.python == sys.implementation.cache_tag:
+            code = marshal.loads(ruleset.code)
+        else:
+            code = compile(ruleset.source, f"<rules {ruleset.version}>", "exec")
         plan = ruleset.plan
         keys: list[str] = plan.get("points", [])
         points = {k: self._points.get(k) or PointState() for k in keys}

@@ -24,7 +24,7 @@ _MAX_ERRORS = 200
 
 @functools.cache
 def _parser() -> lark.Lark:
-    return lark.Lark(GRAMMAR, parser="lalr", lexer="basic", propagate_positions=True, start=["start", "expr"])
+    return lark.Lark(GRAMMAR, parser="lalr", lexer="basic", start=["start", "expr"])
 
 
 class _Fail(Exception):

@@ -80,27 +80,39 @@ class Window:
             self.total = 0.0
 
     def avg(self, t: int) -> Any:
-        self.expire(t)
+        q = self.q
+        if q and q[0][0] <= t - self.span:
+            self.expire(t)
         return self.total / len(self.q) if self.q else None
 
     def sum(self, t: int) -> Any:
-        self.expire(t)
+        q = self.q
+        if q and q[0][0] <= t - self.span:
+            self.expire(t)
         return self.total if self.q else None
 
     def count(self, t: int) -> int:
-        self.expire(t)
+        q = self.q
+        if q and q[0][0] <= t - self.span:
+            self.expire(t)
         return len(self.q)
 
     def min(self, t: int) -> Any:
-        self.expire(t)
+        q = self.q
+        if q and q[0][0] <= t - self.span:
+            self.expire(t)
         return self.lo[0][1] if self.lo else None
 
     def max(self, t: int) -> Any:
-        self.expire(t)
+        q = self.q
+        if q and q[0][0] <= t - self.span:
+            self.expire(t)
         return self.hi[0][1] if self.hi else None
 
     def delta(self, t: int) -> Any:
-        self.expire(t)
+        q = self.q
+        if q and q[0][0] <= t - self.span:
+            self.expire(t)
         q = self.q
         return q[-1][1] - q[0][1] if len(q) >= 2 else None
 
