@@ -44,8 +44,17 @@ def _describe(e: BaseException) -> str:
 class RuleEngine:
     """A Pipeline processor.  Not thread-safe: call it from one thread (the event loop)."""
 
-    def __init__(self, actions: Actions, *, now: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        actions: Actions,
+        *,
+        now: Callable[[], int] = time.time_ns,
+        on_transition: Callable[[str, str, int], None] | None = None,
+    ) -> None:
+        """on_transition(rule, "fired" | "cleared", ts), if given, hears every transition (and
+        every EVERY period): for `rules test` and metrics."""
         self._actions = actions
+        self._observer = on_transition
         self._now = now
         self._t0 = now()
         self._ruleset = RuleSet()
@@ -212,6 +221,8 @@ class RuleEngine:
                     s.fired += 1
                     if s.ek == 2:
                         s.ek, s.err = 0, None
+                    if self._observer is not None:
+                        self._observer(s.id, "fired", due)
                     if s.then is not None:
                         s.then(due)
                     nxt = due + span
@@ -315,6 +326,8 @@ class RuleEngine:
             s.ek, s.err = 0, None
         s.alerted = []
         s.clearing = False
+        if self._observer is not None:
+            self._observer(s.id, "fired", t)
         if s.then is not None:
             s.then(t)
 
@@ -322,6 +335,8 @@ class RuleEngine:
         s.active = False
         s.due = None
         s.clearing = True
+        if self._observer is not None:
+            self._observer(s.id, "cleared", t)
         before = self._else_alerts
         try:
             if s.orelse is not None:
