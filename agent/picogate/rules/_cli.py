@@ -53,7 +53,7 @@ def _read_rules(paths: list[Path]) -> dict[str, str] | str:
     return files
 
 
-def _points(config: Path | None) -> list[PointInfo] | None | str:
+def _points(config: Path | None) -> list[PointInfo] | str | None:
     if config is None:
         return None
     from picogate.config import ConfigError, load_config
@@ -118,7 +118,7 @@ def _parse_ts(text: str) -> int:
         return int(d.timestamp() * 1e9)
     if x > 1e15:  # already nanoseconds
         return int(x)
-    return int(round(x * 1e9))
+    return round(x * 1e9)
 
 
 def _value(text: str, ptype: str | None) -> Any:
