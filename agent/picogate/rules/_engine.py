@@ -389,5 +389,5 @@ class RuleEngine:
     def _let(self, j: int, v: Any, t: int) -> None:
         dev, pt, unit, handler = self._let_meta[j]
         r = Reading(dev, pt, v, t, Quality.GOOD if v is not None else Quality.BAD, unit)
-        handler(r)
         self._out.append(r)
+        handler(r)
