@@ -60,7 +60,9 @@ class Harness:
         self.acts = Recorder()
         self.transitions: list[tuple[str, str, int]] = []
         self.engine = RuleEngine(
-            self.acts, now=lambda: self.clock, on_transition=lambda r, w, t: self.transitions.append((r, w, t))
+            self.acts,
+            now=lambda: self.clock,
+            on_transition=lambda r, w, t: self.transitions.append((r, w, t)),
         )
         self.lets: list[Reading] = []
         self.ruleset = self.compile(text, points)

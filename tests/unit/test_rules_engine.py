@@ -176,7 +176,9 @@ def test_windows_on_a_virtual_clock() -> None:
 
 
 def test_empty_window_is_unknown_and_publishes_null() -> None:
-    h = Harness('EVERY 1m THEN publish("p/avg", avg(boiler.temp, 1m)); publish("p/n", count(boiler.temp, 1m))')
+    h = Harness(
+        'EVERY 1m THEN publish("p/avg", avg(boiler.temp, 1m)); publish("p/n", count(boiler.temp, 1m))'
+    )
     h.advance(60)
     assert [(e[2], e[3]) for e in h.acts.take()] == [("p/avg", None), ("p/n", 0)]
 
@@ -269,7 +271,7 @@ def test_set_of_unknown_value_is_an_error_not_a_write() -> None:
 
 def test_set_converts_values_at_check_time() -> None:
     h = Harness(
-        'RULE w ON boiler.temp > 85 THEN set(boiler.burner, 1); set(boiler.setpoint, 70.0); set(boiler.mode, 3);'
+        "RULE w ON boiler.temp > 85 THEN set(boiler.burner, 1); set(boiler.setpoint, 70.0); set(boiler.mode, 3);"
         " set(boiler.gain, 2) END"
     )
     h.feed(1, "boiler.temp", 90)
@@ -293,7 +295,7 @@ def test_interpolation_formats() -> None:
 
 def test_math_functions_and_strings() -> None:
     h = Harness(
-        'RULE m ON abs(boiler.temp) > 5 AND max(boiler.temp, -100, -50) < 0 AND min(boiler.temp, 3) == boiler.temp AND floor(boiler.temp) == -7'
+        "RULE m ON abs(boiler.temp) > 5 AND max(boiler.temp, -100, -50) < 0 AND min(boiler.temp, 3) == boiler.temp AND floor(boiler.temp) == -7"
         ' AND ceil(boiler.temp) == -6 AND sqrt(4) == 2 AND boiler.temp % 2 < 2 THEN log("m") END\n'
         'RULE s ON line.state == "run" AND line.state + "!" != "stop!" THEN log("s") END'
     )
@@ -326,12 +328,17 @@ def test_reload_keeps_state_of_unchanged_rules() -> None:
 
 
 def test_reload_changed_rule_starts_fresh_and_removed_rule_clears() -> None:
-    h = Harness('RULE a ON boiler.temp > 85 THEN alert("a") END\nRULE b ON tank.level > 5 THEN alert("b") END')
+    h = Harness(
+        'RULE a ON boiler.temp > 85 THEN alert("a") END\nRULE b ON tank.level > 5 THEN alert("b") END'
+    )
     h.feed(1, "boiler.temp", 90)
     h.feed(2, "tank.level", 9.0)
     h.acts.take()
     h.engine.load(Harness.compile('RULE a ON boiler.temp > 95 THEN alert("a") END'))
-    assert h.acts.take() == [("alert", "a", "warning", "a", "cleared", 2 * S), ("alert", "b", "warning", "b", "cleared", 2 * S)]
+    assert h.acts.take() == [
+        ("alert", "a", "warning", "a", "cleared", 2 * S),
+        ("alert", "b", "warning", "b", "cleared", 2 * S),
+    ]
     assert set(h.engine.status()["rules"]) == {"a"}
     assert h.state("a")["state"] == "idle"
     h.feed(3, "boiler.temp", 96)  # the point's value was kept; the changed rule fires afresh

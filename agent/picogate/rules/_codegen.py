@@ -375,7 +375,9 @@ class Gen:
                     "        e = (t, v)",
                     "        q = w.q",
                     "        q.append(e)",
-                    "        w.total += v",
+                    "        w.total += v"
+                    if ptype == NUM
+                    else "        if v.__class__ is not str: w.total += v",
                     "        lo = w.lo",
                     "        while lo and lo[-1][1] >= v:",
                     "            lo.pop()",
@@ -392,7 +394,9 @@ class Gen:
                     f"        w = W{w}",
                     "        q = w.q",
                     "        q.append((t, v))",
-                    "        w.total += v" if ptype == NUM else "        pass",
+                    "        w.total += v"
+                    if ptype == NUM
+                    else "        if v.__class__ is not str: w.total += v",
                     f"        if q[0][0] <= t - {span}:",
                     "            w.expire(t)",
                 )
