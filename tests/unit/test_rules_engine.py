@@ -6,10 +6,9 @@ import pickle
 
 import pytest
 
+from _rules_util import Harness, S
 from picogate._model import Quality
 from picogate.rules import RuleErrors
-
-from _rules_util import S, Harness
 
 BAD = Quality.BAD
 
@@ -93,7 +92,9 @@ def test_bad_quality_is_unknown_with_reason_and_no_transition() -> None:
     assert h.state("r")["state"] == "idle"
     h.feed(1, "boiler.temp", None, BAD)
     st = h.state("r")
-    assert st["state"] == "unknown" and "boiler.temp" in st["reason"] and "bad" in st["reason"]
+    assert st["state"] == "unknown"
+    assert "boiler.temp" in st["reason"]
+    assert "bad" in st["reason"]
     h.feed(2, "boiler.temp", 90)
     assert h.acts.take() == [("log", "r", "x")]
     h.feed(3, "boiler.temp", None, BAD)  # active stays active: unknown is no transition
@@ -105,7 +106,8 @@ def test_missing_value_is_unknown() -> None:
     h = Harness('RULE r ON boiler.temp > 85 AND tank.level < 3 THEN log("x") END')
     h.feed(1, "boiler.temp", 90)
     st = h.state("r")
-    assert st["state"] == "unknown" and "tank.level: no reading yet" in st["reason"]
+    assert st["state"] == "unknown"
+    assert "tank.level: no reading yet" in st["reason"]
 
 
 def test_three_valued_and_or() -> None:
@@ -128,7 +130,8 @@ def test_a_value_of_the_wrong_type_is_bad_not_a_crash() -> None:
     h = Harness('RULE r ON boiler.temp > 85 THEN log("x") END')
     h.feed(1, "boiler.temp", "hot")
     st = h.state("r")
-    assert st["state"] == "unknown" and "bad value" in st["reason"]
+    assert st["state"] == "unknown"
+    assert "bad value" in st["reason"]
 
 
 def test_age_fires_on_time_without_readings_and_on_bad_values() -> None:
@@ -139,7 +142,8 @@ def test_age_fires_on_time_without_readings_and_on_bad_values() -> None:
     assert h.acts.take() == []
     h.advance(32)
     (ev,) = h.acts.take()
-    assert ev[3] == "pump meter silent" and 31 * S <= ev[5] <= 32 * S
+    assert ev[3] == "pump meter silent"
+    assert 31 * S <= ev[5] <= 32 * S
     h.feed(33, "pump.current", 5.0)
     assert [e[4] for e in h.acts.take()] == ["cleared"]
 
@@ -244,7 +248,8 @@ def test_runtime_error_marks_only_that_rule_errored() -> None:
     h.feed(1, "tank.level", 0.0)
     h.feed(2, "boiler.temp", 5.0)
     assert h.state("div") | {"last_fired": None} == h.state("div")
-    assert h.state("div")["state"] == "errored" and h.state("div")["reason"] == "division by zero"
+    assert h.state("div")["state"] == "errored"
+    assert h.state("div")["reason"] == "division by zero"
     assert h.acts.take() == [("log", "ok", "ok")]
     h.feed(3, "tank.level", 1.0)  # a good evaluation clears the error
     assert h.state("div")["state"] == "active"
@@ -255,7 +260,8 @@ def test_failed_write_is_reported_in_status() -> None:
     h.feed(1, "boiler.temp", 90)
     h.engine.write_result("w", False, "illegal data address")
     st = h.state("w")
-    assert st["state"] == "errored" and "illegal data address" in st["reason"]
+    assert st["state"] == "errored"
+    assert "illegal data address" in st["reason"]
     h.acts.fail_set = True  # an exception from the router is reported too, never raised
     h.feed(2, "boiler.temp", 50)
     h.feed(3, "boiler.temp", 90)
@@ -307,7 +313,8 @@ def test_math_functions_and_strings() -> None:
 def test_a_reading_reaches_only_rules_that_reference_its_point() -> None:
     h = Harness('RULE a ON boiler.temp > 1 THEN log("a") END\nRULE b ON tank.level > 1 THEN log("b") END')
     h.feed(1, "tank.level", 5.0)
-    assert h.state("a")["state"] == "idle" and h.state("b")["state"] == "active"
+    assert h.state("a")["state"] == "idle"
+    assert h.state("b")["state"] == "active"
     h.feed(2, "other.thing", 5.0)  # a point no rule uses: ignored
     assert h.acts.take() == [("log", "b", "b")]
 

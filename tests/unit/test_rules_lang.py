@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 import pytest
-from _rules_util import POINTS, Harness
 
+from _rules_util import POINTS, Harness
 from picogate.cli import main
 from picogate.rules import RuleError, RuleErrors, compile_rules
 
@@ -81,7 +81,8 @@ ON changed(door.open) AND door.open THEN set(alarm.siren, 1)
 """
     )
     assert [r.kind for r in rs.rules] == ["let", "on", "on", "on", "on", "every", "on"]
-    assert rs.rules[2].id == "boiler_overheat" and rs.rules[2].line == 5
+    assert rs.rules[2].id == "boiler_overheat"
+    assert rs.rules[2].line == 5
 
 
 def test_keywords_case_insensitive_and_point_names_like_keywords() -> None:
@@ -110,7 +111,8 @@ def test_no_operator_text_in_generated_source() -> None:
     rs = Harness.compile(
         f'RULE r ON boiler.temp > 1 THEN log("{evil}"); publish("a/b", "{{boiler.temp}}{evil}") END'
     )
-    assert "__import__" not in rs.source and "pwned" not in rs.source
+    assert "__import__" not in rs.source
+    assert "pwned" not in rs.source
     assert any(evil in str(c) for c in rs.consts)
 
 
