@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from _rules_util import Harness, S
+from _rules_util import POINTS, Harness, S
 from picogate._model import Quality
 from picogate.rules import RuleErrors
 
@@ -132,6 +132,16 @@ def test_a_value_of_the_wrong_type_is_bad_not_a_crash() -> None:
     st = h.state("r")
     assert st["state"] == "unknown"
     assert "bad value" in st["reason"]
+
+
+def test_nan_and_infinity_are_bad_values() -> None:
+    for points in (None, POINTS):
+        h = Harness('RULE r ON avg(boiler.temp, 1m) > 1 THEN log("x") END', points)
+        h.feed(1, "boiler.temp", float("nan"))
+        assert "not a finite number" in h.state("r")["reason"]
+        h.feed(2, "boiler.temp", float("inf"))
+        h.feed(3, "boiler.temp", 5.0)
+        assert h.acts.take() == [("log", "r", "x")]
 
 
 def test_age_fires_on_time_without_readings_and_on_bad_values() -> None:

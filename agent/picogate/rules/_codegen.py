@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from picogate.rules import _ast as A
-from picogate.rules._check import BOOL, NUM, TIME_FUNCS, refs
+from picogate.rules._check import BOOL, NUM, STR, TIME_FUNCS, refs
 
 NS = 1_000_000_000
 
@@ -349,10 +349,14 @@ class Gen:
             "        if v is None or r.quality is _BAD:",
             "            raise _Bad",
         )
+        # v - v is 0 for a finite number and NaN (true) for NaN and infinities, which _num refuses
         if ptype == NUM:
             self.emit(
-                "        if v.__class__ is not float and v.__class__ is not int:", "            v = _num(v)"
+                "        if v.__class__ is not float and v.__class__ is not int or v - v:",
+                "            v = _num(v)",
             )
+        elif ptype not in (BOOL, STR):
+            self.emit("        if v.__class__ is float and v - v:", "            v = _num(v)")
         elif ptype == BOOL:
             self.emit("        if v.__class__ is not bool:", "            v = _bool(v)")
         self.emit(
