@@ -676,7 +676,9 @@ def scenario_r(ctx: Ctx) -> dict[str, Any]:
         cmd = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *cmd]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
     r: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    say(f"   {r['readings_per_s']:,} readings/s through process() ({r['rule_evals_per_s']:,} rule evaluations/s)")
+    say(
+        f"   {r['readings_per_s']:,} readings/s through process() ({r['rule_evals_per_s']:,} rule evaluations/s)"
+    )
     say(f"   {r['readings_per_s_with_timers']:,} readings/s with the timers run between batches")
     say(f"   compile {r['compile_ms']} ms, load {r['first_load_ms']} ms for {r['rules']} rules")
     return r
