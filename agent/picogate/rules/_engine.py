@@ -17,6 +17,7 @@ from picogate.rules._runtime import HELPERS, NS, Bad, PointState, RuleState, Win
 log = logging.getLogger("picogate.rules")
 
 _FOR, _EVERY, _RECHECK = 0, 1, 2
+_RESUM_NS = 600 * NS  # how often the windows' running sums are added up again (float drift)
 
 
 class Actions(Protocol):
@@ -68,6 +69,7 @@ class RuleEngine:
         self._let_meta: dict[int, tuple[str, str, str, Callable[[Reading], None]]] = {}
         self._recheck: dict[str, int] = {}
         self._else_alerts = 0
+        self._resummed = self._t0
 
     # ------------------------------------------------------------------ loading
 
@@ -204,6 +206,10 @@ class RuleEngine:
 
     def tick(self, now_ns: int) -> list[Reading]:
         """Run the timers due by now_ns (FOR, EVERY, age/window re-checks); LET readings."""
+        if now_ns - self._resummed >= _RESUM_NS:
+            self._resummed = now_ns
+            for w in self._windows.values():
+                w.resum()
         heap = self._heap
         for _ in range(len(heap) + 1):
             if not heap or heap[0][0] > now_ns:
