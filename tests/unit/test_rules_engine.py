@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 
 import pytest
 
@@ -431,3 +432,24 @@ def test_a_let_over_a_window_is_recomputed_by_its_timer() -> None:
     assert (5, 15.0) in values  # recomputed each second without readings
     assert values[-1][1] is None  # the samples left the window: unknown, published as bad
     assert h.lets[-1].quality is BAD
+
+
+def test_time_of_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        h = Harness(
+            'RULE night ON hour() >= 22 OR hour() < 6 THEN log("night {hour()}:{minute()} day {weekday()}") END'
+        )
+        h.advance(1)  # 00:00:01 is night
+        assert h.acts.take() == [("log", "night", "night 0:0 day 4")]  # 1970-01-01 was a Thursday
+        h.advance(21 * 3600 + 59 * 60)
+        assert h.transitions[-1] == ("night", "cleared", 6 * 3600 * S)
+        assert h.acts.take() == []
+        h.advance(22 * 3600 + 1)  # no reading: re-checked by its timer
+        assert h.acts.take() == [("log", "night", "night 22:0 day 4")]
+        h.advance(30 * 3600 + 1)
+        assert h.transitions[-1] == ("night", "cleared", 30 * 3600 * S)
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -15,11 +15,16 @@ NUM, BOOL, STR, ANY = "number", "bool", "string", "any"
 SEVERITIES = ("info", "warning", "critical")
 VALUE_FUNCS = (
     "abs", "round", "floor", "ceil", "sqrt", "min", "max", "avg", "sum", "count", "rate", "delta",
-    "changed", "age", "offline", "quality", "good",
+    "changed", "age", "offline", "quality", "good", "hour", "minute", "weekday",
 )  # fmt: skip
+CLOCK_FUNCS = ("hour", "minute", "weekday")  # the gateway's local time
 WINDOW_FUNCS = ("avg", "min", "max", "sum", "count", "rate", "delta")
 POINT_FUNCS = ("changed", "age", "offline", "quality", "good")
-TIME_FUNCS = ("age", *WINDOW_FUNCS)  # their value moves with time: the rule is re-checked by a timer
+TIME_FUNCS = (
+    "age",
+    *WINDOW_FUNCS,
+    *CLOCK_FUNCS,
+)  # their value moves with time: the rule is re-checked by a timer
 ACTIONS = ("alert", "set", "publish", "log")
 MAX_WINDOW_S = 86400.0
 
@@ -223,6 +228,10 @@ class Checker:
                 self.err(d.pos, f"the window of {f}() is a duration, like 5m")
             elif d.seconds <= 0 or d.seconds > MAX_WINDOW_S:
                 self.err(d.pos, f"a window must be longer than 0 and at most 1d, not {d.text}")
+            return NUM
+        if f in CLOCK_FUNCS:
+            if args:
+                self.err(args[0].pos, f"{f}() takes no arguments: {f}() is the gateway's local time")
             return NUM
         if f in POINT_FUNCS or f == "delta":
             if len(args) != 1 or not isinstance(args[0], A.Ref):

@@ -144,6 +144,8 @@ class Gen:
         f, args = c.func, c.args
         if f in TIME_FUNCS:
             self.time_dependent = True
+        if f in ("hour", "minute", "weekday"):
+            return f"_{f}(t)"
         if len(args) == 2 and isinstance(args[1], A.Dur) and isinstance(args[0], A.Ref) and f in (
             "avg", "min", "max", "sum", "count", "rate", "delta",
         ):  # fmt: skip
