@@ -27,6 +27,19 @@ TIME_FUNCS = (
 )  # their value moves with time: the rule is re-checked by a timer
 ACTIONS = ("alert", "set", "publish", "log")
 MAX_WINDOW_S = 86400.0
+MAX_DEPTH = 32  # nested operations in one expression (the generated code must stay compilable)
+
+
+def depth(e: object) -> int:
+    if isinstance(e, A.Unary):
+        return 1 + depth(e.operand)
+    if isinstance(e, A.Binary):
+        return 1 + max(depth(e.left), depth(e.right))
+    if isinstance(e, A.Call):
+        return 1 + max([depth(a) for a in e.args] + [depth(k.value) for k in e.kwargs] + [0])
+    if isinstance(e, A.Str):
+        return 1 + max([depth(p.expr) for p in e.parts if isinstance(p, A.Part)] + [0])
+    return 0
 
 
 @dataclass(slots=True)
@@ -132,6 +145,14 @@ class Checker:
     # ------------------------------------------------------------------ expressions
 
     def expr(self, e: A.Expr) -> str:
+        if isinstance(e, A.Unary | A.Binary | A.Call | A.Str) and depth(e) > MAX_DEPTH:
+            self.err(
+                e.pos, f"expression nested too deeply (more than {MAX_DEPTH} operations): split it with LET"
+            )
+            return ANY
+        return self._expr(e)
+
+    def _expr(self, e: A.Expr) -> str:
         if isinstance(e, A.Num | A.Dur):
             return NUM
         if isinstance(e, A.Bool):

@@ -417,7 +417,7 @@ def _parse_file(file: str, text: str) -> tuple[list[A.Statement], list[RuleError
     try:
         tree = _parser().parse(text, start="start")
         return _Builder(file, 0).statements(tree), []
-    except (lark.exceptions.UnexpectedInput, _Fail):
+    except (lark.exceptions.UnexpectedInput, _Fail, RecursionError):
         pass
     stmts: list[A.Statement] = []
     errors: list[RuleError] = []
@@ -432,6 +432,8 @@ def _parse_file(file: str, text: str) -> tuple[list[A.Statement], list[RuleError
             errors.append(_error(file, lines, s.line + start, s.col, s.message, None, s.length))
         except _Fail as f:
             errors.append(_error(file, lines, f.pos.line, f.pos.col, f.message, f.suggestion, f.pos.length))
+        except RecursionError:
+            errors.append(_error(file, lines, start + 1, 1, "statement nested too deeply", None))
     return stmts, errors
 
 
