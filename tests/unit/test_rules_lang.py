@@ -225,3 +225,9 @@ def test_replay_case(name: str, capsys: pytest.CaptureFixture[str], monkeypatch:
     if os.environ.get("PICOGATE_REGEN"):
         expected.write_text(got, encoding="utf-8")
     assert got == expected.read_text(encoding="utf-8")
+
+
+def test_string_escapes() -> None:
+    rs = compile_rules({"a": r'EVERY 1s THEN log("a\{b\}c\\d\"e\n{{x}}\t" + ' + r"'\'q')"}, None)
+    assert 'a{b}c\\d"e\n{x}\t' in rs.consts
+    assert "'q" in rs.consts
