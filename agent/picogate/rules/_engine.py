@@ -66,7 +66,7 @@ class RuleEngine:
         self._heap: list[tuple[int, int, int, RuleState]] = []
         self._seq = 0
         self._out: list[Reading] = []
-        self._let_meta: dict[int, tuple[str, str, str, Callable[[Reading], None]]] = {}
+        self._let_meta: dict[RuleState, tuple[str, str, str, Callable[[Reading], None]]] = {}
         self._recheck: dict[str, int] = {}
         self._else_alerts = 0
         self._resummed = self._t0
@@ -79,9 +79,9 @@ class RuleEngine:
         its alarm (alert state "cleared")."""
         now = self._now()
         if ruleset.code and ruleset.python == sys.implementation.cache_tag:
-            code = marshal.loads(ruleset.code)
+            codes = marshal.loads(ruleset.code)
         else:
-            code = compile(ruleset.source, f"<rules {ruleset.version}>", "exec")
+            codes = (compile(ruleset.source, f"<rules {ruleset.version}>", "exec"),)
         plan = ruleset.plan
         keys: list[str] = plan.get("points", [])
         points = {k: self._points.get(k) or PointState() for k in keys}
@@ -110,8 +110,8 @@ class RuleEngine:
             states[info.id] = s
         retired += [s for rid, s in self._states.items() if rid not in states]
         ns: dict[str, Any] = dict(HELPERS)
+        ns.update(ruleset.consts)
         ns.update(
-            K=tuple(ruleset.consts),
             _err=self._err,
             _fire=self._fire,
             _clear=self._clear,
@@ -124,26 +124,29 @@ class RuleEngine:
             _bad=self._bad,
             _let=self._let,
         )
-        for i, k in enumerate(keys):
-            ns[f"P{i}"] = points[k]
-        for wi, w in enumerate(wlist):
-            ns[f"W{wi}"] = w
+        pnames: list[str] = plan["point_names"]
+        rnames: list[str] = plan["rule_names"]
+        for k, pn in zip(keys, pnames, strict=True):
+            ns["P" + pn] = points[k]
+        for wn, w in zip(plan["window_names"], wlist, strict=True):
+            ns["W" + wn] = w
         order = [states[info.id] for info in ruleset.rules]
-        for j, s in enumerate(order):
-            ns[f"S{j}"] = s
-        exec(code, ns)  # generated from the AST by _codegen (never operator text)
+        for rn, s in zip(rnames, order, strict=True):
+            ns["S" + rn] = s
+        for code in codes:
+            exec(code, ns)  # generated from the AST by _codegen (never operator text)
         let_points: dict[str, int] = plan.get("let_points", {})
-        let_meta: dict[int, tuple[str, str, str, Callable[[Reading], None]]] = {}
+        let_meta: dict[RuleState, tuple[str, str, str, Callable[[Reading], None]]] = {}
         units = {p.key: p.unit for p in ruleset.lets}
         for key, j in let_points.items():
             dev, pt = key.split(".", 1)
-            let_meta[j] = (dev, pt, units.get(key, ""), ns[f"H{keys.index(key)}"])
+            let_meta[order[j]] = (dev, pt, units.get(key, ""), ns["H" + pnames[keys.index(key)]])
         handlers: dict[str, dict[str, Callable[[Reading], None]]] = {}
-        for i, k in enumerate(keys):
+        for k, pn in zip(keys, pnames, strict=True):
             if k in let_points:
                 continue
             dev, pt = k.split(".", 1)
-            handlers.setdefault(dev, {})[pt] = ns[f"H{i}"]
+            handlers.setdefault(dev, {})[pt] = ns["H" + pn]
         recheck: dict[str, int] = {}
         for j, (s, p) in enumerate(zip(order, plan.get("rules", []), strict=True)):
             s.live = True
@@ -152,9 +155,10 @@ class RuleEngine:
                 ruleset.rules[j].line,
                 tuple(p.get("cond_refs", ())),
             )
-            s.step = ns.get(f"L{j}") if s.kind == "let" else ns.get(f"R{j}")
-            s.then = ns.get(f"T{j}")
-            s.orelse = ns.get(f"F{j}")
+            rn = rnames[j]
+            s.step = ns.get("L" + rn) if s.kind == "let" else ns.get("R" + rn)
+            s.then = ns.get("T" + rn)
+            s.orelse = ns.get("F" + rn)
             if s.kind == "every":
                 span = p["every_ns"]
                 if s.every_next is None:
@@ -395,8 +399,8 @@ class RuleEngine:
         p.q = "bad"
         p.why = "bad quality" if isinstance(e, Bad) else f"bad value ({e})"
 
-    def _let(self, j: int, v: Any, t: int) -> None:
-        dev, pt, unit, handler = self._let_meta[j]
+    def _let(self, s: RuleState, v: Any, t: int) -> None:
+        dev, pt, unit, handler = self._let_meta[s]
         r = Reading(dev, pt, v, t, Quality.GOOD if v is not None else Quality.BAD, unit)
         self._out.append(r)
         handler(r)
