@@ -202,6 +202,8 @@ def test_cli_test_bad_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     for text, msg in [
         ("1,boiler,temp\n", "expected ts,device,point,value"),
         ("yesterday,boiler,temp,3\n", "bad timestamp"),
+        ("1e999,boiler,temp,3\n", "bad timestamp"),
+        ("nan,boiler,temp,3\n", "bad timestamp"),
         ("1,boiler,temp,3,great\n", "quality is good, bad or uncertain"),
         ("", "no readings"),
     ]:

@@ -148,3 +148,21 @@ def test_random_expressions_compile_cleanly_and_run(
         h.feed(i * 0.6, key, value)
     h.advance(len(readings) + 3)
     assert h.engine.status()["rules"]["r"]["state"] in ("idle", "active", "unknown", "errored")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("0123456789.,:-TZ+ \n\"'abtrueflsodein#")), max_size=120))
+def test_random_replay_csv_is_read_or_refused_cleanly(text: str) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from picogate.rules._cli import read_replay
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "r.csv"
+        path.write_text(text, encoding="utf-8")
+        out = read_replay(path, None)
+    if isinstance(out, str):
+        assert out.startswith(str(path))
+    else:
+        assert all(r.device is not None for r in out)
