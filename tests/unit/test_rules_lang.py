@@ -233,3 +233,10 @@ def test_string_escapes() -> None:
     rs = compile_rules({"a": r'EVERY 1s THEN log("a\{b\}c\\d\"e\n{{x}}\t" + ' + r"'\'q')"}, None)
     assert 'a{b}c\\d"e\n{x}\t' in rs.consts.values()
     assert "'q" in rs.consts.values()
+
+
+def test_byte_order_mark_and_crlf() -> None:
+    rs = compile_rules({"a": '\ufeffON boiler.temp > 1\r\n  THEN log("x")\r\n'}, POINTS)
+    assert len(rs.rules) == 1
+    (e,) = errors_of('ON boiler.temp > 1\r\nTHEN lg("x")\r\n')
+    assert e.format().splitlines()[1:] == ['  THEN lg("x")', "       ^~"]

@@ -402,6 +402,8 @@ _CACHE_FILES = 256
 def parse_file(file: str, text: str) -> tuple[list[A.Statement], list[RuleError]]:
     """Every statement of a file, and every syntax error in it.  An unchanged file is not parsed
     again (a reload after editing one file of many parses that one); the AST is not mutated later."""
+    if text.startswith("\ufeff"):  # a byte order mark some editors write
+        text = text[1:]
     key = (file, text)
     hit = _CACHE.get(key)
     if hit is None:
