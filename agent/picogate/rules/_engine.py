@@ -124,7 +124,7 @@ class RuleEngine:
             w = self._windows.get(wk)
             if w is None or (mm and not w.mm):
                 nw = Window(span, mm)
-                for t, v in w.q if w is not None else ():
+                for t, v in list(w.q) if w is not None else ():  # list(): one step, even beside the loop
                     nw.add(t, v)
                 w = nw
             windows[wk] = w
