@@ -8,6 +8,7 @@ Scenarios (docs/benchmarks.md says what each measures and how):
     d  write round trip (MQTT set → Modbus write → MQTT result) under load a
     e  building blocks: gmqtt vs paho-mqtt, pymodbus client round trips, the simulator, orjson vs json
     m  the firmware's Modbus RTU master on MicroPython over a pty (bench/fw_modbus.py)
+    r  the rule engine alone (bench/rules.py): readings/s through 1,000 stateful rules
 
     bench/run.py                          a..e with short defaults (about 5 minutes)
     bench/run.py --scenario a,d --duration 60
@@ -57,6 +58,7 @@ TARGETS = {
     "b_cpu_pct": 50.0,
     "c_points_per_s": 60_000.0,
     "d_avg_ms": 20.0,
+    "r_readings_per_s": 500_000.0,
 }
 
 
@@ -677,6 +679,29 @@ def scenario_m(ctx: Ctx) -> dict[str, Any]:
     return {"rows": rows, "own_cost": cost}
 
 
+def scenario_r(ctx: Ctx) -> dict[str, Any]:
+    """The rule engine alone (bench/rules.py, one process on the agent's CPU): two mixes of rules."""
+    say("\n== r. rule engine: ready-made readings through 1,000 stateful rules, 3 rules per reading")
+    out: dict[str, Any] = {}
+    for mix in ("standard", "heavy"):
+        cmd = [B.PY, str(B.BENCH / "rules.py"), "--mix", mix]
+        cmd += ["--readings", "100000" if ctx.args.quick else "300000"]
+        if ctx.place.agent:
+            cmd = ["taskset", "-c", ",".join(map(str, sorted(ctx.place.agent))), *cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+        r: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        out[mix] = r
+        say(f"   {mix} ({' + '.join(r['kinds'])}): {r['readings_per_s']:,} readings/s through process(),")
+        say(
+            f"      {r['readings_per_s_with_timers']:,} with the timers; compile {r['compile_ms']} ms, load {r['load_ms']} ms,"
+            f" one rule added: {r['one_rule_added_compile_and_reload_ms']} ms"
+        )
+    say("   by kind (3 rules of one kind per reading): " + ", ".join(
+        f"{k} {v:,}" for k, v in out["standard"]["readings_per_s_by_kind"].items()
+    ))  # fmt: skip
+    return out
+
+
 SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "a": scenario_a,
     "b": scenario_b,
@@ -684,6 +709,7 @@ SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "d": scenario_d,
     "e": scenario_e,
     "m": scenario_m,
+    "r": scenario_r,
 }
 
 
@@ -1036,6 +1062,16 @@ def summary(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "e: simulator CPU/request, bench vs pymodbus",
             f"{mb['bench']['server_cpu_us_per_request']:.0f} vs {mb['pymodbus']['server_cpu_us_per_request']:.0f} µs",
         )
+    rr = results.get("r")
+    if rr:
+        std, heavy = rr["standard"], rr["heavy"]
+        row(
+            "r: rule engine readings/s, 1,000 rules (FOR, CLEAR, avg), 1 core",
+            f"{std['readings_per_s']:,}",
+            f"≥ {TARGETS['r_readings_per_s']:,.0f}",
+            std["readings_per_s"] >= TARGETS["r_readings_per_s"],
+        )
+        row("r: same, heavy mix (FOR+CLEAR, avg, min/max: 2 windows)", f"{heavy['readings_per_s']:,}")
     return rows
 
 
@@ -1059,7 +1095,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=__doc__,
     )
     p.add_argument(
-        "--scenario", default="a,b,c,d,e,m", help="comma-separated subset of a,b,c,d,e,m (default: all)"
+        "--scenario",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)",
     )
     p.add_argument(
         "--duration", type=float, default=30.0, help="measurement window of a and b, seconds (default 30)"
