@@ -321,6 +321,29 @@ class SimBoard:
             os.close(self._host_master)
         self._host_master = None
 
+    def _settle_host(self, timeout: float = 1.0) -> None:
+        """Before the port goes away (a reset re-enumerates USB): give the host up to `timeout` s to
+        read what the board sent last (e.g. the ack of `reset`/`boot`), as a real board's last
+        USB packets reach the host before it drops off the bus."""
+        if not self._host_attached():
+            return
+        try:
+            fd = os.open(self.port, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            deadline = time.monotonic() + timeout
+            buf = bytearray(4)
+            while time.monotonic() < deadline:
+                fcntl.ioctl(fd, termios.FIONREAD, buf)
+                if int.from_bytes(buf, sys.byteorder) == 0:
+                    return
+                time.sleep(0.01)
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+
     def _host_attached(self) -> bool:
         fd = self._host_master
         if fd is None:
@@ -512,6 +535,8 @@ class SimBoard:
                 if flush and self._board_slave is not None:
                     termios.tcflush(self._board_slave, termios.TCIFLUSH)
                 self._cond.notify_all()
+            if rc in (EXIT_RESET, EXIT_BOOTLOADER):
+                self._settle_host()
             if rc == EXIT_RESET and self.usb_reset and self._powered:
                 self.unplug()
                 time.sleep(0.05)
