@@ -96,9 +96,9 @@ class IoPoint(_Model):
         allowed = _KIND_KEYS[self.kind] | _COMMON_KEYS
         extra = sorted(self.model_fields_set - allowed)
         if extra:
-            raise ValueError(f"{extra[0]}: does not apply to a {self.kind} point")
+            raise ValueError(f"{extra[0]}: does not apply to a point of kind {self.kind}")
         if self.kind in _NEEDS_PIN and self.pin is None:
-            raise ValueError(f"a {self.kind} point needs pin (e.g. GP2)")
+            raise ValueError(f"a point of kind {self.kind} needs pin (e.g. GP2)")
         if self.kind == "sht3x" and (self.sda is None or self.scl is None):
             raise ValueError("a sht3x point needs sda and scl")
         if self.kind == "do":

@@ -61,7 +61,7 @@ WINDOW = 8
 DEDUPE = 32
 CFG_CHUNK = 900
 _REPL_MARKERS = (b">>> ", b"MicroPython ", b"Traceback (most recent call last):", b"raw REPL; CTRL-B to exit")
-_SOFT_RESET = b"\x02\x03\x04"
+_SOFT_RESET = b"\x02\x03\x04\n"  # Ctrl-B (leave raw REPL), Ctrl-C, Ctrl-D (soft reset); LF ends the line
 
 
 class LinkDown(ConnectionError):
@@ -252,7 +252,13 @@ class _Session:
         if now < self.next_repl_reset:
             return
         tb = [ln for ln in self.repl_lines if ln and not ln.startswith(">>>")]
-        last = tb[-1] if tb else "prompt"
+        # The error is the traceback's last line: after "Traceback", not indented, not a banner.
+        errors = [
+            ln
+            for ln in tb
+            if not ln.startswith((" ", "\t", "Traceback", "MicroPython", 'Type "help', "raw REPL"))
+        ]
+        last = errors[-1] if errors else (tb[-1] if tb else "prompt")
         log.warning(
             "%s: the board is at its REPL, not running the application (%s); soft reset in a moment%s",
             o.name,
