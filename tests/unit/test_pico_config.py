@@ -266,7 +266,8 @@ FULL = cfg(
 def test_derive_the_pushed_document() -> None:
     plan = derive(parse_config(FULL).boards[0])
     doc = json.loads(plan.text)
-    assert doc["v"] == 1 and doc["name"] == "line1"
+    assert doc["v"] == 1
+    assert doc["name"] == "line1"
     assert (doc["hb_ms"], doc["safe_ms"]) == (500, 2000)
     io = {e["id"]: e for e in doc["io"]}
     assert io["door"] == {"id": "door", "k": "di", "pin": 2, "pull": "up", "deb_ms": 30, "inv": True}
@@ -334,8 +335,10 @@ def test_decode_modbus_results() -> None:
     rs, _ = decode_result(coils, "ok", b"\x02", 7)
     assert [(r.point, r.value) for r in rs] == [("r1", False), ("r2", True)]
     rs, answered = decode_result(req, "exc", 2, 7)
-    assert answered and all(r.quality is Quality.BAD for r in rs)
+    assert answered
+    assert all(r.quality is Quality.BAD for r in rs)
     rs, answered = decode_result(req, "timeout", None, 7)
-    assert not answered and all(r.quality is Quality.BAD and r.value is None for r in rs)
+    assert not answered
+    assert all(r.quality is Quality.BAD and r.value is None for r in rs)
     rs, answered = decode_result(req, "ok", b"\x00", 7)  # short reply
     assert all(r.quality is Quality.BAD for r in rs)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from _agent import eventually
 from picogate._model import Quality, Reading
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
 from picogate._router import ErrorCode, WriteError
@@ -143,9 +144,7 @@ class Harness:
 
 
 async def until(cond: Callable[[], Any], timeout: float = 3.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.01)
+    await eventually(lambda: bool(cond()), within=timeout, interval=0.01)
 
 
 @contextlib.asynccontextmanager
@@ -257,7 +256,8 @@ async def test_a_repl_prompt_gets_a_soft_reset_and_the_board_goes_offline() -> N
         status = h.registry.device("b1")
         assert status is not None
         assert status.state is DeviceState.OFFLINE
-        assert "REPL" in status.reason and "OSError" in status.reason
+        assert "REPL" in status.reason
+        assert "OSError" in status.reason
         assert h.pico.stats.repl_resets == 1
         bad = [r for r in h.readings if r.point == "door"]
         assert bad[-1].quality is Quality.BAD
