@@ -17,7 +17,24 @@ _STALL_MS = const(30000)  # a task that made no progress for this long makes the
 _RD_FLUSH = const(900)  # bytes: a reading frame is committed before it grows past this
 _BUS_KEYS = tuple("mb%d" % i for i in range(8))
 _STATUS = {"ok": b"ok", "exc": b"exc", "timeout": b"timeout", "crc": b"crc"}
-CAPS = ("di", "cnt", "do", "pwm", "adc", "temp", "ds18b20", "dht22", "sht3x", "mb")
+CAPS = ("di", "cnt", "do", "pwm", "adc", "temp")  # always; plus the drivers present (_caps)
+_OPTIONAL = (("ds18b20", "drv_ds18b20"), ("dht22", "drv_dht22"), ("sht3x", "drv_sht3x"), ("mb", "mb_master"))
+
+
+def _caps():
+    """What this firmware can do: the built-in kinds and every optional module it carries."""
+    import os
+
+    caps = list(CAPS)
+    for cap, mod in _OPTIONAL:
+        for ext in (".mpy", ".py"):
+            try:
+                os.stat("picogate_fw/" + mod + ext)
+                caps.append(cap)
+                break
+            except OSError:
+                pass
+    return caps
 
 
 class ApplyError(Exception):
@@ -67,6 +84,7 @@ class App:
         self.cleared_boots = boots == 0
         self.progress = {}  # task name -> ticks of its last progress
         self.full_due = False
+        self.caps = _caps()
         text, cfg = config.load()
         if cfg is not None:
             try:
@@ -120,17 +138,22 @@ class App:
             if isinstance(p, points.Sensor):
                 self.sensors.append(p)
                 self.tasks.append(asyncio.create_task(self.sensor_task(p)))
-        for b in cfg["mb"]:
-            self.start_bus(b)
+        for i, b in enumerate(cfg["mb"]):
+            try:
+                self.start_bus(b, "mb[%d]." % i)
+            except ValueError as ex:  # the master refused its settings: "mb[i].field: message"
+                msg = str(ex)
+                k = msg.find(": ")
+                raise ApplyError(msg[:k] if k > 0 else "mb[%d]" % i, msg[k + 2 :] if k > 0 else msg)
         self.full_due = True
 
-    def start_bus(self, b):
+    def start_bus(self, b, where):
         try:
             from picogate_fw.mb_master import Master
         except ImportError:
             self.log("error", "no Modbus master in this firmware")
             return
-        m = Master(hal, b, self.on_mb)
+        m = Master(hal, b, self.on_mb, where=where)
         self.buses[b["bus"]] = m
         self.tasks.append(asyncio.create_task(m.run()))
 
@@ -188,7 +211,7 @@ class App:
                 j("%d.%d.%d" % sys.implementation.version[:3]),
                 _mpy_version(),
                 j(hal.uid()),
-                ",".join(j(c) for c in CAPS),
+                ",".join(j(c) for c in self.caps),
                 hal.ticks(),
                 j(self.cfg_id) if self.cfg_id else "null",
                 self.boots,
@@ -263,7 +286,10 @@ class App:
             m = self.buses.get(req["bus"])
             if m is None:
                 return _err("unknown_point", "no Modbus bus %s" % req["bus"])
-            m.read_now(req.get("req", 0))
+            try:
+                m.read_now(req.get("req", 0))
+            except ValueError as ex:
+                return _err("unknown_point", "bus %s: %s" % (req["bus"], ex))
             return _ok()
         ids = req.get("ids")
         if ids is None:
@@ -273,9 +299,7 @@ class App:
             if pid not in self.by_id:
                 return _err("unknown_point", "no point %s" % pid)
         for pid in ids:
-            p = self.by_id[pid]
-            p.changed = True
-            p.due = time.ticks_ms()
+            self.by_id[pid].changed = True  # reported in this round (sensors: their last value)
         return _ok()
 
     def on_mbw(self, req, seq):
@@ -294,8 +318,14 @@ class App:
                 res = _ok()
             elif status == "exc":
                 res = '{"ok":false,"code":"device_error","exc":%d}' % code
-            else:
-                res = '{"ok":false,"code":%s}' % link.json_str("timeout" if status == "timeout" else "device_error")
+            elif status == "timeout":
+                res = _err("timeout", "no reply from unit %s" % req["u"])
+            elif status == "bad":  # the master refused the write: code names the field
+                res = _err("bad_request", str(code))
+            elif status == "crc":
+                res = _err("device_error", "corrupt reply from unit %s" % req["u"])
+            else:  # "busy" (write queue full), "closed" (the configuration changed)
+                res = _err("device_error", "write not done: bus %s" % status)
             self.s.ack_later(seq, res)
 
         m.write(req["u"], fc, req["a"], v, done)
@@ -353,17 +383,14 @@ class App:
                 s.commit()
         e = None
         for p in self.pts:
+            send = p.changed or full  # changed: on change, or asked for with `read`
             if p.periodic:
                 if isinstance(p, points.Sensor):
-                    send = p.fresh or full
+                    send = send or p.fresh
                     p.fresh = False
                 elif time.ticks_diff(now, p.due) >= 0:
                     p.due = time.ticks_add(now, p.every)
                     send = True
-                else:
-                    send = full
-            else:
-                send = p.changed or full
             if not send:
                 continue
             p.changed = False
@@ -472,7 +499,8 @@ def _put_hex(e, data):
     h = b"0123456789abcdef"
     b = e.buf
     n = e.n
-    for x in data:
+    for i in range(len(data)):  # index, not iteration: no iterator allocated
+        x = data[i]
         b[n] = h[x >> 4]
         b[n + 1] = h[x & 15]
         n += 2

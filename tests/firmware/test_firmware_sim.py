@@ -82,7 +82,9 @@ def test_hello_config_commands_and_readings(board: SimBoard, host: Host) -> None
     assert hello["cfg"] is None
     assert hello["mode"] == "run"
     assert hello["boots"] == 1
-    assert set(hello["caps"]) >= {"di", "cnt", "do", "pwm", "adc", "temp", "mb"}
+    assert set(hello["caps"]) >= {"di", "cnt", "do", "pwm", "adc", "temp"}
+    fw = Path(__file__).resolve().parents[2] / "firmware" / "picogate_fw"
+    assert ("mb" in hello["caps"]) == (fw / "mb_master.py").exists()
     assert len(hello["sid"]) == 8
     res = host.push_config(CFG, part_size=100)  # several parts
     assert res is not None
@@ -111,7 +113,18 @@ def test_hello_config_commands_and_readings(board: SimBoard, host: Host) -> None
     assert host.command("set", '{"id":"level","v":1}')["code"] == "read_only"  # type: ignore[index]
     assert host.command("set", "not json")["code"] == "bad_request"  # type: ignore[index]
     assert host.command("read", '{"ids":["nope"]}')["code"] == "unknown_point"  # type: ignore[index]
+    host.frames.clear()
     assert host.command("read", '{"ids":["level"]}') == {"ok": True}
+    host.wait(lambda: "level" in host.readings(), what="the reading asked for")
+    # the same configuration again: outputs are not disturbed
+    assert host.command("set", '{"id":"valve","v":true}') == {"ok": True, "v": True}
+    res = host.push_config(CFG)
+    assert res is not None
+    assert res["ok"]
+    host.frames.clear()
+    assert host.command("read", "{}") == {"ok": True}
+    host.wait(lambda: "valve" in host.readings(), what="full report")
+    assert host.readings()["valve"] == "T"
 
 
 def test_bad_config_keeps_the_old_one_and_the_good_one_survives_a_reset(board: SimBoard, host: Host) -> None:

@@ -140,8 +140,8 @@ class SimBoard:
         """Bytes the board wrote while no host had the port open (dropped, as over USB CDC)."""
         self.wdt_resets = 0
         """Times the simulated watchdog expired and reset the board."""
-        self._wdt_dir = tempfile.mkdtemp(prefix="simboard-wdt-")
-        self._wdt_path = str(Path(self._wdt_dir) / "wdt")
+        self._wdt_dir = ""
+        self._wdt_path = ""
         self._wdt_r: int | None = None
         self._wdt_w: int | None = None
         self._wdt_timeout: float | None = None  # seconds, once the firmware armed it
@@ -156,6 +156,8 @@ class SimBoard:
                 raise SimBoardError(f"simulated board {self.directory} already started")
             self._board_master, self._board_slave = pty.openpty()
             tty.setraw(self._board_slave)
+            self._wdt_dir = tempfile.mkdtemp(prefix="simboard-wdt-")
+            self._wdt_path = str(Path(self._wdt_dir) / "wdt")
             os.mkfifo(self._wdt_path)
             self._wdt_r = os.open(self._wdt_path, os.O_RDONLY | os.O_NONBLOCK)
             self._wdt_w = os.open(self._wdt_path, os.O_WRONLY)  # ours: no EOF between processes
@@ -190,7 +192,8 @@ class SimBoard:
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        shutil.rmtree(self._wdt_dir, ignore_errors=True)
+        if self._wdt_dir:
+            shutil.rmtree(self._wdt_dir, ignore_errors=True)
         if self._own_tmp is not None:
             shutil.rmtree(self._own_tmp, ignore_errors=True)
             self._own_tmp = None
@@ -473,6 +476,7 @@ class SimBoard:
     def _supervise(self) -> None:
         kind: Literal["main", "repl", "raw"] = "main"
         first = True
+        started = time.monotonic()
         while True:
             with self._cond:
                 while not self._powered and not self._stopping:
@@ -484,7 +488,12 @@ class SimBoard:
                     return
                 if not first:
                     self.restarts += 1
+                    if time.monotonic() - started < 0.3:
+                        self._cond.wait(0.2)  # a crash loop: do not eat the CPU (a board would not mind)
                 first = False
+                started = time.monotonic()
+                if kind == "main" and not (self.directory / "main.py").exists():
+                    kind = "repl"  # nothing to run: the board boots to its REPL
                 self._proc = self._spawn(kind)
                 self._mode = kind
                 self._cond.notify_all()

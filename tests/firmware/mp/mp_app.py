@@ -121,7 +121,7 @@ MASTERS = []
 
 
 class Master:
-    def __init__(self, hal, cfg, on_result):
+    def __init__(self, hal, cfg, on_result, where="mb."):
         self.cfg = cfg
         self.on_result = on_result
         self.writes = []
