@@ -243,6 +243,8 @@ async def test_board_restart_gives_a_new_handshake_and_config() -> None:
         h.board.hello(ticks=5)  # unsolicited: it booted again
         await until(lambda: len(h.board.of_type("cfg")) >= pushes + 2)
         assert h.pico.stats.board_restarts == 1
+        states = [s.state for s in h.statuses if s.name == "b1"]
+        assert states[-2:] == [DeviceState.OFFLINE, DeviceState.ONLINE]  # bad while it rebooted
 
 
 async def test_a_repl_prompt_gets_a_soft_reset_and_the_board_goes_offline() -> None:

@@ -129,7 +129,6 @@ class _Session:
         self.inbox: asyncio.Queue[tuple[int, str, str | None]] = asyncio.Queue(maxsize=64)
         self.hello_sent_at = 0.0
         self.established = False
-        self.established_at = 0.0
         self.last_heard = 0.0
         self.last_hb_sent = 0.0
         self.repl_lines: list[str] = []
@@ -227,7 +226,7 @@ class _Session:
             elif self.established and now - self.last_heard > silence:
                 log.warning("%s: board silent for %.1fs", o.name, now - self.last_heard)
                 await self._lost(f"board silent for {now - self.last_heard:.1f}s")
-            elif not self.established and now - self.hello_sent_at > max(hb, 1.0):
+            elif self.hello_sent_at and now - self.hello_sent_at > max(hb, 1.0):
                 self.send_hello()
 
     async def _lost(self, reason: str) -> None:
@@ -338,10 +337,8 @@ class _Session:
         h = orjson.loads(body or "")
         if not isinstance(h, dict) or not isinstance(h.get("sid"), str):
             raise ValueError("hello without sid")
-        answer = bool(self.hello_sent_at) and not self.established
+        answer = bool(self.hello_sent_at)
         new_board = h["sid"] != self.board.sid
-        if not answer and not new_board and time.monotonic() - self.established_at < 1.0:
-            return  # the board's boot hello and its answer to ours crossed: one session is enough
         if new_board:
             if self.board.sid:
                 o.stats.board_restarts += 1
@@ -349,6 +346,15 @@ class _Session:
             self.seen.clear()
             self.acked.clear()
             o.clock.reset()
+            self.established = False
+            self.fail_pending("the board started a new session")
+            if self.push_task is not None:
+                self.push_task.cancel()
+                self.push_task = None
+            if self.board.sid:
+                # Its outputs went to their init values and its readings since are lost with
+                # its RAM: the points are bad until the new session reports them.
+                await o.set_down(f"the board restarted (boots {h.get('boots')}, crash {h.get('crash')})")
         self.board = _BoardInfo(
             sid=h["sid"],
             uid=str(h.get("uid", "")),
@@ -362,17 +368,13 @@ class _Session:
         if isinstance(h.get("ticks"), int):
             o.clock.sample(h["ticks"], o.now_ns())
         if not answer:
-            # A hello we did not ask for: the board (re)started or lost the session.
-            self.established = False
-            self.fail_pending("the board started a new session")
-            if self.push_task is not None:
-                self.push_task.cancel()
-                self.push_task = None
+            # A hello we did not ask for: the board (re)started or lost the session (then it
+            # sends nothing but hellos until it has ours).  Ours starts the session again; if the
+            # board is the same, what is in flight stays valid meanwhile.
             self.send_hello()
             return
         self.hello_sent_at = 0.0
         self.established = True
-        self.established_at = time.monotonic()
         o.repl_backoff = 1.0
         o.stats.sessions += 1
         if self.board.crash:
