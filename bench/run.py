@@ -665,12 +665,30 @@ def scenario_e(ctx: Ctx) -> dict[str, Any]:
     return out
 
 
+def scenario_p(ctx: Ctx) -> dict[str, Any]:
+    """The Pico link: readings/s from the real firmware (unix port) to the agent (bench/pico_link.py)."""
+    say("\n== p. Pico link: firmware (MicroPython unix port) → pty → the agent's Pico source")
+    seconds = "3" if ctx.args.quick else "10"
+    out = subprocess.run(
+        [B.PY, str(B.BENCH / "pico_link.py"), "--seconds", seconds, "--json"],
+        capture_output=True, text=True, timeout=180, check=True,
+    )  # fmt: skip
+    r: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    say(
+        f"   {r['readings_per_s']:,} readings/s ({r['frames_per_s']} frames/s, {r['readings_per_frame']} per frame), "
+        f"{r['points']} points every {r['every']}; agent CPU {r['agent_cpu_percent']}% "
+        f"({r['agent_cpu_ms_per_1000']} ms per 1,000 readings); target ≥ 2,000/s"
+    )
+    return r
+
+
 SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "a": scenario_a,
     "b": scenario_b,
     "c": scenario_c,
     "d": scenario_d,
     "e": scenario_e,
+    "p": scenario_p,
 }
 
 
@@ -1046,7 +1064,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=__doc__,
     )
     p.add_argument(
-        "--scenario", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e (default: all)"
+        "--scenario", default="a,b,c,d,e,p", help="comma-separated subset of a,b,c,d,e,p (default: all)"
     )
     p.add_argument(
         "--duration", type=float, default=30.0, help="measurement window of a and b, seconds (default 30)"
