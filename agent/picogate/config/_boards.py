@@ -44,13 +44,6 @@ TWO_VALUES = {"dht22": ("_t", "_h"), "sht3x": ("_t", "_h")}
 """Kinds that report two points: `<name>_t` (°C) and `<name>_h` (%RH)."""
 
 
-def _every(value: Any) -> Any:
-    seconds = parse_duration(value)
-    if seconds < 0.01:
-        raise ValueError("must be at least 10ms")
-    return seconds
-
-
 class IoPoint(_Model):
     """One I/O point of the board itself (a pin, the internal temperature sensor, a sensor)."""
 
@@ -64,7 +57,7 @@ class IoPoint(_Model):
     debounce: Duration = 0.02
     invert: bool = False
     edge: Literal["rise", "fall", "both"] = "rise"
-    every: Annotated[float, BeforeValidator(_every)] = 1.0
+    every: Annotated[float, BeforeValidator(parse_duration), Field(ge=0.01)] = 1.0
     """How often a counter, ADC, temperature or sensor is reported."""
     init: bool | float | None = None
     """do/pwm: the value set when the configuration is applied (default off / 0.0)."""
@@ -138,7 +131,7 @@ class BoardDevice(_Model):
     max_gap: Annotated[int, Field(ge=0, le=124)] = 0
     no_merge: bool = False
     byte_order: ByteOrder = ByteOrder.ABCD
-    poll: Annotated[float, BeforeValidator(_every)] = 1.0
+    poll: Annotated[float, BeforeValidator(parse_duration), Field(ge=0.01)] = 1.0
     max_silence: Duration = 0.0
     points: list[PointConfig] = Field(default_factory=list)
 
