@@ -87,7 +87,10 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("IoPoint", "offset"): "adc: see `scale`.",
     ("IoPoint", "pin"): "GPIO pin, `GP2` or 2; not for temp and sht3x.",
     ("IoPoint", "init"): "do/pwm: the value set when the configuration is applied (default off / 0.0).",
-    ("BoardConfig", "serial"): "USB serial number (16 hex digits) = `machine.unique_id()`; the board is found among the USB devices 2E8A:0005 by it.",
+    (
+        "BoardConfig",
+        "serial",
+    ): "USB serial number (16 hex digits) = `machine.unique_id()`; the board is found among the USB devices 2E8A:0005 by it.",
     ("BoardBus", "tx"): "TX pin of that UART.",
     ("BoardBus", "rx"): "RX pin of that UART.",
     ("BoardBus", "de"): "RS-485 driver-enable pin (high while sending); null: none.",
