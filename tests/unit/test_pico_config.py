@@ -4,7 +4,9 @@ what the agent derives from a board's section (the JSON pushed, points, Modbus r
 from __future__ import annotations
 
 import json
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -342,3 +344,17 @@ def test_decode_modbus_results() -> None:
     assert all(r.quality is Quality.BAD and r.value is None for r in rs)
     rs, answered = decode_result(req, "ok", b"\x00", 7)  # short reply
     assert all(r.quality is Quality.BAD for r in rs)
+
+
+def test_the_errors_shown_in_pico_md_are_the_real_ones() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "pico.md").read_text(encoding="utf-8")
+    example = re.search(r"```yaml\n(.*?)```", doc, re.S)
+    assert example is not None
+    shown = re.findall(r"^  (gateway\.yaml:\d+:\d+: .*)$", doc, re.M)
+    mutations = [
+        ("pin: GP26", "pin: GP5"),
+        ("rx: GP1", "rx: GP2"),
+        ("{name: parts, kind: cnt, pin: GP3", "{name: parts, kind: cnt, pin: GP2"),
+    ]
+    got = [issues(example.group(1).replace(a, b))[0] for a, b in mutations]
+    assert got == shown
