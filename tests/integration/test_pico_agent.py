@@ -194,7 +194,11 @@ async def test_modbus_device_behind_the_board(
     mosquitto: Any, simboard: Any, modbus_rtu_server: Any, tmp_path: Path
 ) -> None:
     peer = await modbus_rtu_server(
-        {3: {"hr": [250, 0x3FC0, 0x0000, 7], "co": [True, False, True]}, 4: {"silent": True}}, baudrate=115200
+        {
+            3: {"hr": [250, 0x3FC0, 0x0000, 7], "co": [True, False, True], "invalid": {"hr": {20}}},
+            4: {"silent": True},
+        },
+        baudrate=115200,
     )
     board = simboard({**SCENARIO, "uart": {"0": peer.device}})
     section = board_section(
@@ -218,6 +222,7 @@ async def test_modbus_device_behind_the_board(
                             {"name": "amps", "ref": 40002, "type": "float32"},
                             {"name": "setp", "ref": 40004, "writable": True},
                             {"name": "run", "table": "coil", "address": 0, "writable": True},
+                            {"name": "hole", "ref": 40021},  # the device answers ILLEGAL ADDRESS
                         ],
                     },
                     {
@@ -242,6 +247,9 @@ async def test_modbus_device_behind_the_board(
             assert run["v"] is True
             await eventually(lambda: state(gw, "dead") is DeviceState.OFFLINE, 20, "silent slave offline")
             assert state(gw, "meter") is DeviceState.ONLINE
+            hole = (await asyncio.to_thread(rec.wait_topic, f"{ROOT}/data/meter/hole"))[0].json()
+            assert hole["q"] == "bad"  # an exception reply: bad points, the device stays online
+            assert state(gw, "meter") is DeviceState.ONLINE
 
             rec.publish(f"{ROOT}/cmd/meter/setp/set", {"v": 1234, "id": "w1"})
             await eventually(lambda: bool(rec.on(f"{ROOT}/cmd/meter/setp/result")), 15, "write result")
@@ -250,3 +258,16 @@ async def test_modbus_device_behind_the_board(
             await eventually(lambda: 1234 in values_on(rec, f"{ROOT}/data/meter/setp"), 15, "new value read")
             rec.publish(f"{ROOT}/cmd/meter/run/set", {"v": False, "id": "w2"})
             await eventually(lambda: False in values_on(rec, f"{ROOT}/data/meter/run"), 15, "coil off")
+
+
+async def test_a_board_of_another_type_is_not_configured(simboard: Any, tmp_path: Path) -> None:
+    board = simboard(board="pico_w")
+    cfg = base_config(tmp_path, 1, [], boards=[board_section(board.port)], mqtt={"enabled": False})
+    async with running_gateway(cfg) as gw:
+        await eventually(
+            lambda: "pico_w" in getattr(gw.registry.device("line1"), "reason", ""),
+            30,
+            "type mismatch reported",
+        )
+        assert state(gw) is DeviceState.OFFLINE
+        assert pico_of(gw).stats.sessions >= 1

@@ -310,3 +310,21 @@ async def test_silence_takes_the_board_offline() -> None:
     finally:
         h.pico.stop()
         await task
+
+
+def test_find_port_by_usb_serial_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from picogate.pico import _transport
+
+    ports = [
+        SimpleNamespace(vid=0x2E8A, pid=0x0005, serial_number="E66141040396312A", device="/dev/ttyACM1"),
+        SimpleNamespace(vid=0x2E8A, pid=0x0003, serial_number="E661410403963199", device="/dev/ttyACM2"),
+        SimpleNamespace(vid=None, pid=None, serial_number=None, device="/dev/ttyS0"),
+        SimpleNamespace(vid=0x2E8A, pid=0x0005, serial_number="e661410403963100", device="/dev/ttyACM0"),
+    ]
+    monkeypatch.setattr(_transport.list_ports, "comports", lambda: ports)
+    assert _transport.find_port("E66141040396312A") == "/dev/ttyACM1"
+    assert _transport.find_port("E661410403963100") == "/dev/ttyACM0"  # case does not matter
+    assert _transport.find_port("E661410403963199") is None  # not MicroPython's pid (BOOTSEL mode)
+    assert _transport.find_port("0000000000000000") is None
