@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,13 @@ async def test_readings_reach_mqtt_and_a_set_lands_on_the_board(
 
             rec.publish(f"{ROOT}/cmd/line1/fan/set", {"v": 0.75, "id": "c3"})
             await eventually(lambda: 0.75 in values_on(rec, f"{ROOT}/data/line1/fan"), 10, "fan 0.75")
+
+            await eventually(lambda: "mem" in pico_of(gw).stats.board, 10, "a heartbeat from the board")
+            metrics = gw.parts.metrics.render().decode()
+            readings = re.search(r'^picogate_pico_readings_total\{board="line1"\} (\S+)$', metrics, re.M)
+            assert readings is not None
+            assert float(readings.group(1)) > 0
+            assert 'picogate_pico_board_heap_free_bytes{board="line1"}' in metrics
 
 
 async def test_firmware_killed_and_restarted_mid_stream_resyncs(

@@ -14,9 +14,10 @@ async def attach(gw: Gateway) -> list[Component]:
     """One `PicoBoard` per `boards:` entry: its points registered, its devices writable."""
     if not gw.config.boards:
         return []
+    from picogate.pico._metrics import collector
     from picogate.pico._session import PicoBoard
 
-    boards: list[Component] = []
+    boards: list[PicoBoard] = []
     for cfg in gw.config.boards:
         board = PicoBoard(
             cfg, registry=gw.registry, emit=gw.pipeline.emit, status_changed=gw.pipeline.device_status
@@ -25,4 +26,5 @@ async def attach(gw: Gateway) -> list[Component]:
         for device, writer in board.writers().items():
             gw.router.register_writer(device, writer)
         boards.append(board)
-    return boards
+    gw.parts.metrics.add_collector(collector(boards))
+    return list(boards)
