@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -279,3 +280,31 @@ async def test_a_board_of_another_type_is_not_configured(simboard: Any, tmp_path
         )
         assert state(gw) is DeviceState.OFFLINE
         assert pico_of(gw).stats.sessions >= 1
+
+
+async def test_readings_taken_while_the_agent_was_down_arrive_after_it_restarts(
+    mosquitto: Any, simboard: Any, tmp_path: Path
+) -> None:
+    board = simboard()
+    io = [{"name": "parts", "kind": "cnt", "pin": "GP3", "every": "200ms"}]
+    cfg = base_config(
+        tmp_path, mosquitto.port, [], boards=[board_section(board.port, io=io, safe_timeout="10s")]
+    )
+    with recorder(mosquitto.host, mosquitto.port, f"{ROOT}/data/line1/parts") as rec:
+        async with running_gateway(cfg) as gw:
+            await eventually(lambda: state(gw) is DeviceState.ONLINE, 30, "online")
+            await eventually(lambda: len(rec.on(f"{ROOT}/data/line1/parts")) >= 2, 10, "counts")
+        down_from = time.time() * 1000
+        await asyncio.sleep(1.5)  # the board goes on counting and queues what is not acknowledged
+        down_to = time.time() * 1000
+        async with running_gateway(cfg) as gw:
+            await eventually(
+                lambda: any(
+                    down_from + 100 < m.json()["ts"] < down_to - 100
+                    for m in rec.on(f"{ROOT}/data/line1/parts")
+                ),
+                20,
+                "a count taken while the agent was down",
+            )
+    counts = [m.json()["v"] for m in rec.on(f"{ROOT}/data/line1/parts") if m.json()["q"] == "good"]
+    assert counts == sorted(counts)
