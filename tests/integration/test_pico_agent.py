@@ -308,3 +308,20 @@ async def test_readings_taken_while_the_agent_was_down_arrive_after_it_restarts(
             )
     counts = [m.json()["v"] for m in rec.on(f"{ROOT}/data/line1/parts") if m.json()["q"] == "good"]
     assert counts == sorted(counts)
+
+
+async def test_maintenance_from_the_link_then_back_to_the_application(simboard: Any, tmp_path: Path) -> None:
+    board = simboard()
+    cfg = base_config(tmp_path, 1, [], boards=[board_section(board.port)], mqtt={"enabled": False})
+    async with running_gateway(cfg) as gw:
+        await eventually(lambda: state(gw) is DeviceState.ONLINE, 30, "online")
+        pico = pico_of(gw)
+        await pico.command("maint")
+        await eventually(lambda: board.mode == "repl", 20, "the board at its plain REPL")
+        await asyncio.sleep(1.5)
+        assert board.mode == "repl"  # the agent left it alone (no soft reset into the app)
+        assert pico.stats.repl_resets == 0
+        assert "maintenance" in gw.registry.device("line1").reason
+        pico.resume()  # flashing done: the agent finds the REPL and resets the board into the app
+        await eventually(lambda: state(gw) is DeviceState.ONLINE, 40, "online after maintenance")
+        assert pico.stats.repl_resets >= 1

@@ -328,3 +328,26 @@ def test_find_port_by_usb_serial_number(monkeypatch: pytest.MonkeyPatch) -> None
     assert _transport.find_port("E661410403963100") == "/dev/ttyACM0"  # case does not matter
     assert _transport.find_port("E661410403963199") is None  # not MicroPython's pid (BOOTSEL mode)
     assert _transport.find_port("0000000000000000") is None
+
+
+async def test_board_commands_are_acknowledged_and_refused_when_not_connected() -> None:
+    async with running() as h:
+        await until(lambda: h.pico.session is not None)
+        await h.pico.command("maint")
+        assert h.board.of_type("maint")
+    with pytest.raises(ConnectionError, match="not connected"):
+        await h.pico.command("reset")
+
+
+async def test_maintenance_leaves_the_port_alone_until_resumed() -> None:
+    async with running() as h:
+        await until(lambda: h.pico.session is not None)
+        await h.pico.command("maint")
+        assert h.pico.released
+        await until(lambda: h.state() is DeviceState.OFFLINE)
+        assert "maintenance" in h.registry.device("b1").reason  # type: ignore[union-attr]
+        hellos = len(h.board.of_type("hello"))
+        await asyncio.sleep(0.5)
+        assert len(h.board.of_type("hello")) == hellos  # no reconnect meanwhile
+        h.pico.resume()
+        await until(lambda: h.state() is DeviceState.ONLINE)

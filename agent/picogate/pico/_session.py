@@ -496,6 +496,9 @@ class PicoBoard:
         self.session: _Session | None = None
         self.repl_backoff = 1.0
         self._stopping = asyncio.Event()
+        self._released = asyncio.Event()
+        self._released.set()
+        self._close_port = asyncio.Event()
         self._mb_failures: dict[str, int] = {}
         self.port: str | None = None
         self.devices = [cfg.name, *self.plan.devices]
@@ -518,6 +521,15 @@ class PicoBoard:
         backoff = 0.5
         announced = False
         while not self._stopping.is_set():
+            if not self._released.is_set():
+                await self.set_down("maintenance: the port is left to the flasher")
+                released = asyncio.create_task(self._released.wait())
+                stopping = asyncio.create_task(self._stopping.wait())
+                await asyncio.wait({released, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                released.cancel()
+                stopping.cancel()
+                continue
+            self._close_port.clear()
             port = self.cfg.port or await asyncio.to_thread(find_port, self.cfg.serial or "")
             transport: Transport | None = None
             if port is not None:
@@ -542,10 +554,12 @@ class PicoBoard:
             session = _Session(self, transport)
             runner = asyncio.create_task(session.run(), name=f"pico-session-{self.cfg.name}")
             stopper = asyncio.create_task(self._stopping.wait())
+            closer = asyncio.create_task(self._close_port.wait())
             try:
-                await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({runner, stopper, closer}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopper.cancel()
+                closer.cancel()
                 runner.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionError, Exception):
                     await runner
@@ -553,7 +567,7 @@ class PicoBoard:
                     log.warning("%s: link lost: %s", self.name, runner.exception())
                 transport.close()
                 self.session = None
-            if not self._stopping.is_set():
+            if not self._stopping.is_set() and self._released.is_set():
                 await self.set_down("link lost")
                 await self._sleep(0.2)
 
@@ -667,6 +681,37 @@ class PicoBoard:
             raise ValueError("evt body is not an object")
         level = logging.INFO if e.get("ok", True) else logging.WARNING
         log.log(level, "%s: board event %s", self.name, orjson.dumps(e).decode())
+
+    # ------------------------------------------------------------------ board commands
+
+    async def command(self, kind: Literal["maint", "boot", "reset"]) -> None:
+        """Ask the board to enter maintenance mode (its plain REPL, for flashing), to reboot into
+        its UF2 bootloader, or to reset.  Returns once the board acknowledged; it then goes away
+        and the link is re-established (or not, for maint and boot) like after any reset."""
+        session = self.session
+        if session is None or not session.established:
+            raise ConnectionError(f"board {self.cfg.name} is not connected")
+        if kind != "reset":
+            self._released.clear()  # leave the port alone: the flasher (or an operator) uses it
+        try:
+            result = await session.request(kind, "{}")
+        except BaseException:
+            self._released.set()
+            raise
+        if not result.get("ok", True):
+            self._released.set()
+            raise RuntimeError(f"board {self.cfg.name} refused {kind}: {result}")
+        if kind != "reset":
+            self._close_port.set()
+
+    def resume(self) -> None:
+        """Take the board back after maintenance or the bootloader (connect and configure it)."""
+        self._released.set()
+
+    @property
+    def released(self) -> bool:
+        """True while the agent leaves the board's port alone (after `command("maint"/"boot")`)."""
+        return not self._released.is_set()
 
     # ------------------------------------------------------------------ writes
 
