@@ -1,7 +1,7 @@
 """Host side of the firmware Modbus master tests and benchmark.
 
 * ``run_master(tty, cfg, ...)`` runs ``picogate_fw.mb_master`` on the MicroPython unix port
-  (tests/firmware/mb/mb_harness.py) against a host tty and returns what it reported.
+  (tests/firmware/mp/mb_harness.py) against a host tty and returns what it reported.
 * ``RtuRelay`` sits between two ttys (the master's side of one socat pty pair and the client end
   of the pymodbus server's pair) and copies bytes both ways, corrupting, dropping or adding bytes
   on demand: a noisy RS-485 line under test control.
@@ -24,7 +24,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
-HARNESS = REPO / "tests/firmware/mb/mb_harness.py"
+HARNESS = REPO / "tests/firmware/mp/mb_harness.py"
 
 
 def micropython() -> str:
@@ -52,6 +52,13 @@ class MasterRun:
         return [r["st"] for r in self.of(req)]
 
 
+def _write_spec(workdir: Path, spec: dict[str, Any]) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "mb_spec.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
 async def run_master(
     tty_path: str,
     cfg: dict[str, Any],
@@ -66,20 +73,17 @@ async def run_master(
     timeout: float = 60.0,
 ) -> MasterRun:
     """Run the master for ``ms`` milliseconds (or ``max_tx`` transactions) on MicroPython."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    spec = workdir / "mb_spec.json"
-    spec.write_text(
-        json.dumps(
-            {
-                "tty": tty_path,
-                "cfg": cfg,
-                "ms": ms,
-                "max_tx": max_tx,
-                "writes": list(writes),
-                "read_now": list(read_now),
-                "quiet": quiet,
-            }
-        )
+    spec = _write_spec(
+        workdir,
+        {
+            "tty": tty_path,
+            "cfg": cfg,
+            "ms": ms,
+            "max_tx": max_tx,
+            "writes": list(writes),
+            "read_now": list(read_now),
+            "quiet": quiet,
+        },
     )
     env = dict(os.environ, MICROPYPATH=f"{FIRMWARE}:.frozen")
     proc = await asyncio.create_subprocess_exec(

@@ -14,7 +14,8 @@ from picogate_fw.session import PENDING, Session, StdIO
 _LOOP_MS = const(2)
 _HEALTHY_MS = const(10000)  # pg_boots goes back to 0 after this long healthy
 _STALL_MS = const(30000)  # a task that made no progress for this long makes the loop unhealthy
-_RD_FLUSH = const(900)  # bytes: a reading frame is committed before it grows past this
+_RD_FLUSH = const(900)
+_MB_BATCH_MS = const(20)  # Modbus results wait at most this long for others to share their frame  # bytes: a reading frame is committed before it grows past this
 _BUS_KEYS = tuple("mb%d" % i for i in range(8))
 _STATUS = {"ok": b"ok", "exc": b"exc", "timeout": b"timeout", "crc": b"crc"}
 CAPS = ("di", "cnt", "do", "pwm", "adc", "temp")  # always; plus the drivers present (_caps)
@@ -79,11 +80,13 @@ class App:
         self.safe = False
         self.next_hb = self.t0
         self.mb_open = False
+        self.mb_t0 = 0
         self.after_ack = None  # what to do once the ack of maint/boot/reset went out
         self.healthy_since = self.t0
         self.cleared_boots = boots == 0
         self.progress = {}  # task name -> ticks of its last progress
         self.full_due = False
+        self.lag = 0  # longest time between two main-loop rounds since the last heartbeat, ms
         self.caps = _caps()
         text, cfg = config.load()
         if cfg is not None:
@@ -121,6 +124,7 @@ class App:
         self.cfg_text = text
         self.cfg_id = config.cfg_hash(text)
         self.hb_ms = cfg["hb_ms"]
+        self.next_hb = time.ticks_ms()  # the new period starts now
         self.safe_ms = cfg["safe_ms"]
         self.safe = False
         now = time.ticks_ms()
@@ -194,6 +198,7 @@ class App:
         if proto != 1:
             self.log("error", "host speaks protocol %s, this firmware 1" % proto)
         self.s.new_peer(sid)
+        self.parts = None  # a configuration half received from an earlier session is dropped
         self.send_hello()
         self.full_due = True
         return None
@@ -349,6 +354,7 @@ class App:
             e.sp()
             e.put_int(hal.ticks())
             self.mb_open = True
+            self.mb_t0 = time.ticks_ms()
         e.sp()
         e.put_int(bus)
         e.put_byte(0x2E)
@@ -366,6 +372,7 @@ class App:
         if self.s.rd_open:
             self.s.commit()
         self.mb_open = False
+        self.mb_t0 = 0
 
     def report(self, now, full):
         """Readings due (periodic), changed (on change), or all (full report) in rd frames."""
@@ -413,9 +420,10 @@ class App:
         up = time.ticks_diff(now, self.t0) // 1000
         s.send(
             "hb",
-            '{"ticks":%d,"q":%d,"drop":%d,"bad":%d,"mem":%d,"up":%d,"safe":%s}'
-            % (hal.ticks(), len(s.q), s.drop, s.bad, gc.mem_free(), up, "true" if self.safe else "false"),
+            '{"ticks":%d,"q":%d,"drop":%d,"bad":%d,"mem":%d,"up":%d,"safe":%s,"lag":%d}'
+            % (hal.ticks(), len(s.q), s.drop, s.bad, gc.mem_free(), up, "true" if self.safe else "false", self.lag),
         )
+        self.lag = 0
 
     # --- tasks -----------------------------------------------------------------------------------
 
@@ -447,8 +455,13 @@ class App:
     async def main(self):
         s = self.s
         self.send_hello()
+        prev = time.ticks_ms()
         while True:
             now = time.ticks_ms()
+            gap = time.ticks_diff(now, prev)  # this round's start after the last one's
+            prev = now
+            if gap > self.lag:
+                self.lag = gap
             hal.service()
             s.poll_rx()
             if self.after_ack:
@@ -460,7 +473,9 @@ class App:
                     p.scan(now)
             full = self.full_due
             if time.ticks_diff(now, self.next_hb) >= 0:
-                self.next_hb = time.ticks_add(now, self.hb_ms)
+                self.next_hb = time.ticks_add(self.next_hb, self.hb_ms)  # no drift
+                if time.ticks_diff(now, self.next_hb) >= 0:
+                    self.next_hb = time.ticks_add(now, self.hb_ms)  # far behind: start again
                 if s.up:
                     self.send_hb(now)
                 else:
@@ -468,8 +483,8 @@ class App:
                 full = True
             self.full_due = False
             self.report(now, full)
-            if s.rd_open:
-                self.flush_open()
+            if s.rd_open and (not self.mb_open or time.ticks_diff(now, self.mb_t0) >= _MB_BATCH_MS):
+                self.flush_open()  # an mb frame gathers results for a while: fewer, fuller frames
             if not s.pump(now):
                 self.send_hello()
             self.check_safe(now)

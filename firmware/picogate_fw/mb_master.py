@@ -82,7 +82,7 @@ class Master:
         self._force = []
         self._slot = []
         self._views = []
-        self._units = []
+        self._units = []  # type: list[int]
         now = time.ticks_ms()
         for i, r in enumerate(reqs):
             wr = "%sreqs[%d]." % (w, i)

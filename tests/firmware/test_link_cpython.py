@@ -34,7 +34,9 @@ link = _load()
 def test_good_vectors(case: dict[str, object]) -> None:
     line = str(case["line"]).encode()
     assert link.decode(line) == (case["marker"], case["seq"], case["type"], case["body"])
-    assert link.encode(case["marker"], case["seq"], case["type"], case["body"]) == line.replace(b"\r\n", b"\n")
+    assert link.encode(case["marker"], case["seq"], case["type"], case["body"]) == line.replace(
+        b"\r\n", b"\n"
+    )
 
 
 @pytest.mark.parametrize("case", VECTORS["bad"], ids=[str(c["why"]) for c in VECTORS["bad"]])

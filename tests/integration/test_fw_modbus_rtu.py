@@ -72,7 +72,10 @@ async def test_writes_of_every_function_code(modbus_rtu_server: StartRtu, tmp_pa
         {"at": 0, "u": 5, "fc": 5, "a": 3, "v": [True]},
         {"at": 0, "u": 5, "fc": 15, "a": 8, "v": [1, 0, 1, 1, 0, 0, 1, 1, 1]},
     ]
-    reqs = [{"u": 5, "fc": 3, "a": 0, "n": 13, "every_ms": 50}, {"u": 5, "fc": 1, "a": 0, "n": 17, "every_ms": 50}]
+    reqs = [
+        {"u": 5, "fc": 3, "a": 0, "n": 13, "every_ms": 50},
+        {"u": 5, "fc": 1, "a": 0, "n": 17, "every_ms": 50},
+    ]
     run = await run_master(peer.device, _bus(reqs), tmp_path, ms=60000, max_tx=10, writes=writes)
     assert [(w["w"], w["st"]) for w in sorted(run.writes, key=lambda w: w["w"])] == [
         (0, "ok"),
@@ -130,10 +133,15 @@ async def test_silent_slave_is_backed_off_and_the_others_keep_polling(
     assert len(alive) >= 3 * len(dead)
 
 
-async def test_without_backoff_a_silent_slave_takes_its_turns(modbus_rtu_server: StartRtu, tmp_path: Path) -> None:
+async def test_without_backoff_a_silent_slave_takes_its_turns(
+    modbus_rtu_server: StartRtu, tmp_path: Path
+) -> None:
     """The counterpart of the test above: backoff_ms 0 keeps polling the dead slave."""
     peer = await modbus_rtu_server({1: {"hr": HR}, 2: {"silent": True}})
-    reqs = [{"u": 1, "fc": 3, "a": 0, "n": 1, "every_ms": 50}, {"u": 2, "fc": 3, "a": 0, "n": 1, "every_ms": 50}]
+    reqs = [
+        {"u": 1, "fc": 3, "a": 0, "n": 1, "every_ms": 50},
+        {"u": 2, "fc": 3, "a": 0, "n": 1, "every_ms": 50},
+    ]
     run = await run_master(peer.device, _bus(reqs, timeout_ms=50, retries=0, backoff_ms=0), tmp_path, ms=1500)
     assert run.stats["backoff"] == 0
     assert len(run.statuses(1)) >= 8
@@ -143,17 +151,24 @@ async def test_without_backoff_a_silent_slave_takes_its_turns(modbus_rtu_server:
 async def test_timeouts_and_retries(modbus_rtu_server: StartRtu, tmp_path: Path) -> None:
     peer = await modbus_rtu_server({4: {"silent": True}})
     reqs = [{"u": 4, "fc": 3, "a": 0, "n": 1, "every_ms": 10}]
-    run = await run_master(peer.device, _bus(reqs, timeout_ms=40, retries=2, backoff_ms=0), tmp_path, max_tx=3, ms=60000)
+    run = await run_master(
+        peer.device, _bus(reqs, timeout_ms=40, retries=2, backoff_ms=0), tmp_path, max_tx=3, ms=60000
+    )
     assert run.statuses(0) == ["timeout"] * 3
     assert peer.requests[4] == 9  # three transactions of 1 + 2 retries
     assert run.stats["retry"] == 6
 
 
-async def test_late_reply_is_not_taken_for_the_next_answer(modbus_rtu_server: StartRtu, tmp_path: Path) -> None:
+async def test_late_reply_is_not_taken_for_the_next_answer(
+    modbus_rtu_server: StartRtu, tmp_path: Path
+) -> None:
     """A slave answering after the timeout: its reply is drained as stray bytes before the next
     request, never reported as the answer to it."""
     peer = await modbus_rtu_server({1: {"hr": [11, 12], "delay": 0.15}, 2: {"hr": [21, 22]}})
-    reqs = [{"u": 1, "fc": 3, "a": 0, "n": 2, "every_ms": 400}, {"u": 2, "fc": 3, "a": 0, "n": 2, "every_ms": 100}]
+    reqs = [
+        {"u": 1, "fc": 3, "a": 0, "n": 2, "every_ms": 400},
+        {"u": 2, "fc": 3, "a": 0, "n": 2, "every_ms": 100},
+    ]
     cfg = _bus(reqs, timeout_ms=60, retries=0, backoff_ms=0)
     run = await run_master(peer.device, cfg, tmp_path, ms=1500)
     assert set(run.statuses(0)) == {"timeout"}
@@ -161,14 +176,19 @@ async def test_late_reply_is_not_taken_for_the_next_answer(modbus_rtu_server: St
     assert run.stats["stray"] > 0 or run.stats["crc"] > 0
 
 
-async def test_corrupted_replies_are_crc_errors_and_retried(modbus_rtu_server: StartRtu, tmp_path: Path) -> None:
+async def test_corrupted_replies_are_crc_errors_and_retried(
+    modbus_rtu_server: StartRtu, tmp_path: Path
+) -> None:
     peer = await modbus_rtu_server({1: {"hr": HR}, 3: {"hr": [5, 6, 7]}})
     line = SocatPtyPair(tmp_path / "line").start()
     relay = RtuRelay(line.path_b, peer.device).start()
     try:
         relay.flip_replies(3, -1)  # every reply of unit 3 is corrupted
         relay.flip_replies(1, 1)  # only the first reply of unit 1: its retry gets through
-        reqs = [{"u": 1, "fc": 3, "a": 0, "n": 10, "every_ms": 100}, {"u": 3, "fc": 3, "a": 0, "n": 3, "every_ms": 100}]
+        reqs = [
+            {"u": 1, "fc": 3, "a": 0, "n": 10, "every_ms": 100},
+            {"u": 3, "fc": 3, "a": 0, "n": 3, "every_ms": 100},
+        ]
         run = await run_master(line.path_a, _bus(reqs, retries=1, backoff_ms=0), tmp_path, ms=60000, max_tx=6)
     finally:
         relay.stop()
