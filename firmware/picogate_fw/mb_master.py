@@ -4,7 +4,8 @@
 #   asyncio.create_task(m.run())
 #   m.write(u, fc, a, values, done)   # queued ahead of polls; done(status, code) when finished
 #   m.read_now(req_index)             # poll that request next
-#   m.close()
+#   m.stop()                          # run() returns after the transaction under way
+#   m.close()                         # at once; pending writes get "closed"
 #
 # - RS-485: with a "de" pin, DE goes high, the frame is written, flush() waits for the last stop
 #   bit (MicroPython >= 1.24), DE goes low. The frame's own air time is slept through first so
@@ -126,6 +127,7 @@ class Master:
         self._wq = []
         self._idle = _IDLE_MS
         self._closed = False
+        self._stopping = False
         # counters
         self.n_tx = 0  # transactions (polls and writes), each with its retries
         self.n_ok = 0
@@ -190,6 +192,10 @@ class Master:
         await ev.wait()
         return res[0]
 
+    def stop(self):
+        """End run() after the transaction under way (close() ends it at once)."""
+        self._stopping = True
+
     def close(self):
         self._closed = True
         wq, self._wq = self._wq, []
@@ -242,7 +248,7 @@ class Master:
                     wait = -d
                 continue
             s = self._slot[i]
-            if self._fails[s]:
+            if self.backoff_ms and self._fails[s]:
                 b = time.ticks_diff(self._until[s], now)
                 if b > 0:
                     if b < wait:
@@ -334,7 +340,7 @@ class Master:
         ticks_ms = time.ticks_ms
         ticks_diff = time.ticks_diff
         sleep_ms = asyncio.sleep_ms
-        while not self._closed:
+        while not (self._closed or self._stopping):
             w = self._wq[0] if self._wq else None
             if w is not None:
                 frame = w[0]
@@ -358,7 +364,7 @@ class Master:
                     if k:
                         self._drain(k)
                     d = ticks_diff(ticks_us(), self._last_us)
-                    if d >= self.gap_us:
+                    if d >= self.gap_us or d < 0:  # < 0: silent for longer than half the ticks period
                         break
                     t = ticks_us()
                     await sleep_ms((self.gap_us - d + 999) // 1000)
@@ -371,8 +377,14 @@ class Master:
                     await sleep_ms(ms)
                     self.wait_us += ticks_diff(ticks_us(), t)
                 self._tx_off()
-                # 3. receive: the expected length, or silence after some bytes, or the timeout
+                # 3. receive: the expected length, or silence after some bytes, or the timeout.
+                # A full reply cannot be in before its own air time: sleep through most of it.
                 t0 = ticks_ms()
+                ms = (need * self.char_us) // 1000 - 1
+                if ms > 0:
+                    t = ticks_us()
+                    await sleep_ms(ms if ms < self.timeout_ms else self.timeout_ms)
+                    self.wait_us += ticks_diff(ticks_us(), t)
                 last = 0
                 t_last = 0
                 while True:

@@ -4,6 +4,7 @@
 #
 #   dev = SimSHT3x(t=22.5, h=41.0)       # or fail="nodev" (no ACK) / "crc" (a corrupt CRC)
 #   bus = SimI2CBus({0x44: dev})         # writeto / readfrom_into / scan, as machine.I2C
+#   bus = bus_from_spec({"68": {"kind": "sht3x", "t": 22.0, "h": 40.0}})   # pg_sim.json's "i2c"
 from picogate_fw.drv_sht3x import crc8
 
 _ENODEV = 19
@@ -73,3 +74,16 @@ class SimI2CBus:
         b = bytearray(n)
         self.readfrom_into(addr, b)
         return bytes(b)
+
+
+def bus_from_spec(spec):
+    """A SimI2CBus from a scenario's I2C bus entry: {"<addr, decimal>": {"kind": "sht3x", "t": °C,
+    "h": %RH, "fail": true | "nodev" | "crc"}}. Other kinds are not simulated (no ACK)."""
+    devices = {}
+    for addr, d in (spec or {}).items():
+        if d.get("kind", "sht3x") != "sht3x":
+            continue
+        fail = d.get("fail")
+        devices[int(addr)] = SimSHT3x(float(d.get("t", 25.0)), float(d.get("h", 50.0)),
+                                      "nodev" if fail is True else fail)
+    return SimI2CBus(devices)

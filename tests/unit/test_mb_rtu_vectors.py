@@ -15,6 +15,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU, ModbusPDU
 from pymodbus.pdu import bit_message as bm
@@ -135,3 +137,51 @@ def test_builders_reject_what_pymodbus_would_send_wrong(mb_rtu: ModuleType) -> N
         mb_rtu.build_read(bytearray(8), 0, 3, 0, 1)
     with pytest.raises(ValueError, match=r"^v\[1\]: True is not a register value"):
         mb_rtu.build_write(1, 16, 0, [1, True])
+
+
+# -- properties: random input gives a status, never a crash ---------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    unit=st.integers(1, 247),
+    fc=st.sampled_from([1, 2, 3, 4]),
+    addr=st.integers(0, 65535),
+    n=st.integers(1, 2000),
+    reply=st.binary(max_size=300),
+)
+def test_any_reply_bytes_give_a_status(
+    mb_rtu: ModuleType, unit: int, fc: int, addr: int, n: int, reply: bytes
+) -> None:
+    n = min(n, 125 if fc > 2 else 2000, 65536 - addr)
+    req = bytearray(8)
+    mb_rtu.build_read(req, unit, fc, addr, n)
+    rep = bytearray(reply) + bytearray(4)
+    status = mb_rtu.check_reply(req, rep, len(reply))
+    assert status in (mb_rtu.OK, mb_rtu.EXC, mb_rtu.CRC, mb_rtu.BAD)
+    if status == mb_rtu.OK:  # only a CRC-valid frame of exactly the expected shape
+        assert len(reply) == mb_rtu.reply_len(req)
+        assert FramerRTU.compute_CRC(reply[:-2]) == int.from_bytes(reply[-2:], "big")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    unit=st.integers(1, 247),
+    fc=st.sampled_from([3, 4]),
+    addr=st.integers(0, 65535),
+    regs=st.lists(st.integers(0, 65535), min_size=1, max_size=125),
+    flip=st.integers(0, 10_000),
+)
+def test_a_real_reply_is_ok_and_any_single_bit_flip_is_caught(
+    mb_rtu: ModuleType, unit: int, fc: int, addr: int, regs: list[int], flip: int
+) -> None:
+    addr = min(addr, 65536 - len(regs))
+    req = bytearray(8)
+    mb_rtu.build_read(req, unit, fc, addr, len(regs))
+    pdu = (rm.ReadHoldingRegistersResponse if fc == 3 else rm.ReadInputRegistersResponse)(registers=regs)
+    reply = _frame(pdu, unit)
+    assert mb_rtu.check_reply(req, bytearray(reply), len(reply)) == mb_rtu.OK
+    bad = bytearray(reply)
+    bit = flip % (8 * len(bad))
+    bad[bit // 8] ^= 1 << (bit % 8)
+    assert mb_rtu.check_reply(req, bad, len(bad)) in (mb_rtu.CRC, mb_rtu.BAD)

@@ -5,7 +5,7 @@ import asyncio
 from mpt import eq, raises
 
 from picogate_fw import drv_dht22, drv_ds18b20, drv_sht3x
-from picogate_fw.sim_sht3x import SimI2CBus, SimSHT3x
+from picogate_fw.sim_sht3x import SimI2CBus, SimSHT3x, bus_from_spec
 
 
 class Hal:
@@ -202,3 +202,13 @@ def test_drivers_on_the_simulated_board():
     near(run(drv_sht3x.Sensor(hal, {"i2c": 0, "sda": 8, "scl": 9, "addr": 68}).read())[0], 19.0, 0.01, "sht3x")
     eq(run(drv_ds18b20.Sensor(hal, {"pin": 4, "rom": None}).read()), (23.25,), "ds18b20")
     eq(run(drv_dht22.Sensor(hal, {"pin": 5}).read()), (20.5, 60.0), "dht22")
+
+
+def test_sim_sht3x_from_a_scenario_entry():
+    bus = bus_from_spec({"68": {"kind": "sht3x", "t": 30.0, "h": 20.0}, "69": {"kind": "sht3x", "fail": "crc"},
+                         "70": {"kind": "bme280"}})
+    eq(sorted(bus.devices), [68, 69], "sht3x devices only")
+    hal = Hal(i2c=bus)
+    near(run(drv_sht3x.Sensor(hal, {"i2c": 0, "sda": 8, "scl": 9, "addr": 68}).read())[0], 30.0, 0.01, "t")
+    raises(OSError, run, drv_sht3x.Sensor(hal, {"i2c": 0, "sda": 8, "scl": 9, "addr": 69}).read())
+    eq(bus_from_spec({"68": {"fail": True}}).devices[68].fail, "nodev", "fail: true")

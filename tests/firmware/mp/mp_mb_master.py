@@ -233,23 +233,24 @@ def test_exception_and_corrupt_replies():
     bad = bytearray(line.replies[1])
     bad[3] ^= 1
     got = []
+
+    def on_result(b, i, st, d):
+        got.append((st, d, m.n_retry))
+        line.replies[1] = bad  # from the second poll on
+
     m = mb_master.Master(
-        None, cfg([{"u": 1, "fc": 3, "a": 0, "n": 1, "every_ms": 5}], retries=1), lambda b, i, st, d: got.append((st, d)),
-        uart=line,
+        None, cfg([{"u": 1, "fc": 3, "a": 0, "n": 1, "every_ms": 5}], retries=1), on_result, uart=line
     )
 
     async def main():
         t = asyncio.create_task(m.run())
         line.replies[1] = exc
-        await _until(lambda: len(got) >= 1)
-        line.replies[1] = bad
         await _until(lambda: len(got) >= 2)
         t.cancel()
 
     asyncio.run(main())
-    eq(got[0], ("exc", 2), "exception")
-    eq(got[1], ("crc", None), "corrupt")
-    eq(m.n_retry, 1, "only the corrupt reply was retried")
+    eq(got[0], ("exc", 2, 0), "exception, not retried")
+    eq(got[1], ("crc", None, 1), "corrupt, retried once (retries 1)")
 
 
 def test_timing_from_the_line_settings():
@@ -278,3 +279,10 @@ def test_bad_config_names_the_field():
     m = mb_master.Master(None, cfg([{"u": 1, "fc": 3, "a": 0, "n": 1}]), None, uart=Line({}))
     e = raises(ValueError, m.read_now, 1)
     eq(str(e), "req: 1 is not 0..0", "read_now")
+
+
+def test_sim_uart_names_a_missing_tty():
+    from picogate_fw import sim_uart
+
+    e = raises(OSError, sim_uart.SimUART, "/nonexistent/ttyX", 9600)
+    eq("/nonexistent/ttyX" in str(e), True, str(e))
