@@ -325,3 +325,42 @@ async def test_maintenance_from_the_link_then_back_to_the_application(simboard: 
         pico.resume()  # flashing done: the agent finds the REPL and resets the board into the app
         await eventually(lambda: state(gw) is DeviceState.ONLINE, 40, "online after maintenance")
         assert pico.stats.repl_resets >= 1
+
+
+async def test_sensors_report_through_the_agent_and_a_failing_one_is_bad(
+    mosquitto: Any, simboard: Any, tmp_path: Path
+) -> None:
+    scenario = {
+        "onewire": {"16": {"28FF4A6B12160301": 21.5}},
+        "dht22": {"17": {"t": 22.0, "h": 45.0}, "18": "fail"},
+        "i2c": {"0": {"68": {"kind": "sht3x", "t": 23.5, "h": 40.0}}},
+    }
+    board = simboard(scenario)
+    io = [
+        {"name": "tank", "kind": "ds18b20", "pin": "GP16", "rom": "28ff4a6b12160301", "every": "500ms"},
+        {"name": "room", "kind": "dht22", "pin": "GP17", "every": "2s"},
+        {"name": "attic", "kind": "dht22", "pin": "GP18", "every": "2s"},
+        {"name": "air", "kind": "sht3x", "sda": "GP8", "scl": "GP9", "every": "500ms"},
+    ]
+    cfg = base_config(tmp_path, mosquitto.port, [], boards=[board_section(board.port, io=io)])
+    with recorder(mosquitto.host, mosquitto.port, f"{ROOT}/data/line1/#") as rec:
+        async with running_gateway(cfg):
+
+            async def first(point: str) -> dict[str, Any]:
+                """The first good value (before its first read a sensor reports bad)."""
+                topic = f"{ROOT}/data/line1/{point}"
+                await eventually(lambda: any(m.json()["q"] == "good" for m in rec.on(topic)), 30, topic)
+                return dict(next(m.json() for m in rec.on(topic) if m.json()["q"] == "good"))
+
+            tank = await first("tank")
+            assert (tank["v"], tank["unit"], tank["q"]) == (21.5, "°C", "good")
+            assert (await first("room_t"))["v"] == 22.0
+            room_h = await first("room_h")
+            assert (room_h["v"], room_h["unit"]) == (45.0, "%RH")
+            assert (await first("air_t"))["v"] == 23.5
+            assert (await first("air_h"))["v"] == 40.0
+            await eventually(
+                lambda: any(m.json()["q"] == "bad" for m in rec.on(f"{ROOT}/data/line1/attic_t")),
+                20,
+                "attic bad",
+            )
