@@ -358,3 +358,24 @@ def test_the_errors_shown_in_pico_md_are_the_real_ones() -> None:
     ]
     got = [issues(example.group(1).replace(a, b))[0] for a, b in mutations]
     assert got == shown
+
+
+def test_a_configuration_too_big_for_the_board_is_refused_by_name() -> None:
+    points = [{"name": f"p{i}", "ref": 40001 + 2 * i} for i in range(400)]
+    text = cfg(
+        f"""\
+        - name: big
+          port: /dev/ttyACM0
+          modbus:
+            - tx: 0
+              rx: 1
+              devices:
+                - {{name: m1, no_merge: true, points: {json.dumps(points)}}}
+        """
+    )
+    (issue,) = issues(text)
+    assert re.match(
+        r"gateway.yaml:3:5: boards\[0\]: the board's configuration would be \d+ bytes of JSON; "
+        r"a board takes at most 16384",
+        issue,
+    ), issue

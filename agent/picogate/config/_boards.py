@@ -207,6 +207,9 @@ class BoardConfig(_Model):
             raise ValueError(
                 f"safe_timeout: {self.safe_timeout:g}s is less than two heartbeats ({self.heartbeat:g}s)"
             )
+        from picogate.pico._derive import derive  # here: it imports this module
+
+        derive(self)  # what would be pushed: the planner's limits, the board's 16 KB
         return self
 
     @field_validator("io")

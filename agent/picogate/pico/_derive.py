@@ -60,6 +60,9 @@ class BoardPlan:
     """Modbus device name → bus index."""
 
 
+MAX_CONFIG = 16 * 1024
+"""Bytes of configuration JSON a board accepts (docs/link-protocol.md)."""
+
 _UNITS = {"adc": "V", "temp": "°C", "ds18b20": "°C"}
 
 
@@ -213,7 +216,7 @@ def derive(cfg: BoardConfig) -> BoardPlan:
                         no_merge=dev.no_merge,
                     )
                 except ValueError as exc:
-                    raise ValueError(f"{cfg.name}: modbus device {dev.name}: {exc}") from None
+                    raise ValueError(f"modbus device {dev.name}: {exc}") from None
                 for r in planned:
                     out.requests[(b, len(reqs))] = MbRequest(dev, r, encodings)
                     reqs.append(
@@ -251,6 +254,11 @@ def derive(cfg: BoardConfig) -> BoardPlan:
     }
     out.doc = doc
     out.text = orjson.dumps(doc).decode()
+    if len(out.text) > MAX_CONFIG:
+        raise ValueError(
+            f"the board's configuration would be {len(out.text)} bytes of JSON; a board takes at most "
+            f"{MAX_CONFIG} (fewer points or Modbus requests, or a second board)"
+        )
     return out
 
 
