@@ -206,6 +206,20 @@ def test_pin_names() -> None:
             """,
             "boards[0]: safe_timeout: 5s is less than two heartbeats (5s)",
         ),
+        (
+            """\
+            - name: b1
+              port: /dev/ttyACM0
+              modbus:
+                - tx: 0
+                  rx: 1
+                  devices:
+                    - name: m1
+                      max_registers: 10
+                      points: [{name: label, ref: 40001, type: string, count: 20}]
+            """,
+            "boards[0]: modbus device m1: point 'label' spans 20 registers; one holding read carries at most 10",
+        ),
     ],
 )
 def test_bad_board_sections(body: str, expected: str) -> None:
