@@ -37,7 +37,6 @@ from picogate.pico._derive import BoardPlan, decode_result, derive
 from picogate.pico._link import (
     BOARD,
     HOST,
-    MAX_LINE,
     FrameError,
     LineSplitter,
     decode,
@@ -760,4 +759,4 @@ class _Writer:
         await self._board.write(self._device, point, value)
 
 
-__all__ = ["MAX_LINE", "LinkStats", "PicoBoard"]
+__all__ = ["LinkDown", "LinkStats", "PicoBoard"]
