@@ -6,7 +6,9 @@ decoding, rd parsing, batching, acks after emit) → a counting emit.
 
 Every point is an edge counter reported every `--every` (26 counters × every 10 ms offer 2,600
 readings/s); the firmware batches them into rd frames.  Prints readings/s received by the agent,
-frames/s, the agent's CPU seconds per 1,000 readings, and the board's queue/drop counters.
+frames/s, the agent's CPU seconds per 1,000 readings, how old a frame's last reading is when the
+agent has it (its board timestamp mapped to the wall clock: transit + batching + mapping error),
+and the board's queue/drop counters.
 Target (issue 4): at least 2,000 readings/s on the unix port, so that the link is never the
 bottleneck."""
 
@@ -42,9 +44,13 @@ async def measure(seconds: float, points: int, every: str) -> dict[str, Any]:
             registry = PointRegistry()
             count = 0
 
+            lags: list[int] = []  # arrival − the board's timestamp mapped to wall clock, ns
+
             async def emit(rs: Sequence[Reading]) -> None:
                 nonlocal count
                 count += len(rs)
+                if rs and measuring:
+                    lags.append(time.time_ns() - rs[-1].ts)
 
             online = asyncio.Event()
 
@@ -57,7 +63,9 @@ async def measure(seconds: float, points: int, every: str) -> dict[str, Any]:
             task = asyncio.create_task(pico.run())
             async with asyncio.timeout(60):
                 await online.wait()
+            measuring = False
             await asyncio.sleep(1.0)  # settle
+            measuring = True
             n0, f0 = count, pico.stats.frames_in
             cpu0, t0 = time.process_time(), time.monotonic()
             await asyncio.sleep(seconds)
@@ -67,6 +75,10 @@ async def measure(seconds: float, points: int, every: str) -> dict[str, Any]:
             await task
             dt = t1 - t0
             n = n1 - n0
+            lags.sort()
+            lag_ms = (
+                [round(lags[int(q * (len(lags) - 1))] / 1e6, 2) for q in (0.0, 0.5, 0.99)] if lags else []
+            )
             return {
                 "points": points,
                 "every": every,
@@ -76,6 +88,7 @@ async def measure(seconds: float, points: int, every: str) -> dict[str, Any]:
                 "readings_per_frame": round(n / max(1, f1 - f0), 1),
                 "agent_cpu_ms_per_1000": round((cpu1 - cpu0) * 1e6 / max(1, n), 2),
                 "agent_cpu_percent": round(100 * (cpu1 - cpu0) / dt, 1),
+                "ts_lag_ms_min_p50_p99": lag_ms,
                 "resends": pico.stats.resends,
                 "garbage": pico.stats.garbage + pico.stats.bad_crc,
                 "board": pico.stats.board,
@@ -99,7 +112,8 @@ def main() -> int:
         f"pico link, firmware → agent: {r['readings_per_s']:,} readings/s "
         f"({r['frames_per_s']} frames/s, {r['readings_per_frame']} readings/frame) "
         f"with {r['points']} points every {r['every']}; agent CPU {r['agent_cpu_percent']}% "
-        f"({r['agent_cpu_ms_per_1000']} ms per 1,000 readings); resends {r['resends']}, "
+        f"({r['agent_cpu_ms_per_1000']} ms per 1,000 readings); reading age at the agent (min/p50/p99) "
+        f"{r['ts_lag_ms_min_p50_p99']} ms; resends {r['resends']}, "
         f"board queue {r['board'].get('q')} drop {r['board'].get('drop')}"
     )
     return 0

@@ -563,7 +563,13 @@ class PicoBoard:
                 with contextlib.suppress(asyncio.CancelledError, ConnectionError, Exception):
                     await runner
                 if runner.done() and not runner.cancelled() and runner.exception() is not None:
-                    log.warning("%s: link lost: %s", self.name, runner.exception())
+                    exc = runner.exception()
+                    log.warning(
+                        "%s: link lost: %s",
+                        self.name,
+                        exc,
+                        exc_info=exc if isinstance(exc, BaseExceptionGroup) else None,
+                    )
                 transport.close()
                 self.session = None
             if not self._stopping.is_set() and self._released.is_set():
