@@ -563,12 +563,12 @@ class PicoBoard:
                 with contextlib.suppress(asyncio.CancelledError, ConnectionError, Exception):
                     await runner
                 if runner.done() and not runner.cancelled() and runner.exception() is not None:
-                    exc = runner.exception()
+                    lost = runner.exception()
                     log.warning(
                         "%s: link lost: %s",
                         self.name,
-                        exc,
-                        exc_info=exc if isinstance(exc, BaseExceptionGroup) else None,
+                        lost,
+                        exc_info=lost if isinstance(lost, BaseExceptionGroup) else None,
                     )
                 transport.close()
                 self.session = None
