@@ -191,10 +191,10 @@ class _Session:
     async def _read_loop(self) -> None:
         while True:
             data = await self.t.read()
-            self.o.stats.oversize = self.splitter.oversize
+            before = self.splitter.oversize
             for line in self.splitter.feed(data):
                 await self._line(line)
-            self.o.stats.oversize = self.splitter.oversize
+            self.o.stats.oversize += self.splitter.oversize - before
             pending = self.splitter.pending
             if pending.endswith((b">>> ", b"\n>", b"raw REPL; CTRL-B to exit\r\n>")) or pending == b">":
                 self._repl_seen(pending.decode("ascii", "replace").strip())
