@@ -283,11 +283,15 @@ async def test_a_refused_config_keeps_the_board_offline_with_the_reason() -> Non
 async def test_unplug_marks_points_bad_and_reconnects() -> None:
     async with running() as h:
         hellos = len(h.board.of_type("hello"))
+        h.board.to_host.put_nowait(b"x" * 1100 + b"\n")
+        await until(lambda: h.pico.stats.oversize == 1)
         h.board.to_host.put_nowait(b"")  # the port went away
         await until(lambda: h.state() is DeviceState.OFFLINE)
         assert all(r.quality is Quality.BAD for r in h.readings[-13:])
         await until(lambda: h.state() is DeviceState.ONLINE)
         assert len(h.board.of_type("hello")) > hellos
+        h.board.to_host.put_nowait(b"x" * 1100 + b"\n")
+        await until(lambda: h.pico.stats.oversize == 2)  # counters go on across sessions
 
 
 async def test_silence_takes_the_board_offline() -> None:
