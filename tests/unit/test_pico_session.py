@@ -355,3 +355,17 @@ async def test_maintenance_leaves_the_port_alone_until_resumed() -> None:
         assert len(h.board.of_type("hello")) == hellos  # no reconnect meanwhile
         h.pico.resume()
         await until(lambda: h.state() is DeviceState.ONLINE)
+
+
+async def test_a_frame_sent_again_after_a_reconnect_is_not_emitted_twice() -> None:
+    async with running() as h:
+        seq = h.board.send("rd", "2000 door=T")
+        await until(lambda: [a for a in h.board.of_type("ack") if a[2] == str(seq)])
+        n = len([r for r in h.readings if r.point == "door" and r.quality is Quality.GOOD])
+        h.board.to_host.put_nowait(b"")  # unplugged before the board had our ack
+        await until(lambda: h.state() is DeviceState.OFFLINE)
+        await until(lambda: h.state() is DeviceState.ONLINE)  # same board session (sid)
+        h.board.send("rd", "2000 door=T", seq=seq)  # it sends what it has no ack for
+        await until(lambda: len([a for a in h.board.of_type("ack") if a[2] == str(seq)]) == 2)
+        assert len([r for r in h.readings if r.point == "door" and r.quality is Quality.GOOD]) == n
+        assert h.pico.stats.board_restarts == 0

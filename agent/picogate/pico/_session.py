@@ -123,8 +123,10 @@ class _Session:
         self.seq = 0
         self.pending: dict[int, _Pending] = {}
         self.window = asyncio.Semaphore(WINDOW)
-        self.seen: deque[int] = deque(maxlen=DEDUPE)
-        self.acked: dict[int, bytes] = {}  # seq → our ack line, for repeats
+        # The board's seqs acted on, and our acks, kept across reconnects to the same board
+        # session (it sends again what it has no ack for): reset when the board restarts.
+        self.seen = owner.seen
+        self.acked = owner.acked
         self.inbox: asyncio.Queue[tuple[int, str, str | None]] = asyncio.Queue(maxsize=64)
         self.hello_sent_at = 0.0
         self.established = False
@@ -134,7 +136,7 @@ class _Session:
         self.repl_since = 0.0
         self.next_repl_reset = 0.0
         self.push_task: asyncio.Task[None] | None = None
-        self.board = _BoardInfo()
+        self.board = owner.board_info
 
     # ------------------------------------------------------------------ sending
 
@@ -354,7 +356,7 @@ class _Session:
                 # Its outputs went to their init values and its readings since are lost with
                 # its RAM: the points are bad until the new session reports them.
                 await o.set_down(f"the board restarted (boots {h.get('boots')}, crash {h.get('crash')})")
-        self.board = _BoardInfo(
+        self.board = o.board_info = _BoardInfo(
             sid=h["sid"],
             uid=str(h.get("uid", "")),
             board=str(h.get("board", "")),
@@ -499,6 +501,9 @@ class PicoBoard:
         self._released.set()
         self._close_port = asyncio.Event()
         self._mb_failures: dict[str, int] = {}
+        self.seen: deque[int] = deque(maxlen=DEDUPE)
+        self.acked: dict[int, bytes] = {}  # seq → our ack line, for repeats
+        self.board_info = _BoardInfo()
         self.port: str | None = None
         self.devices = [cfg.name, *self.plan.devices]
 
