@@ -668,6 +668,23 @@ def scenario_e(ctx: Ctx) -> dict[str, Any]:
     return out
 
 
+def scenario_p(ctx: Ctx) -> dict[str, Any]:
+    """The Pico link: readings/s from the real firmware (unix port) to the agent (bench/pico_link.py)."""
+    say("\n== p. Pico link: firmware (MicroPython unix port) → pty → the agent's Pico source")
+    seconds = "3" if ctx.args.quick else "10"
+    out = subprocess.run(
+        [B.PY, str(B.BENCH / "pico_link.py"), "--seconds", seconds, "--json"],
+        capture_output=True, text=True, timeout=180, check=True,
+    )  # fmt: skip
+    r: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    say(
+        f"   {r['readings_per_s']:,} readings/s ({r['frames_per_s']} frames/s, {r['readings_per_frame']} per frame), "
+        f"{r['points']} points every {r['every']}; agent CPU {r['agent_cpu_percent']}% "
+        f"({r['agent_cpu_ms_per_1000']} ms per 1,000 readings); target ≥ 2,000/s"
+    )
+    return r
+
+
 def scenario_m(ctx: Ctx) -> dict[str, Any]:
     """The firmware's Modbus master: transactions/s and its own µs per transaction (bench/fw_modbus.py)."""
     import fw_modbus
@@ -710,6 +727,7 @@ SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "e": scenario_e,
     "m": scenario_m,
     "r": scenario_r,
+    "p": scenario_p,
 }
 
 

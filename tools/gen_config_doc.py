@@ -30,6 +30,7 @@ from pydantic_core import PydanticUndefined  # noqa: E402
 
 from picogate._model import NAME_PATTERN  # noqa: E402
 from picogate.config import _base  # noqa: E402
+from picogate.config import _boards as boards  # noqa: E402
 from picogate.config import _schema as schema  # noqa: E402
 
 _DEVICE_BASE: type[BaseModel] = schema._DeviceBase
@@ -48,6 +49,10 @@ SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     "modbus_tcp": (schema.ModbusTcpDevice, _DEVICE_BASE),
     "modbus_rtu": (schema.ModbusRtuDevice, _DEVICE_BASE),
     "points": (schema.PointConfig, None),
+    "boards": (boards.BoardConfig, None),
+    "boards.io": (boards.IoPoint, None),
+    "boards.modbus": (boards.BoardBus, None),
+    "boards.modbus.devices": (boards.BoardDevice, None),
 }
 
 MEANINGS: dict[tuple[str, str], str] = {
@@ -57,7 +62,52 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("GatewayConfig", "metrics"): "The Prometheus metrics endpoint.",
     ("GatewayConfig", "clock"): "How the system clock is trusted.",
     ("GatewayConfig", "devices"): "The field devices polled over Modbus TCP or RTU.",
-    ("GatewayConfig", "boards"): "Reserved for Raspberry Pi Pico I/O boards; not checked yet.",
+    ("GatewayConfig", "boards"): "Raspberry Pi Pico I/O boards; see `boards` and docs/pico.md.",
+    ("BoardConfig", "io"): "The board's own I/O points; see `boards.io`.",
+    ("BoardConfig", "modbus"): "Modbus RTU buses on the board's UARTs; see `boards.modbus`.",
+    ("BoardConfig", "board"): "Board definition (boards/*.json): `pico`, `pico_w`, `pico2`, `pico2_w`.",
+    ("IoPoint", "name"): "Point name (the board's points are points of a device named after the board).",
+    ("IoPoint", "pull"): "di/cnt: internal pull-up or pull-down; null: none.",
+    ("IoPoint", "debounce"): "di: a level must hold this long to count.",
+    ("IoPoint", "invert"): "di: report the inverted level.",
+    ("IoPoint", "edge"): "cnt: which edges count.",
+    ("IoPoint", "i2c"): "sht3x: I2C bus 0 or 1.",
+    ("IoPoint", "sda"): "sht3x: SDA pin of that bus.",
+    ("IoPoint", "scl"): "sht3x: SCL pin of that bus.",
+    ("IoPoint", "addr"): "sht3x: I2C address (0x44 = 68, or 0x45).",
+    ("IoPoint", "unit"): "Engineering unit; default: V (adc), °C (temp, ds18b20).",
+    ("IoPoint", "description"): "Free text, for people.",
+    ("IoPoint", "deadband"): "Publish only when the value moves more than this (as for Modbus points).",
+    ("IoPoint", "max_silence"): "Re-publish an unchanged value after this long; default: the board's.",
+    ("BoardBus", "uart"): "UART 0 or 1.",
+    ("BoardBus", "baudrate"): "Bits per second of the bus.",
+    ("BoardBus", "parity"): "`N`, `E` or `O`.",
+    ("BoardBus", "stopbits"): "1 or 2.",
+    ("BoardBus", "bytesize"): "Data bits, 7 or 8.",
+    ("IoPoint", "offset"): "adc: see `scale`.",
+    ("IoPoint", "pin"): "GPIO pin, `GP2` or 2; not for temp and sht3x.",
+    ("IoPoint", "init"): "do/pwm: the value set when the configuration is applied (default off / 0.0).",
+    (
+        "BoardConfig",
+        "serial",
+    ): "USB serial number (16 hex digits) = `machine.unique_id()`; the board is found among the USB devices 2E8A:0005 by it.",
+    ("BoardBus", "tx"): "TX pin of that UART.",
+    ("BoardBus", "rx"): "RX pin of that UART.",
+    ("BoardBus", "de"): "RS-485 driver-enable pin (high while sending); null: none.",
+    ("BoardBus", "timeout"): "Time allowed for one reply.",
+    ("BoardBus", "retries"): "Further tries of a failed request.",
+    ("BoardBus", "devices"): "The Modbus devices on this bus; see `boards.modbus.devices`.",
+    ("BoardDevice", "name"): "Device name: the `<device>` level of topics.",
+    ("BoardDevice", "description"): "Free text, for people.",
+    ("BoardDevice", "unit_id"): "Modbus slave id on the bus.",
+    ("BoardDevice", "max_registers"): "Registers one read may span.",
+    ("BoardDevice", "max_bits"): "Coils/inputs one read may span.",
+    ("BoardDevice", "max_gap"): "Unused registers a read may span to merge two requests.",
+    ("BoardDevice", "no_merge"): "One request per point, for devices that refuse multi-register reads.",
+    ("BoardDevice", "byte_order"): "Default byte/word order of the device's points.",
+    ("BoardDevice", "poll"): "Poll interval (done by the board); a point's `poll` overrides it.",
+    ("BoardDevice", "max_silence"): "Re-publish unchanged values after this long (0: never).",
+    ("BoardDevice", "points"): "Points, exactly as for any Modbus device; see `points`.",
     ("GatewayConfig", "coap"): "Reserved for the CoAP server and client; not checked yet.",
     ("GatewayConfig", "edgex"): "Reserved for EdgeX Foundry forwarding; not checked yet.",
     ("GatewayConfig", "rules"): "Reserved for the rule files; not checked yet.",

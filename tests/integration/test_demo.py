@@ -153,7 +153,8 @@ def test_live_view_renders_in_a_terminal(tmp_path: Path) -> None:
         pytest.skip("tmux is not installed (apt-get install tmux)")
     socket = f"picogate-test-{uuid.uuid4().hex[:8]}"  # a private tmux server, never the user's
     picogate = Path(sys.executable).with_name("picogate")
-    command = f"{picogate} demo --duration 6 --workdir {tmp_path / 'wd'}; echo DEMO-EXIT=$?; sleep 60"
+    # (without the COLUMNS/LINES a test runner may export: the view sizes itself to the pane)
+    command = f"env -u COLUMNS -u LINES {picogate} demo --duration 6 --workdir {tmp_path / 'wd'}; echo DEMO-EXIT=$?; sleep 60"
 
     def tmux_run(*args: str) -> str:
         return subprocess.run(
@@ -167,8 +168,11 @@ def test_live_view_renders_in_a_terminal(tmp_path: Path) -> None:
         while time.monotonic() < deadline:
             time.sleep(0.5)
             screen = tmux_run("capture-pane", "-p", "-t", "demo")
-            if all(name in screen for name in ("boiler", "pump", "tank")) and re.search(
-                r"temperature\s+\d+\.\d\s+°C", screen
+            # (the hints too: the first frames may be drawn before tmux gives the pane its size)
+            if (
+                all(name in screen for name in ("boiler", "pump", "tank", "line1_io"))
+                and re.search(r"temperature\s+\d+\.\d\s+°C", screen)
+                and "mosquitto_sub -h" in screen
             ):
                 break
         else:

@@ -28,7 +28,6 @@ from picogate.config._base import (
     _Model,
     parse_duration,
 )
-from picogate.config._boards import BoardConfig
 from picogate.config._coap import CoapSection
 from picogate.config._edgex import EdgexSection
 from picogate.config._rules import RulesSection
@@ -332,6 +331,9 @@ Device = Annotated[ModbusTcpDevice | ModbusRtuDevice, Field(discriminator="type"
 
 # --------------------------------------------------------------------------- the whole file
 
+# Here, not at the top: the boards section reuses PointConfig (defined above).
+from picogate.config._boards import BoardConfig  # noqa: E402
+
 
 class GatewayConfig(_Model):
     gateway: GatewaySection = GatewaySection()
@@ -349,6 +351,22 @@ class GatewayConfig(_Model):
     """EdgeX Foundry forwarding (config/_edgex.py)."""
     rules: RulesSection | None = None
     """Rule files (config/_rules.py)."""
+
+    @model_validator(mode="after")
+    def _unique_device_names(self) -> GatewayConfig:
+        # Board points and the Modbus devices behind boards share the device namespace.
+        names = {d.name: f"devices[{i}]" for i, d in enumerate(self.devices)}
+        for i, b in enumerate(self.boards):
+            owned = [(f"boards[{i}].name", b.name)] + [
+                (f"boards[{i}].modbus[{j}].devices[{k}].name", d.name)
+                for j, bus in enumerate(b.modbus)
+                for k, d in enumerate(bus.devices)
+            ]
+            for where, name in owned:
+                other = names.setdefault(name, where)
+                if other != where:
+                    raise ValueError(f"{where}: device name {name!r} is also used by {other}")
+        return self
 
     @field_validator("devices")
     @classmethod

@@ -26,6 +26,7 @@ from picogate._gateway import Gateway
 from picogate._paths import data_dir
 from picogate.config import ConfigError, GatewayConfig, ModbusRtuDevice, ModbusTcpDevice, load_config
 from picogate.demo._broker import Broker, make_broker
+from picogate.demo._pico import simulated_boards
 from picogate.demo._plant import Plant
 from picogate.demo._proc import LOOPBACK, DemoError, free_port
 from picogate.demo._view import DemoInfo, DemoView, LogTail, hints
@@ -56,6 +57,7 @@ def demo_config(
     metrics_port: int,
     state_dir: Path,
     mqtt_protocol: str | None = None,
+    board_ports: dict[str, str] | None = None,
 ) -> GatewayConfig:
     """The example config pointed at this run's broker, simulators and working directory."""
     devices: list[ModbusTcpDevice | ModbusRtuDevice] = []
@@ -75,6 +77,11 @@ def demo_config(
             "metrics": base.metrics.model_copy(update={"host": LOOPBACK, "port": metrics_port}),
             "outbox": base.outbox.model_copy(update={"path": None}),
             "devices": devices,
+            "boards": [  # the simulated Picos (demo/_pico.py)
+                b.model_copy(update={"port": (board_ports or {})[b.name], "serial": None})
+                for b in base.boards
+                if b.name in (board_ports or {})
+            ],
         }
     )
 
@@ -191,15 +198,17 @@ class _Demo:
             if not self.tui:
                 print(BROKER_LINE.format(host=broker.host, port=broker.port), flush=True)
             async with Plant(self.workdir, unit_ids=unit_ids) as plant:
-                cfg = demo_config(
-                    base,
-                    plant=plant,
-                    mqtt_port=broker.port,
-                    metrics_port=free_port(),
-                    state_dir=self.workdir / "state",
-                    mqtt_protocol="3.1.1" if broker.kind != "mosquitto" else None,
-                )
-                return await self._with_gateway(cfg, broker, plant)
+                with simulated_boards(self.workdir, base.boards) as board_ports:  # starting is quick
+                    cfg = demo_config(
+                        base,
+                        plant=plant,
+                        mqtt_port=broker.port,
+                        metrics_port=free_port(),
+                        state_dir=self.workdir / "state",
+                        mqtt_protocol="3.1.1" if broker.kind != "mosquitto" else None,
+                        board_ports=board_ports,
+                    )
+                    return await self._with_gateway(cfg, broker, plant)
         finally:
             await broker.stop()
 

@@ -1,4 +1,4 @@
-"""Plugs this package into the gateway (see picogate._component)."""
+"""Plugs the Pico boards of `gateway.yaml` into the gateway (see picogate._component)."""
 
 from __future__ import annotations
 
@@ -11,5 +11,20 @@ if TYPE_CHECKING:
 
 
 async def attach(gw: Gateway) -> list[Component]:
-    """Nothing yet: the issue that builds this package fills it in."""
-    return []
+    """One `PicoBoard` per `boards:` entry: its points registered, its devices writable."""
+    if not gw.config.boards:
+        return []
+    from picogate.pico._metrics import collector
+    from picogate.pico._session import PicoBoard
+
+    boards: list[PicoBoard] = []
+    for cfg in gw.config.boards:
+        board = PicoBoard(
+            cfg, registry=gw.registry, emit=gw.pipeline.emit, status_changed=gw.pipeline.device_status
+        )
+        board.register()
+        for device, writer in board.writers().items():
+            gw.router.register_writer(device, writer)
+        boards.append(board)
+    gw.parts.metrics.add_collector(collector(boards))
+    return list(boards)

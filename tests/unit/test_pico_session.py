@@ -1,0 +1,371 @@
+"""The agent's side of the link against a scripted board on a fake transport (unit tests; the
+real firmware is in tests/integration/test_pico_*.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from _agent import eventually
+from picogate._model import Quality, Reading
+from picogate._registry import DeviceState, DeviceStatus, PointRegistry
+from picogate._router import ErrorCode, WriteError
+from picogate.config._boards import BoardConfig
+from picogate.pico._link import FrameError, LineSplitter, decode, encode
+from picogate.pico._session import PicoBoard
+
+
+class FakeBoard:
+    """Speaks the board's side: answers hello, acks what `auto_ack` allows, records frames."""
+
+    def __init__(self) -> None:
+        self.to_host: asyncio.Queue[bytes] = asyncio.Queue()
+        self.frames: list[tuple[int, str, str | None]] = []
+        self.raw = bytearray()
+        self.seq = 0
+        self.sid = "b0a4d001"
+        self.auto_ack = True
+        self.cfg_result: dict[str, Any] = {"ok": True, "cfg": "abc123abc123"}
+        self.set_result: dict[str, Any] = {"ok": True}
+        self.splitter = LineSplitter()
+        self.closed = False
+
+    def send(self, type_: str, body: str | None = None, seq: int | None = None) -> int:
+        if seq is None:
+            seq = self.seq
+            self.seq += 1
+        self.to_host.put_nowait(encode("@", seq, type_, body))
+        return seq
+
+    def hello(self, ticks: int = 1000) -> None:
+        body = {
+            "proto": 1,
+            "sid": self.sid,
+            "fw": "0.1.0",
+            "hash": "dev",
+            "board": "pico",
+            "mp": "1.24",
+            "uid": "E6614103E7000001",
+            "caps": ["di"],
+            "ticks": ticks,
+            "cfg": None,
+            "mode": "run",
+            "boots": 1,
+            "crash": None,
+        }
+        self.send("hello", json.dumps(body, separators=(",", ":")))
+
+    def got(self, data: bytes) -> None:
+        self.raw += data
+        for line in self.splitter.feed(data):
+            try:
+                f = decode(line)
+            except FrameError:
+                continue  # like the firmware: counted and dropped (Ctrl-B/C/D before a frame)
+            self.frames.append((f.seq, f.type, f.body))
+            if f.type == "hello":
+                self.hello()
+            elif f.type in ("cfg", "set", "mbw", "read", "maint") and self.auto_ack:
+                if f.type == "cfg":
+                    part, total = (f.body or "").split(" ", 1)[0].split("/")
+                    result = self.cfg_result if part == total else {"ok": True}
+                else:
+                    result = self.set_result if f.type == "set" else {"ok": True}
+                self.send("ack", f"{f.seq} {json.dumps(result, separators=(',', ':'))}")
+
+    def of_type(self, type_: str) -> list[tuple[int, str, str | None]]:
+        return [f for f in self.frames if f[1] == type_]
+
+
+class FakeTransport:
+    def __init__(self, board: FakeBoard) -> None:
+        self.board = board
+
+    async def read(self) -> bytes:
+        data = await self.board.to_host.get()
+        if not data:
+            raise ConnectionError("unplugged")
+        return data
+
+    def write(self, data: bytes) -> None:
+        if self.board.closed:
+            raise ConnectionError("unplugged")
+        self.board.got(data)
+
+    def close(self) -> None:
+        pass
+
+
+CFG = {
+    "name": "b1",
+    "port": "/dev/fake",
+    "io": [
+        {"name": "door", "kind": "di", "pin": 2},
+        {"name": "valve", "kind": "do", "pin": 15},
+        {"name": "level", "kind": "adc", "pin": 26, "scale": 10},
+        *({"name": f"in{i}", "kind": "di", "pin": 3 + i, "description": "x" * 40} for i in range(10)),
+    ],
+}
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.board = FakeBoard()
+        self.registry = PointRegistry()
+        self.readings: list[Reading] = []
+        self.statuses: list[DeviceStatus] = []
+        self.emit_gate = asyncio.Event()
+        self.emit_gate.set()
+        self.pico = PicoBoard(
+            BoardConfig.model_validate(CFG),
+            registry=self.registry,
+            emit=self._emit,
+            status_changed=self._status,
+            opener=lambda port: FakeTransport(self.board),
+            now_ns=lambda: 5_000_000_000_000,
+        )
+        self.pico.register()
+
+    async def _emit(self, rs: Any) -> None:
+        await self.emit_gate.wait()
+        self.readings.extend(rs)
+
+    async def _status(self, s: DeviceStatus) -> None:
+        self.statuses.append(s)
+
+    def state(self) -> DeviceState | None:
+        s = self.registry.device("b1")
+        return None if s is None else s.state
+
+
+async def until(cond: Callable[[], Any], timeout: float = 3.0) -> None:
+    await eventually(lambda: bool(cond()), within=timeout, interval=0.01)
+
+
+@contextlib.asynccontextmanager
+async def running() -> AsyncIterator[Harness]:
+    h = Harness()
+    task = asyncio.create_task(h.pico.run())
+    try:
+        await until(lambda: h.state() is DeviceState.ONLINE)
+        yield h
+    finally:
+        h.pico.stop()
+        async with asyncio.timeout(5):
+            await task
+
+
+async def test_handshake_pushes_the_config_in_parts() -> None:
+    async with running() as h:
+        cfgs = h.board.of_type("cfg")
+        assert [c[2].split(" ")[0] for c in cfgs if c[2]] == ["1/2", "2/2"]
+        text = "".join(c[2].split(" ", 1)[1] for c in cfgs if c[2])
+        assert json.loads(text) == h.pico.plan.doc
+        assert h.board.frames[0][1] == "hello"
+        await until(lambda: h.board.of_type("read"))  # asks for a full report once running
+
+
+async def test_readings_are_acked_after_emit_and_duplicates_not_emitted_twice() -> None:
+    async with running() as h:
+        h.emit_gate.clear()
+        seq = h.board.send("rd", "2000 door=T level=0.25 valve=F in1=? nope=1")
+        await asyncio.sleep(0.2)
+        assert not [a for a in h.board.of_type("ack") if a[2] == str(seq)]  # not before the commit
+        h.emit_gate.set()
+        await until(lambda: [a for a in h.board.of_type("ack") if a[2] == str(seq)])
+        got = {r.point: r for r in h.readings}
+        assert got["door"].value is True
+        assert got["level"].value == 2.5  # scaled
+        assert got["in1"].quality is Quality.BAD
+        # ticks 2000 = the hello's ticks (1000) + 1 s after the hello's arrival
+        assert got["door"].ts == 5_000_000_000_000 + 1_000_000_000
+        assert h.pico.stats.unknown_ids == 1
+        n = len(h.readings)
+        h.board.send("rd", "2000 door=T", seq=seq)  # the board did not get our ack: a repeat
+        await until(lambda: len([a for a in h.board.of_type("ack") if a[2] == str(seq)]) == 2)
+        assert len(h.readings) == n
+        assert h.pico.stats.duplicates == 1
+
+
+async def test_unacknowledged_frames_are_sent_again_with_the_same_seq() -> None:
+    async with running() as h:
+        h.board.auto_ack = False
+        write = asyncio.create_task(h.pico.write("b1", h.registry.get("b1", "valve"), True))
+        await until(lambda: len(h.board.of_type("set")) >= 3)
+        sets = h.board.of_type("set")
+        assert len({s[0] for s in sets}) == 1
+        h.board.send("ack", f'{sets[0][0]} {{"ok":true,"v":true}}')
+        await write
+        assert h.pico.stats.resends >= 2
+
+
+async def test_five_resends_without_ack_restart_the_handshake() -> None:
+    async with running() as h:
+        h.board.auto_ack = False
+        hellos = len(h.board.of_type("hello"))
+        with pytest.raises(WriteError) as exc:
+            await h.pico.write("b1", h.registry.get("b1", "valve"), True)
+        assert exc.value.code is ErrorCode.DEVICE_OFFLINE
+        assert len(h.board.of_type("set")) == 6
+        await until(lambda: len(h.board.of_type("hello")) > hellos)
+
+
+async def test_write_results_carry_the_boards_code() -> None:
+    async with running() as h:
+        h.board.set_result = {"ok": False, "code": "out_of_range", "msg": "duty 2"}
+        with pytest.raises(WriteError) as exc:
+            await h.pico.write("b1", h.registry.get("b1", "valve"), True)
+        assert exc.value.code is ErrorCode.OUT_OF_RANGE
+        assert "duty 2" in str(exc.value)
+        (s,) = h.board.of_type("set")
+        assert json.loads(s[2] or "") == {"id": "valve", "v": True}
+
+
+async def test_garbage_and_bad_crc_are_counted_and_dropped() -> None:
+    async with running() as h:
+        h.board.to_host.put_nowait(b"\x00\x03\xff junk\n@1 rd 1 a=1 00000000\n" + b"z" * 2000 + b"\n")
+        h.board.to_host.put_nowait(encode("#", 4, "hb", "{}"))  # an echo of our own frame
+        await until(lambda: h.pico.stats.garbage >= 2 and h.pico.stats.bad_crc == 1)
+        assert h.pico.stats.oversize == 1
+        assert h.state() is DeviceState.ONLINE
+
+
+async def test_board_restart_gives_a_new_handshake_and_config() -> None:
+    async with running() as h:
+        await until(lambda: h.board.of_type("read"))
+        pushes = len(h.board.of_type("cfg"))
+        h.board.sid = "b0a4d002"
+        h.board.hello(ticks=5)  # unsolicited: it booted again
+        await until(lambda: len(h.board.of_type("cfg")) >= pushes + 2)
+        assert h.pico.stats.board_restarts == 1
+        states = [s.state for s in h.statuses if s.name == "b1"]
+        assert states[-2:] == [DeviceState.OFFLINE, DeviceState.ONLINE]  # bad while it rebooted
+
+
+async def test_a_repl_prompt_gets_a_soft_reset_and_the_board_goes_offline() -> None:
+    async with running() as h:
+        await until(lambda: h.board.of_type("read"))
+        h.board.to_host.put_nowait(
+            b'Traceback (most recent call last):\r\n  File "main.py", line 3\r\nOSError: [Errno 5] EIO\r\n'
+            b"MicroPython v1.24.1 on 2024-11-29; Raspberry Pi Pico with RP2040\r\n>>> "
+        )
+        await until(lambda: b"\x02\x03\x04" in h.board.raw)
+        status = h.registry.device("b1")
+        assert status is not None
+        assert status.state is DeviceState.OFFLINE
+        assert "REPL" in status.reason
+        assert "OSError" in status.reason
+        assert h.pico.stats.repl_resets == 1
+        bad = [r for r in h.readings if r.point == "door"]
+        assert bad[-1].quality is Quality.BAD
+        h.board.hello()  # the application is back
+        await until(lambda: h.state() is DeviceState.ONLINE)
+
+
+async def test_a_refused_config_keeps_the_board_offline_with_the_reason() -> None:
+    h = Harness()
+    h.board.cfg_result = {"ok": False, "errors": [{"field": "io[2].pin", "msg": "GP26 has no ADC"}]}
+    task = asyncio.create_task(h.pico.run())
+    try:
+        await until(
+            lambda: h.state() is DeviceState.OFFLINE and "io[2].pin" in h.registry.device("b1").reason
+        )  # type: ignore[union-attr]
+    finally:
+        h.pico.stop()
+        await task
+
+
+async def test_unplug_marks_points_bad_and_reconnects() -> None:
+    async with running() as h:
+        hellos = len(h.board.of_type("hello"))
+        h.board.to_host.put_nowait(b"x" * 1100 + b"\n")
+        await until(lambda: h.pico.stats.oversize == 1)
+        h.board.to_host.put_nowait(b"")  # the port went away
+        await until(lambda: h.state() is DeviceState.OFFLINE)
+        assert all(r.quality is Quality.BAD for r in h.readings[-13:])
+        await until(lambda: h.state() is DeviceState.ONLINE)
+        assert len(h.board.of_type("hello")) > hellos
+        h.board.to_host.put_nowait(b"x" * 1100 + b"\n")
+        await until(lambda: h.pico.stats.oversize == 2)  # counters go on across sessions
+
+
+async def test_silence_takes_the_board_offline() -> None:
+    cfg = dict(CFG, heartbeat="100ms", safe_timeout="1s")
+    h = Harness()
+    h.pico = PicoBoard(
+        BoardConfig.model_validate(cfg),
+        registry=h.registry,
+        emit=h._emit,
+        status_changed=h._status,
+        opener=lambda port: FakeTransport(h.board),
+    )
+    task = asyncio.create_task(h.pico.run())
+    try:
+        await until(lambda: h.state() is DeviceState.ONLINE)
+        h.board.auto_ack = False
+        h.board.hello = lambda ticks=0: None  # type: ignore[method-assign]  # dead, no answers
+        await until(lambda: h.state() is DeviceState.OFFLINE, timeout=6)
+        assert "silent" in h.registry.device("b1").reason  # type: ignore[union-attr]
+    finally:
+        h.pico.stop()
+        await task
+
+
+def test_find_port_by_usb_serial_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from picogate.pico import _transport
+
+    ports = [
+        SimpleNamespace(vid=0x2E8A, pid=0x0005, serial_number="E66141040396312A", device="/dev/ttyACM1"),
+        SimpleNamespace(vid=0x2E8A, pid=0x0003, serial_number="E661410403963199", device="/dev/ttyACM2"),
+        SimpleNamespace(vid=None, pid=None, serial_number=None, device="/dev/ttyS0"),
+        SimpleNamespace(vid=0x2E8A, pid=0x0005, serial_number="e661410403963100", device="/dev/ttyACM0"),
+    ]
+    monkeypatch.setattr(_transport.list_ports, "comports", lambda: ports)
+    assert _transport.find_port("E66141040396312A") == "/dev/ttyACM1"
+    assert _transport.find_port("E661410403963100") == "/dev/ttyACM0"  # case does not matter
+    assert _transport.find_port("E661410403963199") is None  # not MicroPython's pid (BOOTSEL mode)
+    assert _transport.find_port("0000000000000000") is None
+
+
+async def test_board_commands_are_acknowledged_and_refused_when_not_connected() -> None:
+    async with running() as h:
+        await until(lambda: h.pico.session is not None)
+        await h.pico.command("maint")
+        assert h.board.of_type("maint")
+    with pytest.raises(ConnectionError, match="not connected"):
+        await h.pico.command("reset")
+
+
+async def test_maintenance_leaves_the_port_alone_until_resumed() -> None:
+    async with running() as h:
+        await until(lambda: h.pico.session is not None)
+        await h.pico.command("maint")
+        assert h.pico.released
+        await until(lambda: h.state() is DeviceState.OFFLINE)
+        assert "maintenance" in h.registry.device("b1").reason  # type: ignore[union-attr]
+        hellos = len(h.board.of_type("hello"))
+        await asyncio.sleep(0.5)
+        assert len(h.board.of_type("hello")) == hellos  # no reconnect meanwhile
+        h.pico.resume()
+        await until(lambda: h.state() is DeviceState.ONLINE)
+
+
+async def test_a_frame_sent_again_after_a_reconnect_is_not_emitted_twice() -> None:
+    async with running() as h:
+        seq = h.board.send("rd", "2000 door=T")
+        await until(lambda: [a for a in h.board.of_type("ack") if a[2] == str(seq)])
+        n = len([r for r in h.readings if r.point == "door" and r.quality is Quality.GOOD])
+        h.board.to_host.put_nowait(b"")  # unplugged before the board had our ack
+        await until(lambda: h.state() is DeviceState.OFFLINE)
+        await until(lambda: h.state() is DeviceState.ONLINE)  # same board session (sid)
+        h.board.send("rd", "2000 door=T", seq=seq)  # it sends what it has no ack for
+        await until(lambda: len([a for a in h.board.of_type("ack") if a[2] == str(seq)]) == 2)
+        assert len([r for r in h.readings if r.point == "door" and r.quality is Quality.GOOD]) == n
+        assert h.pico.stats.board_restarts == 0
