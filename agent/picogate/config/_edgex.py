@@ -112,7 +112,7 @@ class EdgexSection(_Model):
             raise ValueError(
                 "register_on_start: true with EdgeX 3 needs the message bus (transports: [bus] or [bus, rest]): "
                 "EdgeX 3 asks the device service to validate each new device over the bus; set "
-                "register: false for REST-only forwarding (EdgeX 4 can skip that check)"
+                "register_on_start: false for REST-only forwarding (EdgeX 4 can skip that check)"
             )
         return self
 
