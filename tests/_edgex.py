@@ -53,7 +53,9 @@ def validator(spec_name: str, schema: dict[str, Any] | str) -> jsonschema.Draft2
     if isinstance(schema, str):
         schema = {"$ref": f"#/components/schemas/{schema}"}
     root = {**copy.deepcopy(schema), "components": doc["components"]}
-    return jsonschema.Draft202012Validator(root, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    return jsonschema.Draft202012Validator(
+        root, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
 
 
 def check(spec_name: str, schema: dict[str, Any] | str, instance: Any) -> None:
@@ -62,7 +64,10 @@ def check(spec_name: str, schema: dict[str, Any] | str, instance: Any) -> None:
 
 
 def errors(spec_name: str, schema: dict[str, Any] | str, instance: Any) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator(spec_name, schema).iter_errors(instance)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator(spec_name, schema).iter_errors(instance)
+    ]
 
 
 def request_schema(spec_name: str, method: str, path: str) -> dict[str, Any]:
@@ -84,7 +89,15 @@ def decode_payload(env: dict[str, Any]) -> Any:
     return p
 
 
-ENVELOPE_KEYS = {"apiVersion", "receivedTopic", "correlationID", "requestID", "errorCode", "payload", "contentType"}
+ENVELOPE_KEYS = {
+    "apiVersion",
+    "receivedTopic",
+    "correlationID",
+    "requestID",
+    "errorCode",
+    "payload",
+    "contentType",
+}
 
 
 def check_envelope(env: dict[str, Any], *, version: int) -> None:
@@ -100,7 +113,9 @@ def check_envelope(env: dict[str, Any], *, version: int) -> None:
 
 
 def _err(status: int, message: str, rid: str = "") -> web.Response:
-    return web.json_response({"apiVersion": "v3", "requestId": rid, "statusCode": status, "message": message}, status=status)
+    return web.json_response(
+        {"apiVersion": "v3", "requestId": rid, "statusCode": status, "message": message}, status=status
+    )
 
 
 class FakeEdgex:
@@ -166,12 +181,22 @@ class FakeEdgex:
             body = await request.json()
         except json.JSONDecodeError:
             return self._invalid("event", ["body is not JSON"])
-        problems = errors("core-data", request_schema("core-data", "post", "/event/{serviceName}/{profileName}/{deviceName}/{sourceName}"), body)
+        problems = errors(
+            "core-data",
+            request_schema(
+                "core-data", "post", "/event/{serviceName}/{profileName}/{deviceName}/{sourceName}"
+            ),
+            body,
+        )
         if problems:
             return self._invalid("event", problems)
         ev = body["event"]
         m = request.match_info
-        if (ev["profileName"], ev["deviceName"], ev["sourceName"]) != (m["profile"], m["device"], m["source"]):
+        if (ev["profileName"], ev["deviceName"], ev["sourceName"]) != (
+            m["profile"],
+            m["device"],
+            m["source"],
+        ):
             return self._invalid("event", ["path does not match the event's profile/device/source"])
         if not ev["readings"]:
             return self._invalid("event", ["no readings"])
@@ -179,7 +204,10 @@ class FakeEdgex:
             self.duplicates += 1
             return _err(409, f"event {ev['id']} already exists", body.get("requestId", ""))
         self.events[ev["id"]] = body
-        return web.json_response({"apiVersion": "v3", "requestId": body.get("requestId", ""), "statusCode": 201, "id": ev["id"]}, status=201)
+        return web.json_response(
+            {"apiVersion": "v3", "requestId": body.get("requestId", ""), "statusCode": 201, "id": ev["id"]},
+            status=201,
+        )
 
     async def _metadata(self, request: web.Request) -> web.Response:
         path = request.path.removeprefix("/api/v3")
@@ -211,17 +239,40 @@ class FakeEdgex:
             rid = item.get("requestId", "")
             if method == "POST":
                 if name in store:
-                    replies.append({"apiVersion": "v3", "requestId": rid, "statusCode": 409, "message": f"{key} {name} exists"})
+                    replies.append(
+                        {
+                            "apiVersion": "v3",
+                            "requestId": rid,
+                            "statusCode": 409,
+                            "message": f"{key} {name} exists",
+                        }
+                    )
                     continue
                 problem = await self._check_new(key, dto)
                 if problem:
-                    replies.append({"apiVersion": "v3", "requestId": rid, "statusCode": problem[0], "message": problem[1]})
+                    replies.append(
+                        {
+                            "apiVersion": "v3",
+                            "requestId": rid,
+                            "statusCode": problem[0],
+                            "message": problem[1],
+                        }
+                    )
                     continue
                 store[name] = dto
-                replies.append({"apiVersion": "v3", "requestId": rid, "statusCode": 201, "id": str(uuid.uuid4())})
+                replies.append(
+                    {"apiVersion": "v3", "requestId": rid, "statusCode": 201, "id": str(uuid.uuid4())}
+                )
             else:
                 if name not in store:
-                    replies.append({"apiVersion": "v3", "requestId": rid, "statusCode": 404, "message": f"{key} {name} not found"})
+                    replies.append(
+                        {
+                            "apiVersion": "v3",
+                            "requestId": rid,
+                            "statusCode": 404,
+                            "message": f"{key} {name} not found",
+                        }
+                    )
                     continue
                 store[name] = {**store[name], **dto} if method == "PATCH" else dto
                 replies.append({"apiVersion": "v3", "requestId": rid, "statusCode": 200})
@@ -248,3 +299,77 @@ class FakeEdgex:
                 if problem:
                     return 500, f"device validation failed: {problem}"
         return None
+
+
+def response_schema(spec_name: str, method: str, path: str, status: int) -> dict[str, Any]:
+    op = spec(spec_name)["paths"][path][method.lower()]
+    schema: dict[str, Any] = op["responses"][str(status)]["content"]["application/json"]["schema"]
+    return schema
+
+
+class BusPeer:
+    """Talks on the EdgeX message bus like core-command and core-metadata do (paho, the reference
+    MQTT client): publishes a request envelope, waits for the reply on
+    `edgex/response/<service>/<requestID>`."""
+
+    def __init__(self, host: str, port: int, service: str = "picogate", *, version: int = 3) -> None:
+        from _agent import MqttRecorder
+
+        self.service, self.version = service, version
+        self.rec = MqttRecorder(host, port, f"edgex/response/{service}/#").start()
+        self.rec.wait_for(lambda _ms: self.rec._client.is_connected(), 5, "bus peer connected")
+
+    def close(self) -> None:
+        self.rec.stop()
+
+    def envelope(
+        self, payload: Any, request_id: str, *, query: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        if payload is not None and self.version == 3:
+            payload = base64.b64encode(json.dumps(payload).encode()).decode()
+        return {
+            "apiVersion": "v3",
+            "receivedTopic": "",
+            "correlationID": str(uuid.uuid4()),
+            "requestID": request_id,
+            "errorCode": 0,
+            "payload": payload,
+            "contentType": "application/json",
+            "queryParams": query or {},
+        }
+
+    def request(
+        self,
+        topic: str,
+        payload: Any = None,
+        *,
+        query: dict[str, str] | None = None,
+        patch: dict[str, Any] | None = None,
+        timeout: float = 8.0,
+    ) -> dict[str, Any]:
+        """Blocking (call through asyncio.to_thread): the reply envelope, its payload decoded
+        under the key "decoded"."""
+        rid = str(uuid.uuid4())
+        env = self.envelope(payload, rid, query=query)
+        self.rec.publish(topic, json.dumps({**env, **(patch or {})}))
+        msg = self.rec.wait_topic(f"edgex/response/{self.service}/{rid}", timeout)[0]
+        reply: dict[str, Any] = json.loads(msg.payload)
+        check_envelope(reply, version=self.version)
+        assert reply["requestID"] == rid
+        if reply["errorCode"] == 0:
+            assert reply["correlationID"] == env["correlationID"]
+        reply["decoded"] = decode_payload(reply)
+        return reply
+
+    def command(
+        self, device: str, command: str, method: str, payload: Any = None, **kw: Any
+    ) -> dict[str, Any]:
+        topic = f"edgex/device/command/request/{self.service}/{device}/{command}/{method}"
+        return self.request(topic, payload, **kw)
+
+    def validate(self, device: dict[str, Any]) -> str:
+        """What core-metadata does before it adds a device: "" if accepted, else the error text."""
+        req = {"apiVersion": "v3", "requestId": str(uuid.uuid4()), "device": device}
+        check("core-metadata", "AddDeviceRequest", req)
+        reply = self.request(f"edgex/{self.service}/validate/device", req)
+        return "" if reply["errorCode"] == 0 else str(reply["decoded"])

@@ -36,14 +36,46 @@ EVENT_PATH = "/event/{serviceName}/{profileName}/{deviceName}/{sourceName}"
 
 def registry() -> PointRegistry:
     reg = PointRegistry()
-    attrs = {"table": "holding", "address": "0", "type": "int16", "order": "ABCD", "scale": "0.1", "offset": "0.0"}
+    attrs = {
+        "table": "holding",
+        "address": "0",
+        "type": "int16",
+        "order": "ABCD",
+        "scale": "0.1",
+        "offset": "0.0",
+    }
     reg.add(PointInfo("boiler", "temp", PointType.FLOAT64, "°C", origin="modbus", attrs=attrs))
-    reg.add(PointInfo("boiler", "setpoint", PointType.UINT16, writable=True, min=0, max=900, origin="modbus",
-                      attrs={"table": "holding", "address": "1", "type": "uint16", "order": "ABCD"}))
-    reg.add(PointInfo("boiler", "burner", PointType.BOOL, writable=True, origin="modbus",
-                      attrs={"table": "coil", "address": "0", "type": "bool", "order": "ABCD"}))
-    reg.add(PointInfo("boiler", "label", PointType.STRING, origin="modbus",
-                      attrs={"table": "holding", "address": "10", "type": "string", "order": "ABCD", "count": "4"}))
+    reg.add(
+        PointInfo(
+            "boiler",
+            "setpoint",
+            PointType.UINT16,
+            writable=True,
+            min=0,
+            max=900,
+            origin="modbus",
+            attrs={"table": "holding", "address": "1", "type": "uint16", "order": "ABCD"},
+        )
+    )
+    reg.add(
+        PointInfo(
+            "boiler",
+            "burner",
+            PointType.BOOL,
+            writable=True,
+            origin="modbus",
+            attrs={"table": "coil", "address": "0", "type": "bool", "order": "ABCD"},
+        )
+    )
+    reg.add(
+        PointInfo(
+            "boiler",
+            "label",
+            PointType.STRING,
+            origin="modbus",
+            attrs={"table": "holding", "address": "10", "type": "string", "order": "ABCD", "count": "4"},
+        )
+    )
     reg.add(PointInfo("pump", "rpm", PointType.INT32, "rpm", origin="pico"))
     return reg
 
@@ -84,13 +116,23 @@ def test_events_match_the_core_data_schema(batch: bool) -> None:
     by_res = {r["resourceName"]: r for _, req in events for r in req["event"]["readings"]}
     assert set(by_res) == {"temp", "setpoint", "burner", "label", "rpm"}, "the bad reading is left out"
     assert by_res["temp"] | {"id": ""} == {
-        "id": "", "origin": 1_732_350_000_123_456_789, "deviceName": "boiler", "resourceName": "temp",
-        "profileName": "picogate-boiler", "valueType": "Float64", "value": "23.5", "units": "°C",
+        "id": "",
+        "origin": 1_732_350_000_123_456_789,
+        "deviceName": "boiler",
+        "resourceName": "temp",
+        "profileName": "picogate-boiler",
+        "valueType": "Float64",
+        "value": "23.5",
+        "units": "°C",
     }
     assert (by_res["setpoint"]["valueType"], by_res["setpoint"]["value"]) == ("Uint16", "450")
     assert (by_res["burner"]["valueType"], by_res["burner"]["value"]) == ("Bool", "true")
     assert by_res["label"]["tags"] == {"quality": "uncertain"}
-    assert (by_res["rpm"]["valueType"], by_res["rpm"]["value"], by_res["rpm"]["units"]) == ("Int32", "-3", "rpm")
+    assert (by_res["rpm"]["valueType"], by_res["rpm"]["value"], by_res["rpm"]["units"]) == (
+        "Int32",
+        "-3",
+        "rpm",
+    )
     sources = sorted(req["event"]["sourceName"] for _, req in events)
     if batch:
         assert sources == ["Readings", "rpm"]  # one reading alone: the resource is the source
@@ -117,8 +159,17 @@ def test_a_broken_event_fails_the_schema_check() -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(True, "true"), (False, "false"), (0, "0"), (-40, "-40"), (23.5, "23.5"), (1e20, "1e+20"),
-     (float("nan"), "NaN"), (float("-inf"), "-Inf"), ("a b", "a b")],
+    [
+        (True, "true"),
+        (False, "false"),
+        (0, "0"),
+        (-40, "-40"),
+        (23.5, "23.5"),
+        (1e20, "1e+20"),
+        (float("nan"), "NaN"),
+        (float("-inf"), "-Inf"),
+        ("a b", "a b"),
+    ],
 )
 def test_values_are_written_as_go_parses_them(value: Any, text: str) -> None:
     assert format_value(value) == text
@@ -126,9 +177,16 @@ def test_values_are_written_as_go_parses_them(value: Any, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("ptype", "text", "value"),
-    [(PointType.BOOL, "true", True), (PointType.BOOL, "F", False), (PointType.BOOL, True, True),
-     (PointType.UINT16, "450", 450), (PointType.UINT16, 7, 7), (PointType.FLOAT32, "21.5", 21.5),
-     (PointType.FLOAT32, "2.150000e+01", 21.5), (PointType.STRING, "x", "x")],
+    [
+        (PointType.BOOL, "true", True),
+        (PointType.BOOL, "F", False),
+        (PointType.BOOL, True, True),
+        (PointType.UINT16, "450", 450),
+        (PointType.UINT16, 7, 7),
+        (PointType.FLOAT32, "21.5", 21.5),
+        (PointType.FLOAT32, "2.150000e+01", 21.5),
+        (PointType.STRING, "x", "x"),
+    ],
 )
 def test_set_values_parse(ptype: PointType, text: Any, value: Any) -> None:
     assert parse_value(PointInfo("d", "p", ptype), text) == value
@@ -136,9 +194,14 @@ def test_set_values_parse(ptype: PointType, text: Any, value: Any) -> None:
 
 @pytest.mark.parametrize(
     ("ptype", "text", "message"),
-    [(PointType.BOOL, "on", 'send "true" or "false"'), (PointType.UINT16, "4.5", "is not an integer"),
-     (PointType.FLOAT32, "abc", "is not a number"), (PointType.STRING, 5, "send text"),
-     (PointType.INT16, [1], "must be text"), (PointType.INT16, True, "send a number")],
+    [
+        (PointType.BOOL, "on", 'send "true" or "false"'),
+        (PointType.UINT16, "4.5", "is not an integer"),
+        (PointType.FLOAT32, "abc", "is not a number"),
+        (PointType.STRING, 5, "send text"),
+        (PointType.INT16, [1], "must be text"),
+        (PointType.INT16, True, "send a number"),
+    ],
 )
 def test_bad_set_values_are_named(ptype: PointType, text: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -149,23 +212,47 @@ def test_profiles_devices_and_service_match_the_core_metadata_schema() -> None:
     reg = registry()
     points = sorted(reg.points_of("boiler"), key=lambda p: p.name)
     profile = device_profile("picogate-boiler", "boiler", points, batch_command="Readings", labels=["x"])
-    check("core-metadata", request_schema("core-metadata", "post", "/deviceprofile"),
-          [{"apiVersion": "v3", "profile": profile}])
+    check(
+        "core-metadata",
+        request_schema("core-metadata", "post", "/deviceprofile"),
+        [{"apiVersion": "v3", "profile": profile}],
+    )
     res = {r["name"]: r for r in profile["deviceResources"]}
     assert res["temp"]["properties"] == {"valueType": "Float64", "readWrite": "R", "units": "°C"}
     assert "scale" not in res["temp"]["properties"], "values arrive scaled: EdgeX must not scale again"
     assert res["temp"]["attributes"]["primaryTable"] == "HOLDING_REGISTERS"
     assert res["temp"]["attributes"]["rawType"] == "Int16"
-    assert res["setpoint"]["properties"] == {"valueType": "Uint16", "readWrite": "RW", "minimum": 0, "maximum": 900}
+    assert res["setpoint"]["properties"] == {
+        "valueType": "Uint16",
+        "readWrite": "RW",
+        "minimum": 0,
+        "maximum": 900,
+    }
     assert res["burner"]["attributes"] == {"primaryTable": "COILS", "startingAddress": 0, "rawType": "Bool"}
     assert res["label"]["attributes"]["stringRegisterSize"] == 4
     (cmd,) = profile["deviceCommands"]
     assert cmd["name"] == "Readings" and {o["deviceResource"] for o in cmd["resourceOperations"]} == set(res)
-    check("core-metadata", request_schema("core-metadata", "post", "/deviceservice"),
-          [{"apiVersion": "v3", "service": device_service("picogate", "http://127.0.0.1:59999")}])
-    dev = device_dto("boiler", "picogate", "picogate-boiler", {"modbus-tcp": {"Address": "127.0.0.1", "Port": "502", "UnitID": "1"}})
-    check("core-metadata", request_schema("core-metadata", "post", "/device"), [{"apiVersion": "v3", "device": dev}])
-    check("core-metadata", request_schema("core-metadata", "patch", "/device"), [{"apiVersion": "v3", "device": dev}])
+    check(
+        "core-metadata",
+        request_schema("core-metadata", "post", "/deviceservice"),
+        [{"apiVersion": "v3", "service": device_service("picogate", "http://127.0.0.1:59999")}],
+    )
+    dev = device_dto(
+        "boiler",
+        "picogate",
+        "picogate-boiler",
+        {"modbus-tcp": {"Address": "127.0.0.1", "Port": "502", "UnitID": "1"}},
+    )
+    check(
+        "core-metadata",
+        request_schema("core-metadata", "post", "/device"),
+        [{"apiVersion": "v3", "device": dev}],
+    )
+    check(
+        "core-metadata",
+        request_schema("core-metadata", "patch", "/device"),
+        [{"apiVersion": "v3", "device": dev}],
+    )
 
 
 @pytest.mark.parametrize("name", ["modbus.test.device.profile.yml", "modbus.test.device.string.profile.yml"])
@@ -193,8 +280,12 @@ def test_envelope_payload_encodings(version: int) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "message"),
-    [(b"{", "not JSON"), (b"[1]", "not a JSON object"), (b'{"payload": "%%%"}', "neither base64"),
-     (b'{"payload": "' + base64.b64encode(b"{x") + b'"}', "payload is not JSON")],
+    [
+        (b"{", "not JSON"),
+        (b"[1]", "not a JSON object"),
+        (b'{"payload": "%%%"}', "neither base64"),
+        (b'{"payload": "' + base64.b64encode(b"{x") + b'"}', "payload is not JSON"),
+    ],
 )
 def test_bad_envelopes_are_named(raw: bytes, message: str) -> None:
     with pytest.raises(EnvelopeError, match=message):
@@ -203,16 +294,18 @@ def test_bad_envelopes_are_named(raw: bytes, message: str) -> None:
 
 @pytest.mark.parametrize(
     ("section", "message"),
-    [({"transports": ["rest"]}, "needs the message bus"),
-     ({"transports": []}, "at least 1"),
-     ({"transports": ["bus", "bus"]}, "each transport once"),
-     ({"transports": ["amqp"]}, "'bus' or 'rest'"),
-     ({"version": 2}, "3 or 4"),
-     ({"service": "a/b"}, "should match pattern"),
-     ({"core_data": "127.0.0.1:59880"}, "must be an http"),
-     ({"device_service": {"base_address": "ftp://x"}}, "must be an http"),
-     ({"profile_prefix": "a.b"}, "may only hold"),
-     ({"colour": 1}, "Extra inputs")],
+    [
+        ({"transports": ["rest"]}, "needs the message bus"),
+        ({"transports": []}, "at least 1"),
+        ({"transports": ["bus", "bus"]}, "each transport once"),
+        ({"transports": ["amqp"]}, "'bus' or 'rest'"),
+        ({"version": 2}, "3 or 4"),
+        ({"service": "a/b"}, "should match pattern"),
+        ({"core_data": "127.0.0.1:59880"}, "must be an http"),
+        ({"device_service": {"base_address": "ftp://x"}}, "must be an http"),
+        ({"profile_prefix": "a.b"}, "may only hold"),
+        ({"colour": 1}, "Extra inputs"),
+    ],
 )
 def test_config_errors_are_named(section: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):

@@ -87,12 +87,11 @@ class Commands:
             raise CommandError(
                 503, f"no value yet for {device}: {', '.join(missing)} (device not read or bad)"
             )
-        return {
-            "apiVersion": API_VERSION,
-            "requestId": request_id,
-            "statusCode": 200,
-            "event": event_dto(device, profile, command, readings),
-        }
+        response: dict[str, Any] = {"apiVersion": API_VERSION, "statusCode": 200}
+        if request_id:
+            response["requestId"] = request_id
+        response["event"] = event_dto(device, profile, command, readings)
+        return response
 
     async def set(self, device: str, command: str, body: Any, request_id: str = "") -> None:
         """SET: `body` maps resource names to values; each is written through the router."""

@@ -21,10 +21,8 @@ def _json(body: dict[str, Any], status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def _error(status: int, message: str, request_id: str = "") -> web.Response:
-    return _json(
-        {"apiVersion": API_VERSION, "requestId": request_id, "statusCode": status, "message": message}, status
-    )
+def _error(status: int, message: str) -> web.Response:
+    return _json({"apiVersion": API_VERSION, "statusCode": status, "message": message}, status)
 
 
 class DeviceServiceApi:
@@ -83,23 +81,21 @@ class DeviceServiceApi:
         )
 
     async def _get(self, request: web.Request) -> web.Response:
-        rid = request.headers.get("X-Correlation-ID", "")
         try:
             body = self.commands.get(request.match_info["name"], request.match_info["command"])
         except CommandError as exc:
-            return _error(exc.status, str(exc), rid)
+            return _error(exc.status, str(exc))
         if request.query.get("ds-returnevent", "true").lower() == "false":
             return _json({"apiVersion": API_VERSION, "statusCode": 200})
         return _json(body)
 
     async def _put(self, request: web.Request) -> web.Response:
-        rid = request.headers.get("X-Correlation-ID", "")
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError as exc:
-            return _error(400, f"body is not JSON: {exc}", rid)
+            return _error(400, f"body is not JSON: {exc}")
         try:
-            await self.commands.set(request.match_info["name"], request.match_info["command"], body, rid)
+            await self.commands.set(request.match_info["name"], request.match_info["command"], body)
         except CommandError as exc:
-            return _error(exc.status, str(exc), rid)
+            return _error(exc.status, str(exc))
         return _json({"apiVersion": API_VERSION, "statusCode": 200})
