@@ -135,6 +135,7 @@ class FakeEdgex:
         self.calls: list[tuple[str, str]] = []
         self.bad_requests: list[str] = []
         self.fail_next: dict[tuple[str, str], int] = {}  # (method, path) -> status to answer once
+        self.lose_replies = 0  # store this many events but answer 500 (a reply lost on the way)
         app = web.Application()
         app.router.add_get("/api/v3/ping", self._ping)
         app.router.add_post("/api/v3/event/{svc}/{profile}/{device}/{source}", self._event)
@@ -204,6 +205,9 @@ class FakeEdgex:
             self.duplicates += 1
             return _err(409, f"event {ev['id']} already exists", body.get("requestId", ""))
         self.events[ev["id"]] = body
+        if self.lose_replies > 0:
+            self.lose_replies -= 1
+            return _err(500, "stored, but the reply is lost")
         return web.json_response(
             {"apiVersion": "v3", "requestId": body.get("requestId", ""), "statusCode": 201, "id": ev["id"]},
             status=201,
