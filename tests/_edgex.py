@@ -102,9 +102,10 @@ ENVELOPE_KEYS = {
 
 def check_envelope(env: dict[str, Any], *, version: int) -> None:
     """The MessageEnvelope fields (go-mod-messaging pkg/types/message_envelope.go)."""
-    assert ENVELOPE_KEYS <= set(env), f"envelope lacks {ENVELOPE_KEYS - set(env)}"
+    assert set(env) >= ENVELOPE_KEYS, f"envelope lacks {ENVELOPE_KEYS - set(env)}"
     assert set(env) <= ENVELOPE_KEYS | {"queryParams"}, f"unknown envelope keys {set(env) - ENVELOPE_KEYS}"
-    assert env["apiVersion"] == "v3" and env["errorCode"] in (0, 1)
+    assert env["apiVersion"] == "v3"
+    assert env["errorCode"] in (0, 1)
     if env["payload"] is not None and env["contentType"] == "application/json":
         assert isinstance(env["payload"], str if version == 3 else dict), env["payload"]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from _agent import base_config, eventually, recorder, running_gateway
 from _edgex import BusPeer, FakeEdgex, check, check_envelope, decode_payload, request_schema, response_schema
 from _peers import free_port
@@ -78,7 +79,8 @@ async def test_events_registration_and_commands_on_the_bus(
                 # registration, with core-metadata's validation request answered on the bus
                 await eventually(lambda: "boiler" in fake.devices, what="device registered")
                 assert fake.bad_requests == []
-                assert set(fake.profiles) == {"picogate-boiler"} and set(fake.services) == {"picogate"}
+                assert set(fake.profiles) == {"picogate-boiler"}
+                assert set(fake.services) == {"picogate"}
                 assert fake.services["picogate"]["baseAddress"] == f"http://127.0.0.1:{api_port}"
                 ghost = {**fake.devices["boiler"], "name": "ghost"}
                 assert "not defined in picogate" in await asyncio.to_thread(peer.validate, ghost)
@@ -122,13 +124,15 @@ async def test_events_registration_and_commands_on_the_bus(
                     (("boiler", "setpoint", "set", None), "SET needs a JSON object"),
                 ]:
                     reply = await asyncio.to_thread(peer.command, *args)
-                    assert reply["errorCode"] == 1 and reply["contentType"] == "text/plain", args
+                    assert reply["errorCode"] == 1, args
+                    assert reply["contentType"] == "text/plain", args
                     assert text in reply["decoded"], (args, reply["decoded"])
                 assert dev.get_holding(1, 1) == [650]
                 reply = await asyncio.to_thread(
                     peer.command, "boiler", "setpoint", "set", {"setpoint": "1"}, patch={"payload": "%%%"}
                 )
-                assert reply["errorCode"] == 1 and "neither base64" in reply["decoded"]
+                assert reply["errorCode"] == 1
+                assert "neither base64" in reply["decoded"]
 
                 # the device service's REST API, as core-command's REST path calls it
                 base = f"http://127.0.0.1:{api_port}/api/v3"
@@ -166,7 +170,8 @@ async def test_events_registration_and_commands_on_the_bus(
                             # 400 is what the SDK answers to a bad value; the spec lists only 404/405/423/500
                             check("device-sdk", "ErrorResponse", err)
                     async with http.put(f"{base}/device/name/boiler/setpoint", data=b"{") as resp:
-                        assert resp.status == 400 and "not JSON" in (await resp.json())["message"]
+                        assert resp.status == 400
+                        assert "not JSON" in (await resp.json())["message"]
     finally:
         peer.close()
         await fake.stop()

@@ -4,13 +4,11 @@ lost), registration that creates or updates and checks each entry of the 207 rep
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 from _agent import base_config, eventually, running_gateway
 from _edgex import FakeEdgex
-
 from picogate._model import Quality
 from picogate.edgex._forward import REST_SINK
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
-from _edgex import SPECS, check, check_envelope, decode_payload, errors, request_schema
 from pydantic import ValidationError
 
+from _edgex import SPECS, check, check_envelope, decode_payload, errors, request_schema
 from picogate._model import PointInfo, PointType, Quality, Reading
 from picogate._registry import PointRegistry
 from picogate.config._edgex import EdgexSection
@@ -112,7 +112,8 @@ def test_events_match_the_core_data_schema(batch: bool) -> None:
         check("core-data", schema, req)
         ev = req["event"]
         assert key == f"{ev['profileName']}/{ev['deviceName']}/{ev['sourceName']}"
-        assert ev["apiVersion"] == "v3" and req["apiVersion"] == "v3"
+        assert ev["apiVersion"] == "v3"
+        assert req["apiVersion"] == "v3"
     by_res = {r["resourceName"]: r for _, req in events for r in req["event"]["readings"]}
     assert set(by_res) == {"temp", "setpoint", "burner", "label", "rpm"}, "the bad reading is left out"
     assert by_res["temp"] | {"id": ""} == {
@@ -154,7 +155,9 @@ def test_a_broken_event_fails_the_schema_check() -> None:
     req["event"]["readings"][0]["valueType"] = "float64"
     req["event"]["id"] = "not-a-uuid"
     problems = " ".join(errors("core-data", schema, req))
-    assert "apiVersion" in problems and "float64" in problems and "uuid" in problems
+    assert "apiVersion" in problems
+    assert "float64" in problems
+    assert "uuid" in problems
 
 
 @pytest.mark.parametrize(
@@ -231,7 +234,8 @@ def test_profiles_devices_and_service_match_the_core_metadata_schema() -> None:
     assert res["burner"]["attributes"] == {"primaryTable": "COILS", "startingAddress": 0, "rawType": "Bool"}
     assert res["label"]["attributes"]["stringRegisterSize"] == 4
     (cmd,) = profile["deviceCommands"]
-    assert cmd["name"] == "Readings" and {o["deviceResource"] for o in cmd["resourceOperations"]} == set(res)
+    assert cmd["name"] == "Readings"
+    assert {o["deviceResource"] for o in cmd["resourceOperations"]} == set(res)
     check(
         "core-metadata",
         request_schema("core-metadata", "post", "/deviceservice"),
@@ -315,3 +319,30 @@ def test_config_errors_are_named(section: dict[str, Any], message: str) -> None:
 def test_rest_only_without_registration_or_with_edgex_4_is_accepted() -> None:
     assert EdgexSection.model_validate({"transports": ["rest"], "register_on_start": False}).uses_rest
     assert not EdgexSection.model_validate({"transports": ["rest"], "version": 4}).uses_bus
+
+
+def test_cli_writes_valid_profiles(tmp_path: Path) -> None:
+    from picogate.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "profiles"
+    assert main(["edgex", "profiles", "--config", str(root / "examples" / "gateway.yaml"), "-o", str(out)]) == 0
+    files = sorted(out.glob("*.yaml"))
+    assert files
+    schema = request_schema("core-metadata", "post", "/deviceprofile")
+    for f in files:
+        profile = yaml.safe_load(f.read_text())
+        assert f.name == f"{profile['name']}.yaml"
+        check("core-metadata", schema, [{"apiVersion": "v3", "profile": profile}])
+        for res in profile["deviceResources"]:
+            assert not {"scale", "offset", "base", "mask", "shift"} & set(res["properties"])
+
+
+def test_cli_names_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from picogate.cli import main
+
+    bad = tmp_path / "gateway.yaml"
+    bad.write_text("gateway: {id: gw1}\nedgex: {transports: [rest]}\n")
+    assert main(["edgex", "profiles", "--config", str(bad)]) == 1
+    assert "needs the message bus" in capsys.readouterr().err
+    assert main(["edgex", "profiles", "--config", str(tmp_path / "missing.yaml")]) == 1

@@ -275,8 +275,8 @@ def _attributes(p: PointInfo) -> dict[str, Any]:
         attrs["isWordSwap"] = True
     if "count" in a:
         attrs["stringRegisterSize"] = int(a["count"])
-    for key in ("scale", "offset", "bit"):
-        if key in a:
+    for key, neutral in (("scale", "1.0"), ("offset", "0.0"), ("bit", "")):
+        if key in a and a[key] != neutral:
             attrs[f"picogate{key.capitalize()}"] = a[key]  # applied by picogate already
     return attrs
 
