@@ -31,6 +31,9 @@ from pydantic_core import PydanticUndefined  # noqa: E402
 from picogate._model import NAME_PATTERN  # noqa: E402
 from picogate.config import _base  # noqa: E402
 from picogate.config import _schema as schema  # noqa: E402
+from picogate.config._edgex import BusSection as EdgexBusSection  # noqa: E402
+from picogate.config._edgex import DeviceServiceSection as EdgexDeviceServiceSection  # noqa: E402
+from picogate.config._edgex import EdgexSection  # noqa: E402
 
 _DEVICE_BASE: type[BaseModel] = schema._DeviceBase
 
@@ -48,6 +51,9 @@ SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     "modbus_tcp": (schema.ModbusTcpDevice, _DEVICE_BASE),
     "modbus_rtu": (schema.ModbusRtuDevice, _DEVICE_BASE),
     "points": (schema.PointConfig, None),
+    "edgex": (EdgexSection, None),
+    "edgex.bus": (EdgexBusSection, None),
+    "edgex.device_service": (EdgexDeviceServiceSection, None),
 }
 
 MEANINGS: dict[tuple[str, str], str] = {
@@ -59,7 +65,19 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("GatewayConfig", "devices"): "The field devices polled over Modbus TCP or RTU.",
     ("GatewayConfig", "boards"): "Reserved for Raspberry Pi Pico I/O boards; not checked yet.",
     ("GatewayConfig", "coap"): "Reserved for the CoAP server and client; not checked yet.",
-    ("GatewayConfig", "edgex"): "Reserved for EdgeX Foundry forwarding; not checked yet.",
+    ("GatewayConfig", "edgex"): "EdgeX Foundry: events, registration, commands; see [edgex.md](edgex.md).",
+    ("EdgexSection", "enabled"): "Forward to EdgeX at all (the section's presence alone turns it on).",
+    ("EdgexSection", "bus"): "The message-bus broker; see `edgex.bus`.",
+    ("EdgexSection", "core_data"): "core-data's URL (REST transport).",
+    ("EdgexSection", "core_metadata"): "core-metadata's URL (registration).",
+    ("EdgexSection", "device_service"): "This gateway's device-service REST API; see `edgex.device_service`.",
+    ("EdgexSection", "labels"): "Labels of the registered device service and profiles.",
+    ("BusSection", "host"): "Broker host of the EdgeX message bus.",
+    ("BusSection", "port"): "Broker port.",
+    ("BusSection", "username"): "User name to log in with.",
+    ("BusSection", "qos"): "QoS of the events (EdgeX's own default is 0).",
+    ("BusSection", "protocol"): "MQTT version.",
+    ("DeviceServiceSection", "enabled"): "Serve the API (core-command's REST path needs it).",
     ("GatewayConfig", "rules"): "Reserved for the rule files; not checked yet.",
     ("TlsSection", "ca_file"): "CA certificate(s) to check the broker with; default: the system's.",
     ("TlsSection", "cert_file"): "Client certificate (with `key_file`).",

@@ -326,7 +326,9 @@ def test_cli_writes_valid_profiles(tmp_path: Path) -> None:
 
     root = Path(__file__).resolve().parents[2]
     out = tmp_path / "profiles"
-    assert main(["edgex", "profiles", "--config", str(root / "examples" / "gateway.yaml"), "-o", str(out)]) == 0
+    assert (
+        main(["edgex", "profiles", "--config", str(root / "examples" / "gateway.yaml"), "-o", str(out)]) == 0
+    )
     files = sorted(out.glob("*.yaml"))
     assert files
     schema = request_schema("core-metadata", "post", "/deviceprofile")
@@ -346,3 +348,32 @@ def test_cli_names_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["edgex", "profiles", "--config", str(bad)]) == 1
     assert "needs the message bus" in capsys.readouterr().err
     assert main(["edgex", "profiles", "--config", str(tmp_path / "missing.yaml")]) == 1
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1e20, float("nan"), float("-inf"), 0.1, 3],
+        [True, False, 7, -(2**63)],
+        ["a,b", 1.5, True, 'q"uote'],
+        [2**70, 1],
+    ],
+)
+def test_encoder_values_parse_back(values: list[Any]) -> None:
+    """Group formatting (one orjson call, fallbacks for NaN, infinities, strings, big ints)."""
+    reg = PointRegistry()
+    enc = EdgexEncoder("edgex", reg, NAMES, batch=True)
+    group = [Reading("d", f"p{i}", v, 1) for i, v in enumerate(values)]
+    (env,) = enc.readings(group)
+    req = json.loads(env.payload)
+    check("core-data", request_schema("core-data", "post", EVENT_PATH), req)
+    for v, r in zip(values, req["event"]["readings"], strict=True):
+        text = r["value"]
+        if isinstance(v, bool):
+            assert text == ("true" if v else "false")
+        elif isinstance(v, str):
+            assert text == v
+        elif isinstance(v, float) and v != v:
+            assert text == "NaN"
+        else:
+            assert float(text) == v

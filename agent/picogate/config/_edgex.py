@@ -44,6 +44,7 @@ class DeviceServiceSection(_Model):
     host: str = "127.0.0.1"
     """Address to listen on."""
     port: Port = 59999
+    """Port to listen on (EdgeX device services use 599xx)."""
     base_address: str = ""
     """`baseAddress` registered in core-metadata; default: `http://<host>:<port>`."""
 
@@ -66,7 +67,7 @@ class EdgexSection(_Model):
     """EdgeX major version: 3 sends bus payloads base64-encoded, 4 as JSON objects."""
     service: EdgexName = "picogate"
     """Device-service name in EdgeX (topics, registration)."""
-    transports: Annotated[list[Transport], Field(min_length=1, default_factory=lambda: [Transport.BUS])]
+    transports: list[Transport] = Field(default_factory=lambda: [Transport.BUS], min_length=1)
     """Where events go: `bus` (message bus over MQTT), `rest` (core-data), or both."""
     bus: BusSection = BusSection()
     core_data: str = "http://127.0.0.1:59880"

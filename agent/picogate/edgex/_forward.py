@@ -19,17 +19,19 @@ import orjson
 
 from picogate._model import PointInfo, Quality, Reading
 from picogate._outbox import Envelope, Record
-from picogate._registry import DeviceStatus, PointRegistry
+from picogate._registry import DeviceStatus, PointRegistry, RegistryEvent
 from picogate._sink import SinkUnavailable
 from picogate.edgex._commands import CommandError, Commands, EdgexNames
 from picogate.edgex._model import (
     EnvelopeError,
-    add_event_request,
     envelope,
     envelope_payload,
-    event_dto,
+    format_value,
+    id_series,
+    new_id,
     parse_envelope,
-    reading_dto,
+    reading_template,
+    value_type,
 )
 from picogate.mqtt._client import IncomingMessage, MqttClient, MqttLost, MqttPublishRefused
 
@@ -48,28 +50,69 @@ class EdgexEncoder:
         self.registry = registry
         self.names = names
         self.batch = batch
+        # per (device, point, unit): the reading's constant JSON head, and its value formatter
+        self._templates: dict[tuple[str, str, str], tuple[str, str]] = {}
+        registry.subscribe(self._on_registry)
+
+    def _on_registry(self, event: RegistryEvent) -> None:
+        if event.kind != "device_state":
+            self._templates.clear()
+
+    def _template(self, r: Reading, profile: str) -> tuple[str, str]:
+        info = self.registry.find(r.device, r.point)
+        fields = reading_template(r.device, r.point, info, profile, r.unit)
+        if info is None:  # no definition: the type follows the value, nothing is cached
+            fields["valueType"] = value_type(None, r.value)
+        head = orjson.dumps(fields).decode()[:-1] + ","  # '{...,' : the constant part
+        if info is not None:
+            self._templates[(r.device, r.point, r.unit)] = (head, fields["valueType"])
+        return head, fields["valueType"]
+
+    def _readings(self, group: list[Reading], profile: str) -> list[str]:
+        """The readings' JSON texts, built from cached heads (the hot path: no dict per reading)."""
+        templates = self._templates
+        values = _value_texts(group)
+        out = []
+        for r, rid, value in zip(group, id_series(len(group)), values, strict=True):
+            t = templates.get((r.device, r.point, r.unit))
+            head = t[0] if t is not None else self._template(r, profile)[0]
+            tags = _UNCERTAIN if r.quality is Quality.UNCERTAIN else ""
+            out.append(f'{head}"id":"{rid}","origin":{r.ts},"value":{value}{tags}}}')
+        return out
+
+    def _event(self, device: str, profile: str, source: str, readings: list[str], origin: int) -> bytes:
+        """An AddEventRequest (see picogate.edgex._model.add_event_request / event_dto)."""
+        rq, eid = new_id(), new_id()
+        names = orjson.dumps([device, profile, source]).decode()[1:-1].split(",", 2)
+        return (
+            f'{{"apiVersion":"v3","requestId":"{rq}","event":{{"apiVersion":"v3","id":"{eid}",'
+            f'"deviceName":{names[0]},"profileName":{names[1]},"sourceName":{names[2]},'
+            f'"origin":{origin},"readings":[{",".join(readings)}]}}}}'
+        ).encode()
 
     def readings(self, readings: Sequence[Reading]) -> list[Envelope]:
         by_device: dict[str, list[Reading]] = {}
         for r in readings:
             if r.quality is Quality.BAD or r.value is None:
                 continue
-            by_device.setdefault(r.device, []).append(r)
+            group = by_device.get(r.device)
+            if group is None:
+                by_device[r.device] = [r]
+            else:
+                group.append(r)
         out: list[Envelope] = []
-        find = self.registry.find
-        dumps = orjson.dumps
         for device, group in by_device.items():
             profile = self.names.profile(device)
-            dtos = [reading_dto(r, find(device, r.point), profile) for r in group]
+            texts = self._readings(group, profile)
             if self.batch and len(group) > 1:
                 source = self.names.batch_command
-                body = dumps(add_event_request(event_dto(device, profile, source, dtos)))
+                body = self._event(device, profile, source, texts, max(r.ts for r in group))
                 out.append(Envelope(self.sink, f"{profile}/{device}/{source}", body))
                 continue
             parts: list[bytes] = []
-            for r, dto in zip(group, dtos, strict=True):
+            for r, text in zip(group, texts, strict=True):
                 parts.append(f"{profile}/{device}/{r.point}".encode())
-                parts.append(dumps(add_event_request(event_dto(device, profile, r.point, [dto]))))
+                parts.append(self._event(device, profile, r.point, [text], r.ts))
             if len(group) == 1:
                 out.append(Envelope(self.sink, parts[0].decode(), parts[1]))
             else:  # one outbox row for the lot (see Envelope)
@@ -78,6 +121,31 @@ class EdgexEncoder:
 
     def device_status(self, status: DeviceStatus) -> list[Envelope]:
         return []  # carried by the readings' absence; see docs/edgex.md
+
+
+_UNCERTAIN = ',"tags":{"quality":"uncertain"}'
+
+
+def _value_texts(group: Sequence[Reading]) -> list[str]:
+    """Each reading's value as the JSON string EdgeX wants ("21.5", "true", "450").
+
+    Numbers and bools of a whole group go through one orjson call (its shortest round-trip float
+    text is what Go's strconv parses); strings, NaN and infinities (null in JSON) one by one."""
+    values = [r.value for r in group]
+    if not any(type(v) is str for v in values):
+        try:
+            tokens = orjson.dumps(values).decode()[1:-1].split(",")
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits
+            pass
+        else:
+            return [
+                f'"{t}"' if t != "null" else f'"{format_value(v)}"'  # type: ignore[arg-type]
+                for t, v in zip(tokens, values, strict=True)
+            ]
+    return [
+        orjson.dumps(v).decode() if type(v) is str else f'"{format_value(v)}"'  # type: ignore[arg-type]
+        for v in values
+    ]
 
 
 def _messages(rec: Record) -> list[tuple[str, bytes]]:
