@@ -7,6 +7,7 @@ Scenarios (docs/benchmarks.md says what each measures and how):
     c  ceiling: faster polls until the agent saturates its core or falls behind
     d  write round trip (MQTT set → Modbus write → MQTT result) under load a
     e  building blocks: gmqtt vs paho-mqtt, pymodbus client round trips, the simulator, orjson vs json
+    x  EdgeX: CPU per reading on the message bus and over core-data REST vs plain MQTT (bench/edgex.py)
 
     bench/run.py                          a..e with short defaults (about 5 minutes)
     bench/run.py --scenario a,d --duration 60
@@ -665,12 +666,24 @@ def scenario_e(ctx: Ctx) -> dict[str, Any]:
     return out
 
 
+def scenario_x(ctx: Ctx) -> dict[str, Any]:
+    """EdgeX forwarding against the plain MQTT path, CPU per reading (bench/edgex.py)."""
+    say("\n== x. EdgeX: message bus and core-data REST against plain MQTT (bench/edgex.py)")
+    out_file = ctx.workroot / "edgex.json"
+    argv = [B.PY, str(B.BENCH / "edgex.py"), "--json", str(out_file)]
+    if ctx.args.quick:
+        argv += ["--rounds", "5", "--repeat", "1"]
+    subprocess.run(argv, check=True)
+    return {"paths": json.loads(out_file.read_text())}
+
+
 SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "a": scenario_a,
     "b": scenario_b,
     "c": scenario_c,
     "d": scenario_d,
     "e": scenario_e,
+    "x": scenario_x,
 }
 
 
@@ -1046,7 +1059,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=__doc__,
     )
     p.add_argument(
-        "--scenario", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e (default: all)"
+        "--scenario", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e,x (default: a..e; x: EdgeX)"
     )
     p.add_argument(
         "--duration", type=float, default=30.0, help="measurement window of a and b, seconds (default 30)"
