@@ -1059,7 +1059,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=__doc__,
     )
     p.add_argument(
-        "--scenario", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e,x (default: a..e; x: EdgeX)"
+        "--scenario",
+        default="a,b,c,d,e",
+        help="comma-separated subset of a,b,c,d,e,x (default: a..e; x: EdgeX)",
     )
     p.add_argument(
         "--duration", type=float, default=30.0, help="measurement window of a and b, seconds (default 30)"
