@@ -377,3 +377,39 @@ def test_encoder_values_parse_back(values: list[Any]) -> None:
             assert text == "NaN"
         else:
             assert float(text) == v
+
+
+def _doc_blocks(lang: str) -> list[str]:
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "edgex.md").read_text(encoding="utf-8")
+    return [m.group(2) for m in re.finditer(r"```(\w+)\n(.*?)```", text, re.S) if m.group(1) == lang]
+
+
+def test_doc_profile_is_what_the_cli_writes_for_the_doc_config() -> None:
+    from picogate.config import parse_config
+    from picogate.edgex._cli import profiles_of
+
+    (config,) = _doc_blocks("yaml")
+    (profile_text,) = _doc_blocks("yml")
+    assert profiles_of(parse_config(config)) == [yaml.safe_load(profile_text)]
+    check(
+        "core-metadata",
+        request_schema("core-metadata", "post", "/deviceprofile"),
+        [{"apiVersion": "v3", "profile": yaml.safe_load(profile_text)}],
+    )
+
+
+def test_doc_events_and_envelopes_are_valid() -> None:
+    schema = request_schema("core-data", "post", EVENT_PATH)
+    kinds = []
+    for text in _doc_blocks("json"):
+        doc = json.loads(text)
+        if "receivedTopic" in doc:
+            check_envelope(doc, version=3 if isinstance(doc["payload"], str) else 4)
+            doc = decode_payload(doc)
+            kinds.append("envelope")
+        check("core-data", schema, doc)
+        kinds.append("event")
+    assert kinds.count("envelope") >= 1
+    assert kinds.count("event") >= 2

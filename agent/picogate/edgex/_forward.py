@@ -218,7 +218,8 @@ class EdgexBusSink:
             for rec in records:
                 for key, body in _messages(rec):
                     try:
-                        fut = await client.publish(prefix + key, envelope(body, version=version), qos=qos)
+                        env = envelope(body, version=version, correlation_id=new_id())
+                        fut = await client.publish(prefix + key, env, qos=qos)
                     except MqttPublishRefused as exc:
                         self._refused(exc)
                         continue
