@@ -413,3 +413,17 @@ def test_doc_events_and_envelopes_are_valid() -> None:
         kinds.append("event")
     assert kinds.count("envelope") >= 1
     assert kinds.count("event") >= 2
+
+
+def test_ids_are_version_4_uuids_and_distinct() -> None:
+    import uuid
+
+    from picogate.edgex._model import id_series, new_id
+
+    ids = [new_id() for _ in range(2000)] + id_series(300) + id_series(300)
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        u = uuid.UUID(text)
+        assert str(u) == text
+        assert u.version == 4
+        assert u.variant == uuid.RFC_4122

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import math
-import uuid
+import os
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -98,14 +99,20 @@ def parse_value(info: PointInfo, text: object) -> Value:
         raise ValueError(f"{info.name} is a {VALUE_TYPES[t]} resource: {text!r} is not {kind}") from None
 
 
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID as text; 3x cheaper than str(uuid.uuid4()), same randomness
+    source (os.urandom), same layout (version nibble 4, RFC 4122 variant)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def id_series(n: int) -> list[str]:
     """`n` distinct UUIDs (version 4 layout) for the readings of one event, for the price of one:
     a random UUID whose last 16 bits count (106 random bits remain; at most 65,536 readings)."""
-    base = str(uuid.uuid4())[:-4]
+    base = new_id()[:-4]
     return [f"{base}{i:04x}" for i in range(n)]
 
 
@@ -185,6 +192,9 @@ def envelope(
         body = payload
     else:
         body = b'"' + base64.b64encode(payload) + b'"'
+    if not (request_id or error) and content_type == "application/json" and _SAFE_ID.match(correlation_id):
+        # an event: the common case, without a dict and orjson (ids are [0-9a-f-])
+        return b"".join((_EVENT_HEAD, correlation_id.encode(), _EVENT_TAIL, body, b"}"))
     head = orjson.dumps(
         {
             "apiVersion": API_VERSION,
@@ -196,6 +206,11 @@ def envelope(
         }
     )
     return head[:-1] + b',"payload":' + body + b"}"
+
+
+_SAFE_ID = re.compile(r"^[0-9a-f-]*$")
+_EVENT_HEAD = b'{"apiVersion":"v3","receivedTopic":"","correlationID":"'
+_EVENT_TAIL = b'","requestID":"","errorCode":0,"contentType":"application/json","payload":'
 
 
 class EnvelopeError(ValueError):
