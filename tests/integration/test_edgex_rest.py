@@ -9,7 +9,7 @@ from typing import Any
 
 from _agent import base_config, eventually, running_gateway
 from _edgex import FakeEdgex
-from picogate._model import Quality
+from picogate._model import PointInfo, PointType, Quality
 from picogate.edgex._forward import REST_SINK
 
 
@@ -124,6 +124,13 @@ async def test_registration_creates_updates_and_retries(
             "modbus-tcp": {"Address": "127.0.0.1", "Port": str(dev.port), "UnitID": "1"}
         }
         assert registrar.rounds >= 2  # type: ignore[attr-defined]
+        # a point that appears at run time (a Pico board, a rule) is registered too
+        gw.registry.add(PointInfo("boiler", "extra", PointType.INT32, origin="rules"))
+        await eventually(
+            lambda: "extra" in {r["name"] for r in fake.profiles["picogate-boiler"]["deviceResources"]},
+            what="profile updated with the new point",
+        )
+        assert fake.bad_requests == []
     # a second start: everything exists → updates (PUT profile, PATCH device), still registered
     fake.calls.clear()
     async with running_gateway(rest_cfg(tmp_path, mosquitto.port, dev.port, fake)) as gw:
