@@ -31,6 +31,7 @@ from pydantic_core import PydanticUndefined  # noqa: E402
 from picogate._model import NAME_PATTERN  # noqa: E402
 from picogate.config import _base  # noqa: E402
 from picogate.config import _schema as schema  # noqa: E402
+from picogate.config._edgex import BusReconnectSection as EdgexBusReconnectSection  # noqa: E402
 from picogate.config._edgex import BusSection as EdgexBusSection  # noqa: E402
 from picogate.config._edgex import DeviceServiceSection as EdgexDeviceServiceSection  # noqa: E402
 from picogate.config._edgex import EdgexSection  # noqa: E402
@@ -53,6 +54,7 @@ SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     "points": (schema.PointConfig, None),
     "edgex": (EdgexSection, None),
     "edgex.bus": (EdgexBusSection, None),
+    "edgex.bus.reconnect": (EdgexBusReconnectSection, None),
     "edgex.device_service": (EdgexDeviceServiceSection, None),
 }
 
@@ -77,6 +79,7 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("BusSection", "username"): "User name to log in with.",
     ("BusSection", "qos"): "QoS of the events (EdgeX's own default is 0).",
     ("BusSection", "protocol"): "MQTT version.",
+    ("BusSection", "reconnect"): "Delays between reconnection attempts; see `edgex.bus.reconnect`.",
     ("DeviceServiceSection", "enabled"): "Serve the API (core-command's REST path needs it).",
     ("GatewayConfig", "rules"): "Reserved for the rule files; not checked yet.",
     ("TlsSection", "ca_file"): "CA certificate(s) to check the broker with; default: the system's.",

@@ -175,3 +175,49 @@ async def test_events_registration_and_commands_on_the_bus(
     finally:
         peer.close()
         await fake.stop()
+
+
+async def test_bus_outage_delays_events_and_loses_none(
+    mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
+) -> None:
+    """The bus broker goes away: events wait in the outbox and are published (and acknowledged
+    by the broker) once it is back; a subscriber then sees the replayed events."""
+    dev = await modbus_tcp_server({1: {"hr": {0: [215, 40]}}})
+    fake = await FakeEdgex().start()
+    device = boiler(dev.port) | {"max_silence": "100ms"}  # an event every poll
+    cfg = base_config(
+        tmp_path,
+        mosquitto.port,
+        [device],
+        edgex=edgex_section(
+            mosquitto.port,
+            fake,
+            free_port(),
+            register_on_start=False,
+            bus={
+                "host": "127.0.0.1",
+                "port": mosquitto.port,
+                "reconnect": {"min_delay": "100ms", "max_delay": "500ms"},
+            },
+        ),
+    )
+    cfg["mqtt"]["enabled"] = False
+    try:
+        async with running_gateway(cfg) as gw:
+            bus = next(s for s in gw.parts.sinks if s.name == "edgex")
+            await eventually(lambda: bus.stats.delivered >= 2, what="events acknowledged")
+            await asyncio.to_thread(mosquitto.stop)
+            await eventually(lambda: gw.parts.outbox.depth("edgex") >= 5, what="events waiting in the outbox")
+            waiting = gw.parts.outbox.depth("edgex")
+            before = bus.stats.delivered
+            await asyncio.to_thread(mosquitto.start)
+            with recorder(mosquitto.host, mosquitto.port, "edgex/events/#") as rec:
+                await eventually(
+                    lambda: bus.stats.delivered >= before + waiting, what="the backlog acknowledged"
+                )
+                assert bus.stats.connects >= 2
+                msgs = await asyncio.to_thread(rec.wait_topic, TOPIC)
+                req = decode_payload(msgs[0].json())
+                check("core-data", request_schema("core-data", "post", EVENT_PATH), req)
+    finally:
+        await fake.stop()

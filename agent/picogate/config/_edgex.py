@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from picogate.config._base import Duration, Port, _Model
+from picogate.config._base import Duration, Port, PositiveDuration, _Model
 
 # EdgeX names travel in topics and URL paths: no '/', '+', '#', '.' (see docs/edgex.md).
 _EDGEX_NAME = r"^[A-Za-z0-9_~:;=-]+$"
@@ -19,6 +19,13 @@ _URL_RE = re.compile(r"^https?://[^/\s]+(/[^\s]*)?$")
 class Transport(enum.StrEnum):
     BUS = "bus"
     REST = "rest"
+
+
+class BusReconnectSection(_Model):
+    min_delay: PositiveDuration = 0.5
+    """First wait after a lost connection to the bus broker."""
+    max_delay: PositiveDuration = 30.0
+    """Longest wait: the wait grows (with jitter) from `min_delay` up to this."""
 
 
 class BusSection(_Model):
@@ -35,6 +42,7 @@ class BusSection(_Model):
     """Environment variable holding the bus password."""
     qos: Literal[0, 1] = 1
     protocol: Literal["5", "3.1.1"] = "3.1.1"
+    reconnect: BusReconnectSection = BusReconnectSection()
 
 
 class DeviceServiceSection(_Model):

@@ -91,7 +91,11 @@ async def attach(gw: Gateway) -> list[Component]:
             known_device=known_device,
         )
         gw.pipeline.encoders.append(EdgexEncoder(BUS_SINK, gw.registry, names, batch=cfg.batch))
-        parts.sinks.append(RunningSink(bus, parts.outbox, window=4))
+        parts.sinks.append(
+            RunningSink(
+                bus, parts.outbox, window=4, min_delay=b.reconnect.min_delay, max_delay=b.reconnect.max_delay
+            )
+        )
     if cfg.uses_rest:
         rest = EdgexRestSink(core_data=cfg.core_data, service=cfg.service, timeout=cfg.timeout)
         gw.pipeline.encoders.append(EdgexEncoder(REST_SINK, gw.registry, names, batch=cfg.batch))
