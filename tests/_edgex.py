@@ -76,11 +76,14 @@ def request_schema(spec_name: str, method: str, path: str) -> dict[str, Any]:
     return schema
 
 
-def decode_payload(env: dict[str, Any]) -> Any:
-    """The payload of a MessageEnvelope: base64 JSON (3.x) or a JSON value (4.x)."""
+def decode_payload(env: dict[str, Any], version: int = 3) -> Any:
+    """The payload of a MessageEnvelope: base64 JSON (3.x) or a JSON value (4.x); an error's
+    text is base64 in 3.x and the text itself in 4.x."""
     p = env["payload"]
     if p is None:
         return None
+    if version >= 4 and env.get("contentType") == "text/plain":
+        return p
     if isinstance(p, str):
         raw = base64.b64decode(p, validate=True)
         if env.get("contentType") == "text/plain":
@@ -363,7 +366,7 @@ class BusPeer:
         assert reply["requestID"] == rid
         if reply["errorCode"] == 0:
             assert reply["correlationID"] == env["correlationID"]
-        reply["decoded"] = decode_payload(reply)
+        reply["decoded"] = decode_payload(reply, self.version)
         return reply
 
     def command(

@@ -278,7 +278,8 @@ def test_envelope_payload_encodings(version: int) -> None:
     assert decode_payload(env) == json.loads(body)
     assert envelope_payload(parse_envelope(envelope(body, version=version))) == json.loads(body)
     err = json.loads(envelope(b"boom", version=version, request_id="r1", error=True))
-    assert (err["errorCode"], err["contentType"], decode_payload(err)) == (1, "text/plain", "boom")
+    assert (err["errorCode"], err["contentType"], decode_payload(err, version)) == (1, "text/plain", "boom")
+    assert err["payload"] == ("boom" if version == 4 else base64.b64encode(b"boom").decode())
     assert json.loads(envelope(None, version=version))["payload"] is None
 
 

@@ -184,11 +184,13 @@ def envelope(
     content_type: str = "application/json",
 ) -> bytes:
     """An EdgeX MessageEnvelope.  `payload` is the encoded DTO (or error text): base64 text in
-    EdgeX 3, the JSON value itself in EdgeX 4 (text payloads stay base64 there too, as the 4.x
-    messaging library still decodes a string payload as base64)."""
+    EdgeX 3 (Go `[]byte`); in EdgeX 4 (`any`) the JSON value itself, and an error's text as a
+    plain JSON string (as go-mod-messaging 4's NewMessageEnvelopeWithError sends it)."""
     if payload is None:
         body = b"null"
-    elif version >= 4 and content_type == "application/json" and not error:
+    elif version >= 4 and error:
+        body = orjson.dumps(payload.decode("utf-8", "replace"))  # 4.x: the error text itself
+    elif version >= 4 and content_type == "application/json":
         body = payload
     else:
         body = b'"' + base64.b64encode(payload) + b'"'
