@@ -428,3 +428,17 @@ def test_ids_are_version_4_uuids_and_distinct() -> None:
         assert str(u) == text
         assert u.version == 4
         assert u.variant == uuid.RFC_4122
+
+
+async def test_a_missing_bus_password_variable_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    from _agent import base_config
+    from picogate._gateway import Gateway
+    from picogate.config import GatewayConfig
+
+    cfg = base_config(
+        tmp_path, 1, [], edgex={"bus": {"username": "u", "password_env": "PICOGATE_TEST_NO_SUCH_VAR"}}
+    )
+    cfg["mqtt"]["enabled"] = False
+    with pytest.raises(ValueError, match="PICOGATE_TEST_NO_SUCH_VAR is not set"):
+        async with Gateway(GatewayConfig.model_validate(cfg)):
+            pass
