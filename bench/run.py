@@ -9,6 +9,7 @@ Scenarios (docs/benchmarks.md says what each measures and how):
     e  building blocks: gmqtt vs paho-mqtt, pymodbus client round trips, the simulator, orjson vs json
     m  the firmware's Modbus RTU master on MicroPython over a pty (bench/fw_modbus.py)
     r  the rule engine alone (bench/rules.py): readings/s through 1,000 stateful rules
+    x  EdgeX: CPU per reading on the message bus and over core-data REST vs plain MQTT (bench/edgex.py)
 
     bench/run.py                          a..e with short defaults (about 5 minutes)
     bench/run.py --scenario a,d --duration 60
@@ -719,6 +720,17 @@ def scenario_r(ctx: Ctx) -> dict[str, Any]:
     return out
 
 
+def scenario_x(ctx: Ctx) -> dict[str, Any]:
+    """EdgeX forwarding against the plain MQTT path, CPU per reading (bench/edgex.py)."""
+    say("\n== x. EdgeX: message bus and core-data REST against plain MQTT (bench/edgex.py)")
+    out_file = ctx.workroot / "edgex.json"
+    argv = [B.PY, str(B.BENCH / "edgex.py"), "--json", str(out_file)]
+    if ctx.args.quick:
+        argv += ["--rounds", "5", "--repeat", "1"]
+    subprocess.run(argv, check=True)
+    return {"paths": json.loads(out_file.read_text())}
+
+
 SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "a": scenario_a,
     "b": scenario_b,
@@ -728,6 +740,7 @@ SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "m": scenario_m,
     "r": scenario_r,
     "p": scenario_p,
+    "x": scenario_x,
 }
 
 

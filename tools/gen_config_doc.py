@@ -32,6 +32,10 @@ from picogate._model import NAME_PATTERN  # noqa: E402
 from picogate.config import _base  # noqa: E402
 from picogate.config import _boards as boards  # noqa: E402
 from picogate.config import _schema as schema  # noqa: E402
+from picogate.config._edgex import BusReconnectSection as EdgexBusReconnectSection  # noqa: E402
+from picogate.config._edgex import BusSection as EdgexBusSection  # noqa: E402
+from picogate.config._edgex import DeviceServiceSection as EdgexDeviceServiceSection  # noqa: E402
+from picogate.config._edgex import EdgexSection  # noqa: E402
 
 _DEVICE_BASE: type[BaseModel] = schema._DeviceBase
 
@@ -53,6 +57,10 @@ SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     "boards.io": (boards.IoPoint, None),
     "boards.modbus": (boards.BoardBus, None),
     "boards.modbus.devices": (boards.BoardDevice, None),
+    "edgex": (EdgexSection, None),
+    "edgex.bus": (EdgexBusSection, None),
+    "edgex.bus.reconnect": (EdgexBusReconnectSection, None),
+    "edgex.device_service": (EdgexDeviceServiceSection, None),
 }
 
 MEANINGS: dict[tuple[str, str], str] = {
@@ -109,7 +117,20 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("BoardDevice", "max_silence"): "Re-publish unchanged values after this long (0: never).",
     ("BoardDevice", "points"): "Points, exactly as for any Modbus device; see `points`.",
     ("GatewayConfig", "coap"): "Reserved for the CoAP server and client; not checked yet.",
-    ("GatewayConfig", "edgex"): "Reserved for EdgeX Foundry forwarding; not checked yet.",
+    ("GatewayConfig", "edgex"): "EdgeX Foundry: events, registration, commands; see [edgex.md](edgex.md).",
+    ("EdgexSection", "enabled"): "Forward to EdgeX at all (the section's presence alone turns it on).",
+    ("EdgexSection", "bus"): "The message-bus broker; see `edgex.bus`.",
+    ("EdgexSection", "core_data"): "core-data's URL (REST transport).",
+    ("EdgexSection", "core_metadata"): "core-metadata's URL (registration).",
+    ("EdgexSection", "device_service"): "This gateway's device-service REST API; see `edgex.device_service`.",
+    ("EdgexSection", "labels"): "Labels of the registered device service and profiles.",
+    ("BusSection", "host"): "Broker host of the EdgeX message bus.",
+    ("BusSection", "port"): "Broker port.",
+    ("BusSection", "username"): "User name to log in with.",
+    ("BusSection", "qos"): "QoS of the events (EdgeX's own default is 0).",
+    ("BusSection", "protocol"): "MQTT version.",
+    ("BusSection", "reconnect"): "Delays between reconnection attempts; see `edgex.bus.reconnect`.",
+    ("DeviceServiceSection", "enabled"): "Serve the API (core-command's REST path needs it).",
     ("GatewayConfig", "rules"): "Reserved for the rule files; not checked yet.",
     ("TlsSection", "ca_file"): "CA certificate(s) to check the broker with; default: the system's.",
     ("TlsSection", "cert_file"): "Client certificate (with `key_file`).",

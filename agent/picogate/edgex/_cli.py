@@ -1,10 +1,81 @@
-"""This package's `picogate` subcommands (none yet: the issue that builds it adds them)."""
+"""`picogate edgex profiles --config gateway.yaml [-o DIR]`: the EdgeX device profiles of the
+points in gateway.yaml, as YAML (what registration sends to core-metadata)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 
 def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add subparsers to `sub`; each sets `func=handler` (handler(args) -> exit status)."""
+    edgex = sub.add_parser("edgex", help="EdgeX Foundry: device profiles")
+    edgex_sub = edgex.add_subparsers(dest="edgex_command", required=True, metavar="ACTION")
+    prof = edgex_sub.add_parser("profiles", help="write the EdgeX device profiles of gateway.yaml's points")
+    prof.add_argument("--config", "-c", type=Path, required=True, help="gateway.yaml")
+    prof.add_argument(
+        "-o", "--output", type=Path, default=None, help="directory for <profile>.yaml files (default: stdout)"
+    )
+    prof.set_defaults(func=_profiles)
+
+
+def profiles_of(cfg: Any) -> list[dict[str, Any]]:
+    """The profiles of the Modbus devices configured in `cfg` (points added at run time by Pico
+    boards, CoAP nodes or rules are registered by the running gateway)."""
+    from picogate._registry import PointRegistry
+    from picogate.config._edgex import EdgexSection
+    from picogate.edgex._model import device_profile
+    from picogate.modbus._source import build_lines
+
+    edgex = cfg.edgex or EdgexSection()
+    registry = PointRegistry()
+
+    async def _noop(*_: Any) -> None:
+        return None
+
+    for line in build_lines(cfg.devices, registry=registry, emit=_noop, status_changed=_noop):
+        line.register()
+    out = []
+    for status in sorted(registry.devices(), key=lambda d: d.name):
+        points = sorted(registry.points_of(status.name), key=lambda p: p.name)
+        out.append(
+            device_profile(
+                edgex.profile_prefix + status.name,
+                status.name,
+                points,
+                batch_command=edgex.batch_command,
+                labels=edgex.labels,
+            )
+        )
+    return out
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    import yaml
+
+    from picogate.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    profiles = profiles_of(cfg)
+    if not profiles:
+        print(f"{args.config}: no devices with points: no profiles to write", file=sys.stderr)
+        return 1
+    if args.output is None:
+        yaml.safe_dump_all(profiles, sys.stdout, sort_keys=False, allow_unicode=True)
+        return 0
+    out: Path = args.output
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for p in profiles:
+            path = out / f"{p['name']}.yaml"
+            path.write_text(yaml.safe_dump(p, sort_keys=False, allow_unicode=True))
+            print(path)
+    except OSError as exc:
+        print(f"picogate edgex profiles: cannot write to {out}: {exc}", file=sys.stderr)
+        return 1
+    return 0

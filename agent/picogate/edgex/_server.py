@@ -1,0 +1,101 @@
+"""The device service's own REST API (device-sdk.yaml), the part core-command's REST path uses:
+`GET /api/v3/ping`, `GET /api/v3/version`, `GET|PUT /api/v3/device/name/{name}/{command}`."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+
+from picogate import __version__
+from picogate.edgex._commands import CommandError, Commands
+from picogate.edgex._model import API_VERSION
+
+log = logging.getLogger("picogate.edgex")
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"apiVersion": API_VERSION, "statusCode": status, "message": message}, status)
+
+
+class DeviceServiceApi:
+    kind: Literal["source", "service"] = "service"
+
+    def __init__(self, commands: Commands, *, host: str, port: int) -> None:
+        self.name = "edgex-api"
+        self.commands = commands
+        self.host, self.port = host, port
+        self._runner: web.AppRunner | None = None
+        self._stopped: Any = None
+        self.app = web.Application()
+        self.app.router.add_get("/api/v3/ping", self._ping)
+        self.app.router.add_get("/api/v3/version", self._version)
+        self.app.router.add_get("/api/v3/device/name/{name}/{command}", self._get)
+        self.app.router.add_put("/api/v3/device/name/{name}/{command}", self._put)
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        log.info("EdgeX device-service API on http://%s:%d", self.host, self.port)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def run(self) -> None:
+        import asyncio
+
+        self._stopped = asyncio.Event()
+        await self.start()
+        try:
+            await self._stopped.wait()
+        finally:
+            await self.close()
+
+    def stop(self) -> None:
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return _json(
+            {
+                "apiVersion": API_VERSION,
+                "timestamp": email.utils.formatdate(usegmt=True),
+                "serviceName": self.commands.names.service,
+            }
+        )
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return _json(
+            {"apiVersion": API_VERSION, "version": __version__, "serviceName": self.commands.names.service}
+        )
+
+    async def _get(self, request: web.Request) -> web.Response:
+        try:
+            body = self.commands.get(request.match_info["name"], request.match_info["command"])
+        except CommandError as exc:
+            return _error(exc.status, str(exc))
+        if request.query.get("ds-returnevent", "true").lower() == "false":
+            return _json({"apiVersion": API_VERSION, "statusCode": 200})
+        return _json(body)
+
+    async def _put(self, request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return _error(400, f"body is not JSON: {exc}")
+        try:
+            await self.commands.set(request.match_info["name"], request.match_info["command"], body)
+        except CommandError as exc:
+            return _error(exc.status, str(exc))
+        return _json({"apiVersion": API_VERSION, "statusCode": 200})
