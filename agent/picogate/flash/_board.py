@@ -11,6 +11,7 @@ real errno and a silent board a timeout instead of a hang.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -30,8 +31,15 @@ from picogate.flash._ports import port_holders
 __all__ = ["BoardConn", "Probe"]
 
 _RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
-_REPL_SIGNS = (b">>> ", b"raw REPL; CTRL-B", b"MicroPython v", b"picogate: maintenance", b"picogate: safe mode",
-               b"picogate: boot interrupted", b"Traceback (most recent call last)")
+_REPL_SIGNS = (
+    b">>> ",
+    b"raw REPL; CTRL-B",
+    b"MicroPython v",
+    b"picogate: maintenance",
+    b"picogate: safe mode",
+    b"picogate: boot interrupted",
+    b"Traceback (most recent call last)",
+)
 _BOOT_SIGN = b"picogate: starting"
 
 Log = Callable[[str], None]
@@ -95,7 +103,9 @@ class BoardConn:
             pid, cmd = holders[0]
             raise self._busy(pid, cmd)
         try:
-            ser = serial.Serial(self.port, 115200, timeout=self.timeout, exclusive=True, write_timeout=self.timeout)
+            ser = serial.Serial(
+                self.port, 115200, timeout=self.timeout, exclusive=True, write_timeout=self.timeout
+            )
         except serial.SerialException as e:
             code = e.errno
             if code in (errno.EACCES, errno.EPERM):
@@ -107,8 +117,7 @@ class BoardConn:
                 ) from None
             if code in (errno.EAGAIN, errno.EBUSY) or "exclusively lock" in str(e):
                 holders = port_holders(self.port)
-                pid, cmd = holders[0] if holders else (None, "")
-                raise self._busy(pid, cmd) from None
+                raise (self._busy(*holders[0]) if holders else self._busy(None, "")) from None
             if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
                 raise FlashError("no such port (unplugged?)", where=self.port) from None
             raise FlashError(f"cannot open: {e}", where=self.port) from None
@@ -130,10 +139,8 @@ class BoardConn:
 
     def close(self) -> None:
         if self._s is not None:
-            try:
+            with contextlib.suppress(OSError, serial.SerialException):
                 self._s.ser.close()
-            except (OSError, serial.SerialException):
-                pass
             self._s = None
         self.in_raw = False
 
@@ -184,9 +191,9 @@ class BoardConn:
 
     # --- what is the board doing? -------------------------------------------------------------------
 
-    def probe(self, timeout: float = 1.5) -> Probe:
+    def probe(self, timeout: float = 1.5, *, interrupt: bool = True) -> Probe:
         """Say hello on the link and look at the answer: the application's hello, a REPL, the boot
-        window (Ctrl-C is sent at once then), or nothing."""
+        window (with `interrupt`, Ctrl-C is sent at once then), or nothing."""
         seen = self._drain()
         buf = seen
         deadline = time.monotonic() + timeout
@@ -206,10 +213,10 @@ class BoardConn:
                 frame = _link.parse(line)
                 if frame is not None and (doc := _link.parse_hello(frame)) is not None:
                     return Probe("app", doc, seen)
-            if _BOOT_SIGN in seen:
+            if interrupt and _BOOT_SIGN in seen:
                 self._write(b"\x03")
                 return Probe("boot", None, seen)
-            if any(s in seen for s in _REPL_SIGNS):
+            if interrupt and any(s in seen for s in _REPL_SIGNS):
                 return Probe("repl", None, seen)
         return Probe("silent", None, seen)
 
@@ -280,9 +287,7 @@ class BoardConn:
                     if rest == b">":
                         self.transport.read_until = _unread_prompt(self.transport.read_until)
                     return
-        raise BoardNotAnswering(
-            f"no raw REPL (Ctrl-C, Ctrl-A gave {seen[-200:]!r})", where=self.port
-        )
+        raise BoardNotAnswering(f"no raw REPL (Ctrl-C, Ctrl-A gave {seen[-200:]!r})", where=self.port)
 
     def interrupt_boot(self, wait: float, *, on_wait: Log | None = None) -> None:
         """The fallback when the link does not answer: send Ctrl-C continuously for `wait` seconds,
@@ -321,7 +326,8 @@ class BoardConn:
         except (OSError, serial.SerialException) as e:
             raise FlashError(f"lost the board: {e}", where=self.port) from None
         if err:
-            raise FlashError(f"board error: {err.decode(errors='replace').strip()}", where=self.port)
+            lines = err.decode(errors="replace").strip().splitlines()
+            raise FlashError(f"board error: {lines[-1] if lines else '?'}", where=self.port)
         return bytes(out)
 
     def exec_json(self, code: str, *, timeout: float = 10.0) -> Any:
@@ -344,10 +350,9 @@ class BoardConn:
 
     def reset(self) -> None:
         """Hard reset (machine.reset()): the board boots its application."""
-        try:
+        # the board may go away while we wait for "OK": that is the reset
+        with contextlib.suppress(TransportError, OSError, serial.SerialException):
             self.transport.exec_raw_no_follow("import machine\nmachine.reset()")
-        except (TransportError, OSError, serial.SerialException):
-            pass  # the board went away while we waited for "OK": that is the reset
         self.close()
 
     def wait_hello(self, timeout: float) -> dict[str, Any]:
@@ -358,7 +363,7 @@ class BoardConn:
             try:
                 if self._s is None:
                     self.open()
-                p = self.probe(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+                p = self.probe(timeout=min(1.0, max(0.1, deadline - time.monotonic())), interrupt=False)
             except FlashError:
                 self.close()
                 time.sleep(0.1)

@@ -218,13 +218,17 @@ def rollback_script() -> str:
         _HELPERS
         + f"""
 try:
-    os.stat({OLD!r} + '/' + {MANIFEST!r})
+    os.stat({OLD!r} + '/picogate_fw')
+    os.stat({OLD!r} + '/main.py')
 except OSError:
     raise OSError('no previous version on this board (pg_old/ is empty)')
 _rm({NEW!r})
 _mk({NEW!r})
 for _n in ('picogate_fw', 'main.py', {MANIFEST!r}):
-    os.rename({OLD!r} + '/' + _n, {NEW!r} + '/' + _n)
+    try:
+        os.rename({OLD!r} + '/' + _n, {NEW!r} + '/' + _n)
+    except OSError:
+        pass  # a previous version without manifest (a development install): it reports "dev"
 for _n in ('picogate_fw', 'main.py', {MANIFEST!r}):
     try:
         os.rename(_n, {OLD!r} + '/' + _n)
@@ -232,7 +236,10 @@ for _n in ('picogate_fw', 'main.py', {MANIFEST!r}):
         pass
 os.rename({NEW!r} + '/picogate_fw', 'picogate_fw')
 os.rename({NEW!r} + '/main.py', 'main.py')
-os.rename({NEW!r} + '/' + {MANIFEST!r}, {MANIFEST!r})
+try:
+    os.rename({NEW!r} + '/' + {MANIFEST!r}, {MANIFEST!r})
+except OSError:
+    pass
 _rm({NEW!r})
 with open('pg_boots', 'w') as _f:
     _f.write('0')
@@ -243,11 +250,14 @@ print('rolled back')
 
 def write_text_script(path: str, text: str) -> str:
     """Write a small file under a temporary name and rename it into place."""
-    return _HELPERS + f"""
-with open({path + '.tmp'!r}, 'w') as _f:
+    return (
+        _HELPERS
+        + f"""
+with open({path + ".tmp"!r}, 'w') as _f:
     _f.write({text!r})
-_mv({path + '.tmp'!r}, {path!r})
+_mv({path + ".tmp"!r}, {path!r})
 """
+    )
 
 
 def clean_staging_script() -> str:

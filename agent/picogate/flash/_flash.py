@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -15,7 +16,7 @@ from picogate.flash._board import BoardConn
 from picogate.flash._build import Firmware, build_firmware
 from picogate.flash._errors import FlashError
 
-__all__ = ["FlashOptions", "FlashResult", "Builder", "flash_board", "Progress"]
+__all__ = ["Builder", "FlashOptions", "FlashResult", "Progress", "flash_board"]
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total): stage text, and bytes done of total (0, 0 when not counting)."""
@@ -161,6 +162,9 @@ def flash_board(
     except FlashError as e:
         result.result = "failed"
         result.error = str(e)
+        if conn.in_raw:  # we stopped its application: let it run again (best effort)
+            with contextlib.suppress(FlashError):
+                conn.reset()
     finally:
         conn.close()
         result.duration = round(time.monotonic() - t0, 3)
@@ -199,12 +203,14 @@ def _flash(conn: BoardConn, result: FlashResult, opts: FlashOptions, prog: Progr
     result.board = _deploy.board_name(info)
     result.micropython = info.get("mp")
     if not info.get("hashlib"):
-        raise FlashError("the board's MicroPython has no hashlib.sha256; flash a current MicroPython", where=conn.port)
+        raise FlashError(
+            "the board's MicroPython has no hashlib.sha256; flash a current MicroPython", where=conn.port
+        )
     if opts.rollback:
         prog("rolling back", 0, 0)
         conn.exec(_deploy.rollback_script())
         result.result = "rolled-back"
-        expect = _deploy.manifest_hash({"manifest": info.get("old")})
+        expect = _deploy.manifest_hash({"manifest": info.get("old")}) or "dev"
     else:
         prog("building", 0, 0)
         fw = opts.builder(int(info.get("mpy") or 0))
@@ -247,8 +253,13 @@ def _apply(conn: BoardConn, fw: Firmware, plan: _deploy.Plan, result: FlashResul
     for path in plan.upload:
         data = fw.files[path]
         base = done
-        prog(f"uploading {path}", done, total)
-        conn.write_file(f"{_deploy.NEW}/{path}", data, lambda n, base=base: prog(f"uploading {path}", base + n, total))
+        stage = f"uploading {path}"
+        prog(stage, done, total)
+
+        def on_chunk(n: int, base: int = base, stage: str = stage) -> None:
+            prog(stage, base + n, total)
+
+        conn.write_file(f"{_deploy.NEW}/{path}", data, on_chunk)
         done += len(data)
         result.uploaded.append(path)
     conn.write_file(f"{_deploy.NEW}/pg_fw.json", fw.manifest())

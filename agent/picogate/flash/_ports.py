@@ -19,8 +19,17 @@ from pathlib import Path
 from picogate.flash._errors import FlashError, PortPermission
 from picogate.flash._uf2 import chip_of_board_id, parse_info_uf2
 
-__all__ = ["BOOTLOADER_PIDS", "RPI_VID", "Roots", "Uf2Drive", "UsbPort", "find_uf2_drives", "find_usb_ports",
-           "mount_drive", "port_holders"]
+__all__ = [
+    "BOOTLOADER_PIDS",
+    "RPI_VID",
+    "Roots",
+    "Uf2Drive",
+    "UsbPort",
+    "find_uf2_drives",
+    "find_usb_ports",
+    "mount_drive",
+    "port_holders",
+]
 
 RPI_VID = 0x2E8A
 BOOTLOADER_PIDS = {0x0003: "RP2040", 0x000F: "RP2350"}
@@ -243,7 +252,12 @@ def port_holders(port: str, *, proc: Path | None = None) -> list[tuple[int, str]
         for fd in fds:
             try:
                 if os.readlink(fd_dir / fd) == target:
-                    cmd = (proc / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    cmd = (
+                        (proc / str(pid) / "cmdline")
+                        .read_bytes()
+                        .replace(b"\0", b" ")
+                        .decode(errors="replace")
+                    )
                     out.append((pid, cmd.strip()))
                     break
             except OSError:

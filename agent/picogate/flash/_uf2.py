@@ -26,8 +26,9 @@ __all__ = [
     "RP2350_ARM_S",
     "RP2350_RISCV",
     "Uf2Image",
-    "chip_of_board_id",
     "check_uf2",
+    "chip_of_board_id",
+    "make_uf2",
     "parse_info_uf2",
     "parse_uf2",
 ]
@@ -217,3 +218,18 @@ def chip_of_board_id(info: Mapping[str, str]) -> str | None:
     if "RP2350" in board_id or "RP2350" in model:
         return "RP2350"
     return None
+
+
+def make_uf2(payload: bytes, family: int, *, base: int = 0x10000000, chunk: int = 256) -> bytes:
+    """Write `payload` as UF2 blocks of `chunk` bytes for `family` at `base` (tests, tools)."""
+    pieces = [payload[i : i + chunk] for i in range(0, len(payload), chunk)] or [b""]
+    out = bytearray()
+    for no, piece in enumerate(pieces):
+        block = bytearray(BLOCK)
+        _HEAD.pack_into(
+            block, 0, MAGIC0, MAGIC1, FLAG_FAMILY, base + no * chunk, chunk, no, len(pieces), family
+        )
+        block[32 : 32 + len(piece)] = piece
+        _END.pack_into(block, BLOCK - 4, MAGIC_END)
+        out += block
+    return bytes(out)
