@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _flash import FakeTree, picogate, start_board
 
+from _flash import FakeTree, picogate, start_board
 from picogate.flash._build import build_firmware
 from picogate.flash._flash import Builder, FlashOptions, flash_board
 from picogate.simboard import SimBoard
@@ -67,15 +67,19 @@ def test_flash_clean_board_then_unchanged_uploads_nothing(board: SimBoard, cache
     assert r.returncode == 0, r.stderr
     (res,) = json.loads(r.stdout)
     fw = build_firmware(2822, cache=cache / "picogate" / "mpy")
-    assert res["result"] == "flashed" and res["hash"] == fw.hash and res["entered_by"] == "link maint"
-    assert res["uid"] == "E6614103E7000001" and res["board"] == "pico"
+    assert res["result"] == "flashed"
+    assert res["hash"] == fw.hash
+    assert res["entered_by"] == "link maint"
+    assert res["uid"] == "E6614103E7000001"
+    assert res["board"] == "pico"
     d = board.directory
     # the package is .mpy only (the source install's .py files are gone with the old version)
     assert sorted(p.name for p in (d / "picogate_fw").iterdir()) == sorted(
         Path(p).name for p in fw.files if p.startswith("picogate_fw/")
     )
     manifest = json.loads((d / "pg_fw.json").read_text())
-    assert manifest["hash"] == fw.hash and manifest["files"] == fw.hashes
+    assert manifest["hash"] == fw.hash
+    assert manifest["files"] == fw.hashes
     assert json.loads((d / "pg_id.json").read_text()) == {"name": "press1", "gateway": "line1"}
     assert (d / "pg_old" / "picogate_fw" / "app.py").exists()  # the previous version, for rollback
     assert not (d / "pg_new").exists()
@@ -84,15 +88,20 @@ def test_flash_clean_board_then_unchanged_uploads_nothing(board: SimBoard, cache
     r2 = picogate("flash", "--port", board.port, "--json")
     assert r2.returncode == 0, r2.stderr
     (res2,) = json.loads(r2.stdout)
-    assert res2["result"] == "up-to-date" and res2["uploaded"] == [] and res2["uploaded_bytes"] == 0
+    assert res2["result"] == "up-to-date"
+    assert res2["uploaded"] == []
+    assert res2["uploaded_bytes"] == 0
     assert res2["hash"] == fw.hash
     assert json.loads((d / "pg_id.json").read_text())["name"] == "press1"  # identity kept
 
     r3 = picogate("flash", "--port", board.port, "--verify-only", "--json")
-    assert r3.returncode == 0 and json.loads(r3.stdout)[0]["result"] == "verified"
+    assert r3.returncode == 0
+    assert json.loads(r3.stdout)[0]["result"] == "verified"
 
     rows = json.loads(picogate("boards", "--port", board.port, "--json").stdout)
-    assert rows[0]["mode"] == "app" and rows[0]["hash"] == fw.hash and rows[0]["serial"] == "E6614103E7000001"
+    assert rows[0]["mode"] == "app"
+    assert rows[0]["hash"] == fw.hash
+    assert rows[0]["serial"] == "E6614103E7000001"
 
 
 def test_interrupted_upload_keeps_the_last_good_firmware_and_a_reflash_recovers(
@@ -132,7 +141,8 @@ def test_interrupted_upload_keeps_the_last_good_firmware_and_a_reflash_recovers(
     r2 = picogate("flash", "--port", board.port, "--json")
     assert r2.returncode == 0, r2.stderr
     (res,) = json.loads(r2.stdout)
-    assert res["result"] == "flashed" and res["hash"] == new_hash
+    assert res["result"] == "flashed"
+    assert res["hash"] == new_hash
     n_files = len([p for p in build_firmware(2822, cache=cache / "picogate" / "mpy").files if p != "main.py"])
     assert len(res["uploaded"]) < n_files  # what had arrived before the kill was kept
     assert not (board.directory / "pg_new").exists()
@@ -202,18 +212,19 @@ def test_factory_three_boards_in_parallel_with_log(tmp_path: Path, cache: Path) 
         by_uid = {rec["uid"]: rec for rec in log}
         for b in boards:
             rec = by_uid[b.uid]
-            assert (
-                rec["result"] == "flashed"
-                and rec["ok"]
-                and rec["config"] == "tray"
-                and rec["board"] == "pico"
-            )
-            assert rec["micropython"] == "1.29.0" and len(rec["hash"]) == 12 and rec["duration"] > 0
+            assert rec["result"] == "flashed"
+            assert rec["ok"]
+            assert rec["config"] == "tray"
+            assert rec["board"] == "pico"
+            assert rec["micropython"] == "1.29.0"
+            assert len(rec["hash"]) == 12
+            assert rec["duration"] > 0
         names = {b.uid: json.loads((b.directory / "pg_id.json").read_text()) for b in boards}
         assert names["E661410403963120"] == {"name": "press", "gateway": "line1"}
         assert names["E661410403963121"]["name"] == "io-963121"
         bad = by_uid["E661410403963999"]
-        assert not bad["ok"] and "no answer" in bad["error"]
+        assert not bad["ok"]
+        assert "no answer" in bad["error"]
     finally:
         os.close(silent_master)
         for b in boards:
