@@ -42,7 +42,7 @@ def parse(line: bytes) -> Frame | None:
         return None
     text = line.decode("ascii")
     head, sep, crc = text.rpartition(" ")
-    if not sep or len(crc) != 8:
+    if not sep or len(crc) != 8 or any(c not in "0123456789abcdef" for c in crc):
         return None
     try:
         if int(crc, 16) != zlib.crc32(head.encode()):
@@ -52,7 +52,9 @@ def parse(line: bytes) -> Frame | None:
     first, _, rest = head.partition(" ")
     type_, _, body = rest.partition(" ")
     seq_text = first[1:]
-    if not seq_text.isdigit() or len(seq_text) > 5 or not type_.isalpha() or not type_.islower():
+    if not seq_text.isdigit() or int(seq_text) > 65535 or len(seq_text) > 5:
+        return None
+    if not type_.isascii() or not type_.isalpha() or not type_.islower() or len(type_) > 8:
         return None
     return Frame(first[0], int(seq_text), type_, body)
 

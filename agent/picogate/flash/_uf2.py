@@ -119,7 +119,10 @@ def parse_uf2(data: bytes, *, where: str = "") -> Uf2Image:
         if mend != MAGIC_END:
             raise Uf2Error(f"{at}: bad end magic {mend:#010x}", where=where)
         if flags & FLAG_NOT_MAIN_FLASH:
-            continue  # comments / metadata: the bootloader skips them, so do we
+            # comments / metadata: the bootloader skips them, but they count in the numbering
+            if flags & FLAG_FAMILY and no < total:
+                seen.setdefault(fam, set()).add(no)
+            continue
         if flags & FLAG_FILE_CONTAINER:
             raise Uf2Error(f"{at}: a file container block, not a flash image", where=where)
         if not flags & FLAG_FAMILY:

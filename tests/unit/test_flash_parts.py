@@ -1,0 +1,264 @@
+"""The flasher's pure parts: link frames (shared vectors), the upload plan, board names, the
+firmware build and its cache, tray.yaml, sysfs discovery on a fake tree, open errors."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import serial
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _flash import FakeTree
+from picogate.flash import _link
+from picogate.flash._board import BoardConn
+from picogate.flash._build import build_firmware, firmware_hash, mpy_cross_for
+from picogate.flash._deploy import board_name, make_plan, manifest_hash
+from picogate.flash._errors import FlashError, PortBusy, PortPermission
+from picogate.flash._ports import find_uf2_drives, find_usb_ports, port_holders
+from picogate.flash._tray import load_tray
+
+VECTORS = json.loads((Path(__file__).resolve().parents[1] / "cases" / "link" / "vectors.json").read_text())
+MPY = 6 | (3 << 8)
+
+
+# --- link frames ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", VECTORS["good"], ids=lambda c: c["line"][:30])
+def test_good_vectors(case: dict[str, object]) -> None:
+    line = str(case["line"]).encode()
+    f = _link.parse(line)
+    assert f is not None
+    assert (f.marker, f.seq, f.type, f.body) == (
+        case["marker"],
+        case["seq"],
+        case["type"],
+        case["body"] or "",
+    )
+    if not line.endswith(b"\r\n"):
+        assert _link.encode(f.seq, f.type, f.body, marker=f.marker) == line
+
+
+@pytest.mark.parametrize("case", VECTORS["bad"], ids=lambda c: str(c.get("error")))
+def test_bad_vectors_are_not_frames(case: dict[str, object]) -> None:
+    line = str(case["line"]).encode("latin-1") if "line" in case else bytes.fromhex(str(case["hex"]))
+    if len(line) > VECTORS["max_line"]:
+        return  # the length limit is the session's business; the codec sees a long valid-looking line
+    assert _link.parse(line) is None
+
+
+def test_hello_parsing() -> None:
+    good = next(c for c in VECTORS["good"] if c["type"] == "hello" and c["marker"] == "@")
+    f = _link.parse(good["line"].encode())
+    assert f is not None
+    assert _link.parse_hello(f)["hash"] == "3b9c2e7d41aa"  # type: ignore[index]
+    assert _link.parse_hello(_link.Frame("#", 0, "hello", "{}")) is None
+    assert _link.parse_hello(_link.Frame("@", 0, "hello", "[1]")) is None
+    assert _link.parse_hello(_link.Frame("@", 0, "hello", "{bad")) is None
+    host = _link.parse(_link.hello("picogate-flash"))
+    assert host is not None
+    assert json.loads(host.body)["proto"] == 1
+
+
+# --- the plan -------------------------------------------------------------------------------------
+
+
+class _Fw:
+    def __init__(self, hashes: dict[str, str]) -> None:
+        self.hashes = hashes
+        self.hash = firmware_hash(hashes)
+
+
+FW = _Fw({"main.py": "m1", "picogate_fw/app.mpy": "a2", "picogate_fw/link.mpy": "l2"})
+
+
+def test_clean_board_uploads_everything() -> None:
+    plan = make_plan(FW, {"live": {}, "staged": {}, "manifest": None})  # type: ignore[arg-type]
+    assert plan.upload == ["main.py", "picogate_fw/app.mpy", "picogate_fw/link.mpy"]
+    assert plan.dirs == ["pg_new", "pg_new/picogate_fw"]
+    assert not plan.up_to_date
+
+
+def test_unchanged_files_are_copied_on_the_board_and_staged_ones_kept() -> None:
+    info = {
+        "live": {"main.py": "m1", "picogate_fw/app.mpy": "a1", "picogate_fw/link.mpy": "l1"},
+        "staged": {"pg_new/picogate_fw/app.mpy": "a2", "pg_new/picogate_fw/old.mpy": "x"},
+        "manifest": json.dumps({"hash": "oldhash"}),
+    }
+    plan = make_plan(FW, info)  # type: ignore[arg-type]
+    assert plan.copy == ["main.py"]
+    assert plan.keep == ["picogate_fw/app.mpy"]
+    assert plan.upload == ["picogate_fw/link.mpy"]
+    assert plan.remove == ["picogate_fw/old.mpy"]
+
+
+def test_up_to_date_needs_the_files_and_the_manifest() -> None:
+    live = dict(FW.hashes)
+    assert make_plan(FW, {"live": live, "manifest": json.dumps({"hash": FW.hash})}).up_to_date  # type: ignore[arg-type]
+    assert not make_plan(FW, {"live": live, "manifest": None}).up_to_date  # type: ignore[arg-type]
+    extra = dict(live, **{"picogate_fw/app.py": "stale"})
+    assert not make_plan(FW, {"live": extra, "manifest": json.dumps({"hash": FW.hash})}).up_to_date  # type: ignore[arg-type]
+    leftover = {"live": live, "manifest": json.dumps({"hash": FW.hash}), "staged": {"pg_new/main.py": "m1"}}
+    plan = make_plan(FW, leftover)  # type: ignore[arg-type]
+    assert plan.up_to_date
+    assert plan.clean_staging
+
+
+def test_manifest_hash_and_board_names() -> None:
+    assert manifest_hash({"manifest": "not json"}) is None
+    assert manifest_hash({"manifest": "[]"}) is None
+    assert manifest_hash({"manifest": '{"hash": 5}'}) is None
+    names = {
+        "Raspberry Pi Pico with RP2040": "pico",
+        "Raspberry Pi Pico W with RP2040": "pico_w",
+        "Raspberry Pi Pico2 with RP2350": "pico2",
+        "Raspberry Pi Pico 2 W with RP2350": "pico2_w",
+    }
+    for machine, name in names.items():
+        assert board_name({"platform": "rp2", "machine": machine}) == name
+    assert board_name({"platform": "linux", "board_env": "pico2"}) == "pico2"
+
+
+# --- the build --------------------------------------------------------------------------------------
+
+
+def test_build_compiles_once_then_comes_from_the_cache(tmp_path: Path) -> None:
+    a = build_firmware(MPY, cache=tmp_path)
+    assert a.compiled == len(a.files) - 1
+    assert a.cached == 0
+    assert a.files["main.py"].startswith(b"#")
+    assert all(v[:2] == b"M\x06" for k, v in a.files.items() if k.endswith(".mpy"))
+    b = build_firmware(MPY, cache=tmp_path)
+    assert (b.compiled, b.cached) == (0, len(a.files) - 1)
+    assert b.hash == a.hash
+    assert json.loads(b.manifest())["files"] == b.hashes
+
+
+def test_build_for_an_older_mpy_version_uses_the_archived_compiler(tmp_path: Path) -> None:
+    assert "mpy-cross" in mpy_cross_for(5)
+    assert mpy_cross_for(5) != mpy_cross_for(MPY)
+    with pytest.raises(FlashError, match=r"loads \.mpy version 99, which no mpy-cross here writes"):
+        mpy_cross_for(99)
+
+
+def test_build_errors(tmp_path: Path) -> None:
+    with pytest.raises(FlashError, match="no firmware there"):
+        build_firmware(MPY, source=tmp_path, cache=tmp_path / "c")
+    (tmp_path / "main.py").write_text("print(1)\n")
+    (tmp_path / "picogate_fw").mkdir()
+    (tmp_path / "picogate_fw" / "__init__.py").write_text('VERSION = "9.9"\n')
+    (tmp_path / "picogate_fw" / "bad.py").write_text("def (:\n")
+    with pytest.raises(FlashError, match=r"bad\.py: mpy-cross failed: .*line 1 SyntaxError: invalid syntax"):
+        build_firmware(MPY, source=tmp_path, cache=tmp_path / "c")
+
+
+# --- tray.yaml --------------------------------------------------------------------------------------
+
+
+def test_tray(tmp_path: Path) -> None:
+    f = tmp_path / "tray.yaml"
+    f.write_text("gateway: line1\nname: 'io-{n}-{serial_short}'\nboards:\n  e6614103e7000001: press\n")
+    tray = load_tray(f)
+    assert tray.name_for("E6614103E7000001", 1) == "press"
+    assert tray.name_for("E6614103E7ABCDEF", 2) == "io-2-ABCDEF"
+    assert tray.parallel == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("gateway: [1\n", r"tray.yaml:2:1: not valid YAML"),
+        ("- a\n", "must be a mapping"),
+        ("gateway: line1\ncolour: red\n", "colour: Extra inputs are not permitted"),
+        ("parallel: 0\n", "parallel: Input should be greater than or equal to 1"),
+        ("gateway: 'bad name!'\n", "gateway: String should match pattern"),
+        ("name: 'io-{uid}'\n", r"name: bad template 'io-\{uid\}'"),
+    ],
+)
+def test_bad_tray(tmp_path: Path, text: str, message: str) -> None:
+    f = tmp_path / "tray.yaml"
+    f.write_text(text)
+    with pytest.raises(FlashError, match=message):
+        load_tray(f)
+
+
+def test_missing_tray(tmp_path: Path) -> None:
+    with pytest.raises(FlashError, match="cannot read"):
+        load_tray(tmp_path / "nope.yaml")
+
+
+# --- sysfs ------------------------------------------------------------------------------------------
+
+
+def test_usb_ports_and_drives_from_a_fake_tree(tmp_path: Path) -> None:
+    tree = FakeTree(tmp_path)
+    tree.add_tty("ttyACM0", "/dev/null", serial="E6614103E7000001")
+    tree.add_tty("ttyUSB0", "/dev/null", serial="FTDI1", vid=0x0403, pid=0x6001)  # not a Pico
+    mnt = tmp_path / "RPI RP2"
+    mnt.mkdir()
+    (mnt / "INFO_UF2.TXT").write_text("UF2 Bootloader v3.0\nModel: Raspberry Pi RP2\nBoard-ID: RPI-RP2\n")
+    tree.add_drive("sda", serial="E6614103E7000002", mount=mnt)
+    tree.add_drive("sdb", serial="E6614103E7000003", pid=0x000F)  # RP2350, not mounted
+    (ports,) = [find_usb_ports(tree.roots())]
+    assert [(p.device, p.vid_pid, p.serial) for p in ports] == [
+        (str(tree.dev / "ttyACM0"), "2E8A:0005", "E6614103E7000001")
+    ]
+    drives = find_uf2_drives(tree.roots())
+    assert [(d.device, d.chip, d.mountpoint, d.serial) for d in drives] == [
+        (str(tree.dev / "sda1"), "RP2040", str(mnt), "E6614103E7000002"),
+        (str(tree.dev / "sdb1"), "RP2350", None, "E6614103E7000003"),
+    ]
+    assert drives[0].info["Board-ID"] == "RPI-RP2"
+
+
+def test_empty_or_missing_tree(tmp_path: Path) -> None:
+    tree = FakeTree(tmp_path)
+    assert find_usb_ports(tree.roots()) == []
+    assert find_uf2_drives(tree.roots()) == []
+
+
+def test_port_holders_on_a_fake_proc(tmp_path: Path) -> None:
+    port = tmp_path / "ttyACM0"
+    port.write_text("")
+    for pid, target, cmd in (
+        (101, port, b"python3\0-m\0picogate\0run\0"),
+        (102, tmp_path / "other", b"vim\0"),
+    ):
+        (tmp_path / "proc" / str(pid) / "fd").mkdir(parents=True)
+        os.symlink(target, tmp_path / "proc" / str(pid) / "fd" / "3")
+        (tmp_path / "proc" / str(pid) / "cmdline").write_bytes(cmd)
+    assert port_holders(str(port), proc=tmp_path / "proc") == [(101, "python3 -m picogate run")]
+
+
+# --- opening a port ---------------------------------------------------------------------------------
+
+
+def _raise(code: int, text: str):  # type: ignore[no-untyped-def]
+    def fake(*_a: object, **_k: object) -> None:
+        raise serial.SerialException(code, text)
+
+    return fake
+
+
+def test_open_errors_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PICOGATE_PROCFS", str(tmp_path / "noproc"))
+    port = str(tmp_path / "ttyACM0")
+    monkeypatch.setattr(serial, "Serial", _raise(errno.EACCES, "could not open port: Permission denied"))
+    with pytest.raises(
+        PortPermission, match=r"ttyACM0: permission denied.*usermod -aG dialout.*99-picogate.rules"
+    ):
+        BoardConn(port).open()
+    monkeypatch.setattr(serial, "Serial", _raise(errno.EWOULDBLOCK, "Could not exclusively lock port"))
+    with pytest.raises(PortBusy, match="busy: held by another process"):
+        BoardConn(port).open()
+    monkeypatch.setattr(serial, "Serial", _raise(errno.ENOENT, "could not open port"))
+    with pytest.raises(FlashError, match=r"no such port \(unplugged\?\)"):
+        BoardConn(port).open()
+    monkeypatch.setattr(serial, "Serial", _raise(errno.EIO, "I/O error"))
+    with pytest.raises(FlashError, match="cannot open"):
+        BoardConn(port).open(wait=0.2)
