@@ -116,9 +116,9 @@ def _compile(exe: str, src: Path, name: str, cache: Path, stats: list[int]) -> b
             [exe, "-o", tmp, "-s", name, str(src)], capture_output=True, timeout=120, check=False
         )
         if proc.returncode != 0:
-            raise FlashError(
-                f"mpy-cross failed: {proc.stderr.decode(errors='replace').strip()}", where=str(src)
-            )
+            lines = [x.strip() for x in proc.stderr.decode(errors="replace").splitlines()]
+            why = " ".join(x for x in lines if x and not x.startswith("Traceback"))
+            raise FlashError(f"mpy-cross failed: {why}", where=str(src))
         data = Path(tmp).read_bytes()
         os.replace(tmp, hit)
     finally:
