@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -208,6 +209,9 @@ def test_usb_ports_and_drives_from_a_fake_tree(tmp_path: Path) -> None:
     assert [(p.device, p.vid_pid, p.serial) for p in ports] == [
         (str(tree.dev / "ttyACM0"), "2E8A:0005", "E6614103E7000001")
     ]
+    # with the udev rule's stable name, that is the port shown
+    os.symlink("ttyACM0", tree.dev / "picogate-E6614103E7000001")
+    assert [p.device for p in find_usb_ports(tree.roots())] == [str(tree.dev / "picogate-E6614103E7000001")]
     drives = find_uf2_drives(tree.roots())
     assert [(d.device, d.chip, d.mountpoint, d.serial) for d in drives] == [
         (str(tree.dev / "sda1"), "RP2040", str(mnt), "E6614103E7000002"),
@@ -262,3 +266,19 @@ def test_open_errors_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(serial, "Serial", _raise(errno.EIO, "I/O error"))
     with pytest.raises(FlashError, match="cannot open"):
         BoardConn(port).open(wait=0.2)
+
+
+def test_udev_rules_are_well_formed() -> None:
+    """Every rule: comma-separated KEY op "value" pairs (continuations joined), known operators,
+    and the names the docs promise."""
+    text = (Path(__file__).resolve().parents[2] / "tools" / "99-picogate.rules").read_text()
+    rules = [r for r in text.replace("\\\n", " ").splitlines() if r.strip() and not r.startswith("#")]
+    assert len(rules) == 4
+    pair = re.compile(r'^\s*([A-Z_]+(?:\{[A-Za-z_]+\})?)\s*(==|!=|\+=|:=|=)\s*"([^"]*)"\s*$')
+    for rule in rules:
+        for part in rule.split('", '):
+            part = part if part.endswith('"') else part + '"'
+            assert pair.match(part), f"bad rule part {part!r} in {rule!r}"
+    assert 'SYMLINK+="picogate-$attr{serial}"' in text
+    assert 'ENV{ID_MM_DEVICE_IGNORE}="1"' in text
+    assert 'ATTRS{idProduct}=="0003|000f"' in text

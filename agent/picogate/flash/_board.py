@@ -135,7 +135,11 @@ class BoardConn:
                 pid=pid,
                 agent=True,
             )
-        return PortBusy(f"busy: held by {who}; close it and try again", where=self.port, pid=pid)
+        if pid:
+            msg = f"busy: held by process {pid} ({cmd.strip()[:80]}); close it and try again"
+        else:
+            msg = "busy: held by another process; close it and try again"
+        return PortBusy(msg, where=self.port, pid=pid)
 
     def close(self) -> None:
         if self._s is not None:

@@ -131,12 +131,17 @@ def find_usb_ports(roots: Roots | None = None) -> list[UsbPort]:
         ids = _ids(dev)
         if ids is None or ids[0] != RPI_VID:
             continue
+        serial = _read(dev / "serial")
+        device = roots.dev / name
+        alias = roots.dev / f"picogate-{serial}"  # tools/99-picogate.rules: stable across replugs
+        if serial and alias.exists() and os.path.realpath(alias) == os.path.realpath(device):
+            device = alias
         out.append(
             UsbPort(
-                device=str(roots.dev / name),
+                device=str(device),
                 vid=ids[0],
                 pid=ids[1],
-                serial=_read(dev / "serial"),
+                serial=serial,
                 product=_read(dev / "product"),
                 manufacturer=_read(dev / "manufacturer"),
             )
