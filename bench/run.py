@@ -7,6 +7,7 @@ Scenarios (docs/benchmarks.md says what each measures and how):
     c  ceiling: faster polls until the agent saturates its core or falls behind
     d  write round trip (MQTT set → Modbus write → MQTT result) under load a
     e  building blocks: gmqtt vs paho-mqtt, pymodbus client round trips, the simulator, orjson vs json
+    f  flashing simulated boards: one from clean, unchanged re-flash, factory boards/minute (bench/flash.py)
 
     bench/run.py                          a..e with short defaults (about 5 minutes)
     bench/run.py --scenario a,d --duration 60
@@ -665,12 +666,23 @@ def scenario_e(ctx: Ctx) -> dict[str, Any]:
     return out
 
 
+def scenario_f(ctx: Ctx) -> dict[str, Any]:
+    """Flashing simulated boards (bench/flash.py)."""
+    import flash
+
+    say("\n== f. flashing simulated boards (picogate flash, boot window 2 s as on a Pico)")
+    out = flash.run(ctx.workroot / "f")
+    flash.report(out)
+    return out
+
+
 SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "a": scenario_a,
     "b": scenario_b,
     "c": scenario_c,
     "d": scenario_d,
     "e": scenario_e,
+    "f": scenario_f,
 }
 
 
