@@ -282,3 +282,19 @@ def test_udev_rules_are_well_formed() -> None:
     assert 'SYMLINK+="picogate-$attr{serial}"' in text
     assert 'ENV{ID_MM_DEVICE_IGNORE}="1"' in text
     assert 'ATTRS{idProduct}=="0003|000f"' in text
+
+
+def test_unmounted_drive_without_privileges_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    from picogate.flash import _ports
+
+    monkeypatch.setattr(_ports.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(_ports.os, "geteuid", lambda: 1000)
+    drive = _ports.Uf2Drive("/dev/sda1", 0x2E8A, 0x0003, "E6614103E7000001", "RP2040")
+    with pytest.raises(
+        PortPermission, match=r"/dev/sda1: the bootloader drive is not mounted.*udisksctl mount -b /dev/sda1"
+    ):
+        _ports.mount_drive(drive)
+    assert (
+        _ports.mount_drive(_ports.Uf2Drive("/dev/sda1", 0x2E8A, 3, "", "RP2040", mountpoint="/mnt/x"))
+        == "/mnt/x"
+    )
