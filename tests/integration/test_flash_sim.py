@@ -193,7 +193,7 @@ def test_factory_three_boards_in_parallel_with_log(tmp_path: Path, cache: Path) 
         tree.add_tty("ttyACM9", silent_name, serial="E661410403963999")
         tray = tmp_path / "tray.yaml"
         tray.write_text(
-            "gateway: line1\nparallel: 4\nlog: factory.jsonl\nname: 'io-{serial_short}'\n"
+            "gateway: line1\nparallel: 4\nlog: factory.jsonl\nname: 'io_{serial_short}'\n"
             "boards:\n  E661410403963120: press\n"
         )
         rows = json.loads(picogate("boards", "--json", env=tree.env()).stdout)
@@ -221,7 +221,7 @@ def test_factory_three_boards_in_parallel_with_log(tmp_path: Path, cache: Path) 
             assert rec["duration"] > 0
         names = {b.uid: json.loads((b.directory / "pg_id.json").read_text()) for b in boards}
         assert names["E661410403963120"] == {"name": "press", "gateway": "line1"}
-        assert names["E661410403963121"]["name"] == "io-963121"
+        assert names["E661410403963121"]["name"] == "io_963121"
         bad = by_uid["E661410403963999"]
         assert not bad["ok"]
         assert "no answer" in bad["error"]

@@ -27,7 +27,7 @@ def test_tray_example_loads(tmp_path: Path) -> None:
     tray = load_tray(f)
     assert tray.gateway == "line1"
     assert tray.name_for("E66141040396312A", 1) == "press1"
-    assert tray.name_for("E661410403ABCDEF", 3) == "io-ABCDEF"
+    assert tray.name_for("E661410403ABCDEF", 3) == "io_abcdef"
 
 
 def test_log_example_has_the_fields_of_a_record() -> None:

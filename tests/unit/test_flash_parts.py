@@ -163,10 +163,10 @@ def test_build_errors(tmp_path: Path) -> None:
 
 def test_tray(tmp_path: Path) -> None:
     f = tmp_path / "tray.yaml"
-    f.write_text("gateway: line1\nname: 'io-{n}-{serial_short}'\nboards:\n  e6614103e7000001: press\n")
+    f.write_text("gateway: line1\nname: 'io_{n}_{serial_short}'\nboards:\n  e6614103e7000001: press\n")
     tray = load_tray(f)
     assert tray.name_for("E6614103E7000001", 1) == "press"
-    assert tray.name_for("E6614103E7ABCDEF", 2) == "io-2-ABCDEF"
+    assert tray.name_for("E6614103E7ABCDEF", 2) == "io_2_abcdef"
     assert tray.parallel == 4
 
 
@@ -178,7 +178,9 @@ def test_tray(tmp_path: Path) -> None:
         ("gateway: line1\ncolour: red\n", "colour: Extra inputs are not permitted"),
         ("parallel: 0\n", "parallel: Input should be greater than or equal to 1"),
         ("gateway: 'bad name!'\n", "gateway: String should match pattern"),
-        ("name: 'io-{uid}'\n", r"name: bad template 'io-\{uid\}'"),
+        ("name: 'io_{uid}'\n", r"name: bad template 'io_\{uid\}'"),
+        ("name: 'IO-{n}'\n", r"name: template 'IO-\{n\}' gives names like 'IO-1', which is not a valid name"),
+        ("boards:\n  E6614103E7000001: Press-1\n", "boards.E6614103E7000001: String should match pattern"),
     ],
 )
 def test_bad_tray(tmp_path: Path, text: str, message: str) -> None:

@@ -101,6 +101,17 @@ def _flash(args: argparse.Namespace) -> int:
     if args.verify_only and args.rollback:
         _err("--verify-only and --rollback exclude each other")
         return 2
+    import re
+
+    from picogate._model import NAME_PATTERN
+
+    for opt in ("name", "gateway"):
+        value = getattr(args, opt)
+        if value is not None and not re.fullmatch(NAME_PATTERN, value):
+            _err(
+                f"--{opt} {value!r}: names are a lower-case letter, then lower-case letters, digits and _ ({NAME_PATTERN})"
+            )
+            return 2
     if args.parallel is not None and not 1 <= args.parallel <= 32:
         _err(f"--parallel must be 1..32, got {args.parallel}")
         return 2

@@ -225,6 +225,9 @@ def _flash(conn: BoardConn, result: FlashResult, opts: FlashOptions, prog: Progr
             _apply(conn, fw, plan, result, prog)
             result.result = "flashed"
     id_text = _identity(opts, info)
+    if result.name is None:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            result.name = json.loads(id_text or info.get("id") or "{}").get("name")
     if id_text is not None:
         conn.exec(_deploy.write_text_script("pg_id.json", id_text))
     prog("resetting", 0, 0)

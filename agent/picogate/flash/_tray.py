@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError
 
+from picogate._model import NAME_PATTERN, NAME_RE
 from picogate.config._base import Name, _Model
 from picogate.flash._errors import FlashError
 
@@ -17,7 +18,7 @@ class Tray(_Model):
     """A factory tray: the gateway the boards belong to, their names, how many at once."""
 
     gateway: Name | None = None
-    name: str = Field(default="pico-{serial_short}", min_length=1, max_length=64)
+    name: str = Field(default="pico_{serial_short}", min_length=1, max_length=64)
     boards: dict[str, Name] = Field(default_factory=dict)
     parallel: int = Field(default=4, ge=1, le=32)
     log: str | None = None
@@ -28,7 +29,8 @@ class Tray(_Model):
         for key, name in self.boards.items():
             if key.upper() == serial:
                 return name
-        return self.name.format(serial=serial or f"board{n}", serial_short=(serial or f"board{n}")[-6:], n=n)
+        serial = serial.lower() or f"board{n}"
+        return self.name.format(serial=serial, serial_short=serial[-6:], n=n)
 
 
 def load_tray(path: Path) -> Tray:
@@ -54,10 +56,16 @@ def load_tray(path: Path) -> Tray:
         )
         raise FlashError(msgs, where=str(path)) from None
     try:
-        tray.name_for("E6614103E7000001", 1)
+        sample = tray.name_for("E6614103E7000001", 1)
     except (KeyError, IndexError, ValueError) as e:
         raise FlashError(
             f"name: bad template {tray.name!r} ({e}); use {{serial}}, {{serial_short}} or {{n}}",
             where=str(path),
         ) from None
+    if not NAME_RE.match(sample):
+        raise FlashError(
+            f"name: template {tray.name!r} gives names like {sample!r}, which is not a valid name "
+            f"({NAME_PATTERN}: a lower-case letter, then lower-case letters, digits and _)",
+            where=str(path),
+        )
     return tray
