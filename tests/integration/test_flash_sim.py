@@ -59,6 +59,8 @@ def _old_firmware(tmp_path: Path) -> Path:
     shutil.copytree(data_dir("firmware"), src, ignore=shutil.ignore_patterns("__pycache__", "sim"))
     init = src / "picogate_fw" / "__init__.py"
     init.write_text(init.read_text().replace('VERSION = "', 'VERSION = "0.0.9-old-'))
+    for module in (src / "picogate_fw").glob("*.py"):  # every compiled file differs
+        module.write_text(module.read_text() + "\n_OLD_BUILD = 1\n")
     return src
 
 
@@ -104,6 +106,26 @@ def test_flash_clean_board_then_unchanged_uploads_nothing(board: SimBoard, cache
     assert rows[0]["serial"] == "E6614103E7000001"
 
 
+def _flash_killed_midway(port: str, staged: Path, *, at_least: int) -> None:
+    """Run `picogate flash` and SIGKILL it once `at_least` files are in pg_new/ (cable pulled)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "picogate", "flash", "--port", port],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if staged.is_dir() and len(list(staged.iterdir())) >= at_least:
+                break
+            time.sleep(0.002)
+        assert proc.poll() is None, "the flash finished before it could be interrupted"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=10)
+
+
 def test_interrupted_upload_keeps_the_last_good_firmware_and_a_reflash_recovers(
     board: SimBoard, tmp_path: Path, cache: Path
 ) -> None:
@@ -115,22 +137,7 @@ def test_interrupted_upload_keeps_the_last_good_firmware_and_a_reflash_recovers(
     assert old_hash != new_hash
 
     staged = board.directory / "pg_new" / "picogate_fw"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "picogate", "flash", "--port", board.port],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dict(os.environ),
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if staged.is_dir() and len(list(staged.iterdir())) >= 3:
-                break
-            time.sleep(0.005)
-        assert proc.poll() is None, "the flash finished before it could be interrupted"
-        proc.send_signal(signal.SIGKILL)  # the flasher dies mid-upload (cable pulled, Ctrl-C)
-    finally:
-        proc.wait(timeout=10)
+    _flash_killed_midway(board.port, staged, at_least=2)
     assert (board.directory / "pg_new").is_dir()
     assert json.loads((board.directory / "pg_fw.json").read_text())["hash"] == old_hash
     pos = board.output_pos()
@@ -138,10 +145,15 @@ def test_interrupted_upload_keeps_the_last_good_firmware_and_a_reflash_recovers(
     assert _hello_hash(board.port) == old_hash
     assert b"boot interrupted" not in board.output(pos)
 
+    # killed again, and flashed again at once (the board sits in its raw REPL, maybe mid-paste)
+    before = len(list(staged.iterdir()))
+    assert before < 6
+    _flash_killed_midway(board.port, staged, at_least=before + 2)
     r2 = picogate("flash", "--port", board.port, "--json")
     assert r2.returncode == 0, r2.stderr
     (res,) = json.loads(r2.stdout)
     assert res["result"] == "flashed"
+    assert res["entered_by"] in ("REPL", "raw REPL")
     assert res["hash"] == new_hash
     n_files = len([p for p in build_firmware(2822, cache=cache / "picogate" / "mpy").files if p != "main.py"])
     assert len(res["uploaded"]) < n_files  # what had arrived before the kill was kept
