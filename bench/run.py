@@ -8,6 +8,7 @@ Scenarios (docs/benchmarks.md says what each measures and how):
     d  write round trip (MQTT set → Modbus write → MQTT result) under load a
     e  building blocks: gmqtt vs paho-mqtt, pymodbus client round trips, the simulator, orjson vs json
     f  flashing simulated boards: one from clean, unchanged re-flash, factory boards/minute (bench/flash.py)
+    m  the firmware's Modbus RTU master on MicroPython over a pty (bench/fw_modbus.py)
 
     bench/run.py                          a..e with short defaults (about 5 minutes)
     bench/run.py --scenario a,d --duration 60
@@ -676,6 +677,17 @@ def scenario_f(ctx: Ctx) -> dict[str, Any]:
     return out
 
 
+def scenario_m(ctx: Ctx) -> dict[str, Any]:
+    """The firmware's Modbus master: transactions/s and its own µs per transaction (bench/fw_modbus.py)."""
+    import fw_modbus
+
+    say("\n== m. firmware Modbus RTU master (MicroPython unix port) over a socat pty")
+    rows = fw_modbus.asyncio.run(fw_modbus.run_all(2.0 if ctx.args.quick else 5.0))
+    cost = fw_modbus.own_cost()
+    fw_modbus.report(rows, cost)
+    return {"rows": rows, "own_cost": cost}
+
+
 SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "a": scenario_a,
     "b": scenario_b,
@@ -683,6 +695,7 @@ SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "d": scenario_d,
     "e": scenario_e,
     "f": scenario_f,
+    "m": scenario_m,
 }
 
 
@@ -1058,7 +1071,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=__doc__,
     )
     p.add_argument(
-        "--scenario", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e (default: all)"
+        "--scenario", default="a,b,c,d,e,m", help="comma-separated subset of a,b,c,d,e,m (default: all)"
     )
     p.add_argument(
         "--duration", type=float, default=30.0, help="measurement window of a and b, seconds (default 30)"

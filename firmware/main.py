@@ -113,13 +113,15 @@ def main():
     import micropython
 
     micropython.kbd_intr(-1)  # a stray 0x03 on the link is a dropped byte, not an interrupt
-    if RP2:
-        import machine
-
-        wdt = machine.WDT(timeout=WDT_MS)
-    else:
-        wdt = None
     try:
+        if RP2:
+            import machine
+
+            wdt = machine.WDT(timeout=WDT_MS)
+        else:
+            from picogate_fw import hal
+
+            wdt = hal.wdt(WDT_MS)  # simulated under picogate.simboard
         import picogate_fw.app
 
         picogate_fw.app.run(wdt, boots + 1, crash_line)

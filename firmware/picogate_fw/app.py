@@ -14,9 +14,32 @@ from picogate_fw.session import PENDING, Session, StdIO
 _LOOP_MS = const(2)
 _HEALTHY_MS = const(10000)  # pg_boots goes back to 0 after this long healthy
 _STALL_MS = const(30000)  # a task that made no progress for this long makes the loop unhealthy
-_RD_FLUSH = const(900)  # bytes: a reading frame is committed before it grows past this
+_RD_FLUSH = const(900)
+_MB_BATCH_MS = const(20)  # Modbus results wait at most this long for others to share their frame  # bytes: a reading frame is committed before it grows past this
+_BUS_KEYS = tuple("mb%d" % i for i in range(8))
 _STATUS = {"ok": b"ok", "exc": b"exc", "timeout": b"timeout", "crc": b"crc"}
-CAPS = ("di", "cnt", "do", "pwm", "adc", "temp", "ds18b20", "dht22", "sht3x", "mb")
+CAPS = ("di", "cnt", "do", "pwm", "adc", "temp")  # always; plus the drivers present (_caps)
+_OPTIONAL = (("ds18b20", "drv_ds18b20"), ("dht22", "drv_dht22"), ("sht3x", "drv_sht3x"), ("mb", "mb_master"))
+
+
+def _caps():
+    """What this firmware can do: the built-in kinds and every optional module it carries."""
+    import os
+
+    caps = list(CAPS)
+    for cap, mod in _OPTIONAL:
+        for ext in (".mpy", ".py"):
+            try:
+                os.stat("picogate_fw/" + mod + ext)
+                caps.append(cap)
+                break
+            except OSError:
+                pass
+    return caps
+
+
+class ApplyError(Exception):
+    """A configuration that validated but could not be applied: (field, message)."""
 
 
 def _fw_hash():
@@ -57,11 +80,14 @@ class App:
         self.safe = False
         self.next_hb = self.t0
         self.mb_open = False
+        self.mb_t0 = 0
         self.after_ack = None  # what to do once the ack of maint/boot/reset went out
         self.healthy_since = self.t0
         self.cleared_boots = boots == 0
         self.progress = {}  # task name -> ticks of its last progress
         self.full_due = False
+        self.lag = 0  # longest time between two main-loop rounds since the last heartbeat, ms
+        self.caps = _caps()
         text, cfg = config.load()
         if cfg is not None:
             try:
@@ -98,28 +124,40 @@ class App:
         self.cfg_text = text
         self.cfg_id = config.cfg_hash(text)
         self.hb_ms = cfg["hb_ms"]
+        self.next_hb = time.ticks_ms()  # the new period starts now
         self.safe_ms = cfg["safe_ms"]
         self.safe = False
         now = time.ticks_ms()
-        for c in cfg["io"]:
-            p = points.make(c)
+        for i, c in enumerate(cfg["io"]):
+            try:
+                p = points.make(c)
+            except ValueError as ex:  # a driver refused its settings: "field: message"
+                msg = str(ex)
+                k = msg.find(": ")
+                field = "io[%d]" % i + ("." + msg[:k] if k > 0 else "")
+                raise ApplyError(field, msg[k + 2 :] if k > 0 else msg)
             p.due = now
             self.pts.append(p)
             self.by_id[p.id] = p
             if isinstance(p, points.Sensor):
                 self.sensors.append(p)
                 self.tasks.append(asyncio.create_task(self.sensor_task(p)))
-        for b in cfg["mb"]:
-            self.start_bus(b)
+        for i, b in enumerate(cfg["mb"]):
+            try:
+                self.start_bus(b, "mb[%d]." % i)
+            except ValueError as ex:  # the master refused its settings: "mb[i].field: message"
+                msg = str(ex)
+                k = msg.find(": ")
+                raise ApplyError(msg[:k] if k > 0 else "mb[%d]" % i, msg[k + 2 :] if k > 0 else msg)
         self.full_due = True
 
-    def start_bus(self, b):
+    def start_bus(self, b, where):
         try:
             from picogate_fw.mb_master import Master
         except ImportError:
             self.log("error", "no Modbus master in this firmware")
             return
-        m = Master(hal, b, self.on_mb)
+        m = Master(hal, b, self.on_mb, where=where)
         self.buses[b["bus"]] = m
         self.tasks.append(asyncio.create_task(m.run()))
 
@@ -160,6 +198,7 @@ class App:
         if proto != 1:
             self.log("error", "host speaks protocol %s, this firmware 1" % proto)
         self.s.new_peer(sid)
+        self.parts = None  # a configuration half received from an earlier session is dropped
         self.send_hello()
         self.full_due = True
         return None
@@ -177,7 +216,7 @@ class App:
                 j("%d.%d.%d" % sys.implementation.version[:3]),
                 _mpy_version(),
                 j(hal.uid()),
-                ",".join(j(c) for c in CAPS),
+                ",".join(j(c) for c in self.caps),
                 hal.ticks(),
                 j(self.cfg_id) if self.cfg_id else "null",
                 self.boots,
@@ -218,13 +257,17 @@ class App:
             return self.cfg_errors(errors)
         cid = config.cfg_hash(doc)
         if cid != self.cfg_id:  # the same config again: outputs are not disturbed
+            old_text, old = self.cfg_text, self.cfg
             try:
-                config.save(doc)
                 self.apply(doc, cfg)
-            except Exception as ex:
+            except Exception as ex:  # the old configuration comes back
                 self.clear()
-                old_text, old = config.load()
+                if old is not None:
+                    self.apply(old_text, old)
+                if isinstance(ex, ApplyError):
+                    return self.cfg_errors([ex.args])
                 return self.cfg_errors([("cfg", "not applied: %s" % ex)])
+            config.save(doc)
         return '{"ok":true,"cfg":%s}' % link.json_str(cid)
 
     def cfg_errors(self, errors):
@@ -248,7 +291,10 @@ class App:
             m = self.buses.get(req["bus"])
             if m is None:
                 return _err("unknown_point", "no Modbus bus %s" % req["bus"])
-            m.read_now(req.get("req", 0))
+            try:
+                m.read_now(req.get("req", 0))
+            except ValueError as ex:
+                return _err("unknown_point", "bus %s: %s" % (req["bus"], ex))
             return _ok()
         ids = req.get("ids")
         if ids is None:
@@ -258,9 +304,7 @@ class App:
             if pid not in self.by_id:
                 return _err("unknown_point", "no point %s" % pid)
         for pid in ids:
-            p = self.by_id[pid]
-            p.changed = True
-            p.due = time.ticks_ms()
+            self.by_id[pid].changed = True  # reported in this round (sensors: their last value)
         return _ok()
 
     def on_mbw(self, req, seq):
@@ -279,8 +323,14 @@ class App:
                 res = _ok()
             elif status == "exc":
                 res = '{"ok":false,"code":"device_error","exc":%d}' % code
-            else:
-                res = '{"ok":false,"code":%s}' % link.json_str("timeout" if status == "timeout" else "device_error")
+            elif status == "timeout":
+                res = _err("timeout", "no reply from unit %s" % req["u"])
+            elif status == "bad":  # the master refused the write: code names the field
+                res = _err("bad_request", str(code))
+            elif status == "crc":
+                res = _err("device_error", "corrupt reply from unit %s" % req["u"])
+            else:  # "busy" (write queue full), "closed" (the configuration changed)
+                res = _err("device_error", "write not done: bus %s" % status)
             self.s.ack_later(seq, res)
 
         m.write(req["u"], fc, req["a"], v, done)
@@ -293,6 +343,7 @@ class App:
 
     def on_mb(self, bus, req, status, data):
         """fw-bus's master reports one result: appended to the mb frame of this round."""
+        self.progress[_BUS_KEYS[bus & 7]] = time.ticks_ms()  # the bus task is alive
         s = self.s
         e = s.rd
         if s.rd_open and e.room() < 60 + (2 * len(data) if status == "ok" else 0):
@@ -303,6 +354,7 @@ class App:
             e.sp()
             e.put_int(hal.ticks())
             self.mb_open = True
+            self.mb_t0 = time.ticks_ms()
         e.sp()
         e.put_int(bus)
         e.put_byte(0x2E)
@@ -320,23 +372,32 @@ class App:
         if self.s.rd_open:
             self.s.commit()
         self.mb_open = False
+        self.mb_t0 = 0
 
     def report(self, now, full):
         """Readings due (periodic), changed (on change), or all (full report) in rd frames."""
         s = self.s
+        for p in self.sensors:
+            if p.event:
+                p.event = False
+                self.flush_open()
+                e = s.begin(b"evt")
+                e.sp()
+                ok = p.vals is not None
+                e.put_str('{"k":"sensor","id":%s,"ok":%s,"why":%s}' % (
+                    link.json_str(p.id), "true" if ok else "false",
+                    "null" if ok else link.json_str(p.why.decode()[1:])))
+                s.commit()
         e = None
         for p in self.pts:
+            send = p.changed or full  # changed: on change, or asked for with `read`
             if p.periodic:
                 if isinstance(p, points.Sensor):
-                    send = p.fresh or full
+                    send = send or p.fresh
                     p.fresh = False
                 elif time.ticks_diff(now, p.due) >= 0:
                     p.due = time.ticks_add(now, p.every)
                     send = True
-                else:
-                    send = full
-            else:
-                send = p.changed or full
             if not send:
                 continue
             p.changed = False
@@ -359,9 +420,10 @@ class App:
         up = time.ticks_diff(now, self.t0) // 1000
         s.send(
             "hb",
-            '{"ticks":%d,"q":%d,"drop":%d,"bad":%d,"mem":%d,"up":%d,"safe":%s}'
-            % (hal.ticks(), len(s.q), s.drop, s.bad, gc.mem_free(), up, "true" if self.safe else "false"),
+            '{"ticks":%d,"q":%d,"drop":%d,"bad":%d,"mem":%d,"up":%d,"safe":%s,"lag":%d}'
+            % (hal.ticks(), len(s.q), s.drop, s.bad, gc.mem_free(), up, "true" if self.safe else "false", self.lag),
         )
+        self.lag = 0
 
     # --- tasks -----------------------------------------------------------------------------------
 
@@ -393,8 +455,13 @@ class App:
     async def main(self):
         s = self.s
         self.send_hello()
+        prev = time.ticks_ms()
         while True:
             now = time.ticks_ms()
+            gap = time.ticks_diff(now, prev)  # this round's start after the last one's
+            prev = now
+            if gap > self.lag:
+                self.lag = gap
             hal.service()
             s.poll_rx()
             if self.after_ack:
@@ -406,7 +473,9 @@ class App:
                     p.scan(now)
             full = self.full_due
             if time.ticks_diff(now, self.next_hb) >= 0:
-                self.next_hb = time.ticks_add(now, self.hb_ms)
+                self.next_hb = time.ticks_add(self.next_hb, self.hb_ms)  # no drift
+                if time.ticks_diff(now, self.next_hb) >= 0:
+                    self.next_hb = time.ticks_add(now, self.hb_ms)  # far behind: start again
                 if s.up:
                     self.send_hb(now)
                 else:
@@ -414,8 +483,8 @@ class App:
                 full = True
             self.full_due = False
             self.report(now, full)
-            if s.rd_open:
-                self.flush_open()
+            if s.rd_open and (not self.mb_open or time.ticks_diff(now, self.mb_t0) >= _MB_BATCH_MS):
+                self.flush_open()  # an mb frame gathers results for a while: fewer, fuller frames
             if not s.pump(now):
                 self.send_hello()
             self.check_safe(now)
@@ -445,7 +514,8 @@ def _put_hex(e, data):
     h = b"0123456789abcdef"
     b = e.buf
     n = e.n
-    for x in data:
+    for i in range(len(data)):  # index, not iteration: no iterator allocated
+        x = data[i]
         b[n] = h[x >> 4]
         b[n + 1] = h[x & 15]
         n += 2

@@ -83,11 +83,16 @@ def adc(n):
     return _sim.adc(n)
 
 
+_PARITY = {"N": None, "E": 0, "O": 1}
+
+
 def uart(uart_id, baud, bits, parity, stop, tx, rx):
-    """A UART: write(buf), readinto(buf), any(), flush(). parity None, 0 (even) or 1 (odd)."""
+    """A UART: write(buf), readinto(buf), any(), flush(). parity "N", "E", "O" (as in the config)
+    or machine.UART's None, 0 (even), 1 (odd)."""
     if RP2:
+        par = _PARITY.get(parity, parity)
         return machine.UART(
-            uart_id, baudrate=baud, bits=bits, parity=parity, stop=stop, tx=machine.Pin(tx), rx=machine.Pin(rx)
+            uart_id, baudrate=baud, bits=bits, parity=par, stop=stop, tx=machine.Pin(tx), rx=machine.Pin(rx)
         )
     from picogate_fw.sim_uart import SimUART
 
@@ -119,16 +124,12 @@ def dht22(pin):
     return _sim.dht22(pin)
 
 
-class _NoWDT:
-    def feed(self):
-        pass
-
-
 def wdt(timeout_ms):
-    """Arm the watchdog (it cannot be stopped; it survives a soft reset). The unix port has none."""
+    """Arm the watchdog (it cannot be stopped; it survives a soft reset). On the unix port:
+    picogate.simboard's simulated one, when running under it."""
     if RP2:
         return machine.WDT(timeout=timeout_ms)
-    return _NoWDT()
+    return sim_board.wdt(timeout_ms)
 
 
 def reset():

@@ -201,14 +201,15 @@ class Sensor(Point):
         self.why = b"?"
         self.drv = None
         self.fresh = False
+        self.event = False
+        self.ok = True  # until a read fails
         try:
             mod = __import__("picogate_fw.drv_" + self.k, None, None, ("Sensor",))
             self.drv = mod.Sensor(hal, c)
         except ImportError:
             self.why = b"?nodrv"
-        except (ValueError, OSError) as ex:
+        except OSError:  # no answer at start: the task keeps trying (ValueError: a config error)
             self.why = b"?init"
-            hal_log(self.id, ex)
 
     async def poll(self):
         if self.drv is None:
@@ -219,6 +220,10 @@ class Sensor(Point):
         except Exception as ex:  # a failing sensor reports bad quality; the others go on
             self.vals = None
             self.why = b"?nodev" if isinstance(ex, OSError) else b"?err"
+        ok = self.vals is not None
+        if ok != self.ok:
+            self.ok = ok
+            self.event = True  # it failed, or it is back: the app sends an evt frame
 
     def put(self, e):
         vals = self.vals

@@ -76,7 +76,15 @@ class SimBoard:
         return SimDHT22(self.sc.get("dht22", {}).get(str(pin)))
 
     def i2c(self, bus):
-        return SimI2C(self.sc.get("i2c", {}).get(str(bus), {}))
+        """The I2C bus `bus` with its simulated devices (fw-bus's SHT3x, which speaks the chip's
+        protocol): {"68": {"kind": "sht3x", "t": 22.0, "h": 40.0, "fail": null | true | "crc"}}."""
+        from picogate_fw.sim_sht3x import SimI2CBus, SimSHT3x
+
+        devs = {}
+        for addr, d in self.sc.get("i2c", {}).get(str(bus), {}).items():
+            fail = d.get("fail")
+            devs[int(addr)] = SimSHT3x(d.get("t", 25.0), d.get("h", 50.0), "nodev" if fail is True else fail)
+        return SimI2CBus(devs)
 
 
 def _level(spec, t):
@@ -263,47 +271,28 @@ class SimDHT22:
         return self.h
 
 
-def _crc8(data):
-    crc = 0xFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
+class SimWDT:
+    """The watchdog of a simulated board: picogate.simboard kills the process (a chip reset) when
+    feed() has not been called within the timeout. It listens on the FIFO named by PICOGATE_WDT."""
+
+    def __init__(self, path, timeout_ms):
+        self.f = open(path, "wb")
+        self.f.write(b"A%d\n" % timeout_ms)
+        self.last = time.ticks_ms()
+
+    def feed(self):
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self.last) >= 250:  # a byte 4 times a second is enough
+            self.last = now
+            self.f.write(b"F\n")
 
 
-class SimI2C:
-    # spec: {"68": {"kind": "sht3x", "t": 22.0, "h": 40.0} | {"kind": "sht3x", "fail": true}}
-    # (addresses in decimal, as the config's "addr")
-    def __init__(self, spec):
-        self.spec = spec
+class NoWDT:
+    def feed(self):
+        pass
 
-    def _dev(self, addr):
-        d = self.spec.get(str(addr))
-        if d is None or d.get("fail"):
-            raise OSError(19, "ENODEV")  # no ACK
-        return d
 
-    def scan(self):
-        return [int(a) for a, d in self.spec.items() if not d.get("fail")]
-
-    def writeto(self, addr, buf, stop=True):
-        self._dev(addr)
-        return len(buf)
-
-    def readfrom_into(self, addr, buf, stop=True):
-        d = self._dev(addr)
-        t = int((float(d.get("t", 0.0)) + 45) * 65535 / 175 + 0.5)
-        h = int(float(d.get("h", 0.0)) * 65535 / 100 + 0.5)
-        out = bytearray(6)
-        out[0], out[1] = t >> 8, t & 0xFF
-        out[2] = _crc8(out[0:2])
-        out[3], out[4] = h >> 8, h & 0xFF
-        out[5] = _crc8(out[3:5])
-        for i in range(min(len(buf), 6)):
-            buf[i] = out[i]
-
-    def readfrom(self, addr, n, stop=True):
-        b = bytearray(n)
-        self.readfrom_into(addr, b)
-        return bytes(b)
+def wdt(timeout_ms):
+    path = os.getenv("PICOGATE_WDT")
+    timeout_ms = int(os.getenv("PICOGATE_WDT_MS") or timeout_ms)  # tests shorten it
+    return SimWDT(path, timeout_ms) if path else NoWDT()

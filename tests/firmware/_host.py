@@ -49,7 +49,7 @@ class Host:
     auto_ack: bool = True
 
     def __post_init__(self) -> None:
-        self.ser = serial.Serial(self.port, timeout=0.05)
+        self.ser = serial.Serial(self.port, timeout=0.005)
         self._buf = b""
 
     def close(self) -> None:
@@ -65,7 +65,7 @@ class Host:
     def pump(self, seconds: float = 0.05) -> None:
         deadline = time.monotonic() + seconds
         while True:
-            data = self.ser.read(65536)
+            data = self.ser.read(max(1, self.ser.in_waiting))
             self._buf += data
             while b"\n" in self._buf:
                 line, self._buf = self._buf.split(b"\n", 1)

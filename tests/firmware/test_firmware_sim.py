@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,9 @@ def test_hello_config_commands_and_readings(board: SimBoard, host: Host) -> None
     assert hello["cfg"] is None
     assert hello["mode"] == "run"
     assert hello["boots"] == 1
-    assert set(hello["caps"]) >= {"di", "cnt", "do", "pwm", "adc", "temp", "mb"}
+    assert set(hello["caps"]) >= {"di", "cnt", "do", "pwm", "adc", "temp"}
+    fw = Path(__file__).resolve().parents[2] / "firmware" / "picogate_fw"
+    assert ("mb" in hello["caps"]) == (fw / "mb_master.py").exists()
     assert len(hello["sid"]) == 8
     res = host.push_config(CFG, part_size=100)  # several parts
     assert res is not None
@@ -101,7 +104,7 @@ def test_hello_config_commands_and_readings(board: SimBoard, host: Host) -> None
     assert r["level"] == "1.652"
     assert abs(float(r["cpu"]) - 25.0) < 0.2
     hb = json.loads(host.wait(lambda: host.of_type("hb"), what="hb")[-1][3])
-    assert set(hb) == {"ticks", "q", "drop", "bad", "mem", "up", "safe"}
+    assert set(hb) == {"ticks", "q", "drop", "bad", "mem", "up", "safe", "lag"}
     assert hb["ticks"] < 2**30
     # errors from commands
     assert host.command("set", '{"id":"nope","v":true}')["code"] == "unknown_point"  # type: ignore[index]
@@ -110,7 +113,18 @@ def test_hello_config_commands_and_readings(board: SimBoard, host: Host) -> None
     assert host.command("set", '{"id":"level","v":1}')["code"] == "read_only"  # type: ignore[index]
     assert host.command("set", "not json")["code"] == "bad_request"  # type: ignore[index]
     assert host.command("read", '{"ids":["nope"]}')["code"] == "unknown_point"  # type: ignore[index]
+    host.frames.clear()
     assert host.command("read", '{"ids":["level"]}') == {"ok": True}
+    host.wait(lambda: "level" in host.readings(), what="the reading asked for")
+    # the same configuration again: outputs are not disturbed
+    assert host.command("set", '{"id":"valve","v":true}') == {"ok": True, "v": True}
+    res = host.push_config(CFG)
+    assert res is not None
+    assert res["ok"]
+    host.frames.clear()
+    assert host.command("read", "{}") == {"ok": True}
+    host.wait(lambda: "valve" in host.readings(), what="full report")
+    assert host.readings()["valve"] == "T"
 
 
 def test_bad_config_keeps_the_old_one_and_the_good_one_survives_a_reset(board: SimBoard, host: Host) -> None:
@@ -162,8 +176,9 @@ def test_retransmit_and_duplicates(board: SimBoard, host: Host) -> None:
     host.wait(lambda: seq in host.acks, what="second ack")
     assert host.acks[seq] == first
     host.frames.clear()
-    host.wait(lambda: host.readings().get("fan"), what="fan reading")
-    assert host.readings()["fan"] == "0.75"
+    host.wait(lambda: host.readings().get("fan") == "0.75", what="fan at 0.75")
+    host.pump(1.0)  # more full reports
+    assert "fan=0.1" not in " ".join(f[3] or "" for f in host.of_type("rd"))
 
 
 def test_garbage_and_ctrl_c_both_ways_are_dropped_and_counted(board: SimBoard, host: Host) -> None:
@@ -219,11 +234,20 @@ def test_safe_state_after_host_silence(board: SimBoard, host: Host) -> None:
     host.frames.clear()
     # stay silent (no frames to the board, not even acks) until a heartbeat says safe
     host.auto_ack = False
-    host.wait(lambda: any(json.loads(f[3])["safe"] for f in host.of_type("hb")), what="safe state")
+    host.wait(lambda: any(json.loads(f[3] or "{}")["safe"] for f in host.of_type("hb")), what="safe state")
+    # the board could not deliver its readings meanwhile (nothing was acknowledged): the host
+    # comes back, and the outputs are in their safe state, and stay there
     host.auto_ack = True
-    r = host.readings()
-    assert r["valve"] == "F"
-    assert r["fan"] == "0"
+    host.hello()
+    host.frames.clear()
+    host.wait(lambda: host.readings().get("valve") == "F" and host.readings().get("fan") == "0", what="safe")
+    host.wait(
+        lambda: [f for f in host.of_type("hb") if not json.loads(f[3] or "{}")["safe"]], what="safe over"
+    )
+    host.frames.clear()
+    assert host.command("read", "{}") == {"ok": True}
+    host.wait(lambda: "valve" in host.readings(), what="full report")
+    assert host.readings()["valve"] == "F"
 
 
 def test_maintenance_from_the_link_and_left_by_reset(board: SimBoard, host: Host) -> None:
@@ -293,7 +317,9 @@ def test_link_down_after_resends_then_the_hosts_hello_restores_it(board: SimBoar
     host.auto_ack = False
     host.frames.clear()
     # 5 resends 300 ms apart go unanswered: the board falls back to sending hello every hb_ms
-    host.wait(lambda: len(host.of_type("hello")) >= 2, timeout=15, what="hellos from a board whose link is down")
+    host.wait(
+        lambda: len(host.of_type("hello")) >= 2, timeout=15, what="hellos from a board whose link is down"
+    )
     n = len(host.frames)
     host.pump(0.5)
     assert not [f for f in host.frames[n:] if f[2] in ("hb", "rd")]  # a down link carries only hellos
@@ -301,3 +327,113 @@ def test_link_down_after_resends_then_the_hosts_hello_restores_it(board: SimBoar
     host.hello()
     host.frames.clear()
     host.wait(lambda: host.of_type("hb") and host.of_type("rd"), what="heartbeats and readings again")
+
+
+def test_boot_command_enters_the_uf2_bootloader(board: SimBoard, host: Host) -> None:
+    connect(board, host, cfg=None)
+    assert host.command("boot") == {"ok": True}
+    for _ in range(100):  # the port goes away: watch the board, not the port
+        if board.mode == "bootloader":
+            break
+        time.sleep(0.05)
+    assert board.mode == "bootloader"
+    assert board.exits[-1] == 76
+
+
+def test_watchdog_resets_a_hung_application_and_is_fed_by_a_healthy_one(tmp_path: Path) -> None:
+    env = {"PICOGATE_BOOT_WINDOW_MS": "50", "PICOGATE_WDT_MS": "400"}
+    d = install_firmware(tmp_path / "hung", scenario="{}")
+    (d / "picogate_fw" / "app.py").write_text("def run(wdt, boots, crash):\n    while True:\n        pass\n")
+    b = SimBoard(d, env=env).start()
+    try:
+        b.wait_for_output(b"safe mode after 3 failed boots", timeout=30)
+        assert b.wdt_resets == 3
+        assert b.exits[:3] == [-9, -9, -9]
+    finally:
+        b.stop()
+    d = install_firmware(tmp_path / "healthy", scenario="{}")
+    b = SimBoard(d, env=env).start()
+    try:
+        b.wait_for_output(b"@0 hello ")
+        time.sleep(2.0)  # five watchdog periods
+        assert b.wdt_resets == 0
+        assert b.restarts == 0
+    finally:
+        b.stop()
+
+
+def test_sensors_through_the_drivers_and_a_failing_one(tmp_path: Path) -> None:
+    scenario = {
+        "i2c": {"0": {"68": {"kind": "sht3x", "t": 22.5, "h": 41.0}, "69": {"kind": "sht3x", "fail": True}}},
+        "onewire": {"4": {"28FF4A6B12160301": 21.5}},
+        "dht22": {"5": "fail"},
+    }
+    cfg = {
+        "v": 1,
+        "hb_ms": 300,
+        "io": [
+            {"id": "air", "k": "sht3x", "i2c": 0, "sda": 8, "scl": 9, "addr": 68, "every_ms": 100},
+            {"id": "gone", "k": "sht3x", "i2c": 0, "sda": 8, "scl": 9, "addr": 69, "every_ms": 100},
+            {"id": "tank", "k": "ds18b20", "pin": 4, "every_ms": 100},
+            {"id": "room", "k": "dht22", "pin": 5, "every_ms": 100},
+        ],
+    }
+    b = make_board(tmp_path, scenario)
+    h = Host(b.port)
+    try:
+        hello = connect(b, h, cfg)
+        assert {"ds18b20", "dht22", "sht3x", "mb"} <= set(hello["caps"])
+        h.wait(
+            lambda: h.readings().get("air_t") == "22.5" and h.readings().get("tank") == "21.5", what="values"
+        )
+        r = h.readings()
+        assert r["air_h"] == "41"
+        assert r["gone_t"].startswith("?")  # bad quality; the others go on
+        assert r["room_t"].startswith("?")
+        h.wait(lambda: len(h.of_type("evt")) >= 2, what="sensor events")
+        failed = {json.loads(f[3] or "{}")["id"] for f in h.of_type("evt")}
+        assert failed == {"gone", "room"}
+    finally:
+        h.close()
+        b.stop()
+
+
+def test_maintenance_lets_mpremote_in_and_its_reset_starts_the_application(
+    board: SimBoard, host: Host
+) -> None:
+    import subprocess
+    import sys
+
+    connect(board, host)
+    pos = board.output_pos()
+    assert host.command("maint") == {"ok": True}
+    board.wait_for_output(b">>> ", since=pos)
+    host.close()
+    mpremote = str(Path(sys.executable).parent / "mpremote")
+    src = board.directory.parent / "note.txt"
+    src.write_text("written at the REPL\n")
+    r = subprocess.run(
+        [
+            mpremote,
+            "connect",
+            board.port,
+            "fs",
+            "cp",
+            str(src),
+            ":note.txt",
+            "+",
+            "exec",
+            "print(open('note.txt').read())",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "written at the REPL" in r.stdout
+    pos = board.output_pos()
+    r = subprocess.run([mpremote, "connect", board.port, "reset"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    board.wait_for_output(b"@0 hello ", since=pos)
+    assert board.exits[-1] == 75  # machine.reset()
+    assert (board.directory / "note.txt").read_text() == "written at the REPL\n"

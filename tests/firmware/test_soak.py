@@ -27,7 +27,9 @@ pytestmark = pytest.mark.integration
 
 ACCEL = 20
 MINUTES = float(os.environ.get("PICOGATE_SOAK_MINUTES", "10"))
-HAVE_MB = (Path(__file__).resolve().parents[2] / "firmware" / "picogate_fw" / "mb_master.py").exists()
+HAVE_MB = (
+    Path(__file__).resolve().parents[2] / "firmware" / "picogate_fw" / "mb_master.py"
+).exists()  # fw-bus's
 
 
 def _ms(real_ms: int) -> int:
@@ -96,6 +98,20 @@ def soak_scenario(uart: str | None) -> dict[str, Any]:
     return sc
 
 
+def _count_mb(body: str, stats: dict[str, int], last: dict[str, str]) -> None:
+    items = body.split(" ")[1:]
+    i = 0
+    while i < len(items):
+        key, status = items[i], items[i + 1]
+        i += 2
+        stats[status] = stats.get(status, 0) + 1
+        if status in ("ok", "exc"):
+            last[key] = f"{status} {items[i]}"
+            i += 1
+        else:
+            last[key] = status
+
+
 def run_soak(board: SimBoard, seconds: float, with_mb: bool) -> dict[str, Any]:
     host = Host(board.port)
     try:
@@ -108,6 +124,10 @@ def run_soak(board: SimBoard, seconds: float, with_mb: bool) -> dict[str, Any]:
         next_set = t0
         k = 0
         mem: list[tuple[float, int]] = []
+        lag = 0
+        seen_mb = len(host.frames)
+        mb_stats: dict[str, int] = {}
+        mb_last: dict[str, str] = {}
         seen_hb = 0
         while time.monotonic() - t0 < seconds:
             host.pump(0.02)
@@ -121,12 +141,18 @@ def run_soak(board: SimBoard, seconds: float, with_mb: bool) -> dict[str, Any]:
             for f in hbs[seen_hb:]:
                 hb = json.loads(f[3] or "{}")
                 mem.append((now - t0, hb["mem"]))
+                lag = max(lag, hb["lag"])
             seen_hb = len(hbs)
+            for f in host.frames[seen_mb:]:
+                if f[2] == "mb":
+                    _count_mb(f[3] or "", mb_stats, mb_last)
+            seen_mb = len(host.frames)
             # keep the host's memory small over a long run
             if len(host.frames) > 5000:
                 keep = [f for f in host.frames if f[2] == "rd"][-200:]
                 host.frames = keep
                 seen_hb = 0
+                seen_mb = len(keep)
         host.pump(0.5)
         last_hb = json.loads([f for f in host.frames if f[2] == "hb"][-1][3] or "{}")
         readings = host.readings()
@@ -142,11 +168,14 @@ def run_soak(board: SimBoard, seconds: float, with_mb: bool) -> dict[str, Any]:
             "mem_free_mid_median": int(statistics.median(warm)),
             "mem_free_late_median": int(statistics.median(late)),
             "mem_free_last": mem[-1][1],
+            "loop_lag_max_ms": lag,
             "drop": last_hb["drop"],
             "bad": last_hb["bad"],
             "queued": last_hb["q"],
             "commands": k * 2,
             "acks": len(host.acks),
+            "modbus_results": mb_stats,
+            "modbus_last": mb_last,
             "readings": readings,
         }
     finally:
@@ -169,7 +198,9 @@ async def test_soak_heap(tmp_path: Path, modbus_rtu_server: Any) -> None:
         board.stop()
     fig["modbus"] = HAVE_MB
     fig["restarts"] = board.restarts
-    print("\nsoak figures:", json.dumps({k: v for k, v in fig.items() if k != "readings"}))
+    print(
+        "\nsoak figures:", json.dumps({k: v for k, v in fig.items() if k not in ("readings", "modbus_last")})
+    )
     if os.environ.get("PICOGATE_SOAK_REPORT"):
         await asyncio.to_thread(
             Path(os.environ["PICOGATE_SOAK_REPORT"]).write_text, json.dumps(fig, indent=1)
@@ -186,3 +217,13 @@ async def test_soak_heap(tmp_path: Path, modbus_rtu_server: Any) -> None:
     for name in ("di0", "cnt0", "do0", "pwm0", "adc0", "adc2", "cpu"):
         assert name in r, name
     assert int(r["cnt0"]) > 0
+    assert (r["tank"], r["room_t"], r["room_h"]) == ("21.5", "22", "45")  # the drivers, on simulated sensors
+    if HAVE_MB:
+        # every request of every slave answered with the values the slaves hold
+        last = fig["modbus_last"]
+        for k, u in enumerate((1, 2, 3, 4)):
+            regs = "".join(f"{v:04x}" for v in range(u * 100, u * 100 + 10))
+            assert last[f"0.{2 * k}"] == f"ok {regs}", last
+            assert last[f"0.{2 * k + 1}"] == "ok 5555", last  # coils 1,0,1,0... packed LSB first
+        assert fig["modbus_results"].get("timeout", 0) == 0
+        assert fig["modbus_results"]["ok"] > MINUTES * 60 * 6 * 0.5  # 4 slaves x 1.5 polls/s

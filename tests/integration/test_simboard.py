@@ -188,3 +188,10 @@ def test_bad_arguments(tmp_path: Path) -> None:
         SimBoard(tmp_path / "nope")
     with pytest.raises(SimBoardError, match="uid"):
         SimBoard(tmp_path, uid="xyz")
+
+
+def test_without_main_py_the_board_sits_at_its_repl(tmp_path: Path) -> None:
+    with SimBoard(tmp_path) as b:
+        b.wait_for_output(b">>> ")
+        assert b.restarts == 0
+        assert b.mode == "repl"

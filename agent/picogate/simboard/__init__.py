@@ -18,6 +18,9 @@ Like a real board:
   open port fails and it has to open it again (pass `usb_reset=False` to keep it open).
 - Bytes the board writes while no host has the port open are dropped (USB CDC without DTR), and
   the host side is raw (no echo, no CR/LF rewriting). Input the host sent is lost at a reset.
+- The watchdog: the firmware arms and feeds it through a FIFO (`PICOGATE_WDT`); when it is not
+  fed within its timeout the process is killed and boots again, as the chip would reset
+  (`board.wdt_resets` counts).
 - At the REPL, `import machine` also has `reset()`, `bootloader()`, `unique_id()` (firmware/sim is
   on MICROPYPATH). The process gets `PICOGATE_UID` and `PICOGATE_BOARD` in its environment.
 

@@ -138,6 +138,14 @@ class SimBoard:
         self._threads: list[threading.Thread] = []
         self.dropped = 0
         """Bytes the board wrote while no host had the port open (dropped, as over USB CDC)."""
+        self.wdt_resets = 0
+        """Times the simulated watchdog expired and reset the board."""
+        self._wdt_dir = ""
+        self._wdt_path = ""
+        self._wdt_r: int | None = None
+        self._wdt_w: int | None = None
+        self._wdt_timeout: float | None = None  # seconds, once the firmware armed it
+        self._wdt_fed = 0.0
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -148,6 +156,11 @@ class SimBoard:
                 raise SimBoardError(f"simulated board {self.directory} already started")
             self._board_master, self._board_slave = pty.openpty()
             tty.setraw(self._board_slave)
+            self._wdt_dir = tempfile.mkdtemp(prefix="simboard-wdt-")
+            self._wdt_path = str(Path(self._wdt_dir) / "wdt")
+            os.mkfifo(self._wdt_path)
+            self._wdt_r = os.open(self._wdt_path, os.O_RDONLY | os.O_NONBLOCK)
+            self._wdt_w = os.open(self._wdt_path, os.O_WRONLY)  # ours: no EOF between processes
             self._plug()
             self._powered = True
         self._threads = [
@@ -175,9 +188,12 @@ class SimBoard:
                     with contextlib.suppress(OSError):
                         os.close(fd)
             self._board_master = self._board_slave = None
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        for fd in (self._wake_r, self._wake_w, self._wdt_r, self._wdt_w):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if self._wdt_dir:
+            shutil.rmtree(self._wdt_dir, ignore_errors=True)
         if self._own_tmp is not None:
             shutil.rmtree(self._own_tmp, ignore_errors=True)
             self._own_tmp = None
@@ -350,7 +366,8 @@ class SimBoard:
             with self._lock:
                 hm = self._host_master if self._host_attached() else None
                 bm = self._board_master
-            rlist = [self._wake_r] + [fd for fd in (hm, bm) if fd is not None]
+            self._check_wdt()
+            rlist = [self._wake_r] + [fd for fd in (hm, bm, self._wdt_r) if fd is not None]
             try:
                 ready, _, _ = select.select(rlist, [], [], 0.05)
             except (OSError, ValueError):
@@ -360,6 +377,9 @@ class SimBoard:
                 if fd == self._wake_r:
                     with contextlib.suppress(OSError):
                         os.read(fd, 512)
+                    continue
+                if fd == self._wdt_r:
+                    self._wdt_input()
                     continue
                 try:
                     data = os.read(fd, 4096)
@@ -395,6 +415,32 @@ class SimBoard:
             self._pending = b""
         self._to_host(data)
 
+    # --- the simulated watchdog (picogate_fw.sim_board.SimWDT writes to a FIFO) ---------------
+
+    def _wdt_input(self) -> None:
+        try:
+            data = os.read(self._wdt_r, 4096)  # type: ignore[arg-type]
+        except (BlockingIOError, OSError):
+            return
+        with self._lock:
+            for line in data.split(b"\n"):
+                if line.startswith(b"A") and line[1:].isdigit():  # armed: A<timeout ms>
+                    self._wdt_timeout = int(line[1:]) / 1000
+                    self._wdt_fed = time.monotonic()
+                elif line.startswith(b"F"):
+                    self._wdt_fed = time.monotonic()
+
+    def _check_wdt(self) -> None:
+        with self._lock:
+            t = self._wdt_timeout
+            if t is None or self._proc is None or time.monotonic() - self._wdt_fed <= t:
+                return
+            self._wdt_timeout = None
+            self.wdt_resets += 1
+            proc = self._proc
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()  # the watchdog resets the chip
+
     # --- the process --------------------------------------------------------------------------
 
     def _env(self) -> dict[str, str]:
@@ -403,6 +449,7 @@ class SimBoard:
         env["MICROPYPATH"] = f"{sim}:.frozen:~/.micropython/lib:/usr/lib/micropython"
         env["PICOGATE_UID"] = self.uid
         env["PICOGATE_BOARD"] = self.board
+        env["PICOGATE_WDT"] = self._wdt_path
         env.update(self._extra_env)
         return env
 
@@ -429,6 +476,7 @@ class SimBoard:
     def _supervise(self) -> None:
         kind: Literal["main", "repl", "raw"] = "main"
         first = True
+        started = time.monotonic()
         while True:
             with self._cond:
                 while not self._powered and not self._stopping:
@@ -440,7 +488,12 @@ class SimBoard:
                     return
                 if not first:
                     self.restarts += 1
+                    if time.monotonic() - started < 0.3:
+                        self._cond.wait(0.2)  # a crash loop: do not eat the CPU (a board would not mind)
                 first = False
+                started = time.monotonic()
+                if kind == "main" and not (self.directory / "main.py").exists():
+                    kind = "repl"  # nothing to run: the board boots to its REPL
                 self._proc = self._spawn(kind)
                 self._mode = kind
                 self._cond.notify_all()
@@ -451,6 +504,7 @@ class SimBoard:
             with self._cond:
                 self.exits.append(rc)
                 self._proc = None
+                self._wdt_timeout = None  # a reset stops the watchdog
                 if self._stopping:
                     self._mode = "off"
                     return

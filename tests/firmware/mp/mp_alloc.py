@@ -97,3 +97,19 @@ def test_reading_frames_allocate_per_frame_not_per_reading():
     # the frame's bytes, its queue entry and two memoryviews (~190 bytes on 64-bit); nothing per reading
     if per_frame > size + 200:
         raise AssertionError("%d bytes per frame of %d" % (per_frame, size))
+
+
+def test_modbus_results_allocate_nothing_per_result():
+    a = _app()
+    data = memoryview(bytearray(b"\x00\xfa\x00\x01\x12\x34"))
+    a.on_mb(0, 0, "ok", data)  # the first result opens the frame
+    gc.collect()
+    before = gc.mem_alloc()
+    for i in range(20):  # 20 results of 6 data bytes fit one frame
+        a.on_mb(0, i & 7, "ok", data)
+        a.on_mb(0, 1, "exc", 2)
+        a.on_mb(0, 2, "timeout", None)
+    grown = gc.mem_alloc() - before
+    print("60 Modbus results into one open frame: %d bytes allocated" % grown)
+    if grown > 0:
+        raise AssertionError("%d bytes allocated by 60 results" % grown)
