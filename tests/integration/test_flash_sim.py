@@ -105,6 +105,25 @@ def test_flash_clean_board_then_unchanged_uploads_nothing(board: SimBoard, cache
     assert rows[0]["hash"] == fw.hash
     assert rows[0]["serial"] == "E6614103E7000001"
 
+    # a board at its REPL (maintenance mode) is checked file by file, and left at its REPL
+    (d / "pg_maint").write_text("1")
+    pos = board.output_pos()
+    board.kill()
+    board.wait_for_output(b"picogate: maintenance mode", since=pos, timeout=10)
+    r4 = picogate("flash", "--port", board.port, "--verify-only", "--json")
+    assert r4.returncode == 0, r4.stdout + r4.stderr
+    (res4,) = json.loads(r4.stdout)
+    assert res4["result"] == "verified"
+    assert "at its REPL" in res4["error"]
+    with (d / "picogate_fw" / "app.mpy").open("ab") as f:
+        f.write(b"\0")  # a damaged file
+    r5 = picogate("flash", "--port", board.port, "--verify-only", "--json")
+    assert r5.returncode == 1
+    (res5,) = json.loads(r5.stdout)
+    assert res5["result"] == "mismatch"
+    assert "files that differ: picogate_fw/app.mpy" in res5["error"]
+    assert board.mode == "repl"
+
 
 def _flash_killed_midway(port: str, staged: Path, *, at_least: int) -> None:
     """Run `picogate flash` and SIGKILL it once `at_least` files are in pg_new/ (cable pulled)."""

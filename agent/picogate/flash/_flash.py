@@ -173,26 +173,58 @@ def flash_board(
 
 
 def _verify_only(conn: BoardConn, result: FlashResult, opts: FlashOptions, prog: Progress) -> None:
+    """Compare without writing: the hash in the application's hello, or, for a board at its REPL
+    (maintenance or safe mode), its manifest and the files' hashes. A running or booting board is
+    never interrupted."""
     prog("connecting", 0, 0)
-    probe = conn.probe()
-    if probe.hello is None:
+    probe = conn.probe(timeout=3.0, interrupt=False)
+    if probe.hello is None and b"picogate: starting" in probe.seen:
+        probe = conn.probe(timeout=5.0, interrupt=False)  # it was booting: its hello follows
+    if probe.hello is not None:
+        hello = probe.hello
+        result.uid = hello.get("uid")
+        result.board = hello.get("board")
+        result.micropython = hello.get("mp")
+        result.version = hello.get("fw")
+        fw = opts.builder(_mpy_from_hello(hello))
+        result.hash = hello.get("hash")
+        if hello.get("hash") == fw.hash:
+            result.result = "verified"
+        else:
+            result.result = "mismatch"
+            result.error = f"the board runs firmware {hello.get('hash')}, this picogate builds {fw.hash}"
+        return
+    if not any(sign in probe.seen for sign in (b">>> ", b"raw REPL", b"MicroPython v")):
         raise FlashError(
-            "the board does not run the Picogate application (no hello on the link): nothing to verify "
-            f"against; saw {probe.seen[-120:]!r}",
+            "neither the application's hello nor a REPL: nothing to verify against "
+            f"(saw {probe.seen[-120:]!r})",
             where=conn.port,
         )
-    hello = probe.hello
-    result.uid = hello.get("uid")
-    result.board = hello.get("board")
-    result.micropython = hello.get("mp")
-    result.version = hello.get("fw")
-    fw = opts.builder(_mpy_from_hello(hello))
-    result.hash = hello.get("hash")
-    if hello.get("hash") == fw.hash:
+    conn.enter_raw(attempts=2)
+    info = conn.exec_json(_deploy.INFO, timeout=30)
+    with contextlib.suppress(FlashError, OSError):
+        conn.ser.write(b"\r\x02")  # back to the friendly REPL, as it was
+    conn.in_raw = False  # nothing to undo: the board was at its REPL already
+    result.uid = info.get("uid")
+    result.board = _deploy.board_name(info)
+    result.micropython = info.get("mp")
+    fw = opts.builder(int(info.get("mpy") or 0))
+    result.hash = _deploy.manifest_hash(info)
+    plan = _deploy.make_plan(fw, info)
+    if plan.up_to_date:
         result.result = "verified"
+        result.error = "the files are right, but the board is at its REPL, not running the application"
     else:
+        differ = sorted(
+            p
+            for p in set(fw.hashes) | set(info.get("live") or {})
+            if (info.get("live") or {}).get(p) != fw.hashes.get(p)
+        )
         result.result = "mismatch"
-        result.error = f"the board runs firmware {hello.get('hash')}, this picogate builds {fw.hash}"
+        result.error = (
+            f"the board (at its REPL) has firmware {result.hash or 'none'}, this picogate builds {fw.hash}; "
+            f"files that differ: {', '.join(differ) or 'none (manifest only)'}"
+        )
 
 
 def _flash(conn: BoardConn, result: FlashResult, opts: FlashOptions, prog: Progress) -> None:
