@@ -300,3 +300,28 @@ def test_unmounted_drive_without_privileges_says_what_to_do(monkeypatch: pytest.
         _ports.mount_drive(_ports.Uf2Drive("/dev/sda1", 0x2E8A, 3, "", "RP2040", mountpoint="/mnt/x"))
         == "/mnt/x"
     )
+
+
+def test_boards_mount_says_what_to_do_without_privileges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from picogate.flash import _ports
+    from picogate.flash._select import list_boards
+
+    tree = FakeTree(tmp_path)
+    tree.add_drive("sda", serial="E6614103E7000002", pid=0x000F)
+    (row,) = list_boards(roots=tree.roots())
+    assert (row.mode, row.board, row.mountpoint) == ("bootloader", "RP2350", None)
+    assert "drive not mounted" in (row.note or "")
+    monkeypatch.setattr(_ports.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(_ports.os, "geteuid", lambda: 1000)
+    (row,) = list_boards(roots=tree.roots(), mount=True)
+    assert "udisksctl mount -b" in (row.note or "")
+    # a drive mounted meanwhile (udisksctl's answer) is read
+    mnt = tmp_path / "RP2350"
+    mnt.mkdir()
+    (mnt / "INFO_UF2.TXT").write_text("UF2 Bootloader v1.0\nModel: Raspberry Pi RP2350\nBoard-ID: RP2350\n")
+    monkeypatch.setattr("picogate.flash._select.mount_drive", lambda _d: str(mnt))
+    (row,) = list_boards(roots=tree.roots(), mount=True)
+    assert row.mountpoint == str(mnt)
+    assert row.note == "UF2 bootloader (RP2350)"

@@ -14,6 +14,11 @@ def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     b.add_argument("--json", action="store_true", help="one JSON array, for scripts")
     b.add_argument("--port", action="append", default=[], help="also probe this serial port (repeatable)")
     b.add_argument("--no-probe", action="store_true", help="do not open the ports (USB data only)")
+    b.add_argument(
+        "--mount",
+        action="store_true",
+        help="mount bootloader drives that are not mounted (to read INFO_UF2.TXT)",
+    )
     b.set_defaults(func=_boards)
 
     f = sub.add_parser(
@@ -58,7 +63,7 @@ def _boards(args: argparse.Namespace) -> int:
 
     from picogate.flash._select import list_boards
 
-    rows = list_boards(args.port, probe=not args.no_probe)
+    rows = list_boards(args.port, probe=not args.no_probe, mount=args.mount)
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return 0

@@ -11,7 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from picogate.flash._ports import (
     mount_drive,
     port_holders,
 )
-from picogate.flash._uf2 import check_uf2
+from picogate.flash._uf2 import check_uf2, chip_of_board_id, parse_info_uf2
 
 __all__ = ["BoardInfo", "Target", "install_micropython", "list_boards", "select_targets", "stop_agent"]
 
@@ -50,6 +50,13 @@ print(json.dumps({'manifest': _rd('pg_fw.json'), 'mpy': getattr(sys.implementati
     'machine': getattr(sys.implementation, '_machine', ''), 'platform': sys.platform,
     'board_env': os.getenv('PICOGATE_BOARD') if hasattr(os, 'getenv') else None, 'uid': uid}))
 """
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 @dataclass
@@ -126,10 +133,10 @@ def _probe_port(port: str, serial: str | None, vid_pid: str | None) -> BoardInfo
 
 
 def list_boards(
-    ports: Sequence[str] = (), *, roots: Roots | None = None, probe: bool = True
+    ports: Sequence[str] = (), *, roots: Roots | None = None, probe: bool = True, mount: bool = False
 ) -> list[BoardInfo]:
     """Every Raspberry Pi USB serial port (plus `ports`), probed in parallel, and every board in
-    its UF2 bootloader."""
+    its UF2 bootloader (with `mount`, drives that are not mounted are mounted to read INFO_UF2.TXT)."""
     roots = roots or Roots.from_env()
     usb = find_usb_ports(roots)
     todo: list[tuple[str, str | None, str | None]] = [(u.device, u.serial or None, u.vid_pid) for u in usb]
@@ -142,6 +149,15 @@ def list_boards(
     else:
         rows = [BoardInfo(port=p, serial=s, vid_pid=v) for p, s, v in todo]
     for d in find_uf2_drives(roots):
+        mount_note = None
+        if mount and not d.mountpoint:
+            try:
+                mountpoint = mount_drive(d)
+            except FlashError as e:
+                mount_note = str(e)
+            else:
+                info = parse_info_uf2(_read_text(Path(mountpoint) / "INFO_UF2.TXT"))
+                d = replace(d, mountpoint=mountpoint, info=info, chip=chip_of_board_id(info) or d.chip)
         rows.append(
             BoardInfo(
                 port=None,
@@ -151,10 +167,11 @@ def list_boards(
                 board=d.chip,
                 drive=d.device,
                 mountpoint=d.mountpoint,
-                note=(
+                note=mount_note
+                or (
                     f"UF2 bootloader ({d.info.get('Board-ID', d.chip)})"
                     if d.mountpoint
-                    else "UF2 bootloader, drive not mounted (picogate flash mounts it)"
+                    else "UF2 bootloader, drive not mounted (picogate flash mounts it; boards --mount)"
                 ),
             )
         )
