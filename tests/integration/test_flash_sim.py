@@ -110,6 +110,8 @@ def test_flash_clean_board_then_unchanged_uploads_nothing(board: SimBoard, cache
     pos = board.output_pos()
     board.kill()
     board.wait_for_output(b"picogate: maintenance mode", since=pos, timeout=10)
+    (row,) = json.loads(picogate("boards", "--port", board.port, "--json").stdout)
+    assert (row["mode"], row["hash"], row["firmware"], row["board"]) == ("repl", fw.hash, fw.version, "pico")
     r4 = picogate("flash", "--port", board.port, "--verify-only", "--json")
     assert r4.returncode == 0, r4.stdout + r4.stderr
     (res4,) = json.loads(r4.stdout)

@@ -130,6 +130,15 @@ def board_name(info: dict[str, Any]) -> str:
     return str(info.get("board_env") or info.get("platform") or "unknown")
 
 
+def manifest_version(info: dict[str, Any]) -> str | None:
+    try:
+        doc = json.loads(info.get("manifest") or "")
+    except ValueError:
+        return None
+    v = doc.get("version") if isinstance(doc, dict) else None
+    return v if isinstance(v, str) else None
+
+
 def manifest_hash(info: dict[str, Any]) -> str | None:
     text = info.get("manifest")
     if not text:

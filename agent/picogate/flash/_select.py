@@ -116,6 +116,7 @@ def _probe_port(port: str, serial: str | None, vid_pid: str | None) -> BoardInfo
                 row.board = _deploy.board_name(info)
                 row.micropython = info.get("mp")
                 row.hash = _deploy.manifest_hash(info)
+                row.firmware = _deploy.manifest_version(info)
                 row.serial = row.serial or info.get("uid")
                 row.note = "at its REPL (maintenance or safe mode, or no Picogate firmware)"
         else:
