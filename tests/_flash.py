@@ -62,6 +62,18 @@ class FakeTree:
             node.unlink()
         node.symlink_to(target)
 
+    def remove(self, name: str) -> None:
+        """Unplug: the tty or block device `name` leaves sysfs and /dev."""
+        import shutil as _sh
+
+        for p in (self.sys / "class" / "tty" / name, self.sys / "block" / name):
+            if p.is_symlink():
+                p.unlink()
+            elif p.is_dir():
+                _sh.rmtree(p)
+        for node in self.dev.glob(name + "*"):
+            node.unlink()
+
     def add_drive(self, name: str, *, serial: str, pid: int = 0x0003, mount: Path | None = None) -> str:
         """A bootloader's block device /sys/block/<name> with partition <name>1; `mount`: where
         /dev/<name>1 is mounted (a directory standing for the FAT drive)."""

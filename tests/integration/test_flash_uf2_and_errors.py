@@ -204,3 +204,61 @@ def test_selection_errors(tmp_path: Path, env: dict[str, str]) -> None:
     r = picogate("flash", "--all", "--name", "x", env=env)
     assert r.returncode == 1
     assert "--name gives one name to 2 boards" in r.stderr
+
+
+def test_reinstall_micropython_on_a_running_board(tmp_path: Path, env: dict[str, str]) -> None:
+    """`--reinstall-micropython`: the link's `boot` sends the board to its bootloader, its drive
+    takes the image, it comes back (its filesystem kept, as a UF2 install keeps littlefs) and gets
+    the firmware."""
+    tree = FakeTree(tmp_path / "tree")
+    env.update(tree.env())
+    board = start_board(tmp_path / "board", uid=UID)
+    tree.add_tty("ttyACM0", board.port, serial=UID)
+    drive = tmp_path / "RPI-RP2"
+    stop = threading.Event()
+
+    def usb() -> None:  # what the USB bus does as the board goes to its bootloader and back
+        while not stop.is_set() and board.mode != "bootloader":
+            time.sleep(0.02)
+        if stop.is_set():
+            return
+        tree.remove("ttyACM0")
+        drive.mkdir()
+        (drive / "INFO_UF2.TXT").write_text(INFO_RP2040)
+        tree.add_drive("sda", serial=UID, mount=drive)
+        while not stop.is_set():
+            files = list(drive.glob("*.uf2"))
+            if files and len(files[0].read_bytes()) == files[0].stat().st_size > 0:
+                time.sleep(0.05)
+                tree.remove("sda")
+                board.replug()
+                tree.add_tty("ttyACM0", board.port, serial=UID)
+                return
+            time.sleep(0.02)
+
+    t = threading.Thread(target=usb, daemon=True)
+    t.start()
+    try:
+        wrong = tmp_path / "pico2.uf2"
+        wrong.write_bytes(make_uf2(b"\x01" * 512, RP2350_ARM_S))
+        r0 = picogate(
+            "flash", "--serial", UID, "--micropython", str(wrong), "--reinstall-micropython", env=env
+        )
+        assert r0.returncode == 1
+        assert "but the board is an RP2040" in r0.stdout
+        assert board.mode == "main"  # checked before the board was sent anywhere
+
+        uf2 = tmp_path / "rp2-pico-v1.29.0.uf2"
+        uf2.write_bytes(make_uf2(bytes(range(256)) * 8, RP2040))
+        r = picogate(
+            "flash", "--serial", UID, "--micropython", str(uf2), "--reinstall-micropython", "--json", env=env
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        (res,) = json.loads(r.stdout)
+        assert res["result"] == "flashed"
+        assert (drive / uf2.name).read_bytes() == uf2.read_bytes()
+        assert 76 in board.exits  # it went through machine.bootloader()
+    finally:
+        stop.set()
+        t.join(timeout=5)
+        board.stop()

@@ -359,6 +359,12 @@ class BoardConn:
             self.transport.exec_raw_no_follow("import machine\nmachine.reset()")
         self.close()
 
+    def bootloader(self) -> None:
+        """machine.bootloader() from the raw REPL: the board leaves for its UF2 bootloader."""
+        with contextlib.suppress(TransportError, OSError, serial.SerialException):
+            self.transport.exec_raw_no_follow("import machine\nmachine.bootloader()")
+        self.close()
+
     def wait_hello(self, timeout: float) -> dict[str, Any]:
         """Wait for the application's hello (saying hello every 0.5 s)."""
         deadline = time.monotonic() + timeout

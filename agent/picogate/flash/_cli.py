@@ -34,6 +34,11 @@ def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     )
     sel.add_argument("--all", action="store_true", help="every connected board (factory mode)")
     f.add_argument("--micropython", type=Path, help="MicroPython .uf2 for boards in the UF2 bootloader")
+    f.add_argument(
+        "--reinstall-micropython",
+        action="store_true",
+        help="also send boards running MicroPython to their bootloader and install --micropython",
+    )
     f.add_argument("--config", type=Path, help="factory tray file (tray.yaml: gateway, names, parallel, log)")
     f.add_argument("--name", help="the board's name (pg_id.json)")
     f.add_argument("--gateway", help="the gateway the board belongs to (pg_id.json)")
@@ -125,6 +130,10 @@ def _flash(args: argparse.Namespace) -> int:
         micropython = args.micropython
         if micropython is None and tray is not None and tray.micropython:
             micropython = (args.config.parent / tray.micropython).resolve()
+        if args.reinstall_micropython and micropython is None:
+            raise FlashError(
+                "--reinstall-micropython needs --micropython FILE.uf2 (or micropython: in the tray)"
+            )
         if micropython is not None and not micropython.is_file():
             raise FlashError("no such file", where=str(micropython))
         if args.firmware is not None and not (args.firmware / "main.py").is_file():
@@ -171,6 +180,7 @@ def _flash(args: argparse.Namespace) -> int:
         log_path=log_path,
         config_name=args.config.stem if args.config else None,
         micropython=micropython,
+        reinstall_micropython=args.reinstall_micropython,
         names=(lambda t, n: tray.name_for(t.serial, n)) if tray is not None and not args.name else None,
     )
     results = run_many(run)

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 
 from picogate.flash._errors import FlashError
 from picogate.flash._flash import FlashOptions, FlashResult, flash_board
-from picogate.flash._select import Target, install_micropython
+from picogate.flash._select import Target, enter_bootloader, install_micropython
 
 __all__ = ["FactoryRun", "run_many"]
 
@@ -30,6 +30,7 @@ class FactoryRun:
     config_name: str | None = None
     micropython: Path | None = None
     names: Callable[[Target, int], str | None] | None = None
+    reinstall_micropython: bool = False
 
 
 def _log_record(res: FlashResult, run: FactoryRun) -> dict[str, Any]:
@@ -80,6 +81,15 @@ def run_many(run: FactoryRun, *, console: Console | None = None) -> list[FlashRe
             if run.names is not None:
                 opts = replace(opts, name=run.names(target, idx + 1))
             port = target.port
+            if port is not None and run.reinstall_micropython and run.micropython is not None:
+                try:
+                    prog("entering the UF2 bootloader", 0, 0)
+                    drive = enter_bootloader(port, target.serial, run.micropython)
+                except FlashError as e:
+                    res = FlashResult(port=port, uid=target.serial, name=opts.name, error=str(e))
+                    return _finish(res, run, lock, results, bars, task)
+                target = replace(target, port=None, drive=drive)
+                port = None
             if port is None:
                 res = FlashResult(
                     port=target.drive.device if target.drive else "?", uid=target.serial, name=opts.name

@@ -28,7 +28,15 @@ from picogate.flash._ports import (
 )
 from picogate.flash._uf2 import check_uf2, chip_of_board_id, parse_info_uf2
 
-__all__ = ["BoardInfo", "Target", "install_micropython", "list_boards", "select_targets", "stop_agent"]
+__all__ = [
+    "BoardInfo",
+    "Target",
+    "enter_bootloader",
+    "install_micropython",
+    "list_boards",
+    "select_targets",
+    "stop_agent",
+]
 
 # What a board at its REPL says about itself (cheap: no file hashing), then back to the friendly REPL.
 _INFO_LIGHT = """
@@ -280,6 +288,54 @@ def install_micropython(
         f"MicroPython was copied but no serial port with USB serial {drive.serial or '?'} appeared within "
         f"{timeout:.0f} s (is the UF2 file a MicroPython build?)",
         where=drive.device,
+    )
+
+
+def _chip(board: str | None) -> str:
+    return "RP2350" if (board or "").startswith("pico2") else "RP2040"
+
+
+def enter_bootloader(
+    port: str, serial: str | None, uf2: Path, *, roots: Roots | None = None, timeout: float = 30.0
+) -> Uf2Drive:
+    """Send a board running MicroPython to its UF2 bootloader (the link's `boot`, or
+    machine.bootloader() at its REPL) and wait for its drive (same USB serial). The image is
+    checked against the board's chip first, so a wrong one leaves the board as it was."""
+    from picogate.flash import _deploy
+
+    roots = roots or Roots.from_env()
+    conn = BoardConn(port)
+    try:
+        conn.open()
+        p = conn.probe()
+        if p.hello is not None:
+            serial = serial or p.hello.get("uid")
+            check_uf2(uf2, _chip(p.hello.get("board")))
+            ack = conn.request("boot")
+            if not ack or not ack.get("ok"):
+                raise FlashError("the application did not take the link's `boot` command", where=port)
+        else:
+            conn.enter_raw()
+            info = conn.exec_json(_INFO_LIGHT)
+            serial = serial or info.get("uid")
+            try:
+                check_uf2(uf2, _chip(_deploy.board_name(info)))
+            except FlashError:
+                conn.ser.write(b"\r\x02")
+                raise
+            conn.bootloader()
+    finally:
+        conn.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for d in find_uf2_drives(roots):
+            if serial and d.serial.upper() == serial.upper():
+                return d
+        time.sleep(0.1)
+    raise FlashError(
+        f"the board left for its bootloader but no UF2 drive with USB serial {serial or '?'} appeared within "
+        f"{timeout:.0f} s",
+        where=port,
     )
 
 
