@@ -262,3 +262,24 @@ def test_factory_three_boards_in_parallel_with_log(tmp_path: Path, cache: Path) 
         os.close(silent_master)
         for b in boards:
             b.stop()
+
+
+def test_power_lost_mid_upload_then_a_reflash_recovers(board: SimBoard, cache: Path) -> None:
+    """The board loses power in the middle of the upload (bus-powered, cable pulled): the flash fails
+    with a clear error, the board boots what it had, and the next flash completes."""
+    killed: list[int] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage.startswith("uploading") and total and done > total // 3 and not killed:
+            killed.append(done)
+            board.unplug(power_off=True)
+            threading.Timer(0.5, board.replug).start()
+
+    res = flash_board(board.port, FlashOptions(builder=Builder(cache=cache)), progress=progress)
+    assert killed
+    assert not res.ok
+    assert res.error
+    assert _hello_hash(board.port) == "dev"  # the source install it had: no manifest
+    res2 = flash_board(board.port, FlashOptions(builder=Builder(cache=cache)))
+    assert res2.ok, res2.error
+    assert res2.hash == build_firmware(2822, cache=cache).hash

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import serial
+from mpremote import transport_serial as _transport_serial
 from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
 
@@ -29,6 +31,17 @@ from picogate.flash._errors import BoardNotAnswering, FlashError, PortBusy, Port
 from picogate.flash._ports import port_holders
 
 __all__ = ["BoardConn", "Probe"]
+
+_log = logging.getLogger("picogate.flash")
+
+
+def _mpremote_print(*args: object, **_kw: object) -> None:
+    _log.debug("mpremote: %s", " ".join(str(a) for a in args))
+
+
+# mpremote prints what it received when it gives up (e.g. "could not enter raw repl"): on our stdout
+# that would break `--json`; the error it raises says what happened, the bytes go to the debug log.
+_transport_serial.print = _mpremote_print
 
 _RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 _REPL_SIGNS = (
@@ -288,8 +301,9 @@ class BoardConn:
                         continue
                     self.transport.in_raw_repl = True
                     self.in_raw = True
-                    if rest == b">":
-                        self.transport.read_until = _unread_prompt(self.transport.read_until)
+                    self.transport.read_until = _bounded_reads(
+                        SerialTransport.read_until.__get__(self.transport), prompt_read=rest == b">"
+                    )
                     return
         raise BoardNotAnswering(f"no raw REPL (Ctrl-C, Ctrl-A gave {seen[-200:]!r})", where=self.port)
 
@@ -348,7 +362,10 @@ class BoardConn:
         except TransportExecError as e:
             raise FlashError(f"writing {path} failed: {e.error_output.strip()}", where=self.port) from None
         except TransportError as e:
-            raise BoardNotAnswering(f"writing {path}: {e}", where=self.port) from None
+            raise BoardNotAnswering(
+                f"writing {path}: the board stopped answering ({e}); did it reset or lose power?",
+                where=self.port,
+            ) from None
         except (OSError, serial.SerialException) as e:
             raise FlashError(f"lost the board while writing {path}: {e}", where=self.port) from None
 
@@ -387,14 +404,29 @@ class BoardConn:
         )
 
 
-def _unread_prompt(read_until: Callable[..., bytes]) -> Callable[..., bytes]:
-    """We already consumed the raw REPL's '>' prompt: give it back to the first read for it."""
-    pending = [True]
+def _bounded_reads(read_until: Callable[..., bytes], *, prompt_read: bool) -> Callable[..., bytes]:
+    """mpremote's reads time out only between characters: a board that rebooted and chats (hello
+    frames every second) would keep a read for the raw REPL's prompt waiting forever. Every read
+    gets an overall bound too. And when we already consumed the raw REPL's '>' prompt
+    (`prompt_read`), the first read for it gets it back."""
+    pending = [prompt_read]
 
-    def wrapped(min_num_bytes: int, ending: bytes, *args: Any, **kwargs: Any) -> bytes:
+    def wrapped(
+        min_num_bytes: int,
+        ending: bytes,
+        timeout: float = 10,
+        data_consumer: Callable[[bytes], None] | None = None,
+        timeout_overall: float | None = None,
+    ) -> bytes:
         if pending[0] and ending == b">":
             pending[0] = False
             return b">"
-        return read_until(min_num_bytes, ending, *args, **kwargs)
+        if timeout_overall is not None:
+            overall = timeout_overall
+        else:  # the prompt follows at once; an exec's output may take its timeout
+            overall = 10.0 if ending == b">" else max(20.0, 2 * (timeout or 10))
+        return read_until(
+            min_num_bytes, ending, timeout=timeout, data_consumer=data_consumer, timeout_overall=overall
+        )
 
     return wrapped
