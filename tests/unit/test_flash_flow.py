@@ -31,6 +31,9 @@ class FakeConn:
         self.in_raw = False
         self.calls: list[str] = []
         self.written: dict[str, bytes] = {}
+        self.later_probes: list[Probe] = []
+        self.raw_failures = 0
+        self.probes = 0
 
     def open(self, *, wait: float = 0.0) -> None:
         self.calls.append("open")
@@ -39,6 +42,9 @@ class FakeConn:
         self.calls.append("close")
 
     def probe(self, timeout: float = 1.5, *, interrupt: bool = True) -> Probe:
+        self.probes += 1
+        if self.probes > 1 and self.later_probes:
+            return self.later_probes.pop(0)
         return self._probe
 
     def request(self, type_: str, *, tries: int = 5) -> dict[str, Any] | None:
@@ -52,6 +58,9 @@ class FakeConn:
         self.calls.append("ctrl-c")
 
     def enter_raw(self, *, attempts: int = 4) -> None:
+        if self.raw_failures:
+            self.raw_failures -= 1
+            raise BoardNotAnswering("no raw REPL", where=self.port)
         self.in_raw = True
         self.calls.append("raw")
 
@@ -191,3 +200,17 @@ def test_identity() -> None:
 
 def test_board_names_from_info() -> None:
     assert _deploy.board_name(_info()) == "pico_w"
+
+
+def test_old_repl_output_then_the_application_answers(builder: Builder) -> None:
+    """What looked like a REPL was stale output: no raw REPL, but the application's hello."""
+    fw = builder(MPY)
+    conn = FakeConn(
+        "/dev/ttyACM0", probe=Probe("repl"), info=_info(), hello={"hash": fw.hash, "uid": "E66141040396312A"}
+    )
+    conn.later_probes = [Probe("app", {"uid": "E66141040396312A"})]
+    conn.raw_failures = 1
+    res = flash_board("/dev/ttyACM0", FlashOptions(builder=builder), conn_factory=lambda _p: conn)  # type: ignore[arg-type,return-value]
+    assert res.ok, res.error
+    assert res.entered_by == "link maint"
+    assert "maint" in conn.calls

@@ -90,25 +90,18 @@ def _get_in(conn: BoardConn, result: FlashResult, opts: FlashOptions, progress: 
     """From whatever the board does to its raw REPL, with no application running."""
     progress("connecting", 0, 0)
     probe = conn.probe()
-    if probe.hello is not None:
-        result.uid = probe.hello.get("uid")
-        progress("maintenance mode", 0, 0)
-        ack = conn.request("maint")
-        if ack is not None and ack.get("ok"):
-            result.entered_by = "link maint"
-            conn.wait_reboot()
-            conn.enter_raw()
+    if probe.hello is None and probe.state in ("repl", "boot"):
+        try:
+            conn.enter_raw(attempts=2)
+            result.entered_by = "REPL" if probe.state == "repl" else "Ctrl-C in the boot window"
             return
-        # an application that does not take `maint`: reset it and catch its boot window
-        conn.request("reset", tries=2)
-        conn.close()
-        conn.interrupt_boot(opts.boot_wait)
-        result.entered_by = "reset + Ctrl-C in the boot window"
-        conn.enter_raw()
-        return
-    if probe.state in ("repl", "boot"):
-        result.entered_by = "REPL" if probe.state == "repl" else "Ctrl-C in the boot window"
-        conn.enter_raw()
+        except FlashError:
+            # what looked like a REPL was old output: is the application running after all?
+            probe = conn.probe(timeout=3.0, interrupt=False)
+            if probe.hello is None:
+                raise
+    if probe.hello is not None:
+        _via_link(conn, result, opts, progress, probe.hello)
         return
     try:
         conn.enter_raw(attempts=1)  # a REPL that stays quiet (left in raw mode by someone)
@@ -118,6 +111,26 @@ def _get_in(conn: BoardConn, result: FlashResult, opts: FlashOptions, progress: 
         pass
     conn.interrupt_boot(opts.boot_wait, on_wait=lambda msg: progress(msg, 0, 0))
     result.entered_by = "Ctrl-C in the boot window"
+    conn.enter_raw()
+
+
+def _via_link(
+    conn: BoardConn, result: FlashResult, opts: FlashOptions, progress: Progress, hello: dict[str, Any]
+) -> None:
+    """The application runs: the link's `maint` (reset into maintenance mode, no watchdog, no I/O);
+    an application that does not take it is reset and caught in its boot window."""
+    result.uid = hello.get("uid")
+    progress("maintenance mode", 0, 0)
+    ack = conn.request("maint")
+    if ack is not None and ack.get("ok"):
+        result.entered_by = "link maint"
+        conn.wait_reboot()
+        conn.enter_raw()
+        return
+    conn.request("reset", tries=2)
+    conn.close()
+    conn.interrupt_boot(opts.boot_wait)
+    result.entered_by = "reset + Ctrl-C in the boot window"
     conn.enter_raw()
 
 
