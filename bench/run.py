@@ -7,6 +7,7 @@ Scenarios (docs/benchmarks.md says what each measures and how):
     c  ceiling: faster polls until the agent saturates its core or falls behind
     d  write round trip (MQTT set → Modbus write → MQTT result) under load a
     e  building blocks: gmqtt vs paho-mqtt, pymodbus client round trips, the simulator, orjson vs json
+    f  flashing simulated boards: one from clean, unchanged re-flash, factory boards/minute (bench/flash.py)
     m  the firmware's Modbus RTU master on MicroPython over a pty (bench/fw_modbus.py)
     r  the rule engine alone (bench/rules.py): readings/s through 1,000 stateful rules
     x  EdgeX: CPU per reading on the message bus and over core-data REST vs plain MQTT (bench/edgex.py)
@@ -686,6 +687,16 @@ def scenario_p(ctx: Ctx) -> dict[str, Any]:
     return r
 
 
+def scenario_f(ctx: Ctx) -> dict[str, Any]:
+    """Flashing simulated boards (bench/flash.py)."""
+    import flash
+
+    say("\n== f. flashing simulated boards (picogate flash, boot window 2 s as on a Pico)")
+    out = flash.run(ctx.workroot / "f")
+    flash.report(out)
+    return out
+
+
 def scenario_m(ctx: Ctx) -> dict[str, Any]:
     """The firmware's Modbus master: transactions/s and its own µs per transaction (bench/fw_modbus.py)."""
     import fw_modbus
@@ -737,6 +748,7 @@ SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "c": scenario_c,
     "d": scenario_d,
     "e": scenario_e,
+    "f": scenario_f,
     "m": scenario_m,
     "r": scenario_r,
     "p": scenario_p,
