@@ -38,6 +38,7 @@ _CBOR_LABELS = {-1: "bver", -2: "bn", -3: "bt", -4: "bu", -5: "bv", -6: "bs", 0:
 _CBOR_LABELS |= {4: "vb", 5: "s", 6: "t", 7: "ut", 8: "vd"}
 _KNOWN = {"bver", "bn", "bt", "bu", "bv", "bs", "n", "u", "v", "vs", "vb", "s", "t", "ut", "vd"}
 _RELATIVE_LIMIT = 2**28  # RFC 8428 §4.5.3: times below this are relative to "now"
+_LATEST = 2**33  # seconds: year 2242; later is a mistake, and would not fit in 64-bit nanoseconds
 
 
 class PayloadError(ValueError):
@@ -61,6 +62,15 @@ class Record:
 def decode_report(payload: bytes, content_format: int | None, *, now_ns: int | None = None) -> list[Record]:
     """A POSTed report → records.  No content format: JSON (an object is plain JSON, an array SenML)."""
     now = time.time_ns() if now_ns is None else now_ns
+    try:
+        return _decode_report(payload, content_format, now)
+    except PayloadError:
+        raise
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a case not foreseen above
+        raise PayloadError("4.00", f"unusable payload: {exc}") from None
+
+
+def _decode_report(payload: bytes, content_format: int | None, now: int) -> list[Record]:
     if content_format in (None, CF_JSON, CF_SENML_JSON):
         try:
             doc = orjson.loads(payload)
@@ -117,6 +127,8 @@ def _point_name(name: Any, where: str) -> str:
 
 def _number(rec: dict[str, Any], key: str, where: str) -> float:
     v = rec[key]
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**63:
+        raise PayloadError("4.00", f"{where}: {key} {v} is too large")
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
         raise PayloadError("4.00", f"{where}: {key} must be a finite number, not {v!r}")
     return float(v)
@@ -180,7 +192,10 @@ def _senml(doc: Any, now: int, what: str) -> list[Record]:
             raise PayloadError("4.00", f"{where}: n must be a string")
         name = bn + n
         t = bt + (_number(rec, "t", where) if "t" in rec else 0.0)
-        ts = now + int(t * 1e9) if abs(t) < _RELATIVE_LIMIT else int(t * 1e9)
+        if not -_RELATIVE_LIMIT < t < _LATEST:
+            raise PayloadError("4.00", f"{where}: time {t:g} is out of range")
+        us = round(t * 1e6) * 1000  # float seconds hold microseconds exactly, not nanoseconds
+        ts = now + us if abs(t) < _RELATIVE_LIMIT else us
         u = rec.get("u", bu)
         if not isinstance(u, str):
             raise PayloadError("4.00", f"{where}: u must be a string")
