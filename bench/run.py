@@ -665,12 +665,40 @@ def scenario_e(ctx: Ctx) -> dict[str, Any]:
     return out
 
 
+def scenario_coap(ctx: Ctx) -> dict[str, Any]:
+    """CoAP readings/s beside the raw aiocoap ceiling: bench/coap.py in its own process."""
+    say("\n== coap. readings accepted over CoAP (bench/coap.py)")
+    duration = "2" if ctx.args.quick else "5"
+    proc = subprocess.run(
+        [
+            B.PY,
+            str(B.BENCH / "coap.py"),
+            "--json",
+            "--duration",
+            duration,
+            "--workdir",
+            str(ctx.workroot / "coap"),
+        ]
+        + (["--no-pin"] if not ctx.args.pin else []),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
+    *lines, last = proc.stdout.strip().splitlines()
+    for line in lines:
+        say(line)
+    result: dict[str, Any] = json.loads(last)
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "a": scenario_a,
     "b": scenario_b,
     "c": scenario_c,
     "d": scenario_d,
     "e": scenario_e,
+    "coap": scenario_coap,
 }
 
 
@@ -1046,7 +1074,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=__doc__,
     )
     p.add_argument(
-        "--scenario", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e (default: all)"
+        "--scenario", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e,coap (default: a..e)"
     )
     p.add_argument(
         "--duration", type=float, default=30.0, help="measurement window of a and b, seconds (default 30)"
