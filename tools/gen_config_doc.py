@@ -30,6 +30,7 @@ from pydantic_core import PydanticUndefined  # noqa: E402
 
 from picogate._model import NAME_PATTERN  # noqa: E402
 from picogate.config import _base  # noqa: E402
+from picogate.config import _coap as coap  # noqa: E402
 from picogate.config import _schema as schema  # noqa: E402
 
 _DEVICE_BASE: type[BaseModel] = schema._DeviceBase
@@ -48,6 +49,11 @@ SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     "modbus_tcp": (schema.ModbusTcpDevice, _DEVICE_BASE),
     "modbus_rtu": (schema.ModbusRtuDevice, _DEVICE_BASE),
     "points": (schema.PointConfig, None),
+    "coap": (coap.CoapSection, None),
+    "coap.nodes": (coap.CoapNode, None),
+    "coap.nodes.points": (coap.CoapPoint, None),
+    "coap.clients": (coap.CoapClientDevice, None),
+    "coap.clients.resources": (coap.CoapResource, None),
 }
 
 MEANINGS: dict[tuple[str, str], str] = {
@@ -58,7 +64,21 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("GatewayConfig", "clock"): "How the system clock is trusted.",
     ("GatewayConfig", "devices"): "The field devices polled over Modbus TCP or RTU.",
     ("GatewayConfig", "boards"): "Reserved for Raspberry Pi Pico I/O boards; not checked yet.",
-    ("GatewayConfig", "coap"): "Reserved for the CoAP server and client; not checked yet.",
+    (
+        "GatewayConfig",
+        "coap",
+    ): "The CoAP server nodes report to, and devices read over CoAP ([coap.md](coap.md)).",
+    ("CoapNode", "name"): "Device name: the `<device>` of `/r/<device>`, of topics and rule names.",
+    ("CoapNode", "points"): "Point name → type and unit; see `coap.nodes.points`.",
+    ("CoapSection", "port"): "UDP port the server listens on (5683 is CoAP's own).",
+    ("CoapPoint", "description"): "Free text, for people.",
+    ("CoapClientDevice", "name"): "Device name: the `<device>` level of topics and rule names.",
+    ("CoapClientDevice", "host"): "Host name or address of the device.",
+    ("CoapClientDevice", "port"): "UDP port of the device.",
+    ("CoapClientDevice", "resources"): "Its resources, one point each; see `coap.clients.resources`.",
+    ("CoapResource", "point"): "Point name.",
+    ("CoapResource", "type"): "Value type.",
+    ("CoapResource", "unit"): "Engineering unit.",
     ("GatewayConfig", "edgex"): "Reserved for EdgeX Foundry forwarding; not checked yet.",
     ("GatewayConfig", "rules"): "Reserved for the rule files; not checked yet.",
     ("TlsSection", "ca_file"): "CA certificate(s) to check the broker with; default: the system's.",

@@ -3,8 +3,6 @@ observes devices that serve CoAP themselves).  See docs/coap.md."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from pydantic import Field, field_validator, model_validator
 
 from picogate._model import PointType
@@ -30,7 +28,7 @@ class CoapResource(_Model):
     """One resource of a device that serves CoAP, read as one point."""
 
     point: Name
-    path: Annotated[str, Field(pattern=r"^/[^?#\s]*$")]
+    path: str
     """Path on the device, e.g. `/sensors/temp`."""
     type: PointType = PointType.FLOAT64
     unit: str = ""
@@ -40,6 +38,13 @@ class CoapResource(_Model):
     """Observe (RFC 7641) instead of polling."""
     interval: PositiveDuration = 10.0
     """Poll period (and, with `observe`, the delay before observing again after a loss)."""
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        if not path.startswith("/") or any(c in path for c in "?# \t"):
+            raise ValueError(f"must be a path such as /sensors/temp (no query, no spaces), not {path!r}")
+        return path
 
 
 class CoapClientDevice(_Model):
