@@ -99,6 +99,8 @@ async def test_senml_json_and_cbor_reach_mqtt(
             await started(gw)
             r1 = await request(client, Code.POST, url, senml_json, cf=110, con=con)
             assert r1.code == Code.CHANGED, r1.payload
+            # a NON request gets a NON answer; a CON one a piggy-backed ACK or (after an empty ACK) a CON
+            assert (r1.mtype == aiocoap.NON) == (not con), r1.mtype
             r2 = await request(client, Code.POST, url, senml_cbor, cf=112, con=con)
             assert r2.code == Code.CHANGED, r2.payload
             r3 = await request(client, Code.POST, url, b'{"count": 9}', cf=50, con=con)
@@ -121,22 +123,27 @@ async def test_senml_json_and_cbor_reach_mqtt(
 async def test_response_only_after_outbox_commit(
     mosquitto: Any, tmp_path: Path, client: aiocoap.Context
 ) -> None:
-    """A 2.04 means the readings are in the outbox: they are there before the answer arrives."""
+    """A 2.04 means the readings are in the outbox: their commit finished before the answer left."""
     port = free_port()
     cfg = base_config(tmp_path, mosquitto.port, [], coap=coap_section(port))
     async with running_gateway(cfg) as gw:
         await started(gw)
-        seen: list[int] = []
+        committed: list[bytes] = []
         original = gw.pipeline.outbox.append
 
-        async def spy(envelopes: Any) -> None:
+        async def slow_append(envelopes: Any) -> None:
+            await asyncio.sleep(0.5)  # a slow disk: the answer must wait for it
             await original(envelopes)
-            seen.append(len(envelopes))
+            committed.extend(e.payload for e in envelopes)
 
-        gw.pipeline.outbox.append = spy  # type: ignore[method-assign]
-        r = await request(client, Code.POST, f"coap://127.0.0.1:{port}/r/node1", b'{"temp": 1.5}', cf=50)
-        assert r.code == Code.CHANGED
-        assert seen, "answered before the outbox committed"
+        gw.pipeline.outbox.append = slow_append  # type: ignore[method-assign]
+        for con in (True, False):
+            committed.clear()
+            r = await request(
+                client, Code.POST, f"coap://127.0.0.1:{port}/r/node1", b'{"temp": %d.5}' % con, cf=50, con=con
+            )
+            assert r.code == Code.CHANGED
+            assert any(b'"v":%d.5' % con in p for p in committed), committed
 
 
 async def test_get_and_observe(mosquitto: Any, tmp_path: Path, client: aiocoap.Context) -> None:
