@@ -338,3 +338,25 @@ async def test_fuzz_never_crashes(mosquitto: Any, tmp_path: Path, client: aiocoa
         r = await request(client, Code.POST, f"coap://127.0.0.1:{port}/r/node1", b'{"temp": 3}', cf=50)
         assert r.code == Code.CHANGED
     assert "5.00" not in server.responses
+
+
+async def test_unexpected_failure_is_answered_and_counted(
+    mosquitto: Any, tmp_path: Path, client: aiocoap.Context
+) -> None:
+    port = free_port()
+    cfg = base_config(tmp_path, mosquitto.port, [], coap=coap_section(port))
+    url = f"coap://127.0.0.1:{port}/r/node1"
+    async with running_gateway(cfg) as gw:
+        server = await started(gw)
+        original = gw.pipeline.emit
+
+        async def broken(readings: Any) -> None:
+            raise RuntimeError("disk on fire")
+
+        gw.pipeline.emit = broken  # type: ignore[method-assign]
+        r = await request(client, Code.POST, url, b'{"temp": 1}', cf=50)
+        assert r.code == Code.INTERNAL_SERVER_ERROR and b"internal error" in r.payload
+        gw.pipeline.emit = original  # type: ignore[method-assign]
+        r = await request(client, Code.POST, url, b'{"temp": 2}', cf=50)
+        assert r.code == Code.CHANGED
+    assert server.responses["5.00"] == 1

@@ -3,8 +3,8 @@
 
 Built on aiocoap's `Site`; the two subtrees are `PathCapable` resources that parse the rest of the
 path themselves, so devices and points added at run time need no re-registration.  Every answer
-this module builds goes through `_answer`, which counts it by code for the metrics.  A request
-that fails in a way we did not foresee is answered 5.00 by aiocoap and logged; the server goes on.
+this module builds goes through `answer`, which counts it by code for the metrics.  A request
+that fails in a way we did not foresee is answered 5.00 (counted) and logged; the server goes on.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ _CODES = {
     "4.06": Code.NOT_ACCEPTABLE,
     "4.13": Code.REQUEST_ENTITY_TOO_LARGE,
     "4.15": Code.UNSUPPORTED_CONTENT_FORMAT,
+    "5.00": Code.INTERNAL_SERVER_ERROR,
     "5.02": Code.BAD_GATEWAY,
     "5.03": Code.SERVICE_UNAVAILABLE,
     "5.04": Code.GATEWAY_TIMEOUT,
@@ -317,6 +318,9 @@ class _Subtree(resource.Resource, resource.PathCapable):  # type: ignore[misc]  
             return await self.handle(request, request.opt.uri_path)
         except _Refused as exc:
             return self.server.answer(exc.code, str(exc))
+        except Exception:  # a bug, or the outbox closing under us: answer, log, and go on serving
+            log.exception("CoAP %s %s failed", request.code, "/".join(request.opt.uri_path))
+            return self.server.answer("5.00", "internal error (see the gateway's log); send again later")
 
     async def handle(self, request: aiocoap.Message, path: Sequence[str]) -> aiocoap.Message:
         raise NotImplementedError
