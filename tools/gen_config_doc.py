@@ -54,6 +54,7 @@ SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     "coap.nodes.points": (coap.CoapPoint, None),
     "coap.clients": (coap.CoapClientDevice, None),
     "coap.clients.resources": (coap.CoapResource, None),
+    "coap.oscore": (coap.CoapOscore, None),
 }
 
 MEANINGS: dict[tuple[str, str], str] = {

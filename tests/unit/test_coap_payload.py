@@ -168,6 +168,7 @@ def test_config_section() -> None:
         ),
         ("coap:\n  nodes:\n    - {name: a, points: {x: {type: int9}}}\n", "type"),
         ("coap:\n  max_payload: 10\n", "max_payload"),
+        ("coap:\n  oscore:\n    - {node: ghost, context: /x}\n", "not one of coap.nodes"),
         ("coap:\n  clients:\n    - {name: c, host: h, resources: [{point: p, path: nope}]}\n", "path"),
         (
             "coap:\n  clients:\n    - {name: c, host: h, resources: [{point: p, path: /a}, {point: p, path: /b}]}\n",

@@ -44,6 +44,7 @@ _CODES = {
     "2.04": Code.CHANGED,
     "2.05": Code.CONTENT,
     "4.00": Code.BAD_REQUEST,
+    "4.01": Code.UNAUTHORIZED,
     "4.04": Code.NOT_FOUND,
     "4.05": Code.METHOD_NOT_ALLOWED,
     "4.06": Code.NOT_ACCEPTABLE,
@@ -104,15 +105,21 @@ class CoapServer:
         self._observers: dict[tuple[str, str], set[Any]] = {}
         self._typeinfo: dict[tuple[str, str], PointInfo] = {}
         self._nodes = {n.name for n in section.nodes}
+        self._oscore_nodes = {o.node for o in section.oscore}
+        self._contexts: dict[int, str] = {}  # id(security context) → node
         site = _Root(self)
         site.add_resource((".well-known", "core"), resource.WKCResource(site.get_resources_as_linkheader))
         site.add_resource(("r",), _Reports(self))
         site.add_resource(("p",), _Points(self))
         self.site = site
+        self._secured: tuple[Any, Any] = (site, None)  # the site as served, and its credentials
         pipeline.listeners.append(self._on_published)
 
     def register(self) -> None:
-        """Put the declared nodes' points in the registry."""
+        """Put the declared nodes' points in the registry; load the OSCORE contexts (an unusable
+        one is a start-up error naming it)."""
+        if self.section.oscore:
+            self._secured = self._oscore_site()
         for node in self.section.nodes:
             for pname, p in node.points.items():
                 self.registry.add(
@@ -121,9 +128,45 @@ class CoapServer:
 
     # ------------------------------------------------------------------ run
 
+    def _oscore_site(self) -> tuple[Any, Any]:
+        """The site wrapped for OSCORE, and the credentials (aiocoap[oscore] needed)."""
+        try:
+            from aiocoap.credentials import CredentialsMap
+            from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
+        except ImportError as exc:
+            raise RuntimeError(
+                f"coap.oscore needs aiocoap's OSCORE support: pip install 'aiocoap[oscore]' ({exc})"
+            ) from None
+        credentials = CredentialsMap()
+        for i, o in enumerate(self.section.oscore):
+            try:
+                credentials.load_from_dict({f":{o.node}": {"oscore": {"basedir": str(o.context) + "/"}}})
+            except Exception as exc:  # aiocoap raises several kinds (LoadError, OSError, KeyError, ...)
+                raise ValueError(
+                    f"coap.oscore[{i}] ({o.node}): cannot load the OSCORE context in {o.context}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
+        self._contexts = {id(credentials[f":{o.node}"]): o.node for o in self.section.oscore}
+        return OscoreSiteWrapper(self.site, credentials), credentials
+
+    def check_peer(self, request: aiocoap.Message, device: str | None) -> None:
+        """Refuse (4.01) a report of an OSCORE node that is not protected by that node's context,
+        and, when OSCORE is configured, a write not protected by any."""
+        if not self._oscore_nodes or (device is not None and device not in self._oscore_nodes):
+            return
+        context = getattr(request.remote, "security_context", None)
+        node = self._contexts.get(id(context)) if context is not None else None
+        if node is None or (device is not None and node != device):
+            what = f"reports of {device}" if device is not None else "writes"
+            raise _Refused("4.01", f"{what} must be protected with OSCORE")
+
     async def run(self) -> None:
+        site, credentials = self._secured
         ctx = await aiocoap.Context.create_server_context(
-            self.site, bind=(self.section.bind, self.section.port), transports=["udp6"]
+            site,
+            bind=(self.section.bind, self.section.port),
+            transports=["udp6"],
+            server_credentials=credentials,
         )
         log.info("CoAP server on udp %s:%d", self.section.bind, self.section.port)
         self.ready.set()
@@ -188,6 +231,7 @@ class CoapServer:
             raise _Refused(
                 "4.13", f"payload of {len(request.payload)} bytes exceeds {self.section.max_payload}"
             )
+        self.check_peer(request, device)
         known = device in self._nodes or any(True for _ in self.registry.points_of(device))
         if not known and not self.section.auto_register:
             raise _Refused("4.04", f"unknown device {device!r}: declare it under coap.nodes")
@@ -254,6 +298,7 @@ class CoapServer:
                 raise _Refused("4.04", f"{info.key} has no value yet")
             return self.answer("2.05", encode_reading(r, cf), content_format=cf)
         if request.code == Code.PUT:
+            self.check_peer(request, None)
             if len(request.payload) > self.section.max_payload:
                 raise _Refused("4.13", f"payload exceeds {self.section.max_payload} bytes")
             try:

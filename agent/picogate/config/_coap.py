@@ -3,6 +3,8 @@ observes devices that serve CoAP themselves).  See docs/coap.md."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator, model_validator
 
 from picogate._model import PointType
@@ -68,6 +70,17 @@ class CoapClientDevice(_Model):
         return resources
 
 
+class CoapOscore(_Model):
+    """An OSCORE (RFC 8613) security context shared with one node: its reports must be protected."""
+
+    node: Name
+    """A node of `coap.nodes`."""
+    context: Path
+    """Directory of the context, as aiocoap reads it: `settings.json` (and `secret.json`) with
+    `sender-id_hex`, `recipient-id_hex`, `secret_hex` (or `_ascii`); the gateway writes
+    `sequence.json` there."""
+
+
 class CoapSection(_Model):
     """The CoAP server and client."""
 
@@ -84,6 +97,8 @@ class CoapSection(_Model):
     """Nodes that report to the server, with their points."""
     clients: list[CoapClientDevice] = Field(default_factory=list)
     """Devices that serve CoAP, polled or observed by the gateway."""
+    oscore: list[CoapOscore] = Field(default_factory=list)
+    """OSCORE contexts of nodes; with any, PUT needs OSCORE too (needs `aiocoap[oscore]`)."""
 
     @model_validator(mode="after")
     def _unique_devices(self) -> CoapSection:
@@ -94,4 +109,10 @@ class CoapSection(_Model):
             if name in seen:
                 raise ValueError(f"{kind}[{i}].name: {name!r} is used twice in coap")
             seen.add(name)
+        nodes = {n.name for n in self.nodes}
+        for i, o in enumerate(self.oscore):
+            if o.node not in nodes:
+                raise ValueError(f"oscore[{i}].node: {o.node!r} is not one of coap.nodes")
+        if len({o.node for o in self.oscore}) != len(self.oscore):
+            raise ValueError("oscore: a node has two contexts")
         return self
