@@ -232,7 +232,7 @@ class CoapServer:
                 "4.13", f"payload of {len(request.payload)} bytes exceeds {self.section.max_payload}"
             )
         self.check_peer(request, device)
-        known = device in self._nodes or any(True for _ in self.registry.points_of(device))
+        known = device in self._nodes or self.registry.device(device) is not None  # O(1), not per point
         if not known and not self.section.auto_register:
             raise _Refused("4.04", f"unknown device {device!r}: declare it under coap.nodes")
         try:
