@@ -99,6 +99,7 @@ class CoapServer:
         self.responses: collections.Counter[str] = collections.Counter()
         self.readings = 0
         self.reports = 0
+        self.inflight = 0  # requests being handled
         self.port = section.port
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -174,6 +175,13 @@ class CoapServer:
             await self._stop.wait()
         finally:
             self.ready.clear()
+            # Let requests being answered finish (their readings are being committed), so that
+            # their answers are not sent into a closed transport.
+            for _ in range(200):
+                if not self.inflight:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.02)  # aiocoap sends the answer after render() returned
             await ctx.shutdown()
 
     def stop(self) -> None:
@@ -359,6 +367,7 @@ class _Subtree(resource.Resource, resource.PathCapable):  # type: ignore[misc]  
         self.server = server
 
     async def render(self, request: aiocoap.Message) -> aiocoap.Message:
+        self.server.inflight += 1
         try:
             return await self.handle(request, request.opt.uri_path)
         except _Refused as exc:
@@ -366,6 +375,8 @@ class _Subtree(resource.Resource, resource.PathCapable):  # type: ignore[misc]  
         except Exception:  # a bug, or the outbox closing under us: answer, log, and go on serving
             log.exception("CoAP %s %s failed", request.code, "/".join(request.opt.uri_path))
             return self.server.answer("5.00", "internal error (see the gateway's log); send again later")
+        finally:
+            self.server.inflight -= 1
 
     async def handle(self, request: aiocoap.Message, path: Sequence[str]) -> aiocoap.Message:
         raise NotImplementedError
