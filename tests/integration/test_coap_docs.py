@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,5 +61,16 @@ async def test_post_examples_are_accepted(mosquitto: Any, tmp_path: Path) -> Non
                 assert str(r.code.dotted) == code, (body, r.code, r.payload)
             assert gw.pipeline.latest[("tank_3", "pump_on")].value is True
             assert gw.pipeline.latest[("tank_3", "count")].value == 17
+
+            # the shell example's POST, with aiocoap's own command-line client
+            shell = re.search(r"```sh\n(.*?)```", DOC, re.S)
+            assert shell is not None
+            post = next(c for c in shell.group(1).replace("\\\n", " ").splitlines() if "-m POST" in c)
+            argv = shlex.split(post.replace("gateway.local", f"127.0.0.1:{port}"))
+            argv[0] = str(Path(sys.executable).with_name(argv[0]))
+            proc = await asyncio.create_subprocess_exec(*argv)
+            async with asyncio.timeout(20):
+                assert await proc.wait() == 0
+            assert gw.pipeline.latest[("tank_3", "level")].value == 80.5
     finally:
         await ctx.shutdown()
