@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -125,6 +126,8 @@ def _wait_coap(port: int, timeout: float = 60.0) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     place = B.placement(not args.no_pin)
+    if place.peers:  # the load generator (this process) stays off the server's CPU, like the peers
+        os.sched_setaffinity(0, place.peers)
     workdir = Path(args.workdir or B.BENCH / "results" / "coap-work")
     workdir.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {}
