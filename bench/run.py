@@ -742,6 +742,33 @@ def scenario_x(ctx: Ctx) -> dict[str, Any]:
     return {"paths": json.loads(out_file.read_text())}
 
 
+def scenario_coap(ctx: Ctx) -> dict[str, Any]:
+    """CoAP readings/s beside the raw aiocoap ceiling: bench/coap.py in its own process."""
+    say("\n== coap. readings accepted over CoAP (bench/coap.py)")
+    duration = "2" if ctx.args.quick else "5"
+    proc = subprocess.run(
+        [
+            B.PY,
+            str(B.BENCH / "coap.py"),
+            "--json",
+            "--duration",
+            duration,
+            "--workdir",
+            str(ctx.workroot / "coap"),
+        ]
+        + (["--no-pin"] if not ctx.args.pin else []),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
+    *lines, last = proc.stdout.strip().splitlines()
+    for line in lines:
+        say(line)
+    result: dict[str, Any] = json.loads(last)
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "a": scenario_a,
     "b": scenario_b,
@@ -753,6 +780,7 @@ SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "r": scenario_r,
     "p": scenario_p,
     "x": scenario_x,
+    "coap": scenario_coap,
 }
 
 

@@ -31,6 +31,7 @@ from pydantic_core import PydanticUndefined  # noqa: E402
 from picogate._model import NAME_PATTERN  # noqa: E402
 from picogate.config import _base  # noqa: E402
 from picogate.config import _boards as boards  # noqa: E402
+from picogate.config import _coap as coap  # noqa: E402
 from picogate.config import _schema as schema  # noqa: E402
 from picogate.config._edgex import BusReconnectSection as EdgexBusReconnectSection  # noqa: E402
 from picogate.config._edgex import BusSection as EdgexBusSection  # noqa: E402
@@ -61,6 +62,12 @@ SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     "edgex.bus": (EdgexBusSection, None),
     "edgex.bus.reconnect": (EdgexBusReconnectSection, None),
     "edgex.device_service": (EdgexDeviceServiceSection, None),
+    "coap": (coap.CoapSection, None),
+    "coap.nodes": (coap.CoapNode, None),
+    "coap.nodes.points": (coap.CoapPoint, None),
+    "coap.clients": (coap.CoapClientDevice, None),
+    "coap.clients.resources": (coap.CoapResource, None),
+    "coap.oscore": (coap.CoapOscore, None),
 }
 
 MEANINGS: dict[tuple[str, str], str] = {
@@ -116,7 +123,6 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("BoardDevice", "poll"): "Poll interval (done by the board); a point's `poll` overrides it.",
     ("BoardDevice", "max_silence"): "Re-publish unchanged values after this long (0: never).",
     ("BoardDevice", "points"): "Points, exactly as for any Modbus device; see `points`.",
-    ("GatewayConfig", "coap"): "Reserved for the CoAP server and client; not checked yet.",
     ("GatewayConfig", "edgex"): "EdgeX Foundry: events, registration, commands; see [edgex.md](edgex.md).",
     ("EdgexSection", "enabled"): "Forward to EdgeX at all (the section's presence alone turns it on).",
     ("EdgexSection", "bus"): "The message-bus broker; see `edgex.bus`.",
@@ -131,6 +137,21 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("BusSection", "protocol"): "MQTT version.",
     ("BusSection", "reconnect"): "Delays between reconnection attempts; see `edgex.bus.reconnect`.",
     ("DeviceServiceSection", "enabled"): "Serve the API (core-command's REST path needs it).",
+    (
+        "GatewayConfig",
+        "coap",
+    ): "The CoAP server nodes report to, and devices read over CoAP ([coap.md](coap.md)).",
+    ("CoapNode", "name"): "Device name: the `<device>` of `/r/<device>`, of topics and rule names.",
+    ("CoapNode", "points"): "Point name → type and unit; see `coap.nodes.points`.",
+    ("CoapSection", "port"): "UDP port the server listens on (5683 is CoAP's own).",
+    ("CoapPoint", "description"): "Free text, for people.",
+    ("CoapClientDevice", "name"): "Device name: the `<device>` level of topics and rule names.",
+    ("CoapClientDevice", "host"): "Host name or address of the device.",
+    ("CoapClientDevice", "port"): "UDP port of the device.",
+    ("CoapClientDevice", "resources"): "Its resources, one point each; see `coap.clients.resources`.",
+    ("CoapResource", "point"): "Point name.",
+    ("CoapResource", "type"): "Value type.",
+    ("CoapResource", "unit"): "Engineering unit.",
     ("GatewayConfig", "rules"): "Reserved for the rule files; not checked yet.",
     ("TlsSection", "ca_file"): "CA certificate(s) to check the broker with; default: the system's.",
     ("TlsSection", "cert_file"): "Client certificate (with `key_file`).",

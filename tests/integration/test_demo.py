@@ -1,6 +1,6 @@
 """`picogate demo` end to end, as a newcomer runs it: a real subprocess, a real terminal (tmux).
 
-- the demo's broker carries data of all three simulated devices (the RTU tank included), and a set
+- the demo's broker carries data of all simulated devices (the RTU tank and the CoAP node included), and a set
   command to the boiler's setpoint is answered `ok` and changes what the simulated boiler does;
 - `examples/gateway.yaml`, the demo's config, passes `picogate config check` as it is;
 - the live view renders in a terminal.
@@ -74,7 +74,7 @@ def test_demo_publishes_all_devices_and_obeys_commands(tmp_path: Path) -> None:
         try:
             with recorder(host, port, f"{ROOT}/#") as rec:
                 # Data from every device, the tank on the RTU line included.
-                for point in ("boiler/temperature", "pump/speed", "tank/level"):
+                for point in ("boiler/temperature", "pump/speed", "tank/level", "yard/temperature"):
                     first = rec.wait_topic(f"{ROOT}/data/{point}", timeout=10)[0].json()
                     assert first["q"] == "good", (point, first)
                     assert isinstance(first["v"], int | float), (point, first)
@@ -170,7 +170,7 @@ def test_live_view_renders_in_a_terminal(tmp_path: Path) -> None:
             screen = tmux_run("capture-pane", "-p", "-t", "demo")
             # (the hints too: the first frames may be drawn before tmux gives the pane its size)
             if (
-                all(name in screen for name in ("boiler", "pump", "tank", "line1_io"))
+                all(name in screen for name in ("boiler", "pump", "tank", "line1_io", "yard"))
                 and re.search(r"temperature\s+\d+\.\d\s+°C", screen)
                 and "mosquitto_sub -h" in screen
             ):

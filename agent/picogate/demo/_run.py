@@ -26,6 +26,7 @@ from picogate._gateway import Gateway
 from picogate._paths import data_dir
 from picogate.config import ConfigError, GatewayConfig, ModbusRtuDevice, ModbusTcpDevice, load_config
 from picogate.demo._broker import Broker, make_broker
+from picogate.demo._coap_node import CoapNode
 from picogate.demo._pico import simulated_boards
 from picogate.demo._plant import Plant
 from picogate.demo._proc import LOOPBACK, DemoError, free_port
@@ -58,6 +59,7 @@ def demo_config(
     state_dir: Path,
     mqtt_protocol: str | None = None,
     board_ports: dict[str, str] | None = None,
+    coap_port: int | None = None,
 ) -> GatewayConfig:
     """The example config pointed at this run's broker, simulators and working directory."""
     devices: list[ModbusTcpDevice | ModbusRtuDevice] = []
@@ -70,8 +72,12 @@ def demo_config(
     mqtt_update: dict[str, object] = {"host": LOOPBACK, "port": mqtt_port, "tls": None, "username": None}
     if mqtt_protocol is not None:
         mqtt_update["protocol"] = mqtt_protocol
+    coap = base.coap
+    if coap is not None:  # the simulated CoAP node reports to this port
+        coap = coap.model_copy(update={"bind": LOOPBACK, "port": coap_port or free_port()})
     return base.model_copy(
         update={
+            "coap": coap,
             "gateway": base.gateway.model_copy(update={"data_dir": state_dir}),
             "mqtt": base.mqtt.model_copy(update=mqtt_update),
             "metrics": base.metrics.model_copy(update={"host": LOOPBACK, "port": metrics_port}),
@@ -238,8 +244,12 @@ class _Demo:
                     "boiler": f"tcp :{plant.boiler_port}",
                     "pump": f"tcp :{plant.pump_port}",
                     "tank": f"rtu unit {plant.tank.unit_id}",
+                    **({"yard": f"coap :{cfg.coap.port}"} if cfg.coap is not None else {}),
                 },
             )
+            coap_node = CoapNode(LOOPBACK, cfg.coap.port) if cfg.coap is not None else None
+            if coap_node is not None:
+                await coap_node.__aenter__()
             view = DemoView(gw, info, log_tail=self.log_tail)
             watcher = (
                 asyncio.create_task(self._watch(info, view), name="demo-subscriber") if self.tui else None
@@ -250,6 +260,8 @@ class _Demo:
                 else:
                     await self._log_summaries(view, run)
             finally:
+                if coap_node is not None:
+                    await coap_node.__aexit__()
                 gw.stop()
                 if self.tui:
                     print(
