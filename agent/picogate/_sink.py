@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,6 +38,10 @@ class Sink(Protocol):
 
     async def close(self) -> None:
         """Disconnect cleanly (flush what is in flight if possible)."""
+
+    # Optional: `def alive(self) -> bool` — False once the connection is known to be lost. While
+    # the outbox is empty RunningSink asks it every second, so a lost connection is noticed (and
+    # re-made) even when there is nothing to deliver: an idle gateway must still take commands.
 
 
 @dataclass(slots=True)
@@ -121,6 +125,7 @@ class RunningSink:
             wake.set()
 
         wake = asyncio.Event()
+        alive: Callable[[], bool] | None = getattr(self.sink, "alive", None)
         try:
             while True:
                 if failure:
@@ -133,6 +138,8 @@ class RunningSink:
                 if not batch:
                     if not inflight:
                         self._drained.set()
+                    if alive is not None and not alive():
+                        raise SinkUnavailable("connection lost while idle")
                     waiter = asyncio.ensure_future(self.outbox.wait(self.name, timeout=1.0))
                     wake.clear()
                     wake_task = asyncio.ensure_future(wake.wait())

@@ -309,3 +309,30 @@ async def test_full_outbox_drops_oldest_and_says_so(
     assert_in_order(rec)
     # the status says so when the agent is back
     assert statuses[-1]["outbox"]["dropped"] == dropped, statuses[-1]
+
+
+async def test_idle_gateway_reconnects_and_takes_commands_after_a_broker_restart(
+    make_mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
+) -> None:
+    """Nothing changes on the device, so there is nothing to deliver: the lost connection must still
+    be noticed and re-made, or the gateway would sit deaf to commands until a value moved."""
+    broker = make_mosquitto(persistence=True)
+    dev = await modbus_tcp_server({1: None})
+    dev.set_holding(1, 0, [7])
+    point = {"name": "n", "table": "holding", "address": 0, "writable": True}
+    cfg = base_config(tmp_path, broker.port, [meter(dev.port, points=[point])])
+    async with running_gateway(cfg) as gw:
+        sink = gw.parts.sinks[0]
+        with subscriber(broker, "idle-sub") as rec:
+            await has_value(rec, 7)
+        await asyncio.to_thread(broker.stop)
+        await eventually(lambda: not sink.stats.connected, 10, "the lost connection noticed while idle")
+        await asyncio.to_thread(broker.start)
+        await eventually(lambda: sink.stats.connects >= 2, 15, "reconnected with nothing to send")
+        assert gw.parts.outbox.depth("mqtt") == 0
+        with recorder(broker.host, broker.port, f"{ROOT}/cmd/#") as rec:
+            rec.publish(f"{ROOT}/cmd/meter/n/set", {"v": 42, "id": "after-restart"})
+            await wait_msgs(rec, lambda ms: any(m.topic.endswith("/result") for m in ms), 10, "result")
+            result = next(m.json() for m in rec.on(f"{ROOT}/cmd/meter/n/result"))
+        assert result["ok"] is True, result
+    assert dev.get_holding(1, 0) == [42]

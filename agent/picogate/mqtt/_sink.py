@@ -225,6 +225,10 @@ class MqttSink:
             client.subscribe(self.topics.cmd_filter, qos=1)
         self.publish_status("online")
 
+    def alive(self) -> bool:
+        """False once the broker connection is lost (RunningSink then reconnects, even when idle)."""
+        return self.client is not None and self.client.connected
+
     def publish_status(self, state: str) -> None:
         self.publish_now(self.topics.status, self._status_payload(state), qos=1, retain=True)
 
