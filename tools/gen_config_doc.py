@@ -48,6 +48,7 @@ SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     "modbus_tcp": (schema.ModbusTcpDevice, _DEVICE_BASE),
     "modbus_rtu": (schema.ModbusRtuDevice, _DEVICE_BASE),
     "points": (schema.PointConfig, None),
+    "rules": (schema.RulesSection, None),
 }
 
 MEANINGS: dict[tuple[str, str], str] = {
@@ -60,7 +61,7 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("GatewayConfig", "boards"): "Reserved for Raspberry Pi Pico I/O boards; not checked yet.",
     ("GatewayConfig", "coap"): "Reserved for the CoAP server and client; not checked yet.",
     ("GatewayConfig", "edgex"): "Reserved for EdgeX Foundry forwarding; not checked yet.",
-    ("GatewayConfig", "rules"): "Reserved for the rule files; not checked yet.",
+    ("GatewayConfig", "rules"): "The rule files (docs/rules.md) and how they are reloaded; none without it.",
     ("TlsSection", "ca_file"): "CA certificate(s) to check the broker with; default: the system's.",
     ("TlsSection", "cert_file"): "Client certificate (with `key_file`).",
     ("TlsSection", "key_file"): "Private key of the client certificate.",

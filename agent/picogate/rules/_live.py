@@ -191,6 +191,7 @@ class RuleStats:
     reloads_failed: int = 0
     reloads_unchanged: int = 0
     last_reload_s: float = 0.0
+    last_compile_s: float = 0.0
     last_swap_s: float = 0.0
     alerts: int = 0
     publishes: int = 0
@@ -216,6 +217,8 @@ class LiveActions:
         self.queue: list[Envelope] = []
         self.wakeup = asyncio.Event()
         self.writes: set[asyncio.Task[None]] = set()
+        self.buffer: list[tuple[str, tuple[Any, ...]]] | None = None
+        """While the engine loads in a thread, the actions it calls wait here for the loop."""
 
     def _enqueue(self, envelope: Envelope) -> None:
         stats = self._live.stats
@@ -228,6 +231,9 @@ class LiveActions:
         self.wakeup.set()
 
     def alert(self, rule: str, severity: str, message: str, state: str, ts: int) -> None:
+        if self.buffer is not None:
+            self.buffer.append(("alert", (rule, severity, message, state, ts)))
+            return
         live = self._live
         live.stats.alerts += 1
         level = logging.INFO if state == "cleared" else logging.WARNING
@@ -240,6 +246,9 @@ class LiveActions:
         self._enqueue(Envelope(MQTT_SINK, live.topics.alerts, payload, live.config.alert_qos, False))
 
     def publish(self, rule: str, topic: str, value: object, ts: int) -> None:
+        if self.buffer is not None:
+            self.buffer.append(("publish", (rule, topic, value, ts)))
+            return
         live = self._live
         problem = live.refuse_topic(topic)
         if problem:
@@ -257,10 +266,16 @@ class LiveActions:
         self._enqueue(Envelope(MQTT_SINK, topic, payload, live.qos, False))
 
     def log(self, rule: str, message: str) -> None:
+        if self.buffer is not None:
+            self.buffer.append(("log", (rule, message)))
+            return
         self._live.stats.logs += 1
         log.info("rule %s: %s", rule, message)
 
     def set(self, rule: str, device: str, point: str, value: object) -> None:
+        if self.buffer is not None:
+            self.buffer.append(("set", (rule, device, point, value)))
+            return
         live = self._live
         loop = asyncio.get_running_loop()
         if len(self.writes) >= live.config.max_pending_writes:
@@ -292,7 +307,7 @@ class LiveActions:
         else:
             live.stats.writes_failed += 1
             message = f"set({device}.{point}, {value!r}) failed: {result.code.value}: {result.error}"
-            log.warning("rule %s: %s", rule, message)
+            log.debug("rule %s: %s", rule, message)  # the audit log and the engine report it
             live.write_result(rule, False, message)
 
 
@@ -312,6 +327,9 @@ class _Processor:
             self.skip_next = False
             return ()
         live = self._live
+        if live.loading:
+            live.held.append(list(readings))
+            return ()
         try:
             derived = live.engine.process(readings)
         except Exception:
@@ -364,6 +382,10 @@ class LiveRules:
         self.attempt = _Attempt()
         self.let_keys: set[tuple[str, str]] = set()
         self._updating_registry = False
+        self.loading = False
+        """True while the engine loads a new set in a thread: the loop leaves the engine alone."""
+        self.held: list[list[Reading]] = []
+        self.held_results: list[tuple[str, bool, str]] = []
         self._stop = asyncio.Event()
         self._reload_wanted = asyncio.Event()
         self._first_change = 0.0
@@ -385,7 +407,7 @@ class LiveRules:
                 "(create it, or remove the rules section)"
             )
         outcome = run_job(self._job(last_digest=""))
-        self._apply(outcome, total_s=outcome.compile_s)
+        self._apply_sync(outcome, total_s=outcome.compile_s)
         gw = self.gw
         gw.pipeline.processors.append(self.processor)
         gw.registry.subscribe(self._on_registry)
@@ -424,60 +446,120 @@ class LiveRules:
             outcome = CompileOutcome(
                 "", self.attempt.files, None, [file_error(str(self.directory), str(exc))]
             )
-        self._apply(outcome, total_s=time.perf_counter() - started)
+        await self._apply(outcome, started=started)
         return self.attempt
 
-    def _apply(self, outcome: CompileOutcome, *, total_s: float) -> None:
-        now = time.time_ns()
-        stats = self.stats
-        if outcome.unchanged:
-            stats.reloads_unchanged += 1
-            log.debug("rules: files unchanged (%s), nothing to reload", outcome.digest)
+    def _apply_sync(self, outcome: CompileOutcome, *, total_s: float) -> None:
+        """At start (no event loop serving readings yet): load in this thread."""
+        ruleset = self._accept(outcome)
+        if ruleset is None:
+            self._finish_attempt(total_s)
             return
+        started = time.perf_counter()
+        try:
+            self.engine.load(ruleset)
+        except Exception as exc:
+            self._load_failed(outcome, exc)
+        else:
+            self._loaded(ruleset, outcome, time.perf_counter() - started)
+        self._finish_attempt(total_s)
+
+    async def _apply(self, outcome: CompileOutcome, *, started: float) -> None:
+        """While the gateway runs: the engine loads the new set in a thread while the loop keeps
+        serving.  Meanwhile nothing on the loop touches the engine: readings are held (they are
+        published as usual; only the rules' view of them waits), timers wait, actions that the
+        load triggers (clears of removed rules) are buffered; after the swap the held readings go
+        through the new set in their order, so the swap falls between two readings."""
+        ruleset = self._accept(outcome)
+        if ruleset is None:
+            self._finish_attempt(time.perf_counter() - started)
+            return
+        swap_started = time.perf_counter()
+        self.loading = True
+        self.actions.buffer = []
+        try:
+            await asyncio.to_thread(self.engine.load, ruleset)
+        except Exception as exc:
+            self._load_failed(outcome, exc)
+        else:
+            self._loaded(ruleset, outcome, time.perf_counter() - swap_started)
+        finally:
+            self.loading = False
+            buffered, self.actions.buffer = self.actions.buffer, None
+            for name, args in buffered:
+                getattr(self.actions, name)(*args)
+            await self._catch_up()
+        self._finish_attempt(time.perf_counter() - started)
+
+    async def _catch_up(self) -> None:
+        """After a load: the held readings through the engine, in order, then the deferred write
+        outcomes; the LET readings they derive are published together."""
+        held, self.held = self.held, []
+        results, self.held_results = self.held_results, []
+        derived: list[Reading] = []
+        for batch in held:
+            try:
+                derived.extend(self.engine.process(batch))
+            except Exception:
+                self.engine_failed("process")
+        for rule, ok, message in results:
+            self.write_result(rule, ok, message)
+        self.deadline_may_have_moved(force=True)
+        if derived:
+            await self.emit_derived(derived)
+
+    def _accept(self, outcome: CompileOutcome) -> RuleSet | None:
+        """The set to load, or None (errors reported, attempt recorded)."""
+        now = time.time_ns()
+        self.stats.last_compile_s = outcome.compile_s
+        if outcome.unchanged:
+            self.stats.reloads_unchanged += 1
+            log.debug("rules: files unchanged (%s), nothing to reload", outcome.digest)
+            return None
         ruleset = outcome.ruleset
         errors = list(outcome.errors)
         if ruleset is not None:
             errors += self._let_clashes(ruleset)
-        if ruleset is None or errors:
-            stats.reloads_failed += 1
-            self.attempt = _Attempt(now, False, errors, outcome.files, outcome.digest)
-            for e in errors:
-                log.error("%s", e.format())
-            kept = f"version {self.loaded.version}" if self.loaded is not None else "no rules"
-            log.error(
-                "rules: %d error%s in %s; the last good set stays (%s)",
-                len(errors),
-                "" if len(errors) == 1 else "s",
-                ", ".join(sorted({e.file for e in errors})) or str(self.directory),
-                kept,
-            )
-        else:
-            swap_started = time.perf_counter()
-            try:
-                self.engine.load(ruleset)
-            except Exception as exc:
-                stats.reloads_failed += 1
-                log.exception("rules: the engine refused the new set; the last good set stays")
-                self.attempt = _Attempt(
-                    now, False, [file_error(str(self.directory), f"loading failed: {exc}")], outcome.files
-                )
-                self._status_now.set()
-                return
-            self._update_lets(ruleset)
-            stats.last_swap_s = time.perf_counter() - swap_started
-            stats.reloads_ok += 1
-            self.loaded, self.loaded_ts, self.loaded_digest = ruleset, now, outcome.digest
-            self.attempt = _Attempt(now, True, [], outcome.files, outcome.digest)
-            log.info(
-                "rules: loaded version %s: %d rules from %d files in %.0f ms (swap %.1f ms)",
-                ruleset.version,
-                len(ruleset.rules),
-                len(outcome.files),
-                total_s * 1000,
-                stats.last_swap_s * 1000,
-            )
-            self.deadline_may_have_moved(force=True)
-        stats.last_reload_s = total_s
+        if ruleset is not None and not errors:
+            return ruleset
+        self.stats.reloads_failed += 1
+        self.attempt = _Attempt(now, False, errors, outcome.files, outcome.digest)
+        for e in errors:
+            log.error("%s", e.format())
+        kept = f"version {self.loaded.version}" if self.loaded is not None else "no rules"
+        log.error(
+            "rules: %d error%s in %s; the last good set stays (%s)",
+            len(errors),
+            "" if len(errors) == 1 else "s",
+            ", ".join(sorted({e.file for e in errors})) or str(self.directory),
+            kept,
+        )
+        return None
+
+    def _load_failed(self, outcome: CompileOutcome, exc: Exception) -> None:
+        self.stats.reloads_failed += 1
+        log.error("rules: the engine refused the new set (%s); the last good set stays", exc, exc_info=exc)
+        error = file_error(str(self.directory), f"loading failed: {type(exc).__name__}: {exc}")
+        self.attempt = _Attempt(time.time_ns(), False, [error], outcome.files, outcome.digest)
+
+    def _loaded(self, ruleset: RuleSet, outcome: CompileOutcome, swap_s: float) -> None:
+        now = time.time_ns()
+        self._update_lets(ruleset)
+        self.stats.last_swap_s = swap_s
+        self.stats.reloads_ok += 1
+        self.loaded, self.loaded_ts, self.loaded_digest = ruleset, now, outcome.digest
+        self.attempt = _Attempt(now, True, [], outcome.files, outcome.digest)
+        log.info(
+            "rules: loaded version %s: %d rules from %d files (compiled in %.0f ms, loaded in %.0f ms)",
+            ruleset.version,
+            len(ruleset.rules),
+            len(outcome.files),
+            outcome.compile_s * 1000,
+            swap_s * 1000,
+        )
+
+    def _finish_attempt(self, total_s: float) -> None:
+        self.stats.last_reload_s = total_s
         self._status_now.set()
         for listener in self.reload_done:
             listener(self.attempt)
@@ -609,6 +691,8 @@ class LiveRules:
         if force:
             self._timer_wakeup.set()
             return
+        if self.loading:
+            return
         try:
             nd = self.engine.next_deadline()
         except Exception:
@@ -621,6 +705,9 @@ class LiveRules:
         """Run the engine's timers (FOR, EVERY, age) when due, readings or not."""
         while True:
             self._timer_wakeup.clear()
+            if self.loading:  # the load's catch-up wakes this task
+                await self._timer_wakeup.wait()
+                continue
             try:
                 deadline = self.engine.next_deadline()
             except Exception:
@@ -640,6 +727,9 @@ class LiveRules:
                 await self._timer_wakeup.wait()
 
     async def _tick(self) -> None:
+        if self.loading:
+            await asyncio.sleep(0.01)
+            return
         try:
             derived = self.engine.tick(time.time_ns())
         except Exception:
@@ -648,11 +738,15 @@ class LiveRules:
             return
         if derived:
             # The engine's own LET readings: published like any reading, not evaluated again.
-            self.processor.skip_next = True
-            try:
-                await self.gw.pipeline.emit(derived)
-            finally:
-                self.processor.skip_next = False
+            await self.emit_derived(derived)
+
+    async def emit_derived(self, derived: list[Reading]) -> None:
+        """The engine's own LET readings: published like any reading, not evaluated again."""
+        self.processor.skip_next = True
+        try:
+            await self.gw.pipeline.emit(derived)
+        finally:
+            self.processor.skip_next = False
 
     def engine_failed(self, where: str) -> None:
         self.stats.engine_errors += 1
@@ -666,6 +760,9 @@ class LiveRules:
         return await self.gw.router.write(request)
 
     def write_result(self, rule: str, ok: bool, message: str) -> None:
+        if self.loading:
+            self.held_results.append((rule, ok, message))
+            return
         try:
             self.engine.write_result(rule, ok, message)
         except Exception:
@@ -688,6 +785,8 @@ class LiveRules:
 
     def status(self) -> dict[str, Any]:
         """The payload of `<base>/<gw>/rules/status` (docs/mqtt.md)."""
+        if self.loading and isinstance(self._last_status, dict):
+            return self._last_status
         try:
             engine_status = self.engine.status()
         except Exception:
@@ -722,6 +821,9 @@ class LiveRules:
         }
 
     def _publish_status(self, *, force: bool) -> None:
+        if self.loading:
+            self._status_now.set()  # once loaded
+            return
         body = self.status()
         if not force and body == self._last_status:
             return
