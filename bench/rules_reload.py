@@ -36,12 +36,12 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 
-from picogate._gateway import Gateway  # noqa: E402
-from picogate._model import PointInfo, PointType, Reading, Value  # noqa: E402
-from picogate._router import FunctionWriter  # noqa: E402
-from picogate.config import GatewayConfig  # noqa: E402
-from picogate.config._rules import RulesSection  # noqa: E402
-from picogate.rules._live import LiveRules  # noqa: E402
+from picogate._gateway import Gateway
+from picogate._model import PointInfo, PointType, Reading, Value
+from picogate._router import FunctionWriter
+from picogate.config import GatewayConfig
+from picogate.config._rules import RulesSection
+from picogate.rules._live import LiveRules
 
 DEVICES = 30
 POINTS = 10
