@@ -2,14 +2,174 @@
 
 from __future__ import annotations
 
+import hashlib
+import marshal
+import sys
 from collections.abc import Iterable, Mapping
 
-from picogate._model import PointInfo
-from picogate.rules._ruleset import RuleSet
+from picogate._model import PointInfo, PointType
+from picogate.rules import _ast as A
+from picogate.rules._check import ANY, BOOL, NUM, STR, check, ptype, refs
+from picogate.rules._codegen import NS, Gen, canon
+from picogate.rules._errors import RuleError, RuleErrors
+from picogate.rules._parse import parse_file
+from picogate.rules._ruleset import RuleInfo, RuleSet
+
+_LET_TYPES = {NUM: PointType.FLOAT64, BOOL: PointType.BOOL, STR: PointType.STRING, ANY: PointType.FLOAT64}
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _smallest_duration(r: A.Rule) -> float:
+    found = [2.0]
+
+    def walk(x: object) -> None:
+        if isinstance(x, A.Dur):
+            found.append(x.seconds)
+        elif isinstance(x, A.Unary):
+            walk(x.operand)
+        elif isinstance(x, A.Binary):
+            walk(x.left)
+            walk(x.right)
+        elif isinstance(x, A.Call):
+            for a in x.args:
+                walk(a)
+
+    walk(r.when)
+    walk(r.clear)
+    return max(0.1, min(1.0, min(found) / 2))
 
 
 def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) -> RuleSet:
     """Parse, check against the points, generate code.  Pure: plain data in and out (a worker
-    process may run it).  `points` None skips the checks that need the gateway's points.
-    Raises RuleErrors with every error of every file."""
-    return RuleSet(files=sorted(files))
+    process may run it).  `points` None skips the checks that need the gateway's points (unknown
+    points are then accepted, untyped).  Raises RuleErrors with every error of every file."""
+    errors: list[RuleError] = []
+    statements: list[A.Statement] = []
+    lines = {name: text.split("\n") for name, text in files.items()}
+    for name in sorted(files):
+        stmts, errs = parse_file(name, files[name])
+        statements.extend(stmts)
+        errors.extend(errs)
+    known = {p.key: p for p in points} if points is not None else None
+    checked = check(statements, known)
+
+    def error(file: str, pos: A.Pos, message: str, suggestion: str | None = None) -> RuleError:
+        src = lines.get(file, [])
+        return RuleError(
+            file,
+            pos.line,
+            pos.col,
+            message,
+            suggestion,
+            src[pos.line - 1] if 0 < pos.line <= len(src) else "",
+            pos.length,
+        )
+
+    for p in checked.problems:
+        errors.append(error(p.file, p.pos, p.message, p.suggestion))
+    # identities
+    ids: dict[str, A.Rule | A.Let] = {}
+    infos: list[tuple[str, str, A.Rule | A.Let]] = []
+    every: list[A.Rule | A.Let] = [*checked.lets, *checked.rules]
+    for st in every:
+        text = canon(st)
+        if isinstance(st, A.Let):
+            rid = st.target.key
+        elif st.name is not None:
+            rid = st.name
+        else:
+            rid = "anon-" + _hash(text)
+        if rid in ids:
+            first = ids[rid]
+            what = f"RULE {rid} is" if isinstance(st, A.Rule) and st.name else "the same rule is"
+            errors.append(
+                error(st.file, st.pos, f"{what} defined twice (first at {first.file}:{first.pos.line})")
+            )
+            continue
+        ids[rid] = st
+        infos.append((rid, _hash(text), st))
+    if errors:
+        raise RuleErrors(errors)
+
+    ptypes: dict[str, str] = {k: ptype(p.type) for k, p in checked.points.items()}
+    ptypes.update(checked.let_types)
+    g = Gen()
+    rules_plan: list[dict[str, object]] = []
+    infos_out: list[RuleInfo] = []
+    lets_out: list[PointInfo] = []
+    let_index: dict[str, int] = {}
+    for j, (rid, th, st) in enumerate(infos):
+        if isinstance(st, A.Let):
+            g.let(j, st)
+            let_index[st.target.key] = j
+            keys = tuple(dict.fromkeys(r.key for r in refs(st.expr)))
+            triggers = keys
+            kind = "let"
+            lets_out.append(
+                PointInfo(
+                    st.target.device,
+                    st.target.point,
+                    _LET_TYPES[checked.let_types.get(st.target.key, ANY)],
+                    unit=st.unit,
+                    origin="rules",
+                    description=f"LET at {st.file}:{st.pos.line}",
+                )
+            )
+        else:
+            g.rule(j, st, ptypes)
+            kind = st.kind
+            keys = tuple(dict.fromkeys(r.key for r in refs((st.when, st.clear, st.then, st.orelse))))
+            triggers = tuple(dict.fromkeys(r.key for r in refs((st.when, st.clear))))
+        for k in keys:
+            g.point(k)
+        td = g.time_dependent and kind != "every"
+        plan: dict[str, object] = {
+            "id": rid,
+            "kind": kind,
+            "triggers": [g.point(k) for k in triggers],
+            "refs": list(keys),
+            "hold_ns": int(st.hold.seconds * NS) if isinstance(st, A.Rule) and st.hold else 0,
+            "every_ns": int(st.every.seconds * NS) if isinstance(st, A.Rule) and st.every else 0,
+            "recheck_ns": int(_smallest_duration(st) * NS) if td and isinstance(st, A.Rule) else 0,
+            "cond_refs": list(triggers),
+            "let_recheck_ns": int(1 * NS) if td and isinstance(st, A.Let) else 0,
+        }
+        rules_plan.append(plan)
+        infos_out.append(RuleInfo(rid, kind, st.file, st.pos.line, th, keys))
+    # handlers: for each point, the LETs (in dependency order) then the rules it triggers
+    by_point: dict[int, tuple[list[int], list[int]]] = {}
+    for j, rp in enumerate(rules_plan):
+        for i in rp["triggers"]:  # type: ignore[attr-defined]
+            lets_rules = by_point.setdefault(i, ([], []))
+            if rp["kind"] == "let":
+                lets_rules[0].append(j)
+            elif rp["kind"] == "on":
+                lets_rules[1].append(j)
+    for key, i in list(g.points.items()):
+        lets, rules = by_point.get(i, ([], []))
+        g.handler(i, ptypes.get(key, ANY), lets, rules)
+    source = "\n".join(g.lines) + "\n"
+    code = marshal.dumps(compile(source, "<rules>", "exec"))
+    version = _hash("\0".join(f"{n}\0{files[n]}" for n in sorted(files)) + source)
+    return RuleSet(
+        version=version,
+        files=sorted(files),
+        rules=infos_out,
+        lets=lets_out,
+        source=source,
+        consts=g.consts,
+        code=code,
+        python=sys.implementation.cache_tag or "",
+        plan={
+            "points": list(g.points),
+            "ptypes": {k: ptypes.get(k, ANY) for k in g.points},
+            "windows": [
+                (i, span, w in g.window_mm) for (i, span), w in sorted(g.windows.items(), key=lambda x: x[1])
+            ],
+            "rules": rules_plan,
+            "let_points": dict(let_index.items()),
+        },
+    )

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import heapq
+import logging
+import marshal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from picogate._model import Reading
+from picogate._model import Quality, Reading
 from picogate.rules._ruleset import RuleSet
+from picogate.rules._runtime import HELPERS, NS, Bad, PointState, RuleState, Window
+
+log = logging.getLogger("picogate.rules")
+
+_FOR, _EVERY, _RECHECK = 0, 1, 2
 
 
 class Actions(Protocol):
@@ -24,37 +33,346 @@ class Actions(Protocol):
     def log(self, rule: str, message: str) -> None: ...
 
 
+def _describe(e: BaseException) -> str:
+    if isinstance(e, ZeroDivisionError):
+        return "division by zero"
+    if isinstance(e, OverflowError):
+        return "number too large"
+    return f"{type(e).__name__}: {e}"
+
+
 class RuleEngine:
     """A Pipeline processor.  Not thread-safe: call it from one thread (the event loop)."""
 
     def __init__(self, actions: Actions, *, now: Callable[[], int] = time.time_ns) -> None:
         self._actions = actions
         self._now = now
+        self._t0 = now()
         self._ruleset = RuleSet()
+        self._points: dict[str, PointState] = {}
+        self._windows: dict[tuple[str, int], Window] = {}
+        self._states: dict[str, RuleState] = {}
+        self._handlers: dict[str, dict[str, Callable[[Reading], None]]] = {}
+        self._heap: list[tuple[int, int, int, RuleState]] = []
+        self._seq = 0
+        self._out: list[Reading] = []
+        self._let_meta: dict[int, tuple[str, str, str, Callable[[Reading], None]]] = {}
+        self._recheck: dict[str, int] = {}
+        self._else_alerts = 0
+
+    # ------------------------------------------------------------------ loading
 
     def load(self, ruleset: RuleSet) -> None:
         """Swap atomically.  Rules whose id and text_hash are unchanged keep their state (FOR timers,
         windows, active alarms); changed rules start fresh; a removed rule that was active clears
         its alarm (alert state "cleared")."""
+        now = self._now()
+        if ruleset.code and ruleset.python == sys.implementation.cache_tag:
+            code = marshal.loads(ruleset.code)
+        else:
+            code = compile(ruleset.source, f"<rules {ruleset.version}>", "exec")
+        plan = ruleset.plan
+        keys: list[str] = plan.get("points", [])
+        points = {k: self._points.get(k) or PointState() for k in keys}
+        windows: dict[tuple[str, int], Window] = {}
+        wlist: list[Window] = []
+        for i, span, mm in plan.get("windows", []):
+            wk = (keys[i], span)
+            w = self._windows.get(wk)
+            if w is None or (mm and not w.mm):
+                nw = Window(span, mm)
+                for t, v in w.q if w is not None else ():
+                    nw.add(t, v)
+                w = nw
+            windows[wk] = w
+            wlist.append(w)
+        states: dict[str, RuleState] = {}
+        retired: list[RuleState] = []
+        for info in ruleset.rules:
+            old = self._states.get(info.id)
+            if old is not None and old.text_hash == info.text_hash and old.kind == info.kind:
+                s = old
+            else:
+                if old is not None:
+                    retired.append(old)
+                s = RuleState(info.id, info.kind, info.text_hash)
+            states[info.id] = s
+        retired += [s for rid, s in self._states.items() if rid not in states]
+        ns: dict[str, Any] = dict(HELPERS)
+        ns.update(
+            K=tuple(ruleset.consts),
+            _err=self._err,
+            _fire=self._fire,
+            _clear=self._clear,
+            _timer=self._timer,
+            _alert=self._alert,
+            _set=self._set,
+            _publish=self._publish,
+            _log=self._log,
+            _age=self._age,
+            _bad=self._bad,
+            _let=self._let,
+        )
+        for i, k in enumerate(keys):
+            ns[f"P{i}"] = points[k]
+        for wi, w in enumerate(wlist):
+            ns[f"W{wi}"] = w
+        order = [states[info.id] for info in ruleset.rules]
+        for j, s in enumerate(order):
+            ns[f"S{j}"] = s
+        exec(code, ns)  # generated from the AST by _codegen (never operator text)
+        let_points: dict[str, int] = plan.get("let_points", {})
+        let_meta: dict[int, tuple[str, str, str, Callable[[Reading], None]]] = {}
+        units = {p.key: p.unit for p in ruleset.lets}
+        for key, j in let_points.items():
+            dev, pt = key.split(".", 1)
+            let_meta[j] = (dev, pt, units.get(key, ""), ns[f"H{keys.index(key)}"])
+        handlers: dict[str, dict[str, Callable[[Reading], None]]] = {}
+        for i, k in enumerate(keys):
+            if k in let_points:
+                continue
+            dev, pt = k.split(".", 1)
+            handlers.setdefault(dev, {})[pt] = ns[f"H{i}"]
+        recheck: dict[str, int] = {}
+        for j, (s, p) in enumerate(zip(order, plan.get("rules", []), strict=True)):
+            s.live = True
+            s.file, s.line, s.refs = (
+                ruleset.rules[j].file,
+                ruleset.rules[j].line,
+                tuple(p.get("cond_refs", ())),
+            )
+            s.step = ns.get(f"L{j}") if s.kind == "let" else ns.get(f"R{j}")
+            s.then = ns.get(f"T{j}")
+            s.orelse = ns.get(f"F{j}")
+            if s.kind == "every":
+                span = p["every_ns"]
+                if s.every_next is None:
+                    s.every_next = (now // span + 1) * span
+                recheck[s.id] = span
+            elif p.get("recheck_ns") or p.get("let_recheck_ns"):
+                recheck[s.id] = p.get("recheck_ns") or p["let_recheck_ns"]
+        heap: list[tuple[int, int, int, RuleState]] = []
+        for s in order:
+            self._seq += 1
+            if s.kind == "every":
+                assert s.every_next is not None
+                heap.append((s.every_next, self._seq, _EVERY, s))
+            else:
+                if s.due is not None:
+                    heap.append((s.due, self._seq, _FOR, s))
+                if s.id in recheck:
+                    heap.append((now + recheck[s.id], self._seq, _RECHECK, s))
+        heapq.heapify(heap)
+        # the swap: nothing above touched the running set
+        for s in retired:
+            s.live = False
+        self._points, self._windows, self._states = points, windows, states
+        self._handlers, self._heap, self._let_meta, self._recheck = handlers, heap, let_meta, recheck
         self._ruleset = ruleset
+        for s in retired:
+            if s.active:
+                for sev, msg in s.alerted:
+                    self._call(s, "alert", s.id, sev, msg, "cleared", now)
+                s.active = False
+
+    # ------------------------------------------------------------------ the event path
 
     def process(self, readings: Sequence[Reading]) -> list[Reading]:
         """Evaluate the rules that reference these readings' points, in order.  Returns the LET
         readings they derived (already seen by the rules: do not feed them back)."""
+        h = self._handlers
+        for r in readings:
+            d = h.get(r.device)
+            if d is not None:
+                f = d.get(r.point)
+                if f is not None:
+                    f(r)
+        if self._out:
+            out = self._out
+            self._out = []
+            return out
         return []
 
     def tick(self, now_ns: int) -> list[Reading]:
         """Run the timers due by now_ns (FOR, EVERY, age/window re-checks); LET readings."""
+        heap = self._heap
+        for _ in range(len(heap) + 1):
+            if not heap or heap[0][0] > now_ns:
+                break
+            due, _, kind, s = heapq.heappop(heap)
+            if not s.live:
+                continue
+            if kind == _FOR:
+                if s.due == due and not s.active and s.step is not None:
+                    s.step(due)
+            elif kind == _EVERY:
+                if s.every_next == due:
+                    span = self._recheck[s.id]
+                    s.last_fired = due
+                    s.fired += 1
+                    if s.ek == 2:
+                        s.ek, s.err = 0, None
+                    if s.then is not None:
+                        s.then(due)
+                    nxt = due + span
+                    if nxt <= now_ns:  # behind (a stalled loop): fire once, then go on from now
+                        nxt = (now_ns // span + 1) * span
+                    s.every_next = nxt
+                    self._seq += 1
+                    heapq.heappush(heap, (nxt, self._seq, _EVERY, s))
+            else:
+                if s.step is not None:
+                    s.step(now_ns)
+                self._seq += 1
+                heapq.heappush(heap, (now_ns + self._recheck[s.id], self._seq, _RECHECK, s))
+        if self._out:
+            out = self._out
+            self._out = []
+            return out
         return []
 
     def next_deadline(self) -> int | None:
         """ns of the next timer, None if none."""
+        heap = self._heap
+        while heap:
+            due, _, kind, s = heap[0]
+            if s.live and (kind != _FOR or s.due == due) and (kind != _EVERY or s.every_next == due):
+                return due
+            heapq.heappop(heap)
         return None
 
     def write_result(self, rule: str, ok: bool, message: str) -> None:
-        """The outcome of a set() that `rule` asked for; a failure marks the rule errored."""
+        """The outcome of a set() that `rule` asked for; a failure marks the rule errored until it
+        fires again."""
+        s = self._states.get(rule)
+        if s is None or ok:
+            return
+        self._set_error(s, f"write failed: {message}", 2)
+
+    # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
         """{"version", "rules": {id: {"state": "idle|active|unknown|errored", "reason", "last_fired",
         "file", "line"}}}"""
-        return {"version": self._ruleset.version, "rules": {}}
+        rules: dict[str, Any] = {}
+        for rid, s in self._states.items():
+            if s.err is not None:
+                state, reason = "errored", s.err
+            elif s.active:
+                state, reason = "active", None
+            elif s.unk:
+                state, reason = "unknown", self._unknown_reason(s)
+            else:
+                state, reason = "idle", None
+                if s.due is not None:
+                    reason = f"condition true, waiting for FOR until {s.due}"
+            rules[rid] = {
+                "kind": s.kind,
+                "state": state,
+                "reason": reason,
+                "last_fired": s.last_fired,
+                "fired": s.fired,
+                "file": s.file,
+                "line": s.line,
+            }
+        return {"version": self._ruleset.version, "rules": rules}
+
+    def _unknown_reason(self, s: RuleState) -> str:
+        why = []
+        for key in s.refs:
+            p = self._points.get(key)
+            if p is None or p.q == "missing":
+                why.append(f"{key}: no reading yet")
+            elif p.v is None:
+                why.append(f"{key}: {p.why or 'bad quality'}")
+        if why:
+            return "; ".join(why)
+        return "a value it needs is unknown (a window without enough samples, or a value not seen twice)"
+
+    # ------------------------------------------------------------------ called by generated code
+
+    def _set_error(self, s: RuleState, message: str, kind: int) -> None:
+        if s.err != message:
+            log.warning("rule %s (%s:%s): %s", s.id, s.file, s.line, message)
+        s.err = message
+        s.ek = kind
+
+    def _err(self, s: RuleState, e: BaseException, kind: int) -> None:
+        self._set_error(s, _describe(e), kind)
+
+    def _call(self, s: RuleState, method: str, *args: Any) -> None:
+        try:
+            getattr(self._actions, method)(*args)
+        except Exception as e:
+            self._set_error(s, f"{method} failed: {_describe(e)}", 2)
+
+    def _fire(self, s: RuleState, t: int) -> None:
+        s.active = True
+        s.due = None
+        s.last_fired = t
+        s.fired += 1
+        if s.ek == 2:
+            s.ek, s.err = 0, None
+        s.alerted = []
+        s.clearing = False
+        if s.then is not None:
+            s.then(t)
+
+    def _clear(self, s: RuleState, t: int) -> None:
+        s.active = False
+        s.due = None
+        s.clearing = True
+        before = self._else_alerts
+        try:
+            if s.orelse is not None:
+                s.orelse(t)
+        finally:
+            s.clearing = False
+        if self._else_alerts == before:
+            for sev, msg in s.alerted:
+                self._call(s, "alert", s.id, sev, msg, "cleared", t)
+        s.alerted = []
+
+    def _timer(self, s: RuleState, due: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, _FOR, s))
+
+    def _alert(self, s: RuleState, severity: str, message: str, t: int) -> None:
+        if s.clearing:
+            self._else_alerts += 1
+            self._call(s, "alert", s.id, severity, message, "cleared", t)
+        else:
+            if s.kind == "on":
+                s.alerted.append((severity, message))
+            self._call(s, "alert", s.id, severity, message, "active", t)
+
+    def _set(self, s: RuleState, device: str, point: str, value: object) -> None:
+        if value is None:
+            self._set_error(s, f"set({device}.{point}): the value is unknown, nothing written", 2)
+            return
+        self._call(s, "set", s.id, device, point, value)
+
+    def _publish(self, s: RuleState, topic: str, value: object, t: int) -> None:
+        self._call(s, "publish", s.id, topic, value, t)
+
+    def _log(self, s: RuleState, message: str) -> None:
+        self._call(s, "log", s.id, message)
+
+    def _age(self, p: PointState, t: int) -> float:
+        g = p.gts
+        return (t - (self._t0 if g is None else g)) / NS
+
+    @staticmethod
+    def _bad(p: PointState, e: BaseException) -> None:
+        p.v = None
+        p.chg = None
+        p.dlt = None
+        p.off = True
+        p.q = "bad"
+        p.why = "bad quality" if isinstance(e, Bad) else f"bad value ({e})"
+
+    def _let(self, j: int, v: Any, t: int) -> None:
+        dev, pt, unit, handler = self._let_meta[j]
+        r = Reading(dev, pt, v, t, Quality.GOOD if v is not None else Quality.BAD, unit)
+        handler(r)
+        self._out.append(r)

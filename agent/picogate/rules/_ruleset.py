@@ -26,7 +26,9 @@ class RuleSet:
 
     `source` is compiled by the engine on load; `consts` holds every literal of the operator's
     text (strings, numbers) that the generated code reads by index, so no operator text is ever
-    part of the source.  `plan` is what the engine needs to wire it up (see _engine.py).
+    part of the source.  `plan` is what the engine needs to wire it up (see _engine.py).  `code` is
+    the source already compiled (marshal bytes: picklable), so that the expensive step can run in
+    a worker process and the swap stays short.
     """
 
     version: str = ""
@@ -36,3 +38,5 @@ class RuleSet:
     source: str = ""
     consts: list[Any] = field(default_factory=list)
     plan: dict[str, Any] = field(default_factory=dict)
+    code: bytes = b""  # `source` compiled and marshalled (by the same Python), so load() is cheap
+    python: str = ""  # sys.implementation.cache_tag of the Python that compiled `code`

@@ -1,0 +1,413 @@
+"""Code generation: checked AST → Python source.  The source is built only from our own
+identifiers, operators and numbers that Python printed; every string of the operator's text is
+read from the constants table `K` by index.  No operator text is ever part of the source."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from picogate.rules import _ast as A
+from picogate.rules._check import BOOL, NUM, TIME_FUNCS, refs
+
+NS = 1_000_000_000
+
+
+def canon(x: object) -> str:
+    """Normalized text of a node (no positions, lower-case keywords): the identity of a rule."""
+    if isinstance(x, A.Num):
+        return repr(x.value)
+    if isinstance(x, A.Dur):
+        return f"{x.seconds!r}s"
+    if isinstance(x, A.Bool):
+        return "true" if x.value else "false"
+    if isinstance(x, A.Str):
+        return (
+            "str("
+            + ",".join(repr(p) if isinstance(p, str) else f"{{{canon(p.expr)}:{p.spec}}}" for p in x.parts)
+            + ")"
+        )
+    if isinstance(x, A.Name):
+        return x.name
+    if isinstance(x, A.Ref):
+        return x.key
+    if isinstance(x, A.Unary):
+        return f"({x.op} {canon(x.operand)})"
+    if isinstance(x, A.Binary):
+        return f"({canon(x.left)} {x.op} {canon(x.right)})"
+    if isinstance(x, A.Call):
+        args = [canon(a) for a in x.args] + [f"{k.name}={canon(k.value)}" for k in x.kwargs]
+        return f"{x.func}({','.join(args)})"
+    if isinstance(x, A.Rule):
+        parts = [f"rule {x.name}" if x.name else "", x.kind]
+        parts += [f"on {canon(x.when)}" if x.when else "", f"for {canon(x.hold)}" if x.hold else ""]
+        parts += [f"clear {canon(x.clear)}" if x.clear else "", f"every {canon(x.every)}" if x.every else ""]
+        parts += [
+            "then " + ";".join(canon(c) for c in x.then),
+            "else " + ";".join(canon(c) for c in x.orelse),
+        ]
+        return " ".join(parts)
+    if isinstance(x, A.Let):
+        return f"let {x.target.key} = {canon(x.expr)} unit {x.unit!r}"
+    return repr(x)  # pragma: no cover
+
+
+@dataclass(slots=True)
+class Gen:
+    consts: list[Any] = field(default_factory=list)
+    points: dict[str, int] = field(default_factory=dict)
+    windows: dict[tuple[int, int], int] = field(default_factory=dict)
+    window_mm: set[int] = field(default_factory=set)
+    delta_points: set[int] = field(default_factory=set)
+    lines: list[str] = field(default_factory=list)
+    tmp: int = 0
+    time_dependent: bool = False
+    bodies: dict[int, A.Rule] = field(default_factory=dict)  # rules whose bodies handlers inline
+    fresh: int | None = None  # generating inside this point's handler
+
+    def const(self, v: Any) -> str:
+        self.consts.append(v)
+        return f"K[{len(self.consts) - 1}]"
+
+    def point(self, key: str) -> int:
+        return self.points.setdefault(key, len(self.points))
+
+    def window(self, key: str, seconds: float, mm: bool) -> int:
+        w = self.windows.setdefault((self.point(key), int(seconds * NS)), len(self.windows))
+        if mm:
+            self.window_mm.add(w)
+        return w
+
+    def t(self) -> str:
+        self.tmp += 1
+        return f"_{self.tmp}"
+
+    # ------------------------------------------------------------------ expressions
+
+    def num(self, v: float | int | bool) -> str:
+        if isinstance(v, bool):
+            return "True" if v else "False"
+        if isinstance(v, float) and not math.isfinite(v):  # pragma: no cover - refused by the parser
+            raise ValueError(v)
+        return repr(v)
+
+    def expr(self, e: A.Expr) -> str:
+        """A Python expression: the value, or None when unknown."""
+        if isinstance(e, A.Num | A.Bool):
+            return self.num(e.value)
+        if isinstance(e, A.Dur):
+            return self.num(e.seconds)
+        if isinstance(e, A.Str):
+            return self.text(e)
+        if isinstance(e, A.Name):  # pragma: no cover - refused by the checker
+            return "None"
+        if isinstance(e, A.Ref):
+            return f"P{self.point(e.key)}.v"
+        if isinstance(e, A.Unary):
+            a = self.t()
+            op = "-" if e.op == "-" else "not "
+            return f"(None if ({a}:={self.expr(e.operand)}) is None else {op}{a})"
+        if isinstance(e, A.Binary):
+            return self.binary(e)
+        return self.call(e)
+
+    @staticmethod
+    def const_node(e: A.Expr) -> bool:
+        return isinstance(e, A.Num | A.Bool | A.Dur) or (isinstance(e, A.Str) and e.plain is not None)
+
+    def binary(self, e: A.Binary) -> str:
+        L, R = self.expr(e.left), self.expr(e.right)
+        if e.op == "and":
+            a, b = self.t(), self.t()
+            return f"(False if ({a}:={L}) is False else (False if ({b}:={R}) is False else (None if {a} is None or {b} is None else True)))"
+        if e.op == "or":
+            a, b = self.t(), self.t()
+            return f"(True if ({a}:={L}) is True else (True if ({b}:={R}) is True else (None if {a} is None or {b} is None else False)))"
+        op = e.op
+        checks = []
+        if self.const_node(e.left):
+            lv = L
+        else:
+            lv = self.t()
+            checks.append(f"({lv}:={L}) is None")
+        if self.const_node(e.right):
+            rv = R
+        else:
+            rv = self.t()
+            checks.append(f"({rv}:={R}) is None")
+        if not checks:
+            return f"({lv} {op} {rv})"
+        return f"(None if {' or '.join(checks)} else {lv} {op} {rv})"
+
+    def call(self, c: A.Call) -> str:
+        f, args = c.func, c.args
+        if f in TIME_FUNCS:
+            self.time_dependent = True
+        if len(args) == 2 and isinstance(args[1], A.Dur) and isinstance(args[0], A.Ref) and f in (
+            "avg", "min", "max", "sum", "count", "rate", "delta",
+        ):  # fmt: skip
+            w = self.window(args[0].key, args[1].seconds, f in ("min", "max"))
+            if self.fresh == self.point(args[0].key):  # in this point's handler: expired already
+                if f == "avg":
+                    q = self.t()
+                    return f"(W{w}.total / len({q}) if ({q}:=W{w}.q) else None)"
+                if f == "sum":
+                    return f"(W{w}.total if W{w}.q else None)"
+                if f == "count":
+                    return f"len(W{w}.q)"
+                if f in ("min", "max"):
+                    side = "lo" if f == "min" else "hi"
+                    return f"(W{w}.{side}[0][1] if W{w}.{side} else None)"
+            return f"W{w}.{f}(t)"
+        if (
+            f in ("changed", "age", "offline", "quality", "good", "delta")
+            and len(args) == 1
+            and isinstance(args[0], A.Ref)
+        ):
+            i = self.point(args[0].key)
+            if f == "changed":
+                return f"P{i}.chg"
+            if f == "age":
+                return f"_age(P{i}, t)"
+            if f == "offline":
+                return f"P{i}.off"
+            if f == "quality":
+                return f"P{i}.q"
+            if f == "good":
+                return f"(P{i}.q == 'good')"
+            self.delta_points.add(i)
+            return f"P{i}.dlt"
+        vals = [self.expr(a) for a in args]
+        names = [self.t() for _ in vals]
+        check = " or ".join(f"({n}:={v}) is None" for n, v in zip(names, vals, strict=True))
+        fn = {
+            "abs": "abs",
+            "round": "round",
+            "min": "min",
+            "max": "max",
+            "floor": "_floor",
+            "ceil": "_ceil",
+            "sqrt": "_sqrt",
+        }[f]
+        return f"(None if {check} else {fn}({', '.join(names)}))"
+
+    def text(self, s: A.Str) -> str:
+        if s.plain is not None:
+            return self.const(s.plain)
+        parts = []
+        for p in s.parts:
+            if isinstance(p, str):
+                parts.append(self.const(p))
+            else:
+                parts.append(f"_fmt({self.expr(p.expr)}, {self.const(p.spec)})")
+        return "''.join((" + ", ".join(parts) + ",))"
+
+    def message(self, e: A.Expr) -> str:
+        if isinstance(e, A.Str):
+            return self.text(e)
+        return f"_fmt({self.expr(e)}, '')"
+
+    # ------------------------------------------------------------------ statements
+
+    def emit(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def actions(self, name: str, j: int, calls: tuple[A.Call, ...], ptypes: dict[str, str]) -> None:
+        if not calls:
+            return
+        self.emit(f"def {name}(t):", f"    s = S{j}")
+        for c in calls:
+            self.emit("    try:")
+            if c.func in ("alert", "log"):
+                msg = self.message(c.args[0]) if c.args else "''"
+                if c.func == "log":
+                    self.emit(f"        _log(s, {msg})")
+                else:
+                    sev = next((k.value for k in c.kwargs if k.name == "severity"), None)
+                    sv = self.const(sev.plain) if isinstance(sev, A.Str) and sev.plain else "'warning'"
+                    self.emit(f"        _alert(s, {sv}, {msg}, t)")
+            elif c.func == "publish":
+                topic, value = c.args
+                assert isinstance(topic, A.Str)
+                val = self.text(value) if isinstance(value, A.Str) else self.expr(value)
+                self.emit(f"        _publish(s, {self.text(topic)}, {val}, t)")
+            else:  # set
+                target, value = c.args
+                assert isinstance(target, A.Ref)
+                conv = {NUM: "_to_num", BOOL: "_to_bool"}.get(ptypes.get(target.key, ""), "_same")
+                val = self.text(value) if isinstance(value, A.Str) else self.expr(value)
+                self.emit(
+                    f"        _set(s, {self.const(target.device)}, {self.const(target.point)}, {conv}({val}))"
+                )
+            self.emit("    except Exception as e:", "        _err(s, e, 2)")
+        self.emit("")
+
+    def rule(self, j: int, r: A.Rule, ptypes: dict[str, str]) -> None:
+        self.time_dependent = False
+        if r.kind == "on":
+            body = self.body(j, r)  # also finds out whether the rule depends on time
+            if (
+                r.hold is not None
+                or self.time_dependent
+                or len({x.key for x in refs((r.when, r.clear))}) != 1
+            ):
+                self.emit(f"def R{j}(t):", *body, "")  # for the timers, or for handlers to share
+                if len({x.key for x in refs((r.when, r.clear))}) != 1:
+                    return self.actions_of(j, r, ptypes)
+            self.bodies[j] = r
+        self.actions_of(j, r, ptypes)
+        return None
+
+    def actions_of(self, j: int, r: A.Rule, ptypes: dict[str, str]) -> None:
+        self.actions(f"T{j}", j, r.then, ptypes)
+        self.actions(f"F{j}", j, r.orelse, ptypes)
+
+    def body(self, j: int, r: A.Rule) -> list[str]:
+        """The statements of an ON rule's step, indented for a function body."""
+        out: list[str] = []
+        saved, self.lines = self.lines, out
+        try:
+            self._body(j, r)
+        finally:
+            self.lines = saved
+        return out
+
+    def _body(self, j: int, r: A.Rule) -> None:
+        if True:
+            assert r.when is not None
+            cond = self.expr(r.when)
+            clr = self.expr(r.clear) if r.clear is not None else None
+            self.emit(f"    s = S{j}", "    try:", "        if s.active:")
+            if clr is None:
+                self.emit(
+                    f"            c = {cond}", "            if c is False:", "                _clear(s, t)"
+                )
+            else:
+                self.emit(
+                    f"            c = {clr}", "            if c is True:", "                _clear(s, t)"
+                )
+            self.emit(
+                "            s.unk = c is None",
+                "        else:",
+                f"            c = {cond}",
+                "            if c is True:",
+            )
+            self.emit("                s.unk = False")
+            if r.hold is not None and r.hold.seconds > 0:
+                hold = int(r.hold.seconds * NS)
+                self.emit(
+                    "                d = s.due",
+                    "                if d is None:",
+                    f"                    s.due = t + {hold}",
+                    f"                    _timer(s, t + {hold})",
+                    "                elif t >= d:",
+                    "                    _fire(s, t)",
+                    "            else:",
+                    "                s.unk = c is None",
+                    "                s.due = None",
+                )
+            else:
+                self.emit(
+                    "                _fire(s, t)", "            else:", "                s.unk = c is None"
+                )
+            self.emit(
+                "        if s.ek == 1:",
+                "            s.ek = 0",
+                "            s.err = None",
+                "    except Exception as e:",
+                "        _err(s, e, 1)",
+            )
+
+    def let(self, j: int, let: A.Let) -> None:
+        self.time_dependent = False
+        self.point(let.target.key)
+        self.emit(
+            f"def L{j}(t):",
+            f"    s = S{j}",
+            "    try:",
+            f"        v = {self.expr(let.expr)}",
+            "        if s.ek == 1:",
+            "            s.ek = 0",
+            "            s.err = None",
+            "    except Exception as e:",
+            "        _err(s, e, 1)",
+            "        v = None",
+            "    s.unk = v is None",
+            f"    _let({j}, v, t)",
+            "",
+        )
+
+    def handler(self, i: int, ptype: str, lets: list[int], rules: list[int]) -> None:
+        wins = [w for (pi, _), w in self.windows.items() if pi == i]
+        self.emit(
+            f"def H{i}(r):",
+            "    t = r.ts",
+            "    v = r.value",
+            f"    p = P{i}",
+            "    try:",
+            "        if v is None or r.quality is _BAD:",
+            "            raise _Bad",
+        )
+        if ptype == NUM:
+            self.emit(
+                "        if v.__class__ is not float and v.__class__ is not int:", "            v = _num(v)"
+            )
+        elif ptype == BOOL:
+            self.emit("        if v.__class__ is not bool:", "            v = _bool(v)")
+        self.emit(
+            "        last = p.last",
+            "        p.chg = None if last is None else v != last",
+        )
+        if i in self.delta_points:
+            self.emit("        p.dlt = None if last is None else v - last")
+        self.emit(
+            "        p.last = p.v = v",
+            "        p.gts = t",
+            "        p.off = False",
+            "        p.q = r.quality",
+        )
+        for w in wins:
+            span = next(sp for (pi, sp), ww in self.windows.items() if ww == w)
+            if w in self.window_mm:
+                self.emit(
+                    f"        w = W{w}",
+                    "        e = (t, v)",
+                    "        q = w.q",
+                    "        q.append(e)",
+                    "        w.total += v",
+                    "        lo = w.lo",
+                    "        while lo and lo[-1][1] >= v:",
+                    "            lo.pop()",
+                    "        lo.append(e)",
+                    "        hi = w.hi",
+                    "        while hi and hi[-1][1] <= v:",
+                    "            hi.pop()",
+                    "        hi.append(e)",
+                    f"        if q[0][0] <= t - {span}:",
+                    "            w.expire(t)",
+                )
+            else:
+                self.emit(
+                    f"        w = W{w}",
+                    "        q = w.q",
+                    "        q.append((t, v))",
+                    "        w.total += v" if ptype == NUM else "        pass",
+                    f"        if q[0][0] <= t - {span}:",
+                    "            w.expire(t)",
+                )
+        self.emit("    except Exception as e:", "        _bad(p, e)")
+        for w in wins:
+            self.emit(f"        W{w}.expire(t)")
+        for j in lets:
+            self.emit(f"    L{j}(t)")
+        self.fresh = i
+        try:
+            for j in rules:
+                if j in self.bodies:
+                    self.emit(*self.body(j, self.bodies[j]))
+                else:
+                    self.emit(f"    R{j}(t)")
+        finally:
+            self.fresh = None
+        self.emit("")
