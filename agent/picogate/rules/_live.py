@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import gc
 import logging
 import os
 import pickle
@@ -406,6 +407,12 @@ class LiveRules:
                 f"rules.dir: {self.directory} does not exist or is not a directory "
                 "(create it, or remove the rules section)"
             )
+        # Long-lived objects (modules, the configuration, the registry) leave the garbage collector's
+        # view: a full collection after a reload of 1,000 rules otherwise stalls the event loop for
+        # 15-40 ms scanning them (measured, bench/rules_reload.py); with them frozen, ≤ 10 ms.
+        # Frozen before the rules are loaded, so that the rule sets themselves stay collectable.
+        gc.collect()
+        gc.freeze()
         outcome = run_job(self._job(last_digest=""))
         self._apply_sync(outcome, total_s=outcome.compile_s)
         gw = self.gw
@@ -673,7 +680,6 @@ class LiveRules:
                     recursive=self.config.recursive,
                     force_polling=self.config.force_polling or None,
                     poll_delay_ms=100,
-                    raise_interrupt=False,
                 ):
                     log.debug("rules: changed: %s", sorted(p for _, p in changes))
                     self.request_reload()
