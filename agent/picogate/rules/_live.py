@@ -64,6 +64,10 @@ class CompilerError(Exception):
     """The compiler process could not deliver an outcome (it died, or took longer than allowed)."""
 
 
+class _Died(Exception):
+    pass
+
+
 class CompilerWorker:
     """One long-lived compiler process (`picogate.rules._worker.main`), so that the event loop
     never runs the parser.  Started again if it dies; killed when a compilation takes longer than
@@ -131,26 +135,37 @@ class CompilerWorker:
         return pickle.loads(data)
 
     async def compile(self, job: CompileJob, *, timeout: float) -> CompileOutcome:
+        """The outcome of `job`.  A process that died since the last job (killed by the OOM killer,
+        say) is replaced and the job tried once more; one that dies on this job twice is reported,
+        as is one that takes longer than `timeout` (it is killed)."""
         async with self._lock:
-            proc = await self._ensure()
-            assert proc.stdin is not None
             try:
-                proc.stdin.write(_worker.frame(job))
-                async with asyncio.timeout(timeout):
-                    await proc.stdin.drain()
-                    outcome = await self._receive(proc)
-            except TimeoutError:
-                await self._kill()
-                raise CompilerError(
-                    f"compiling took longer than {timeout:g} s (rules.compile_timeout)"
-                ) from None
-            except (CompilerError, ConnectionError) as exc:
-                code = await self._kill()
-                raise CompilerError(f"the compiler process died (exit code {code})") from exc
-            if not isinstance(outcome, CompileOutcome):
-                await self._kill()
-                raise CompilerError(f"the compiler process sent {type(outcome).__name__}")
-            return outcome
+                return await self._compile_once(job, timeout)
+            except _Died as exc:
+                log.warning("rules: %s; starting it again", exc)
+            try:
+                return await self._compile_once(job, timeout)
+            except _Died as exc:
+                raise CompilerError(f"{exc}, twice, on these rule files") from None
+
+    async def _compile_once(self, job: CompileJob, timeout: float) -> CompileOutcome:
+        proc = await self._ensure()
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(_worker.frame(job))
+            async with asyncio.timeout(timeout):
+                await proc.stdin.drain()
+                outcome = await self._receive(proc)
+        except TimeoutError:
+            await self._kill()
+            raise CompilerError(f"compiling took longer than {timeout:g} s (rules.compile_timeout)") from None
+        except (CompilerError, ConnectionError) as exc:
+            code = await self._kill()
+            raise _Died(f"the compiler process died (exit code {code})") from exc
+        if not isinstance(outcome, CompileOutcome):
+            await self._kill()
+            raise CompilerError(f"the compiler process sent {type(outcome).__name__}")
+        return outcome
 
     async def _kill(self) -> int | None:
         proc, self._proc = self._proc, None

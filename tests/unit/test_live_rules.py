@@ -1,0 +1,268 @@
+"""The rules service's own parts (rules/_live.py, rules/_worker.py, config/_rules.py): the rules
+section, finding and reading rule files, the compiler process (timeout, death), publish() topics,
+and that a failing engine never breaks the pipeline.  Everything in a real gateway without a
+broker (MQTT disabled), the real compiler process, real files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from picogate._gateway import Gateway
+from picogate._model import PointInfo, PointType, Reading
+from picogate.config import ConfigError, GatewayConfig, parse_config
+from picogate.config._rules import RulesSection
+from picogate.rules import _worker
+from picogate.rules._live import CompilerError, CompilerWorker, LiveRules, live_rules
+from picogate.rules._worker import CompileJob, read_rule_files, rule_files, run_job
+
+GOOD = 'RULE hot\n  ON boiler.temp > 85\n  THEN alert("hot")\nEND\n'
+POINTS = (
+    PointInfo("boiler", "temp", PointType.FLOAT64),
+    PointInfo("boiler", "burner", PointType.BOOL, writable=True),
+)
+
+
+def yaml_with_rules(rules: str) -> str:
+    return f"gateway:\n  id: gw\nrules:\n{rules}"
+
+
+# --------------------------------------------------------------------------- the rules section
+
+
+def test_rules_section_defaults() -> None:
+    cfg = parse_config(yaml_with_rules("  dir: /srv/rules\n"), filename="gateway.yaml")
+    assert cfg.rules is not None
+    assert cfg.rules.dir == Path("/srv/rules")
+    assert cfg.rules.pattern == "*.rules"
+    assert cfg.rules.debounce == 0.2
+    assert cfg.rules.enabled
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("  pattern: rules/*.rules\n", "rules.pattern: must be a file-name pattern such as '*.rules'"),
+        ("  pattern: ''\n", "rules.pattern: must be a file-name pattern"),
+        ("  debounce: 2s\n", "rules.debounce"),
+        ("  debounce: often\n", "rules.debounce: must be a duration"),
+        ("  direcory: /srv/rules\n", "rules.direcory"),
+        ("  alert_qos: 2\n", "rules.alert_qos"),
+        ("  max_pending_writes: 0\n", "rules.max_pending_writes"),
+    ],
+)
+def test_rules_section_errors_name_the_key(body: str, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(yaml_with_rules(body), filename="gateway.yaml")
+    assert message in str(exc.value)
+    assert "gateway.yaml:" in str(exc.value)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_rule_files_leave_out_hidden_files_other_names_and_subdirectories(tmp_path: Path) -> None:
+    (tmp_path / "a.rules").write_text(GOOD)
+    (tmp_path / ".#a.rules").write_text("emacs lock")
+    (tmp_path / ".a.rules.swp").write_text("vim swap")
+    (tmp_path / ".hidden.rules").write_text("hidden")
+    (tmp_path / "notes.txt").write_text("not a rule file")
+    (tmp_path / "dir.rules").mkdir()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.rules").write_text(GOOD)
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "c.rules").write_text(GOOD)
+    names = [p.relative_to(tmp_path).as_posix() for p in rule_files(tmp_path, "*.rules", recursive=False)]
+    assert names == ["a.rules"]
+    names = [p.relative_to(tmp_path).as_posix() for p in rule_files(tmp_path, "*.rules", recursive=True)]
+    assert names == ["a.rules", "sub/b.rules"]
+
+
+def test_a_file_that_is_not_utf8_is_an_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "good.rules").write_text(GOOD)
+    (tmp_path / "latin1.rules").write_bytes('ON boiler.temp > 85 THEN alert("chaudière")\n'.encode("latin-1"))
+    files, errors = read_rule_files(tmp_path, "*.rules", recursive=False)
+    assert list(files) == ["good.rules"]
+    assert len(errors) == 1
+    assert errors[0].file == "latin1.rules"
+    assert (errors[0].line, errors[0].col) == (1, 1)
+    assert "not UTF-8 text (byte 38 is 0xe8)" in errors[0].message
+
+
+def test_a_missing_directory_is_an_error(tmp_path: Path) -> None:
+    outcome = run_job(CompileJob(str(tmp_path / "gone"), "*.rules", False, POINTS))
+    assert outcome.ruleset is None
+    assert "the rules directory does not exist" in outcome.errors[0].message
+
+
+def test_unchanged_files_and_points_are_not_compiled_again(tmp_path: Path) -> None:
+    (tmp_path / "a.rules").write_text(GOOD)
+    first = run_job(CompileJob(str(tmp_path), "*.rules", False, POINTS))
+    assert first.ruleset is not None
+    again = run_job(CompileJob(str(tmp_path), "*.rules", False, POINTS, last_digest=first.digest))
+    assert again.unchanged
+    assert again.ruleset is None
+    # other points (a point added at run time, say) are a change: the set is checked again
+    more = (*POINTS, PointInfo("boiler", "pressure", PointType.FLOAT64))
+    changed = run_job(CompileJob(str(tmp_path), "*.rules", False, more, last_digest=first.digest))
+    assert not changed.unchanged
+    assert changed.ruleset is not None
+
+
+def test_a_compiler_crash_is_reported_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.rules").write_text(GOOD)
+
+    def broken(*args: Any) -> Any:
+        raise KeyError("oops")
+
+    monkeypatch.setattr(_worker, "compile_rules", broken)
+    outcome = run_job(CompileJob(str(tmp_path), "*.rules", False, POINTS))
+    assert outcome.ruleset is None
+    assert outcome.errors[0].file == "a.rules"
+    assert outcome.errors[0].message == "internal compiler error: KeyError: 'oops'"
+
+
+# --------------------------------------------------------------------------- the compiler process
+
+
+async def test_compiler_process_compiles_and_survives_being_killed(tmp_path: Path) -> None:
+    (tmp_path / "a.rules").write_text(GOOD)
+    job = CompileJob(str(tmp_path), "*.rules", False, POINTS)
+    worker = CompilerWorker()
+    try:
+        outcome = await worker.compile(job, timeout=30)
+        assert outcome.ruleset is not None
+        assert [r.id for r in outcome.ruleset.rules] == ["hot"]
+        pid = worker.pid
+        assert pid is not None
+        assert pid != os.getpid()
+        os.kill(pid, signal.SIGKILL)  # the OOM killer, say
+        again = await worker.compile(job, timeout=30)
+        assert again.ruleset is not None
+        assert worker.pid not in (None, pid)
+        assert worker.started == 2
+    finally:
+        await worker.close()
+    assert worker.pid is None
+
+
+async def test_compiler_process_that_takes_too_long_is_killed(tmp_path: Path) -> None:
+    (tmp_path / "many.rules").write_text(
+        "".join(f'ON boiler.temp > {i} THEN alert("{i}")\n' for i in range(3000))
+    )
+    worker = CompilerWorker()
+    try:
+        await worker.start()
+        pid = worker.pid
+        with pytest.raises(
+            CompilerError, match=r"compiling took longer than 0\.001 s \(rules\.compile_timeout\)"
+        ):
+            await worker.compile(CompileJob(str(tmp_path), "*.rules", False, POINTS), timeout=0.001)
+        assert worker.pid is None  # killed
+        assert pid is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        (tmp_path / "many.rules").write_text(GOOD)
+        outcome = await worker.compile(CompileJob(str(tmp_path), "*.rules", False, POINTS), timeout=30)
+        assert outcome.ruleset is not None
+    finally:
+        await worker.close()
+
+
+# --------------------------------------------------------------------------- in a gateway
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "a.rules").write_text(GOOD)
+    cfg = GatewayConfig.model_validate(
+        {
+            "gateway": {"id": "gw", "data_dir": str(tmp_path / "data")},
+            "mqtt": {"enabled": False},
+            "metrics": {"enabled": False},
+            "outbox": {"synchronous": "normal"},
+            "clock": {"check_sync": False},
+        }
+    )
+    async with Gateway(cfg) as gw:
+        for p in POINTS:
+            gw.registry.add(p)
+        live = LiveRules(gw, RulesSection(dir=rules_dir, watch=False))
+        live.setup()
+        gw.parts.components.append(live)
+        yield gw
+
+
+async def test_publish_refuses_wildcards_and_the_gateways_own_topics(gateway: Gateway) -> None:
+    live = live_rules(gateway)
+    assert live is not None
+    live.topics = gateway.parts.topics  # as with MQTT enabled
+    assert live.refuse_topic("plant/boiler/avg") == ""
+    assert "wildcards" in live.refuse_topic("plant/+/avg")
+    assert "wildcards" in live.refuse_topic("plant/#")
+    assert "non-empty" in live.refuse_topic("")
+    assert "use LET for derived points" in live.refuse_topic("picogate/gw/cmd/boiler/burner/set")
+    live.actions.publish("r", "picogate/gw/data/boiler/temp", 1, 0)
+    assert live.stats.publish_refused == 1
+    assert live.actions.queue == []
+
+
+async def test_a_failing_engine_never_breaks_the_pipeline(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = live_rules(gateway)
+    assert live is not None
+
+    def broken(readings: Any) -> Any:
+        raise RuntimeError("engine bug")
+
+    live.engine.process = broken  # type: ignore[method-assign]
+    await gateway.pipeline.emit([Reading("boiler", "temp", 90.0, 1)])
+    assert gateway.pipeline.latest[("boiler", "temp")].value == 90.0  # the reading went on
+    assert live.stats.engine_errors == 1
+    assert "the rule engine failed in process" in caplog.text
+
+
+async def test_reload_while_readings_arrive_holds_and_replays_them(gateway: Gateway, tmp_path: Path) -> None:
+    """Readings that arrive while the engine loads are evaluated by the new set afterwards, in order."""
+    live = live_rules(gateway)
+    assert live is not None
+    fired: list[str] = []
+    real_alert = live.actions.alert
+
+    def alert(rule: str, severity: str, message: str, state: str, ts: int) -> None:
+        fired.append(f"{rule}:{state}:{message}")
+        real_alert(rule, severity, message, state, ts)
+
+    live.actions.alert = alert  # type: ignore[method-assign]
+    real_load = live.engine.load
+
+    def slow_load(ruleset: Any) -> None:  # in the load's thread: long enough for a reading to come
+        time.sleep(0.3)
+        real_load(ruleset)
+
+    live.engine.load = slow_load  # type: ignore[method-assign]
+    (tmp_path / "rules" / "a.rules").write_text(GOOD.replace('"hot"', '"hot v2"'))
+    reload = asyncio.create_task(live.reload())
+    for _ in range(1000):
+        if live.loading or reload.done():
+            break
+        await asyncio.sleep(0.01)
+    assert live.loading
+    await gateway.pipeline.emit([Reading("boiler", "temp", 90.0, 1)])
+    assert gateway.pipeline.latest[("boiler", "temp")].value == 90.0  # published as usual
+    assert len(live.held) == 1  # but held back from the rules
+    assert fired == []
+    attempt = await reload
+    assert attempt.ok
+    assert fired == ["hot:active:hot v2"]  # evaluated by the new set
+    assert live.held == []
