@@ -266,3 +266,28 @@ async def test_reload_while_readings_arrive_holds_and_replays_them(gateway: Gate
     assert attempt.ok
     assert fired == ["hot:active:hot v2"]  # evaluated by the new set
     assert live.held == []
+
+
+async def test_a_point_added_at_run_time_triggers_a_reload(gateway: Gateway, tmp_path: Path) -> None:
+    """A rule naming a point that is not there yet (a Pico board not connected yet) fails; when a
+    source adds the point, the set is checked again without a save."""
+    live = live_rules(gateway)
+    assert live is not None
+    (tmp_path / "rules" / "b.rules").write_text('ON boiler.pressure > 3 THEN alert("pressure")\n')
+    attempt = await live.reload()
+    assert not attempt.ok
+    assert "pressure" in attempt.errors[0].message
+    done: asyncio.Queue[Any] = asyncio.Queue()
+    live.reload_done.append(done.put_nowait)
+    service = asyncio.create_task(live.run())
+    try:
+        gateway.registry.add(PointInfo("boiler", "pressure", PointType.FLOAT64, origin="pico"))
+        async with asyncio.timeout(20):
+            attempt = await done.get()
+        assert attempt.ok
+        assert live.loaded is not None
+        assert len(live.loaded.rules) == 2
+    finally:
+        live.stop()
+        async with asyncio.timeout(10):
+            await service
