@@ -7,6 +7,7 @@ Scenarios (docs/benchmarks.md says what each measures and how):
     c  ceiling: faster polls until the agent saturates its core or falls behind
     d  write round trip (MQTT set → Modbus write → MQTT result) under load a
     e  building blocks: gmqtt vs paho-mqtt, pymodbus client round trips, the simulator, orjson vs json
+    reload  rules hot reload: 1,000 rules, reload time and longest event-loop pause (bench/rules_reload.py)
 
     bench/run.py                          a..e with short defaults (about 5 minutes)
     bench/run.py --scenario a,d --duration 60
@@ -56,6 +57,8 @@ TARGETS = {
     "b_cpu_pct": 50.0,
     "c_points_per_s": 60_000.0,
     "d_avg_ms": 20.0,
+    "reload_ms": 500.0,
+    "reload_pause_ms": 50.0,
 }
 
 
@@ -665,7 +668,38 @@ def scenario_e(ctx: Ctx) -> dict[str, Any]:
     return out
 
 
+def scenario_reload(ctx: Ctx) -> dict[str, Any]:
+    """Hot reload of 1,000 rules: bench/rules_reload.py in its own process, on the agent's CPU."""
+    say(
+        "\n== reload. rules hot reload: 1,000 rules in 10 files, one rule changed per reload (bench/rules_reload.py)"
+    )
+    workdir = ctx.workroot / "reload"
+    workdir.mkdir(parents=True, exist_ok=True)
+    child = B.Child(
+        "rules-reload",
+        [B.PY, str(B.BENCH / "rules_reload.py"), "--json", "--reloads", "3" if ctx.args.quick else "5"],
+        workdir / "rules_reload.log",
+        cpus=ctx.place.agent,
+        control=True,
+    )
+    child.start()
+    try:
+        r = child.line(300.0)
+    finally:
+        child.stop(timeout=5)
+    say(
+        f"   save → live {r['save_to_live_ms_median']:.0f} ms median ({r['save_to_live_ms_max']:.0f} max): "
+        f"compile {r['compile_ms_median']:.0f} ms in the compiler process, load {r['load_ms_median']:.0f} ms"
+    )
+    say(
+        f"   longest event-loop pause during reloads {r['max_pause_ms']:.1f} ms "
+        f"({r['baseline_max_pause_ms']:.1f} ms without a reload)"
+    )
+    return r
+
+
 SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
+    "reload": scenario_reload,
     "a": scenario_a,
     "b": scenario_b,
     "c": scenario_c,
@@ -1011,6 +1045,20 @@ def summary(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         nagle = d.get("broker_nagle", {})
         if "avg_ms" in nagle:
             row("d: same, mosquitto default (Nagle), idle", f"{nagle['avg_ms']:.1f} ms avg")
+    rl = results.get("reload")
+    if rl:
+        row(
+            "reload: 1,000 rules, save → live (median)",
+            f"{rl['save_to_live_ms_median']:.0f} ms",
+            f"< {TARGETS['reload_ms']:.0f} ms",
+            rl["save_to_live_ms_median"] < TARGETS["reload_ms"],
+        )
+        row(
+            "reload: longest event-loop pause",
+            f"{rl['max_pause_ms']:.1f} ms",
+            f"≤ {TARGETS['reload_pause_ms']:.0f} ms",
+            rl["max_pause_ms"] <= TARGETS["reload_pause_ms"],
+        )
     e = results.get("e")
     if e:
         mq, mb = e["mqtt"], e["modbus"]
@@ -1046,7 +1094,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=__doc__,
     )
     p.add_argument(
-        "--scenario", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e (default: all)"
+        "--scenario",
+        default="a,b,c,d,e,reload",
+        help="comma-separated subset of a,b,c,d,e,reload (default: all)",
     )
     p.add_argument(
         "--duration", type=float, default=30.0, help="measurement window of a and b, seconds (default 30)"
