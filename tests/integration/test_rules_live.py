@@ -336,3 +336,46 @@ async def test_missing_rules_directory_is_a_start_up_error(tmp_path: Path) -> No
     with pytest.raises(ValueError, match=r"rules\.dir: .*nope does not exist"):
         async with running_gateway(cfg):
             pass
+
+
+async def test_a_rules_directory_replaced_or_removed_is_watched_again(tmp_path: Path) -> None:
+    """Deploy tools replace the whole directory (rename a new one over it) or remove and recreate
+    it: the gateway notices, reports a missing directory, and watches the new one."""
+    import shutil
+
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+
+    def rule(name: str) -> str:
+        return f'RULE {name}\n  EVERY 1h THEN log("{name}")\nEND\n'
+
+    (rules_dir / "a.rules").write_text(rule("first"))
+    cfg = base_config(
+        tmp_path, 1, [], mqtt={"enabled": False}, rules={"dir": str(rules_dir), "debounce": "50ms"}
+    )
+    async with running_gateway(cfg) as gw:
+        live = rules_of(gw)
+
+        def loaded() -> list[str]:
+            return [r.id for r in live.loaded.rules] if live.loaded else []
+
+        assert loaded() == ["first"]
+        await live.worker.start()
+        # a new directory renamed over the old one
+        new = tmp_path / "rules.new"
+        new.mkdir()
+        (new / "b.rules").write_text(rule("second"))
+        rules_dir.rename(tmp_path / "rules.old")
+        new.rename(rules_dir)
+        await eventually(lambda: loaded() == ["second"], what="the replaced directory's rules")
+        # removed: reported, the last good set stays
+        shutil.rmtree(rules_dir)
+        await eventually(lambda: not live.attempt.ok, what="a missing directory reported")
+        assert "does not exist" in live.attempt.errors[0].message
+        assert loaded() == ["second"]
+        # recreated, and then edited in place: both seen
+        rules_dir.mkdir()
+        (rules_dir / "c.rules").write_text(rule("third"))
+        await eventually(lambda: loaded() == ["third"], what="the recreated directory's rules")
+        save(rules_dir / "c.rules", rule("fourth"))
+        await eventually(lambda: loaded() == ["fourth"], what="an edit in the recreated directory")

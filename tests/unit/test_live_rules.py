@@ -291,3 +291,16 @@ async def test_a_point_added_at_run_time_triggers_a_reload(gateway: Gateway, tmp
         live.stop()
         async with asyncio.timeout(10):
             await service
+
+
+async def test_metrics_show_reloads_states_and_failures(gateway: Gateway, tmp_path: Path) -> None:
+    live = live_rules(gateway)
+    assert live is not None
+    (tmp_path / "rules" / "a.rules").write_text('ON boiler.nope > 1 THEN alert("x")\n')
+    await live.reload()
+    text = gateway.parts.metrics.render().decode()
+    assert 'picogate_rules_reloads_total{result="ok"} 1.0' in text  # the load at start
+    assert 'picogate_rules_reloads_total{result="error"} 1.0' in text
+    assert "picogate_rules_errors 1.0" in text
+    assert 'picogate_rules{state="idle"} 1.0' in text  # the last good set's rule
+    assert 'picogate_rules_failures_total{kind="engine"} 0.0' in text

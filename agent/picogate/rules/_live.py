@@ -23,6 +23,7 @@ import gc
 import logging
 import os
 import pickle
+import stat
 import sys
 import time
 from collections import Counter
@@ -659,6 +660,8 @@ class LiveRules:
     # ------------------------------------------------------------------ watching
 
     def _watch_filter(self, change: object, path: str) -> bool:
+        """Rule files (not hidden ones: editors' swap and lock files), and `..name` entries, which
+        deploy tools swap atomically (Kubernetes' `..data` symlink behind a ConfigMap's files)."""
         p = Path(path)
         if p == self.directory:
             return True  # the directory itself was removed or replaced
@@ -666,20 +669,32 @@ class LiveRules:
             rel = p.relative_to(self.directory)
         except ValueError:
             return False
-        if any(part.startswith(".") for part in rel.parts):
-            return False
         if not self.config.recursive and len(rel.parts) > 1:
+            return False
+        if rel.parts[0].startswith(".."):
+            return True
+        if any(part.startswith(".") for part in rel.parts):
             return False
         return fnmatch.fnmatchcase(p.name, self.config.pattern)
 
+    def _identity(self) -> tuple[int, int] | None:
+        """The directory's (device, inode), None while it is missing."""
+        try:
+            st = self.directory.stat()
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
     async def _watch(self) -> None:
+        """Watch the directory; once a second also check that it is still the same directory (a
+        deploy that renames a new directory over the old one, or removes and recreates it)."""
         import watchfiles
 
         while not self._stop.is_set():
-            if not self.directory.is_dir():
-                # Gone (e.g. replaced by a deploy tool): reload reports it, then wait for it to be back.
-                self.request_reload()
-                while not self.directory.is_dir() and not self._stop.is_set():
+            watched = self._identity()
+            if watched is None:
+                self.request_reload()  # reports that the directory is missing
+                while self._identity() is None and not self._stop.is_set():
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(1.0):
                             await self._stop.wait()
@@ -695,15 +710,20 @@ class LiveRules:
                     recursive=self.config.recursive,
                     force_polling=self.config.force_polling or None,
                     poll_delay_ms=100,
+                    rust_timeout=1000,
+                    yield_on_timeout=True,
                 ):
-                    log.debug("rules: changed: %s", sorted(p for _, p in changes))
-                    self.request_reload()
+                    if changes:
+                        log.debug("rules: changed: %s", sorted(p for _, p in changes))
+                        self.request_reload()
+                    if self._identity() != watched:
+                        log.info("rules: %s was removed or replaced; watching it again", self.directory)
+                        self.request_reload()
+                        break
             except (OSError, RuntimeError) as exc:  # the directory went away under the watcher
                 log.warning("rules: watching %s stopped: %s", self.directory, exc)
+                self.request_reload()
                 await asyncio.sleep(0.5)
-            else:
-                if not self._stop.is_set():
-                    await asyncio.sleep(0.2)
 
     # ------------------------------------------------------------------ timers
 
