@@ -7,6 +7,7 @@ Scenarios (docs/benchmarks.md says what each measures and how):
     c  ceiling: faster polls until the agent saturates its core or falls behind
     d  write round trip (MQTT set → Modbus write → MQTT result) under load a
     e  building blocks: gmqtt vs paho-mqtt, pymodbus client round trips, the simulator, orjson vs json
+    r  the rule engine alone (bench/rules.py): readings/s through 1,000 stateful rules
     reload  rules hot reload: 1,000 rules, reload time and longest event-loop pause (bench/rules_reload.py)
 
     bench/run.py                          a..e with short defaults (about 5 minutes)
@@ -57,6 +58,7 @@ TARGETS = {
     "b_cpu_pct": 50.0,
     "c_points_per_s": 60_000.0,
     "d_avg_ms": 20.0,
+    "r_readings_per_s": 500_000.0,
     "reload_ms": 500.0,
     "reload_pause_ms": 50.0,
 }
@@ -698,13 +700,31 @@ def scenario_reload(ctx: Ctx) -> dict[str, Any]:
     return r
 
 
+def scenario_r(ctx: Ctx) -> dict[str, Any]:
+    """The rule engine alone (bench/rules.py, one process on the agent's CPU)."""
+    say("\n== r. rule engine: ready-made readings through 1,000 stateful rules, ~3 rules per reading")
+    cmd = [B.PY, str(B.BENCH / "rules.py"), "--readings", "100000" if ctx.args.quick else "300000"]
+    cpus = ctx.place.agent
+    if cpus:
+        cmd = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *cmd]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+    r: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    say(
+        f"   {r['readings_per_s']:,} readings/s through process() ({r['rule_evals_per_s']:,} rule evaluations/s)"
+    )
+    say(f"   {r['readings_per_s_with_timers']:,} readings/s with the timers run between batches")
+    say(f"   compile {r['compile_ms']} ms, load {r['first_load_ms']} ms for {r['rules']} rules")
+    return r
+
+
 SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
-    "reload": scenario_reload,
     "a": scenario_a,
     "b": scenario_b,
     "c": scenario_c,
     "d": scenario_d,
     "e": scenario_e,
+    "r": scenario_r,
+    "reload": scenario_reload,
 }
 
 
@@ -1071,6 +1091,14 @@ def summary(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "e: simulator CPU/request, bench vs pymodbus",
             f"{mb['bench']['server_cpu_us_per_request']:.0f} vs {mb['pymodbus']['server_cpu_us_per_request']:.0f} µs",
         )
+    rr = results.get("r")
+    if rr:
+        row(
+            "r: rule engine readings/s, 1,000 rules, 1 core",
+            f"{rr['readings_per_s']:,}",
+            f"≥ {TARGETS['r_readings_per_s']:,.0f}",
+            rr["readings_per_s"] >= TARGETS["r_readings_per_s"],
+        )
     return rows
 
 
@@ -1095,8 +1123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--scenario",
-        default="a,b,c,d,e,reload",
-        help="comma-separated subset of a,b,c,d,e,reload (default: all)",
+        default="a,b,c,d,e,r,reload",
+        help="comma-separated subset of a,b,c,d,e,r,reload (default: all)",
     )
     p.add_argument(
         "--duration", type=float, default=30.0, help="measurement window of a and b, seconds (default 30)"

@@ -296,7 +296,7 @@ class Checker:
                         close = difflib.get_close_matches(v.plain, SEVERITIES, n=1, cutoff=0.4)
                         self.err(
                             v.pos,
-                            f"unknown severity '{v.plain}' (info, warning, critical)",
+                            f"unknown severity '{v.plain}': use info, warning or critical",
                             close[0] if close else None,
                         )
             return c
@@ -348,7 +348,7 @@ class Checker:
             return replace(c, args=(target, conv))
         want = ptype(info.type)
         if vt not in (want, ANY) and want != STR:
-            self.err(value.pos, f"{target.key} is a {info.type.value} point; this value is a {vt}")
+            self.err(value.pos, f"{target.key} is of type {info.type.value}; this value is a {vt}")
         return c
 
     def rule(self, r: A.Rule) -> A.Rule:
@@ -383,7 +383,7 @@ def convert(value: A.Num | A.Bool | A.Str | A.Dur, info: PointInfo) -> A.Num | A
         if isinstance(value, A.Str)
         else value.value
     )
-    where = f"{info.key} is a {t.value} point"
+    where = f"{info.key} is of type {t.value}"
     if isinstance(value, A.Str) and raw is None:
         if t is PointType.STRING:
             return value

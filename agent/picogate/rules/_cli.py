@@ -1,10 +1,243 @@
-"""This package's `picogate` subcommands (none yet: the issue that builds it adds them)."""
+"""`picogate rules check` and `picogate rules test --replay` (the operators' tools)."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from picogate._model import PointInfo, Reading
 
 
 def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     """Add subparsers to `sub`; each sets `func=handler` (handler(args) -> exit status)."""
+    rules = sub.add_parser("rules", help="check and test rule files (docs/rules.md)")
+    rsub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    check = rsub.add_parser(
+        "check",
+        help="check rule files: every error with file:line:col, the line and a caret",
+        description="Check rule files (a directory means its *.rules files).  Exit status 1 on error, 0 when "
+        "clean.  With --config the points and their types are checked against gateway.yaml's devices.",
+    )
+    check.add_argument("-c", "--config", type=Path, help="gateway.yaml whose devices' points the rules use")
+    check.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    check.set_defaults(func=check_command)
+    test = rsub.add_parser(
+        "test",
+        help="replay recorded readings through rules on a virtual clock (touches nothing)",
+        description="Replay readings from a CSV file (columns ts, device, point, value and optionally quality; "
+        "ts in seconds or ISO 8601) through the rules with a virtual clock, and print each firing, clear, "
+        "alert, set, publish and log with its time.  No device and no broker is touched.",
+    )
+    test.add_argument("-c", "--config", type=Path, help="gateway.yaml whose devices' points the rules use")
+    test.add_argument("--replay", type=Path, required=True, metavar="READINGS.csv")
+    test.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    test.set_defaults(func=test_command)
+
+
+def _read_rules(paths: list[Path]) -> dict[str, str] | str:
+    files: dict[str, str] = {}
+    for p in paths:
+        found = sorted(p.glob("*.rules")) if p.is_dir() else [p]
+        if p.is_dir() and not found:
+            return f"{p}: no *.rules files in this directory"
+        for f in found:
+            try:
+                files[str(f)] = f.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return f"{f}: no such file"
+            except (OSError, UnicodeDecodeError) as exc:
+                return f"{f}: cannot read: {exc}"
+    return files
+
+
+def _points(config: Path | None) -> list[PointInfo] | str | None:
+    if config is None:
+        return None
+    from picogate.config import ConfigError, load_config
+    from picogate.modbus._source import point_info
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        return str(exc)
+    return [point_info(d, p, p.encoding(d.byte_order)) for d in cfg.devices for p in d.points]
+
+
+def _compile(args: argparse.Namespace) -> Any:
+    from picogate.rules import RuleErrors, compile_rules
+
+    files = _read_rules(args.files)
+    if isinstance(files, str):
+        print(f"picogate rules: {files}", file=sys.stderr)
+        return None
+    points = _points(args.config)
+    if isinstance(points, str):
+        print(points, file=sys.stderr)
+        return None
+    if points is None:
+        print("note: no --config given: point names and types are not checked", file=sys.stderr)
+    try:
+        return compile_rules(files, points), points
+    except RuleErrors as exc:
+        for e in exc.errors:
+            print(e.format())
+        n = len(exc.errors)
+        print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        return None
+
+
+def check_command(args: argparse.Namespace) -> int:
+    done = _compile(args)
+    if done is None:
+        return 1
+    rs = done[0]
+    print(f"{len(rs.files)} file(s), {len(rs.rules)} rule(s) and LET(s): OK")
+    return 0
+
+
+def _stamp(ts: int) -> str:
+    import datetime as dt
+
+    d = dt.datetime.fromtimestamp(ts / 1e9, tz=dt.UTC)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+
+def _parse_ts(text: str) -> int:
+    import datetime as dt
+
+    text = text.strip()
+    try:
+        x = float(text)
+    except ValueError:
+        d = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=dt.UTC)
+        return int(d.timestamp() * 1e9)
+    if x > 1e15:  # already nanoseconds
+        return int(x)
+    return round(x * 1e9)
+
+
+def _value(text: str, ptype: str | None) -> Any:
+    t = text.strip()
+    if t == "":
+        return None
+    low = t.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if ptype == "bool" and t in ("0", "1"):
+        return t == "1"
+    if ptype == "string":
+        return t
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        return float(t)
+    except ValueError:
+        return t
+
+
+def read_replay(path: Path, points: list[PointInfo] | None) -> list[Reading] | str:
+    """Readings from a CSV file (ts, device, point, value[, quality]); a header row is optional."""
+    import csv
+
+    from picogate._model import Quality, Reading
+
+    types = {p.key: p.type.value for p in points} if points is not None else {}
+    out: list[Reading] = []
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            for n, row in enumerate(csv.reader(f), 1):
+                if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+                    continue
+                if n == 1 and row[0].strip().lower() in ("ts", "time", "timestamp"):
+                    continue
+                if len(row) not in (4, 5):
+                    return f"{path}:{n}: expected ts,device,point,value[,quality], got {len(row)} column(s)"
+                try:
+                    ts = _parse_ts(row[0])
+                except ValueError:
+                    return f"{path}:{n}: bad timestamp {row[0]!r} (seconds since 1970, or ISO 8601)"
+                dev, pt = row[1].strip(), row[2].strip()
+                value = _value(row[3], types.get(f"{dev}.{pt}"))
+                q = row[4].strip().lower() if len(row) == 5 and row[4].strip() else "good"
+                if q not in ("good", "bad", "uncertain"):
+                    return f"{path}:{n}: quality is good, bad or uncertain, not {row[4]!r}"
+                quality = Quality(q) if value is not None else Quality.BAD
+                out.append(Reading(dev, pt, None if quality is Quality.BAD else value, ts, quality))
+    except FileNotFoundError:
+        return f"{path}: no such file"
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        return f"{path}: cannot read: {exc}"
+    out.sort(key=lambda r: r.ts)
+    return out
+
+
+class _Printer:
+    """Actions that print instead of acting (and report every write as done)."""
+
+    def __init__(self) -> None:
+        self.clock = 0
+        self.engine: Any = None
+
+    def line(self, ts: int, rule: str, what: str) -> None:
+        print(f"{_stamp(ts)}  {rule}  {what}")
+
+    def alert(self, rule: str, severity: str, message: str, state: str, ts: int) -> None:
+        self.line(ts, rule, f"alert {state} {severity}: {message}")
+
+    def set(self, rule: str, device: str, point: str, value: object) -> None:
+        shown = ("true" if value else "false") if isinstance(value, bool) else repr(value)
+        self.line(self.clock, rule, f"set {device}.{point} = {shown}")
+        self.engine.write_result(rule, True, "")
+
+    def publish(self, rule: str, topic: str, value: object, ts: int) -> None:
+        self.line(ts, rule, f"publish {topic} {value!r}")
+
+    def log(self, rule: str, message: str) -> None:
+        self.line(self.clock, rule, f"log: {message}")
+
+
+def test_command(args: argparse.Namespace) -> int:
+    from picogate.rules import RuleEngine
+
+    done = _compile(args)
+    if done is None:
+        return 1
+    rs, points = done
+    readings = read_replay(args.replay, points)
+    if isinstance(readings, str):
+        print(readings, file=sys.stderr)
+        return 1
+    if not readings:
+        print(f"{args.replay}: no readings", file=sys.stderr)
+        return 1
+    out = _Printer()
+    out.clock = readings[0].ts
+    engine = RuleEngine(
+        out, now=lambda: out.clock, on_transition=lambda rule, what, ts: out.line(ts, rule, what)
+    )
+    out.engine = engine
+    engine.load(rs)
+
+    def run_timers(until: int) -> None:
+        for _ in range(1_000_000):
+            d = engine.next_deadline()
+            if d is None or d > until:
+                return
+            out.clock = d
+            for r in engine.tick(d):
+                out.line(d, f"{r.device}.{r.point}", f"= {r.value!r}")
+
+    for r in readings:
+        run_timers(r.ts)
+        out.clock = r.ts
+        engine.process([r])
+    run_timers(readings[-1].ts)
+    print(f"{len(readings)} reading(s) replayed", file=sys.stderr)
+    return 0

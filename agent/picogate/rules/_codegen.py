@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from picogate.rules import _ast as A
-from picogate.rules._check import BOOL, NUM, TIME_FUNCS, refs
+from picogate.rules._check import BOOL, NUM, STR, TIME_FUNCS, refs
 
 NS = 1_000_000_000
 
@@ -58,7 +58,7 @@ class Gen:
     consts: list[Any] = field(default_factory=list)
     points: dict[str, int] = field(default_factory=dict)
     windows: dict[tuple[int, int], int] = field(default_factory=dict)
-    window_mm: set[int] = field(default_factory=set)
+    window_mm: dict[int, set[str]] = field(default_factory=dict)  # windows that keep min (lo) / max (hi)
     delta_points: set[int] = field(default_factory=set)
     lines: list[str] = field(default_factory=list)
     tmp: int = 0
@@ -73,10 +73,10 @@ class Gen:
     def point(self, key: str) -> int:
         return self.points.setdefault(key, len(self.points))
 
-    def window(self, key: str, seconds: float, mm: bool) -> int:
+    def window(self, key: str, seconds: float, side: str) -> int:
         w = self.windows.setdefault((self.point(key), int(seconds * NS)), len(self.windows))
-        if mm:
-            self.window_mm.add(w)
+        if side:
+            self.window_mm.setdefault(w, set()).add(side)
         return w
 
     def t(self) -> str:
@@ -147,7 +147,7 @@ class Gen:
         if len(args) == 2 and isinstance(args[1], A.Dur) and isinstance(args[0], A.Ref) and f in (
             "avg", "min", "max", "sum", "count", "rate", "delta",
         ):  # fmt: skip
-            w = self.window(args[0].key, args[1].seconds, f in ("min", "max"))
+            w = self.window(args[0].key, args[1].seconds, {"min": "lo", "max": "hi"}.get(f, ""))
             if self.fresh == self.point(args[0].key):  # in this point's handler: expired already
                 if f == "avg":
                     q = self.t()
@@ -274,50 +274,55 @@ class Gen:
         return out
 
     def _body(self, j: int, r: A.Rule) -> None:
-        if True:
-            assert r.when is not None
-            cond = self.expr(r.when)
-            clr = self.expr(r.clear) if r.clear is not None else None
-            self.emit(f"    s = S{j}", "    try:", "        if s.active:")
-            if clr is None:
-                self.emit(
-                    f"            c = {cond}", "            if c is False:", "                _clear(s, t)"
-                )
-            else:
-                self.emit(
-                    f"            c = {clr}", "            if c is True:", "                _clear(s, t)"
-                )
+        assert r.when is not None
+        cond = self.expr(r.when)
+        self.emit(f"    s = S{j}", "    try:")
+        if r.clear is None:  # active until the condition is false
             self.emit(
+                f"        c = {cond}",
+                "        if s.active:",
+                "            if c is False:",
+                "                _clear(s, t)",
+                "            s.unk = c is None",
+                "        elif c is True:",
+            )
+            ind = "            "
+        else:  # active until the CLEAR condition is true
+            self.emit(
+                "        if s.active:",
+                f"            c = {self.expr(r.clear)}",
+                "            if c is True:",
+                "                _clear(s, t)",
                 "            s.unk = c is None",
                 "        else:",
                 f"            c = {cond}",
                 "            if c is True:",
             )
-            self.emit("                s.unk = False")
-            if r.hold is not None and r.hold.seconds > 0:
-                hold = int(r.hold.seconds * NS)
-                self.emit(
-                    "                d = s.due",
-                    "                if d is None:",
-                    f"                    s.due = t + {hold}",
-                    f"                    _timer(s, t + {hold})",
-                    "                elif t >= d:",
-                    "                    _fire(s, t)",
-                    "            else:",
-                    "                s.unk = c is None",
-                    "                s.due = None",
-                )
-            else:
-                self.emit(
-                    "                _fire(s, t)", "            else:", "                s.unk = c is None"
-                )
+            ind = "                "
+        out = ind[:-4]
+        self.emit(f"{ind}s.unk = False")
+        if r.hold is not None and r.hold.seconds > 0:
+            hold = int(r.hold.seconds * NS)
             self.emit(
-                "        if s.ek == 1:",
-                "            s.ek = 0",
-                "            s.err = None",
-                "    except Exception as e:",
-                "        _err(s, e, 1)",
+                f"{ind}d = s.due",
+                f"{ind}if d is None:",
+                f"{ind}    s.due = t + {hold}",
+                f"{ind}    _timer(s, t + {hold})",
+                f"{ind}elif t >= d:",
+                f"{ind}    _fire(s, t)",
+                f"{out}else:",
+                f"{ind}s.unk = c is None",
+                f"{ind}s.due = None",
             )
+        else:
+            self.emit(f"{ind}_fire(s, t)", f"{out}else:", f"{ind}s.unk = c is None")
+        self.emit(
+            "        if s.ek == 1:",
+            "            s.ek = 0",
+            "            s.err = None",
+            "    except Exception as e:",
+            "        _err(s, e, 1)",
+        )
 
     def let(self, j: int, let: A.Let) -> None:
         self.time_dependent = False
@@ -349,10 +354,14 @@ class Gen:
             "        if v is None or r.quality is _BAD:",
             "            raise _Bad",
         )
+        # v - v is 0 for a finite number and NaN (true) for NaN and infinities, which _num refuses
         if ptype == NUM:
             self.emit(
-                "        if v.__class__ is not float and v.__class__ is not int:", "            v = _num(v)"
+                "        if v.__class__ is not float and v.__class__ is not int or v - v:",
+                "            v = _num(v)",
             )
+        elif ptype not in (BOOL, STR):
+            self.emit("        if v.__class__ is float and v - v:", "            v = _num(v)")
         elif ptype == BOOL:
             self.emit("        if v.__class__ is not bool:", "            v = _bool(v)")
         self.emit(
@@ -369,33 +378,33 @@ class Gen:
         )
         for w in wins:
             span = next(sp for (pi, sp), ww in self.windows.items() if ww == w)
-            if w in self.window_mm:
-                self.emit(
-                    f"        w = W{w}",
-                    "        e = (t, v)",
-                    "        q = w.q",
-                    "        q.append(e)",
-                    "        w.total += v",
-                    "        lo = w.lo",
-                    "        while lo and lo[-1][1] >= v:",
-                    "            lo.pop()",
-                    "        lo.append(e)",
-                    "        hi = w.hi",
-                    "        while hi and hi[-1][1] <= v:",
-                    "            hi.pop()",
-                    "        hi.append(e)",
-                    f"        if q[0][0] <= t - {span}:",
-                    "            w.expire(t)",
-                )
+            num = ptype == NUM
+            self.emit(
+                f"        w = W{w}",
+                "        e = (t, v)",
+                "        q = w.q",
+                "        q.append(e)",
+                "        w.total += v" if num else "        if v.__class__ is not str: w.total += v",
+            )
+            sides = sorted(self.window_mm.get(w, ()))
+            for side, op in (("lo", ">="), ("hi", "<=")):
+                if side in sides:
+                    self.emit(
+                        f"        {side} = w.{side}",
+                        f"        while {side} and {side}[-1][1] {op} v:",
+                        f"            {side}.pop()",
+                        f"        {side}.append(e)",
+                    )
+            # expire what left the window (the sample just added is in it: the loops end there)
+            self.emit(f"        cut = t - {span}", "        while q[0][0] <= cut:")
+            if num:
+                self.emit("            w.total -= q.popleft()[1]")
             else:
                 self.emit(
-                    f"        w = W{w}",
-                    "        q = w.q",
-                    "        q.append((t, v))",
-                    "        w.total += v" if ptype == NUM else "        pass",
-                    f"        if q[0][0] <= t - {span}:",
-                    "            w.expire(t)",
+                    "            o = q.popleft()[1]", "            if o.__class__ is not str: w.total -= o"
                 )
+            for side in sides:
+                self.emit(f"        while {side}[0][0] <= cut:", f"            {side}.popleft()")
         self.emit("    except Exception as e:", "        _bad(p, e)")
         for w in wins:
             self.emit(f"        W{w}.expire(t)")

@@ -17,6 +17,7 @@ from picogate.rules._runtime import HELPERS, NS, Bad, PointState, RuleState, Win
 log = logging.getLogger("picogate.rules")
 
 _FOR, _EVERY, _RECHECK = 0, 1, 2
+_RESUM_NS = 600 * NS  # how often the windows' running sums are added up again (float drift)
 
 
 class Actions(Protocol):
@@ -44,8 +45,17 @@ def _describe(e: BaseException) -> str:
 class RuleEngine:
     """A Pipeline processor.  Not thread-safe: call it from one thread (the event loop)."""
 
-    def __init__(self, actions: Actions, *, now: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        actions: Actions,
+        *,
+        now: Callable[[], int] = time.time_ns,
+        on_transition: Callable[[str, str, int], None] | None = None,
+    ) -> None:
+        """on_transition(rule, "fired" | "cleared", ts), if given, hears every transition (and
+        every EVERY period): for `rules test` and metrics."""
         self._actions = actions
+        self._observer = on_transition
         self._now = now
         self._t0 = now()
         self._ruleset = RuleSet()
@@ -59,6 +69,7 @@ class RuleEngine:
         self._let_meta: dict[int, tuple[str, str, str, Callable[[Reading], None]]] = {}
         self._recheck: dict[str, int] = {}
         self._else_alerts = 0
+        self._resummed = self._t0
 
     # ------------------------------------------------------------------ loading
 
@@ -195,6 +206,10 @@ class RuleEngine:
 
     def tick(self, now_ns: int) -> list[Reading]:
         """Run the timers due by now_ns (FOR, EVERY, age/window re-checks); LET readings."""
+        if now_ns - self._resummed >= _RESUM_NS:
+            self._resummed = now_ns
+            for w in self._windows.values():
+                w.resum()
         heap = self._heap
         for _ in range(len(heap) + 1):
             if not heap or heap[0][0] > now_ns:
@@ -212,6 +227,8 @@ class RuleEngine:
                     s.fired += 1
                     if s.ek == 2:
                         s.ek, s.err = 0, None
+                    if self._observer is not None:
+                        self._observer(s.id, "fired", due)
                     if s.then is not None:
                         s.then(due)
                     nxt = due + span
@@ -315,6 +332,8 @@ class RuleEngine:
             s.ek, s.err = 0, None
         s.alerted = []
         s.clearing = False
+        if self._observer is not None:
+            self._observer(s.id, "fired", t)
         if s.then is not None:
             s.then(t)
 
@@ -322,6 +341,8 @@ class RuleEngine:
         s.active = False
         s.due = None
         s.clearing = True
+        if self._observer is not None:
+            self._observer(s.id, "cleared", t)
         before = self._else_alerts
         try:
             if s.orelse is not None:
@@ -374,5 +395,5 @@ class RuleEngine:
     def _let(self, j: int, v: Any, t: int) -> None:
         dev, pt, unit, handler = self._let_meta[j]
         r = Reading(dev, pt, v, t, Quality.GOOD if v is not None else Quality.BAD, unit)
-        handler(r)
         self._out.append(r)
+        handler(r)

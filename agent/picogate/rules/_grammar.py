@@ -96,7 +96,6 @@ FRIENDLY = {
     "NAME": "a name",
     "NUMBER": "a number",
     "DURATION": "a duration (500ms, 10s, 5m, 1h)",
-    "BAD_DURATION": "a duration",
     "STRING": "a string",
     "COMP": "a comparison",
     "ASSIGN": "'='",

@@ -288,6 +288,8 @@ class _Builder:
                     tree = _parser().parse(inner, start="expr")
                 except lark.exceptions.UnexpectedInput as exc:
                     err = _syntax(exc, inner)
+                    if err.message.startswith("unexpected end of file"):
+                        err = _Syntax(1, len(inner) + 1, "the expression in {…} is incomplete")
                     raise _Fail(A.Pos(base.line, col + err.col - 1, err.length), err.message) from None
                 sub = _Builder(self.file, 0)
                 expr = sub.expr(tree)
@@ -346,7 +348,7 @@ def _syntax(exc: lark.exceptions.UnexpectedInput, text: str) -> _Syntax:
         return _Syntax(line, col, f"unexpected character {ch!r}")
     if isinstance(exc, lark.exceptions.UnexpectedToken):
         tok = exc.token
-        expected = sorted({FRIENDLY.get(t, t) for t in exc.expected if not t.startswith("__")})
+        expected = sorted({FRIENDLY.get(t, t) for t in exc.expected if t in FRIENDLY})
         exp = ", ".join(expected[:8]) + (", …" if len(expected) > 8 else "")
         if tok.type == "$END":
             lines = text.rstrip().split("\n")
@@ -358,6 +360,8 @@ def _syntax(exc: lark.exceptions.UnexpectedInput, text: str) -> _Syntax:
         length = max(len(value), 1)
         if tok.type == "ASSIGN":
             return _Syntax(line, col, "unexpected '=': compare with ==", length)
+        if tok.type == "NAME" and "THEN" in exc.expected:
+            return _Syntax(line, col, f"unexpected '{value}': is THEN missing before the actions?", length)
         if tok.type == "BAD_DURATION":
             return _Syntax(
                 line,

@@ -32,14 +32,13 @@ class PointState:
 class Window:
     """Samples of one point over the last `span` ns; sum, min, max kept as samples come and go."""
 
-    __slots__ = ("hi", "lo", "mm", "pops", "q", "span", "total")
+    __slots__ = ("hi", "lo", "mm", "q", "span", "total")
 
     def __init__(self, span: int, mm: bool) -> None:
         self.span = span
         self.mm = mm
         self.q: deque[tuple[int, Any]] = deque()
         self.total = 0.0
-        self.pops = 0
         self.lo: deque[tuple[int, Any]] = deque()
         self.hi: deque[tuple[int, Any]] = deque()
 
@@ -67,17 +66,17 @@ class Window:
             _, old = q.popleft()
             if old.__class__ is not str:
                 self.total -= old
-            self.pops += 1
         if self.mm:
             while self.lo and self.lo[0][0] <= cut:
                 self.lo.popleft()
             while self.hi and self.hi[0][0] <= cut:
                 self.hi.popleft()
-        if self.pops > 10_000:  # float sums drift as samples come and go: add again now and then
-            self.pops = 0
-            self.total = math.fsum(v for _, v in q if v.__class__ is not str)
         if not q:
             self.total = 0.0
+
+    def resum(self) -> None:
+        """A running float sum drifts as samples come and go: the engine adds it up again now and then."""
+        self.total = math.fsum(v for _, v in self.q if v.__class__ is not str)
 
     def avg(self, t: int) -> Any:
         q = self.q
