@@ -379,3 +379,30 @@ async def test_a_rules_directory_replaced_or_removed_is_watched_again(tmp_path: 
         await eventually(lambda: loaded() == ["third"], what="the recreated directory's rules")
         save(rules_dir / "c.rules", rule("fourth"))
         await eventually(lambda: loaded() == ["fourth"], what="an edit in the recreated directory")
+
+
+async def test_publish_reaches_its_absolute_topic(
+    mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
+) -> None:
+    dev = await modbus_tcp_server({1: {"hr": [42, 50]}})
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "p.rules").write_text(
+        'RULE share\n  EVERY 1s THEN publish("plant/boiler/temp_avg", avg(boiler.temp, 1m))\nEND\n'
+        'RULE sneaky\n  EVERY 1s THEN publish("picogate/gw1/cmd/boiler/burner/set", 1)\nEND\n'
+    )
+    with recorder(mosquitto.host, mosquitto.port, "#") as rec:
+        async with running_gateway(config(tmp_path, mosquitto.port, dev.port, rules_dir)) as gw:
+            msgs = await wait_msgs(
+                rec,
+                lambda ms: any(m.topic == "plant/boiler/temp_avg" and m.json()["v"] == 42 for m in ms),
+                what="the published average",
+            )
+            body = next(m for m in msgs if m.topic == "plant/boiler/temp_avg" and m.json()["v"] == 42)
+            assert not body.retain
+            assert body.json()["rule"] == "share"
+            assert set(body.json()) == set(doc_example("Messages from publish()"))
+            # a rule may not publish into the gateway's own command topics
+            assert rules_of(gw).stats.publish_refused >= 1
+            assert rec.on(f"{ROOT}/cmd/boiler/burner/set") == []
+            assert dev.get_coils(1, 0) == [False]

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
+import watchfiles  # (imported at start: its first import, anyio's, would hold the loop ~100 ms)
 
 from picogate._model import Reading
 from picogate._outbox import Envelope
@@ -688,8 +689,6 @@ class LiveRules:
     async def _watch(self) -> None:
         """Watch the directory; once a second also check that it is still the same directory (a
         deploy that renames a new directory over the old one, or removes and recreates it)."""
-        import watchfiles
-
         while not self._stop.is_set():
             watched = self._identity()
             if watched is None:
@@ -744,6 +743,7 @@ class LiveRules:
 
     async def _timers(self) -> None:
         """Run the engine's timers (FOR, EVERY, age) when due, readings or not."""
+        ticked_at: int | None = None
         while True:
             self._timer_wakeup.clear()
             if self.loading:  # the load's catch-up wakes this task
@@ -762,6 +762,9 @@ class LiveRules:
                         async with asyncio.timeout(delay):
                             await self._timer_wakeup.wait()
                     continue  # woken early (new deadline) or due now: look again
+                if deadline == ticked_at:  # the tick did not move it: do not spin on it
+                    await asyncio.sleep(0.01)
+                ticked_at = deadline
                 await self._tick()
                 await asyncio.sleep(0)  # a busy engine still lets the loop breathe
             else:
@@ -952,6 +955,10 @@ class LiveRules:
                 for task in tasks:
                     task.cancel()
         finally:
+            writes = list(self.actions.writes)  # the devices' links are stopping too
+            for task in writes:
+                task.cancel()
+            await asyncio.gather(*writes, return_exceptions=True)
             await self._drain_queue()
             await self.worker.close()
 
