@@ -253,7 +253,8 @@ async def test_reload_keeps_state_of_unchanged_rules_and_clears_removed_active_o
             # the changed rule starts fresh: 90 °C is still above 85, so it fires again
             await wait_msgs(rec, has_alert("edited", "active", count=2), what="edited fires again")
             assert alerts(rec, "edited", "active")[-1]["message"] == "edited v2"
-            assert [c["message"] for c in alerts(rec, "edited", "cleared")] == ["edited v1"]  # the old one cleared
+            # the old version was cleared first
+            assert [c["message"] for c in alerts(rec, "edited", "cleared")] == ["edited v1"]
             # the unchanged one kept its state: active, not fired a second time
             polls = gw.pipeline.received
             await eventually(lambda: gw.pipeline.received >= polls + 5, what="polls after the reload")
