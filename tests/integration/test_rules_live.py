@@ -195,8 +195,16 @@ async def test_good_bad_good_reload_keeps_last_good_and_reports_errors(
             # good → bad: a typo in a new file and in the old one
             save(rules_dir / "typo.rules", 'ON boiler.tmp > 85 THEN alert("typo")\n')
             save(hot, 'RULE hot\n  ON boiler.temp > 85\n  THEN alert("hot") ; set(boiler.temp, 1)\nEND\n')
-            msgs = await wait_msgs(rec, has_status(lambda s: not s["ok"]), what="error status")
-            bad = next(m.json() for m in msgs if m.topic == STATUS and not m.json()["ok"])
+            # (the two saves may be one reload or two: wait for the attempt that saw both)
+            both = has_status(
+                lambda s: not s["ok"] and len(s["attempt"]["files"]) == 2 and len(s["errors"]) >= 2
+            )
+            msgs = await wait_msgs(rec, both, what="error status for both files")
+            bad = next(
+                m.json()
+                for m in msgs
+                if m.topic == STATUS and not m.json()["ok"] and len(m.json()["errors"]) >= 2
+            )
             assert bad["version"] == good_version  # the last good set is still the one running
             assert bad["files"] == ["hot.rules"]
             assert set(bad["attempt"]["files"]) == {"hot.rules", "typo.rules"}
