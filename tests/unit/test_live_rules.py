@@ -304,3 +304,21 @@ async def test_metrics_show_reloads_states_and_failures(gateway: Gateway, tmp_pa
     assert "picogate_rules_errors 1.0" in text
     assert 'picogate_rules{state="idle"} 1.0' in text  # the last good set's rule
     assert 'picogate_rules_failures_total{kind="engine"} 0.0' in text
+
+
+async def test_the_demo_view_shows_rule_states_and_reload_errors(gateway: Gateway, tmp_path: Path) -> None:
+    from picogate.demo._rules_view import rules_panel, rules_summary
+
+    await gateway.pipeline.emit([Reading("boiler", "temp", 90.0, 1)])
+    panel = rules_panel(gateway)
+    assert panel is not None
+    assert "1 rule from 1 file" in panel.plain
+    assert "● hot active" in panel.plain
+    assert "reload failed" not in panel.plain
+    (tmp_path / "rules" / "a.rules").write_text('ON boiler.tmp > 1 THEN alert("x")\n')
+    await live_rules(gateway).reload()  # type: ignore[union-attr]
+    panel = rules_panel(gateway)
+    assert panel is not None
+    assert "reload failed, last good set kept: a.rules:1:4:" in panel.plain
+    assert "● hot active" in panel.plain  # still running
+    assert rules_summary(gateway) == " | rules 1 active, 1 errors in the last reload"

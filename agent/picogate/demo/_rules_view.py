@@ -24,9 +24,13 @@ def rules_panel(gw: Gateway, *, max_errors: int = 2) -> Text | None:
     text = Text("  ")
     text.append("rules ", style="bold")
     rules: dict[str, dict[str, object]] = status["rules"]
-    version = status["version"] or "none loaded"
-    text.append(f"{version} ({len(rules)} from {len(status['files'])} files", style="dim")
-    text.append(f", edit {live.directory})  ", style="dim")
+    files = len(status["files"])
+    loaded = f"version {status['version']}" if status["version"] else "none loaded"
+    text.append(
+        f"{loaded}: {len(rules)} rule{'s' * (len(rules) != 1)} from {files} file{'s' * (files != 1)}"
+        f" in {live.directory}  ",
+        style="dim",
+    )
     for rule_id, rule in rules.items():
         state = str(rule.get("state", "unknown"))
         text.append("● ", style=_STATE_STYLE.get(state, ""))
