@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import pickle
 import signal
 import sys
@@ -158,6 +159,8 @@ def _read_frame(stream: IO[bytes]) -> Any:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the gateway decides
+    with contextlib.suppress(OSError):
+        os.nice(5)  # on a busy or single-core gateway the data path comes first, a reload second
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the frames
     with contextlib.suppress(EOFError, BrokenPipeError, KeyboardInterrupt):
