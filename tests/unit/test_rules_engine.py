@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 
 import pytest
 
@@ -393,3 +394,62 @@ def test_status_shape() -> None:
 def test_duplicate_identical_anonymous_rules_are_an_error() -> None:
     with pytest.raises(RuleErrors, match="same rule is defined twice"):
         Harness.compile('ON boiler.temp > 85 THEN alert("x")\nON boiler.temp > 85 THEN alert("x")')
+
+
+def test_for_on_a_rule_of_two_points_and_on_a_window() -> None:
+    h = Harness(
+        'RULE two ON boiler.temp > 85 AND tank.level < 10 FOR 5s THEN log("two") END\n'
+        'RULE win ON avg(boiler.temp, 1m) > 85 FOR 5s THEN log("win") END'
+    )
+    h.feed(1, "tank.level", 5.0)
+    h.feed(2, "boiler.temp", 90.0)
+    h.feed(4, "tank.level", 6.0)  # still true: the timer keeps running
+    h.advance(7)
+    assert h.acts.take() == [("log", "two", "two"), ("log", "win", "win")]
+    assert h.transitions == [("two", "fired", 7 * S), ("win", "fired", 7 * S)]
+
+
+def test_a_window_that_empties_with_time_clears_the_rule() -> None:
+    h = Harness('RULE w ON avg(boiler.temp, 10s) > 85 THEN alert("hot") END')
+    h.feed(1, "boiler.temp", 90.0)
+    assert [e[4] for e in h.acts.take()] == ["active"]
+    h.advance(30)  # no reading: the sample leaves the window; avg is unknown, no transition
+    assert h.acts.take() == []
+    st = h.state("w")
+    assert st["state"] == "active"
+    h.feed(31, "boiler.temp", 50.0)
+    assert [e[4] for e in h.acts.take()] == ["cleared"]
+
+
+def test_a_let_over_a_window_is_recomputed_by_its_timer() -> None:
+    h = Harness("LET boiler.temp_avg = avg(boiler.temp, 10s)")
+    h.feed(1, "boiler.temp", 10.0)
+    h.feed(2, "boiler.temp", 20.0)
+    h.advance(20)
+    values = [(r.ts // S, r.value) for r in h.lets]
+    assert (1, 10.0) in values
+    assert (2, 15.0) in values
+    assert (5, 15.0) in values  # recomputed each second without readings
+    assert values[-1][1] is None  # the samples left the window: unknown, published as bad
+    assert h.lets[-1].quality is BAD
+
+
+def test_time_of_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        h = Harness(
+            'RULE night ON hour() >= 22 OR hour() < 6 THEN log("night {hour()}:{minute()} day {weekday()}") END'
+        )
+        h.advance(1)  # 00:00:01 is night
+        assert h.acts.take() == [("log", "night", "night 0:0 day 4")]  # 1970-01-01 was a Thursday
+        h.advance(21 * 3600 + 59 * 60)
+        assert h.transitions[-1] == ("night", "cleared", 6 * 3600 * S)
+        assert h.acts.take() == []
+        h.advance(22 * 3600 + 1)  # no reading: re-checked by its timer
+        assert h.acts.take() == [("log", "night", "night 22:0 day 4")]
+        h.advance(30 * 3600 + 1)
+        assert h.transitions[-1] == ("night", "cleared", 30 * 3600 * S)
+    finally:
+        monkeypatch.undo()
+        time.tzset()

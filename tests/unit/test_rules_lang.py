@@ -209,3 +209,19 @@ def test_cli_test_bad_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         csv.write_text(text, encoding="utf-8")
         assert main(["rules", "test", str(r), "--replay", str(csv)]) == 1
         assert msg in capsys.readouterr().err
+
+
+REPLAY = Path(__file__).resolve().parents[1] / "cases" / "rules" / "replay"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in REPLAY.iterdir()))
+def test_replay_case(name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/cases/rules/replay/NAME/{test.rules, readings.csv, expected}: `rules test` output."""
+    case = REPLAY / name
+    monkeypatch.chdir(case)
+    assert main(["rules", "test", "test.rules", "--replay", "readings.csv"]) == 0
+    got = capsys.readouterr().out
+    expected = case / "expected"
+    if os.environ.get("PICOGATE_REGEN"):
+        expected.write_text(got, encoding="utf-8")
+    assert got == expected.read_text(encoding="utf-8")

@@ -15,13 +15,31 @@ NUM, BOOL, STR, ANY = "number", "bool", "string", "any"
 SEVERITIES = ("info", "warning", "critical")
 VALUE_FUNCS = (
     "abs", "round", "floor", "ceil", "sqrt", "min", "max", "avg", "sum", "count", "rate", "delta",
-    "changed", "age", "offline", "quality", "good",
+    "changed", "age", "offline", "quality", "good", "hour", "minute", "weekday",
 )  # fmt: skip
+CLOCK_FUNCS = ("hour", "minute", "weekday")  # the gateway's local time
 WINDOW_FUNCS = ("avg", "min", "max", "sum", "count", "rate", "delta")
 POINT_FUNCS = ("changed", "age", "offline", "quality", "good")
-TIME_FUNCS = ("age", *WINDOW_FUNCS)  # their value moves with time: the rule is re-checked by a timer
+TIME_FUNCS = (
+    "age",
+    *WINDOW_FUNCS,
+    *CLOCK_FUNCS,
+)  # their value moves with time: the rule is re-checked by a timer
 ACTIONS = ("alert", "set", "publish", "log")
 MAX_WINDOW_S = 86400.0
+MAX_DEPTH = 32  # nested operations in one expression (the generated code must stay compilable)
+
+
+def depth(e: object) -> int:
+    if isinstance(e, A.Unary):
+        return 1 + depth(e.operand)
+    if isinstance(e, A.Binary):
+        return 1 + max(depth(e.left), depth(e.right))
+    if isinstance(e, A.Call):
+        return 1 + max([depth(a) for a in e.args] + [depth(k.value) for k in e.kwargs] + [0])
+    if isinstance(e, A.Str):
+        return 1 + max([depth(p.expr) for p in e.parts if isinstance(p, A.Part)] + [0])
+    return 0
 
 
 @dataclass(slots=True)
@@ -127,6 +145,14 @@ class Checker:
     # ------------------------------------------------------------------ expressions
 
     def expr(self, e: A.Expr) -> str:
+        if isinstance(e, A.Unary | A.Binary | A.Call | A.Str) and depth(e) > MAX_DEPTH:
+            self.err(
+                e.pos, f"expression nested too deeply (more than {MAX_DEPTH} operations): split it with LET"
+            )
+            return ANY
+        return self._expr(e)
+
+    def _expr(self, e: A.Expr) -> str:
         if isinstance(e, A.Num | A.Dur):
             return NUM
         if isinstance(e, A.Bool):
@@ -223,6 +249,10 @@ class Checker:
                 self.err(d.pos, f"the window of {f}() is a duration, like 5m")
             elif d.seconds <= 0 or d.seconds > MAX_WINDOW_S:
                 self.err(d.pos, f"a window must be longer than 0 and at most 1d, not {d.text}")
+            return NUM
+        if f in CLOCK_FUNCS:
+            if args:
+                self.err(args[0].pos, f"{f}() takes no arguments: {f}() is the gateway's local time")
             return NUM
         if f in POINT_FUNCS or f == "delta":
             if len(args) != 1 or not isinstance(args[0], A.Ref):

@@ -144,6 +144,8 @@ class Gen:
         f, args = c.func, c.args
         if f in TIME_FUNCS:
             self.time_dependent = True
+        if f in ("hour", "minute", "weekday"):
+            return f"_{f}(t)"
         if len(args) == 2 and isinstance(args[1], A.Dur) and isinstance(args[0], A.Ref) and f in (
             "avg", "min", "max", "sum", "count", "rate", "delta",
         ):  # fmt: skip
@@ -247,13 +249,13 @@ class Gen:
         self.time_dependent = False
         if r.kind == "on":
             body = self.body(j, r)  # also finds out whether the rule depends on time
-            if (
-                r.hold is not None
-                or self.time_dependent
-                or len({x.key for x in refs((r.when, r.clear))}) != 1
-            ):
-                self.emit(f"def R{j}(t):", *body, "")  # for the timers, or for handlers to share
-                if len({x.key for x in refs((r.when, r.clear))}) != 1:
+            # A function of its own when a timer re-evaluates the rule (its value moves with time)
+            # or when several points' handlers share it; else only inlined in its point's handler.
+            # (A FOR timer alone needs none: without a reading the condition cannot have changed.)
+            shared = len({x.key for x in refs((r.when, r.clear))}) != 1
+            if self.time_dependent or shared:
+                self.emit(f"def R{j}(t):", *body, "")
+                if shared:
                     return self.actions_of(j, r, ptypes)
             self.bodies[j] = r
         self.actions_of(j, r, ptypes)

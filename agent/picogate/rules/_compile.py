@@ -74,6 +74,7 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
     ids: dict[str, A.Rule | A.Let] = {}
     infos: list[tuple[str, str, A.Rule | A.Let]] = []
     every: list[A.Rule | A.Let] = [*checked.lets, *checked.rules]
+    st: A.Rule | A.Let
     for st in every:
         text = canon(st)
         if isinstance(st, A.Let):
@@ -152,7 +153,19 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
         lets, rules = by_point.get(i, ([], []))
         g.handler(i, ptypes.get(key, ANY), lets, rules)
     source = "\n".join(g.lines) + "\n"
-    code = marshal.dumps(compile(source, "<rules>", "exec"))
+    try:
+        code = marshal.dumps(compile(source, "<rules>", "exec"))
+    except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:  # a limit of Python's compiler
+        head = every[0] if every else None
+        raise RuleErrors(
+            [
+                error(
+                    head.file if head else "",
+                    head.pos if head else A.Pos(1, 1),
+                    f"the rules are too complex to compile ({exc})",
+                )
+            ]
+        ) from None
     version = _hash("\0".join(f"{n}\0{files[n]}" for n in sorted(files)) + source)
     return RuleSet(
         version=version,

@@ -218,8 +218,11 @@ class RuleEngine:
             if not s.live:
                 continue
             if kind == _FOR:
-                if s.due == due and not s.active and s.step is not None:
-                    s.step(due)
+                if s.due == due and not s.active:
+                    if s.step is not None:  # re-evaluated: a condition that moves with time
+                        s.step(due)
+                    else:  # held since the last reading, which would have reset the timer
+                        self._fire(s, due)
             elif kind == _EVERY:
                 if s.every_next == due:
                     span = self._recheck[s.id]

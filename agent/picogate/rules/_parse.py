@@ -395,13 +395,29 @@ def _chunks(text: str) -> list[tuple[int, str]]:
     return [(i, "\n".join(ls)) for i, ls in out]
 
 
+_CACHE: dict[tuple[str, str], tuple[list[A.Statement], list[RuleError]]] = {}
+_CACHE_FILES = 256
+
+
 def parse_file(file: str, text: str) -> tuple[list[A.Statement], list[RuleError]]:
-    """Every statement of a file, and every syntax error in it."""
+    """Every statement of a file, and every syntax error in it.  An unchanged file is not parsed
+    again (a reload after editing one file of many parses that one); the AST is not mutated later."""
+    key = (file, text)
+    hit = _CACHE.get(key)
+    if hit is None:
+        hit = _parse_file(file, text)
+        if len(_CACHE) >= _CACHE_FILES:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = hit
+    return list(hit[0]), list(hit[1])
+
+
+def _parse_file(file: str, text: str) -> tuple[list[A.Statement], list[RuleError]]:
     lines = text.split("\n")
     try:
         tree = _parser().parse(text, start="start")
         return _Builder(file, 0).statements(tree), []
-    except (lark.exceptions.UnexpectedInput, _Fail):
+    except (lark.exceptions.UnexpectedInput, _Fail, RecursionError):
         pass
     stmts: list[A.Statement] = []
     errors: list[RuleError] = []
@@ -416,6 +432,8 @@ def parse_file(file: str, text: str) -> tuple[list[A.Statement], list[RuleError]
             errors.append(_error(file, lines, s.line + start, s.col, s.message, None, s.length))
         except _Fail as f:
             errors.append(_error(file, lines, f.pos.line, f.pos.col, f.message, f.suggestion, f.pos.length))
+        except RecursionError:
+            errors.append(_error(file, lines, start + 1, 1, "statement nested too deeply", None))
     return stmts, errors
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -237,6 +238,24 @@ def _math(name: str) -> Callable[[Any], Any]:
     return lambda x: f(x)
 
 
+def _local(t: int) -> time.struct_time:
+    return time.localtime(t // NS)
+
+
+def hour(t: int) -> int:
+    """0..23 in the gateway's local time."""
+    return _local(t).tm_hour
+
+
+def minute(t: int) -> int:
+    return _local(t).tm_min
+
+
+def weekday(t: int) -> int:
+    """1 (Monday) .. 7 (Sunday), as ISO 8601 numbers them."""
+    return _local(t).tm_wday + 1
+
+
 BAD = Quality.BAD
 HELPERS: dict[str, Any] = {
     "_BAD": BAD,
@@ -250,4 +269,7 @@ HELPERS: dict[str, Any] = {
     "_floor": _math("floor"),
     "_ceil": _math("ceil"),
     "_sqrt": _math("sqrt"),
+    "_hour": hour,
+    "_minute": minute,
+    "_weekday": weekday,
 }
