@@ -416,3 +416,30 @@ async def test_publish_reaches_its_absolute_topic(
             assert rules_of(gw).stats.publish_refused >= 1
             assert rec.on(f"{ROOT}/cmd/boiler/burner/set") == []
             assert dev.get_coils(1, 0) == [False]
+
+
+async def test_status_after_a_broker_outage_is_the_current_one(
+    mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
+) -> None:
+    """A reload while the broker is away: once it is back, the retained status says so."""
+    dev = await modbus_tcp_server({1: {"hr": [20, 50]}})
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "a.rules").write_text('RULE hot\n  ON boiler.temp > 85\n  THEN alert("hot")\nEND\n')
+    async with running_gateway(config(tmp_path, mosquitto.port, dev.port, rules_dir)) as gw:
+        live = rules_of(gw)
+        with recorder(mosquitto.host, mosquitto.port, STATUS) as rec:
+            await wait_msgs(rec, has_status(lambda s: s["ok"]), what="status before the outage")
+        mosquitto.stop()
+        save(rules_dir / "a.rules", 'RULE hot\n  ON boiler.tmp > 85\n  THEN alert("hot")\nEND\n')
+        await eventually(lambda: not live.attempt.ok, what="the failed reload")
+        mosquitto.start()
+        # (the MQTT sink notices the lost connection when it next has data to deliver)
+        dev.set_holding(1, 0, 21)
+        with recorder(mosquitto.host, mosquitto.port, STATUS) as rec:
+            await wait_msgs(rec, has_status(lambda s: not s["ok"]), what="status after the outage")
+        # and it is retained: a later subscriber gets the failed reload, not the state before it
+        with recorder(mosquitto.host, mosquitto.port, STATUS) as rec:
+            msgs = await wait_msgs(rec, lambda ms: bool(ms), what="the retained status")
+            assert msgs[0].retain
+            assert not msgs[0].json()["ok"]

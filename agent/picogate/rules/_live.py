@@ -411,6 +411,8 @@ class LiveRules:
         self._sleep_until: int | None = None
         self._status_now = asyncio.Event()
         self._last_status: Any = None
+        self._status_unsent = False
+        self._status_client: object = None
         self._engine_failures_logged = 0
         self.reload_done: list[Callable[[_Attempt], None]] = []
         """Called after every reload attempt (tests, the demo's view)."""
@@ -868,14 +870,20 @@ class LiveRules:
         if self.loading:
             self._status_now.set()  # once loaded
             return
+        mqtt = self.gw.parts.mqtt
+        reconnected = mqtt is not None and mqtt.client is not None and mqtt.client is not self._status_client
         body = self.status()
-        if not force and body == self._last_status:
+        if not force and not reconnected and not self._status_unsent and body == self._last_status:
             return
         self._last_status = body
-        if self.topics is None:
+        if self.topics is None or mqtt is None:
             return
+        # The status describes the present: it is not queued in the outbox while the broker is
+        # away (a backlog of stale snapshots, 100 kB each with 1,000 rules, would only overwrite
+        # one another), but sent on the live connection, and again as soon as the broker is back.
         payload = orjson.dumps({**body, "ts": _ms(time.time_ns())}, default=str)
-        self.actions._enqueue(Envelope(MQTT_SINK, self.topics.rules_status, payload, 1, True))
+        self._status_unsent = not mqtt.publish_now(self.topics.rules_status, payload, qos=1, retain=True)
+        self._status_client = None if self._status_unsent else mqtt.client  # a new connection: again
 
     async def _status_loop(self) -> None:
         self._publish_status(force=True)
