@@ -443,3 +443,26 @@ async def test_status_after_a_broker_outage_is_the_current_one(
             msgs = await wait_msgs(rec, lambda ms: bool(ms), what="the retained status")
             assert msgs[0].retain
             assert not msgs[0].json()["ok"]
+
+
+async def test_a_rules_directory_symlink_swapped_by_a_deploy_is_followed(tmp_path: Path) -> None:
+    """`/etc/picogate/rules -> releases/v1/rules`, then the link is replaced to point at v2."""
+    releases = tmp_path / "releases"
+    for version in ("v1", "v2"):
+        (releases / version).mkdir(parents=True)
+        (releases / version / "a.rules").write_text(
+            f'RULE {version}\n  EVERY 1h THEN log("{version}")\nEND\n'
+        )
+    link = tmp_path / "rules"
+    link.symlink_to(releases / "v1")
+    cfg = base_config(tmp_path, 1, [], mqtt={"enabled": False}, rules={"dir": str(link), "debounce": "50ms"})
+    async with running_gateway(cfg) as gw:
+        live = rules_of(gw)
+        assert live.loaded is not None
+        assert [r.id for r in live.loaded.rules] == ["v1"]
+        new_link = tmp_path / "rules.new"
+        new_link.symlink_to(releases / "v2")
+        new_link.replace(link)  # atomic, as deploy tools do it
+        await eventually(
+            lambda: live.loaded is not None and [r.id for r in live.loaded.rules] == ["v2"], what="v2 loaded"
+        )

@@ -226,7 +226,7 @@ class LiveActions:
     """What the rules do to the world, in the gateway (the `Actions` of picogate.rules).
 
     Called synchronously from the engine, inside the pipeline: alerts and publish() are queued here
-    and handed to the outbox by `flush()` (a task of the service); set() starts a write through the
+    and handed to the outbox by the service's `_flush` task; set() starts a write through the
     command router whose outcome goes back to the engine.
     """
 
@@ -385,7 +385,7 @@ class LiveRules:
     def __init__(self, gw: Gateway, config: RulesSection, *, worker: CompilerWorker | None = None) -> None:
         self.gw = gw
         self.config = config
-        self.directory = config.dir.resolve()
+        self.directory = config.dir.absolute()  # not resolve(): a symlink swapped by a deploy is followed
         mqtt = gw.config.mqtt
         self.topics = gw.parts.topics if mqtt.enabled else None
         self.qos = mqtt.qos
@@ -412,6 +412,7 @@ class LiveRules:
         self._status_now = asyncio.Event()
         self._last_status: Any = None
         self._status_unsent = False
+        self._loaded_identity: tuple[int, int] | None = None
         self._status_client: object = None
         self._engine_failures_logged = 0
         self.reload_done: list[Callable[[_Attempt], None]] = []
@@ -432,6 +433,7 @@ class LiveRules:
         # Frozen before the rules are loaded, so that the rule sets themselves stay collectable.
         gc.collect()
         gc.freeze()
+        self._loaded_identity = self._identity()
         outcome = run_job(self._job(last_digest=""))
         self._apply_sync(outcome, total_s=outcome.compile_s)
         gw = self.gw
@@ -690,16 +692,18 @@ class LiveRules:
 
     async def _watch(self) -> None:
         """Watch the directory; once a second also check that it is still the same directory (a
-        deploy that renames a new directory over the old one, or removes and recreates it)."""
+        deploy that renames a new directory or a symlink over it, or removes and recreates it)."""
+        watched = self._loaded_identity  # the directory the rules were first read from
         while not self._stop.is_set():
-            watched = self._identity()
-            if watched is None:
-                self.request_reload()  # reports that the directory is missing
-                while self._identity() is None and not self._stop.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(1.0):
-                            await self._stop.wait()
-                self.request_reload()
+            current = self._identity()
+            if current != watched:
+                log.info("rules: %s was removed or replaced", self.directory)
+                self.request_reload()  # (reports a missing directory)
+                watched = current
+            if current is None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._stop.wait()
                 continue
             try:
                 async for changes in watchfiles.awatch(
@@ -718,12 +722,9 @@ class LiveRules:
                         log.debug("rules: changed: %s", sorted(p for _, p in changes))
                         self.request_reload()
                     if self._identity() != watched:
-                        log.info("rules: %s was removed or replaced; watching it again", self.directory)
-                        self.request_reload()
-                        break
+                        break  # watch the new one
             except (OSError, RuntimeError) as exc:  # the directory went away under the watcher
                 log.warning("rules: watching %s stopped: %s", self.directory, exc)
-                self.request_reload()
                 await asyncio.sleep(0.5)
 
     # ------------------------------------------------------------------ timers
