@@ -322,3 +322,54 @@ async def test_the_demo_view_shows_rule_states_and_reload_errors(gateway: Gatewa
     assert "reload failed, last good set kept: a.rules:1:4:" in panel.plain
     assert "● hot active" in panel.plain  # still running
     assert rules_summary(gateway) == " | rules 1 active, 1 errors in the last reload"
+
+
+async def test_let_points_join_and_leave_the_registry_with_their_rules(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    live = live_rules(gateway)
+    assert live is not None
+    (tmp_path / "rules" / "let.rules").write_text('LET boiler.temp_f = boiler.temp * 9 / 5 + 32 UNIT "°F"\n')
+    assert (await live.reload()).ok
+    info = gateway.registry.find("boiler", "temp_f")
+    assert info is not None
+    assert (info.unit, info.writable, info.origin) == ("°F", False, "rules")
+    await gateway.pipeline.emit([Reading("boiler", "temp", 100.0, 1)])
+    assert gateway.pipeline.latest[("boiler", "temp_f")].value == 212.0  # derived, published like a point
+    (tmp_path / "rules" / "let.rules").unlink()
+    assert (await live.reload()).ok
+    assert gateway.registry.find("boiler", "temp_f") is None
+
+
+async def test_a_let_may_not_take_a_point_a_source_added_meanwhile(gateway: Gateway, tmp_path: Path) -> None:
+    live = live_rules(gateway)
+    assert live is not None
+    (tmp_path / "rules" / "let.rules").write_text("LET boiler.extra = boiler.temp * 2\n")
+    job = live._job(last_digest="")
+    gateway.registry.add(
+        PointInfo("boiler", "extra", PointType.FLOAT64, origin="pico")
+    )  # after the compile's view
+    outcome = await live.worker.compile(job, timeout=30)
+    await live._apply(outcome, started=0.0)
+    assert not live.attempt.ok
+    assert (
+        "LET boiler.extra: a point of that name already exists (from pico)" in live.attempt.errors[0].message
+    )
+    assert live.attempt.errors[0].file == "let.rules"
+    await live.worker.close()
+
+
+async def test_rules_disabled_attach_nothing(tmp_path: Path) -> None:
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    cfg = GatewayConfig.model_validate(
+        {
+            "gateway": {"id": "gw", "data_dir": str(tmp_path / "data")},
+            "mqtt": {"enabled": False},
+            "metrics": {"enabled": False},
+            "rules": {"dir": str(rules_dir), "enabled": False},
+        }
+    )
+    async with Gateway(cfg) as gw:
+        assert live_rules(gw) is None
+        assert gw.pipeline.processors == []
