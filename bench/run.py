@@ -715,7 +715,8 @@ def scenario_r(ctx: Ctx) -> dict[str, Any]:
         out[mix] = r
         say(f"   {mix} ({' + '.join(r['kinds'])}): {r['readings_per_s']:,} readings/s through process(),")
         say(
-            f"      {r['readings_per_s_with_timers']:,} with the timers; compile {r['compile_ms']} ms, load {r['load_ms']} ms"
+            f"      {r['readings_per_s_with_timers']:,} with the timers; compile {r['compile_ms']} ms, load {r['load_ms']} ms,"
+            f" one rule added: {r['one_rule_added_compile_and_reload_ms']} ms"
         )
     say("   by kind (3 rules of one kind per reading): " + ", ".join(
         f"{k} {v:,}" for k, v in out["standard"]["readings_per_s_by_kind"].items()

@@ -453,3 +453,32 @@ def test_time_of_day(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_prepare_then_swap_with_readings_in_between() -> None:
+    h = Harness('RULE a ON boiler.temp > 85 FOR 10s THEN alert("a") END')
+    h.feed(1, "boiler.temp", 90)
+    prep = h.engine.prepare(
+        Harness.compile(
+            'RULE a ON boiler.temp > 85 FOR 10s THEN alert("a") END\nRULE b ON tank.level > 1 THEN log("b") END'
+        )
+    )
+    h.feed(2, "boiler.temp", 80)  # the running set still runs: the FOR timer is reset
+    h.feed(3, "boiler.temp", 95)  # and started again at 3 s
+    assert set(h.engine.status()["rules"]) == {"a"}
+    h.engine.swap(prep)
+    assert set(h.engine.status()["rules"]) == {"a", "b"}
+    h.advance(12.9)
+    assert h.acts.take() == []
+    h.advance(13)
+    assert [e[3] for e in h.acts.take()] == ["a"]
+
+
+def test_swap_of_a_stale_prepare_prepares_again() -> None:
+    h = Harness('RULE a ON boiler.temp > 85 THEN log("a") END')
+    prep = h.engine.prepare(Harness.compile('RULE b ON boiler.temp > 85 THEN log("b") END'))
+    h.engine.load(Harness.compile('RULE c ON boiler.temp > 85 THEN log("c") END'))
+    h.engine.swap(prep)
+    assert set(h.engine.status()["rules"]) == {"b"}
+    h.feed(1, "boiler.temp", 90)
+    assert h.acts.take() == [("log", "b", "b")]

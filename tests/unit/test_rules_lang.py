@@ -113,7 +113,7 @@ def test_no_operator_text_in_generated_source() -> None:
     )
     assert "__import__" not in rs.source
     assert "pwned" not in rs.source
-    assert any(evil in str(c) for c in rs.consts)
+    assert any(evil in str(c) for c in rs.consts.values())
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -202,6 +202,8 @@ def test_cli_test_bad_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     for text, msg in [
         ("1,boiler,temp\n", "expected ts,device,point,value"),
         ("yesterday,boiler,temp,3\n", "bad timestamp"),
+        ("1e999,boiler,temp,3\n", "bad timestamp"),
+        ("nan,boiler,temp,3\n", "bad timestamp"),
         ("1,boiler,temp,3,great\n", "quality is good, bad or uncertain"),
         ("", "no readings"),
     ]:
@@ -225,3 +227,16 @@ def test_replay_case(name: str, capsys: pytest.CaptureFixture[str], monkeypatch:
     if os.environ.get("PICOGATE_REGEN"):
         expected.write_text(got, encoding="utf-8")
     assert got == expected.read_text(encoding="utf-8")
+
+
+def test_string_escapes() -> None:
+    rs = compile_rules({"a": r'EVERY 1s THEN log("a\{b\}c\\d\"e\n{{x}}\t" + ' + r"'\'q')"}, None)
+    assert 'a{b}c\\d"e\n{x}\t' in rs.consts.values()
+    assert "'q" in rs.consts.values()
+
+
+def test_byte_order_mark_and_crlf() -> None:
+    rs = compile_rules({"a": '\ufeffON boiler.temp > 1\r\n  THEN log("x")\r\n'}, POINTS)
+    assert len(rs.rules) == 1
+    (e,) = errors_of('ON boiler.temp > 1\r\nTHEN lg("x")\r\n')
+    assert e.format().splitlines()[1:] == ['  THEN lg("x")', "       ^~"]

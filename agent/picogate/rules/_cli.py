@@ -116,6 +116,8 @@ def _parse_ts(text: str) -> int:
         if d.tzinfo is None:
             d = d.replace(tzinfo=dt.UTC)
         return int(d.timestamp() * 1e9)
+    if not -1e11 < x < 1e19:  # beyond year 5000 in seconds, or not a number (nan, inf)
+        raise ValueError(text)
     if x > 1e15:  # already nanoseconds
         return int(x)
     return round(x * 1e9)
@@ -161,7 +163,7 @@ def read_replay(path: Path, points: list[PointInfo] | None) -> list[Reading] | s
                     return f"{path}:{n}: expected ts,device,point,value[,quality], got {len(row)} column(s)"
                 try:
                     ts = _parse_ts(row[0])
-                except ValueError:
+                except (ValueError, OverflowError):
                     return f"{path}:{n}: bad timestamp {row[0]!r} (seconds since 1970, or ISO 8601)"
                 dev, pt = row[1].strip(), row[2].strip()
                 value = _value(row[3], types.get(f"{dev}.{pt}"))

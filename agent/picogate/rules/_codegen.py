@@ -12,6 +12,7 @@ from picogate.rules import _ast as A
 from picogate.rules._check import BOOL, NUM, STR, TIME_FUNCS, refs
 
 NS = 1_000_000_000
+INLINE_TIMED = True
 
 
 def canon(x: object) -> str:
@@ -255,7 +256,7 @@ class Gen:
             shared = len({x.key for x in refs((r.when, r.clear))}) != 1
             if self.time_dependent or shared:
                 self.emit(f"def R{j}(t):", *body, "")
-                if shared:
+                if shared or INLINE_TIMED is False:
                     return self.actions_of(j, r, ptypes)
             self.bodies[j] = r
         self.actions_of(j, r, ptypes)
@@ -341,7 +342,7 @@ class Gen:
             "        _err(s, e, 1)",
             "        v = None",
             "    s.unk = v is None",
-            f"    _let({j}, v, t)",
+            "    _let(s, v, t)",
             "",
         )
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import marshal
+import re
 import sys
 from collections.abc import Iterable, Mapping
+from types import CodeType
 
 from picogate._model import PointInfo, PointType
 from picogate.rules import _ast as A
@@ -20,6 +22,50 @@ _LET_TYPES = {NUM: PointType.FLOAT64, BOOL: PointType.BOOL, STR: PointType.STRIN
 
 def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+_IDENT = re.compile(r"\b(?:([PHW])(\d+)\b|([SRTFL])(\d+)\b|K\[(\d+)\]|_(\d+)\b)")
+_CODE_CACHE: dict[str, CodeType] = {}
+_CODE_CACHE_MAX = 50_000
+
+
+class _Names:
+    """Stable names in the generated code: a function's text depends only on what it does, not on
+    where its rule or point sits in the set, so that an unchanged function is not compiled again."""
+
+    def __init__(
+        self, *, points: list[str], windows: list[str], rules: list[str], consts: list[object]
+    ) -> None:
+        self.points, self.windows, self.rules = points, windows, rules
+        self.consts = [f"C{_hash(type(c).__name__ + ':' + repr(c))}" for c in consts]
+        self.const_values = dict(zip(self.consts, consts, strict=True))
+
+    def rename(self, chunk: str) -> str:
+        temps: dict[str, str] = {}
+
+        def sub(m: re.Match[str]) -> str:
+            pw, i, kind, j, k, tmp = m.groups()
+            if pw is not None:
+                return pw + (self.windows[int(i)] if pw == "W" else self.points[int(i)])
+            if kind is not None:
+                return kind + self.rules[int(j)]
+            if k is not None:
+                return self.consts[int(k)]
+            return temps.setdefault(tmp, f"_{len(temps) + 1}")
+
+        return _IDENT.sub(sub, chunk)
+
+
+def _compiled(chunk: str) -> CodeType:
+    """One function's code object; the same text is compiled once (a reload recompiles only what
+    changed)."""
+    code = _CODE_CACHE.get(chunk)
+    if code is None:
+        code = compile(chunk, "<rules>", "exec")
+        if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
+            _CODE_CACHE.clear()
+        _CODE_CACHE[chunk] = code
+    return code
 
 
 def _smallest_duration(r: A.Rule) -> float:
@@ -152,9 +198,18 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
     for key, i in list(g.points.items()):
         lets, rules = by_point.get(i, ([], []))
         g.handler(i, ptypes.get(key, ANY), lets, rules)
-    source = "\n".join(g.lines) + "\n"
+    point_keys = list(g.points)
+    windows = sorted(g.windows.items(), key=lambda x: x[1])
+    names = _Names(
+        points=[_hash(k) for k in point_keys],
+        windows=[_hash(f"{point_keys[i]}@{span}") for (i, span), _ in windows],
+        rules=[_hash(rid) for rid, _, _ in infos],
+        consts=g.consts,
+    )
+    chunks = [names.rename(c) for c in re.split(r"(?m)^(?=def )", "\n".join(g.lines) + "\n") if c.strip()]
+    source = "".join(chunks)
     try:
-        code = marshal.dumps(compile(source, "<rules>", "exec"))
+        code = marshal.dumps(tuple(_compiled(c) for c in chunks))
     except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:  # a limit of Python's compiler
         head = every[0] if every else None
         raise RuleErrors(
@@ -173,15 +228,16 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
         rules=infos_out,
         lets=lets_out,
         source=source,
-        consts=g.consts,
+        consts=names.const_values,
         code=code,
         python=sys.implementation.cache_tag or "",
         plan={
-            "points": list(g.points),
+            "points": point_keys,
+            "point_names": names.points,
+            "window_names": names.windows,
+            "rule_names": names.rules,
             "ptypes": {k: ptypes.get(k, ANY) for k in g.points},
-            "windows": [
-                (i, span, w in g.window_mm) for (i, span), w in sorted(g.windows.items(), key=lambda x: x[1])
-            ],
+            "windows": [(i, span, w in g.window_mm) for (i, span), w in windows],
             "rules": rules_plan,
             "let_points": dict(let_index.items()),
         },

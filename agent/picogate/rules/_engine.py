@@ -42,6 +42,33 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+class Prepared:
+    """A rule set ready to be swapped in (RuleEngine.prepare → RuleEngine.swap)."""
+
+    __slots__ = (
+        "base",
+        "handlers",
+        "let_meta",
+        "points",
+        "recheck",
+        "retired",
+        "ruleset",
+        "states",
+        "windows",
+        "wiring",
+    )
+
+    def __init__(self, base: RuleSet, ruleset: RuleSet, points: dict[str, PointState],
+                 windows: dict[tuple[str, int], Window], states: dict[str, RuleState], retired: list[RuleState],
+                 wiring: list[tuple[RuleState, Any, Any, Any, str, int, tuple[str, ...], int]],
+                 handlers: dict[str, dict[str, Callable[[Reading], None]]],
+                 let_meta: dict[RuleState, tuple[str, str, str, Callable[[Reading], None]]],
+                 recheck: dict[str, int]) -> None:  # fmt: skip
+        self.base, self.ruleset = base, ruleset
+        self.points, self.windows, self.states, self.retired = points, windows, states, retired
+        self.wiring, self.handlers, self.let_meta, self.recheck = wiring, handlers, let_meta, recheck
+
+
 class RuleEngine:
     """A Pipeline processor.  Not thread-safe: call it from one thread (the event loop)."""
 
@@ -66,7 +93,7 @@ class RuleEngine:
         self._heap: list[tuple[int, int, int, RuleState]] = []
         self._seq = 0
         self._out: list[Reading] = []
-        self._let_meta: dict[int, tuple[str, str, str, Callable[[Reading], None]]] = {}
+        self._let_meta: dict[RuleState, tuple[str, str, str, Callable[[Reading], None]]] = {}
         self._recheck: dict[str, int] = {}
         self._else_alerts = 0
         self._resummed = self._t0
@@ -76,12 +103,17 @@ class RuleEngine:
     def load(self, ruleset: RuleSet) -> None:
         """Swap atomically.  Rules whose id and text_hash are unchanged keep their state (FOR timers,
         windows, active alarms); changed rules start fresh; a removed rule that was active clears
-        its alarm (alert state "cleared")."""
-        now = self._now()
+        its alarm (alert state "cleared").  The same as swap(prepare(ruleset))."""
+        self.swap(self.prepare(ruleset))
+
+    def prepare(self, ruleset: RuleSet) -> Prepared:
+        """The expensive half of a load (unmarshal, build the functions and the state they use),
+        touching nothing the running set uses: it may run in a thread, or while readings go on,
+        as long as no other load happens before swap()."""
         if ruleset.code and ruleset.python == sys.implementation.cache_tag:
-            code = marshal.loads(ruleset.code)
+            codes = marshal.loads(ruleset.code)
         else:
-            code = compile(ruleset.source, f"<rules {ruleset.version}>", "exec")
+            codes = (compile(ruleset.source, f"<rules {ruleset.version}>", "exec"),)
         plan = ruleset.plan
         keys: list[str] = plan.get("points", [])
         points = {k: self._points.get(k) or PointState() for k in keys}
@@ -92,7 +124,7 @@ class RuleEngine:
             w = self._windows.get(wk)
             if w is None or (mm and not w.mm):
                 nw = Window(span, mm)
-                for t, v in w.q if w is not None else ():
+                for t, v in list(w.q) if w is not None else ():  # list(): one step, even beside the loop
                     nw.add(t, v)
                 w = nw
             windows[wk] = w
@@ -110,8 +142,8 @@ class RuleEngine:
             states[info.id] = s
         retired += [s for rid, s in self._states.items() if rid not in states]
         ns: dict[str, Any] = dict(HELPERS)
+        ns.update(ruleset.consts)
         ns.update(
-            K=tuple(ruleset.consts),
             _err=self._err,
             _fire=self._fire,
             _clear=self._clear,
@@ -124,49 +156,72 @@ class RuleEngine:
             _bad=self._bad,
             _let=self._let,
         )
-        for i, k in enumerate(keys):
-            ns[f"P{i}"] = points[k]
-        for wi, w in enumerate(wlist):
-            ns[f"W{wi}"] = w
+        pnames: list[str] = plan["point_names"]
+        rnames: list[str] = plan["rule_names"]
+        for k, pn in zip(keys, pnames, strict=True):
+            ns["P" + pn] = points[k]
+        for wn, w in zip(plan["window_names"], wlist, strict=True):
+            ns["W" + wn] = w
         order = [states[info.id] for info in ruleset.rules]
-        for j, s in enumerate(order):
-            ns[f"S{j}"] = s
-        exec(code, ns)  # generated from the AST by _codegen (never operator text)
+        for rn, s in zip(rnames, order, strict=True):
+            ns["S" + rn] = s
+        for code in codes:
+            exec(code, ns)  # generated from the AST by _codegen (never operator text)
         let_points: dict[str, int] = plan.get("let_points", {})
-        let_meta: dict[int, tuple[str, str, str, Callable[[Reading], None]]] = {}
+        let_meta: dict[RuleState, tuple[str, str, str, Callable[[Reading], None]]] = {}
         units = {p.key: p.unit for p in ruleset.lets}
+        pname = dict(zip(keys, pnames, strict=True))
         for key, j in let_points.items():
             dev, pt = key.split(".", 1)
-            let_meta[j] = (dev, pt, units.get(key, ""), ns[f"H{keys.index(key)}"])
+            let_meta[order[j]] = (dev, pt, units.get(key, ""), ns["H" + pname[key]])
         handlers: dict[str, dict[str, Callable[[Reading], None]]] = {}
-        for i, k in enumerate(keys):
+        for k, pn in zip(keys, pnames, strict=True):
             if k in let_points:
                 continue
             dev, pt = k.split(".", 1)
-            handlers.setdefault(dev, {})[pt] = ns[f"H{i}"]
+            handlers.setdefault(dev, {})[pt] = ns["H" + pn]
         recheck: dict[str, int] = {}
+        wiring: list[tuple[RuleState, Any, Any, Any, str, int, tuple[str, ...], int]] = []
         for j, (s, p) in enumerate(zip(order, plan.get("rules", []), strict=True)):
-            s.live = True
-            s.file, s.line, s.refs = (
-                ruleset.rules[j].file,
-                ruleset.rules[j].line,
-                tuple(p.get("cond_refs", ())),
+            rn = rnames[j]
+            step = ns.get("L" + rn) if s.kind == "let" else ns.get("R" + rn)
+            info = ruleset.rules[j]
+            every = p["every_ns"] if s.kind == "every" else 0
+            wiring.append(
+                (
+                    s,
+                    step,
+                    ns.get("T" + rn),
+                    ns.get("F" + rn),
+                    info.file,
+                    info.line,
+                    tuple(p.get("cond_refs", ())),
+                    every,
+                )
             )
-            s.step = ns.get(f"L{j}") if s.kind == "let" else ns.get(f"R{j}")
-            s.then = ns.get(f"T{j}")
-            s.orelse = ns.get(f"F{j}")
-            if s.kind == "every":
-                span = p["every_ns"]
-                if s.every_next is None:
-                    s.every_next = (now // span + 1) * span
-                recheck[s.id] = span
+            if every:
+                recheck[s.id] = every
             elif p.get("recheck_ns") or p.get("let_recheck_ns"):
                 recheck[s.id] = p.get("recheck_ns") or p["let_recheck_ns"]
+        return Prepared(
+            self._ruleset, ruleset, points, windows, states, retired, wiring, handlers, let_meta, recheck
+        )
+
+    def swap(self, prep: Prepared) -> None:
+        """The cheap half: wire the prepared set in and swap, between two readings."""
+        if prep.base is not self._ruleset:  # another set was loaded since prepare(): do it again
+            prep = self.prepare(prep.ruleset)
+        now = self._now()
         heap: list[tuple[int, int, int, RuleState]] = []
-        for s in order:
+        recheck = prep.recheck
+        for s, step, then, orelse, file, line, refs, every in prep.wiring:
+            s.live = True
+            s.step, s.then, s.orelse = step, then, orelse
+            s.file, s.line, s.refs = file, line, refs
             self._seq += 1
-            if s.kind == "every":
-                assert s.every_next is not None
+            if every:
+                if s.every_next is None:
+                    s.every_next = (now // every + 1) * every
                 heap.append((s.every_next, self._seq, _EVERY, s))
             else:
                 if s.due is not None:
@@ -174,13 +229,17 @@ class RuleEngine:
                 if s.id in recheck:
                     heap.append((now + recheck[s.id], self._seq, _RECHECK, s))
         heapq.heapify(heap)
-        # the swap: nothing above touched the running set
-        for s in retired:
+        for s in prep.retired:
             s.live = False
-        self._points, self._windows, self._states = points, windows, states
-        self._handlers, self._heap, self._let_meta, self._recheck = handlers, heap, let_meta, recheck
-        self._ruleset = ruleset
-        for s in retired:
+        self._points, self._windows, self._states = prep.points, prep.windows, prep.states
+        self._handlers, self._heap, self._let_meta, self._recheck = (
+            prep.handlers,
+            heap,
+            prep.let_meta,
+            recheck,
+        )
+        self._ruleset = prep.ruleset
+        for s in prep.retired:
             if s.active:
                 for sev, msg in s.alerted:
                     self._call(s, "alert", s.id, sev, msg, "cleared", now)
@@ -395,8 +454,8 @@ class RuleEngine:
         p.q = "bad"
         p.why = "bad quality" if isinstance(e, Bad) else f"bad value ({e})"
 
-    def _let(self, j: int, v: Any, t: int) -> None:
-        dev, pt, unit, handler = self._let_meta[j]
+    def _let(self, s: RuleState, v: Any, t: int) -> None:
+        dev, pt, unit, handler = self._let_meta[s]
         r = Reading(dev, pt, v, t, Quality.GOOD if v is not None else Quality.BAD, unit)
         self._out.append(r)
         handler(r)

@@ -23,7 +23,7 @@ class RuleError:
         head = f"{self.file}:{self.line}:{self.col}: error: {self.message}"
         if self.suggestion:
             head += f" (did you mean {self.suggestion}?)"
-        line = self.source_line.rstrip("\n").expandtabs(1)
+        line = self.source_line.rstrip("\r\n").expandtabs(1)
         caret = " " * max(self.col - 1, 0) + "^" + "~" * max(self.length - 1, 0)
         return f"{head}\n  {line}\n  {caret}"
 

@@ -18,7 +18,7 @@ from picogate.rules._grammar import FRIENDLY, GRAMMAR
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DUR_RE = re.compile(r"^(\d+(?:\.\d+)?)([a-z]+)$", re.I)
 _STMT_START = re.compile(r"^\s*(rule|let|every|on|end)\b", re.I)
-_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'", "{": "\\{", "}": "\\}"}
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'", "{": "{", "}": "}"}  # \{ is a literal {
 _MAX_ERRORS = 200
 
 
@@ -257,7 +257,7 @@ class _Builder:
                 e = raw[i + 1]
                 if e not in _ESCAPES:
                     raise _Fail(A.Pos(base.line, base.col + 1 + i, 2), f"unknown escape '\\{e}' in a string")
-                buf.append(_ESCAPES[e][-1])
+                buf.append(_ESCAPES[e])
                 i += 2
                 continue
             if c == "}" and raw[i + 1 : i + 2] == "}":
@@ -402,6 +402,8 @@ _CACHE_FILES = 256
 def parse_file(file: str, text: str) -> tuple[list[A.Statement], list[RuleError]]:
     """Every statement of a file, and every syntax error in it.  An unchanged file is not parsed
     again (a reload after editing one file of many parses that one); the AST is not mutated later."""
+    if text.startswith("\ufeff"):  # a byte order mark some editors write
+        text = text[1:]
     key = (file, text)
     hit = _CACHE.get(key)
     if hit is None:

@@ -24,9 +24,8 @@ class RuleInfo:
 class RuleSet:
     """Rules compiled to Python source generated from the AST (never from operator text).
 
-    `source` is compiled by the engine on load; `consts` holds every literal of the operator's
-    text (strings, numbers) that the generated code reads by index, so no operator text is ever
-    part of the source.  `plan` is what the engine needs to wire it up (see _engine.py).  `code` is
+    `source` is the generated code; `consts` holds every string of the operator's text, which the
+    generated code reads by name (C<hash>), so no operator text is ever part of the source.  `plan` is what the engine needs to wire it up (see _engine.py).  `code` is
     the source already compiled (marshal bytes: picklable), so that the expensive step can run in
     a worker process and the swap stays short.
     """
@@ -36,7 +35,7 @@ class RuleSet:
     rules: list[RuleInfo] = field(default_factory=list)
     lets: list[PointInfo] = field(default_factory=list)
     source: str = ""
-    consts: list[Any] = field(default_factory=list)
+    consts: dict[str, Any] = field(default_factory=dict)
     plan: dict[str, Any] = field(default_factory=dict)
-    code: bytes = b""  # `source` compiled and marshalled (by the same Python), so load() is cheap
+    code: bytes = b""  # `source` compiled (a tuple of code objects, one per function) and marshalled
     python: str = ""  # sys.implementation.cache_tag of the Python that compiled `code`
