@@ -691,7 +691,8 @@ def scenario_reload(ctx: Ctx) -> dict[str, Any]:
         child.stop(timeout=5)
     say(
         f"   save → live {r['save_to_live_ms_median']:.0f} ms median ({r['save_to_live_ms_max']:.0f} max): "
-        f"compile {r['compile_ms_median']:.0f} ms in the compiler process, load {r['load_ms_median']:.0f} ms"
+        f"compile {r['compile_ms_median']:.0f} ms in the compiler process, prepare {r['prepare_ms_median']:.0f} ms "
+        f"in a thread, swap {r['swap_ms_median']:.1f} ms on the loop"
     )
     say(
         f"   longest event-loop pause during reloads {r['max_pause_ms']:.1f} ms "

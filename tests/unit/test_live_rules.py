@@ -232,8 +232,11 @@ async def test_a_failing_engine_never_breaks_the_pipeline(
     assert "the rule engine failed in process" in caplog.text
 
 
-async def test_reload_while_readings_arrive_holds_and_replays_them(gateway: Gateway, tmp_path: Path) -> None:
-    """Readings that arrive while the engine loads are evaluated by the new set afterwards, in order."""
+async def test_readings_during_a_reload_meet_the_running_set_then_the_new_one(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """The engine prepares the new set in a thread while readings go on through the running set;
+    the swap falls between two readings."""
     live = live_rules(gateway)
     assert live is not None
     fired: list[str] = []
@@ -244,28 +247,27 @@ async def test_reload_while_readings_arrive_holds_and_replays_them(gateway: Gate
         real_alert(rule, severity, message, state, ts)
 
     live.actions.alert = alert  # type: ignore[method-assign]
-    real_load = live.engine.load
+    real_prepare = live.engine.prepare
+    preparing = asyncio.Event()
+    loop = asyncio.get_running_loop()
 
-    def slow_load(ruleset: Any) -> None:  # in the load's thread: long enough for a reading to come
+    def slow_prepare(ruleset: Any) -> Any:  # in the thread: long enough for a reading to come
+        loop.call_soon_threadsafe(preparing.set)
         time.sleep(0.3)
-        real_load(ruleset)
+        return real_prepare(ruleset)
 
-    live.engine.load = slow_load  # type: ignore[method-assign]
+    live.engine.prepare = slow_prepare  # type: ignore[method-assign]
     (tmp_path / "rules" / "a.rules").write_text(GOOD.replace('"hot"', '"hot v2"'))
     reload = asyncio.create_task(live.reload())
-    for _ in range(1000):
-        if live.loading or reload.done():
-            break
-        await asyncio.sleep(0.01)
-    assert live.loading
+    async with asyncio.timeout(30):
+        await preparing.wait()
     await gateway.pipeline.emit([Reading("boiler", "temp", 90.0, 1)])
-    assert gateway.pipeline.latest[("boiler", "temp")].value == 90.0  # published as usual
-    assert len(live.held) == 1  # but held back from the rules
-    assert fired == []
+    assert fired == ["hot:active:hot"]  # the running set saw it at once
     attempt = await reload
     assert attempt.ok
-    assert fired == ["hot:active:hot v2"]  # evaluated by the new set
-    assert live.held == []
+    assert fired == ["hot:active:hot", "hot:cleared:hot"]  # the changed rule's old version cleared
+    await gateway.pipeline.emit([Reading("boiler", "temp", 91.0, 2)])
+    assert fired[-1] == "hot:active:hot v2"  # the new version, fresh
 
 
 async def test_a_point_added_at_run_time_triggers_a_reload(gateway: Gateway, tmp_path: Path) -> None:

@@ -3,13 +3,14 @@ and hot reload of the rule files.
 
     files ──watch (inotify)──► debounce ──► worker process: read, parse, check, compile ──┐
                                                                                           │ RuleSet
-    readings ──► pipeline ──► RuleEngine.process ◄──── load() between two readings ◄──────┘
+    readings ──► pipeline ──► RuleEngine.process ◄── swap() ◄── prepare() in a thread ◄───┘
                                  │   ▲ tick() when next_deadline() is due (FOR, EVERY, age)
                                  ▼
          alert/publish → outbox (MQTT)     set → CommandRouter → engine.write_result
 
 The whole set is compiled in a separate process (`CompilerWorker`), so that parsing 1,000 rules
-never holds the event loop; only the swap (`RuleEngine.load`) runs on it.  If any file has an
+never holds the event loop; the engine prepares the new set in a thread while the running one
+goes on, and only the swap (about a millisecond) runs on the loop.  If any file has an
 error the last good set stays loaded; every attempt, good or bad, is reported on the retained
 `<base>/<gw>/rules/status` topic, in the log and in the metrics.
 """
@@ -210,6 +211,7 @@ class RuleStats:
     reloads_unchanged: int = 0
     last_reload_s: float = 0.0
     last_compile_s: float = 0.0
+    last_prepare_s: float = 0.0
     last_swap_s: float = 0.0
     alerts: int = 0
     publishes: int = 0
@@ -235,8 +237,6 @@ class LiveActions:
         self.queue: list[Envelope] = []
         self.wakeup = asyncio.Event()
         self.writes: set[asyncio.Task[None]] = set()
-        self.buffer: list[tuple[str, tuple[Any, ...]]] | None = None
-        """While the engine loads in a thread, the actions it calls wait here for the loop."""
 
     def _enqueue(self, envelope: Envelope) -> None:
         stats = self._live.stats
@@ -249,9 +249,6 @@ class LiveActions:
         self.wakeup.set()
 
     def alert(self, rule: str, severity: str, message: str, state: str, ts: int) -> None:
-        if self.buffer is not None:
-            self.buffer.append(("alert", (rule, severity, message, state, ts)))
-            return
         live = self._live
         live.stats.alerts += 1
         level = logging.INFO if state == "cleared" else logging.WARNING
@@ -264,9 +261,6 @@ class LiveActions:
         self._enqueue(Envelope(MQTT_SINK, live.topics.alerts, payload, live.config.alert_qos, False))
 
     def publish(self, rule: str, topic: str, value: object, ts: int) -> None:
-        if self.buffer is not None:
-            self.buffer.append(("publish", (rule, topic, value, ts)))
-            return
         live = self._live
         problem = live.refuse_topic(topic)
         if problem:
@@ -284,16 +278,10 @@ class LiveActions:
         self._enqueue(Envelope(MQTT_SINK, topic, payload, live.qos, False))
 
     def log(self, rule: str, message: str) -> None:
-        if self.buffer is not None:
-            self.buffer.append(("log", (rule, message)))
-            return
         self._live.stats.logs += 1
         log.info("rule %s: %s", rule, message)
 
     def set(self, rule: str, device: str, point: str, value: object) -> None:
-        if self.buffer is not None:
-            self.buffer.append(("set", (rule, device, point, value)))
-            return
         live = self._live
         loop = asyncio.get_running_loop()
         if len(self.writes) >= live.config.max_pending_writes:
@@ -345,9 +333,6 @@ class _Processor:
             self.skip_next = False
             return ()
         live = self._live
-        if live.loading:
-            live.held.append(list(readings))
-            return ()
         try:
             derived = live.engine.process(readings)
         except Exception:
@@ -400,10 +385,6 @@ class LiveRules:
         self.attempt = _Attempt()
         self.let_keys: set[tuple[str, str]] = set()
         self._updating_registry = False
-        self.loading = False
-        """True while the engine loads a new set in a thread: the loop leaves the engine alone."""
-        self.held: list[list[Reading]] = []
-        self.held_results: list[tuple[str, bool, str]] = []
         self._stop = asyncio.Event()
         self._reload_wanted = asyncio.Event()
         self._first_change = 0.0
@@ -493,48 +474,26 @@ class LiveRules:
         self._finish_attempt(total_s)
 
     async def _apply(self, outcome: CompileOutcome, *, started: float) -> None:
-        """While the gateway runs: the engine loads the new set in a thread while the loop keeps
-        serving.  Meanwhile nothing on the loop touches the engine: readings are held (they are
-        published as usual; only the rules' view of them waits), timers wait, actions that the
-        load triggers (clears of removed rules) are buffered; after the swap the held readings go
-        through the new set in their order, so the swap falls between two readings."""
+        """While the gateway runs: the engine prepares the new set in a thread (unmarshal, build
+        its functions and state) while the loop goes on running the current set, then swaps it in
+        on the loop, between two readings (about a millisecond)."""
         ruleset = self._accept(outcome)
         if ruleset is None:
             self._finish_attempt(time.perf_counter() - started)
             return
-        swap_started = time.perf_counter()
-        self.loading = True
-        self.actions.buffer = []
         try:
-            await asyncio.to_thread(self.engine.load, ruleset)
+            prepare_started = time.perf_counter()
+            prepared = await asyncio.to_thread(self.engine.prepare, ruleset)
+            swap_started = time.perf_counter()
+            self.engine.swap(prepared)
+            swapped = time.perf_counter()
         except Exception as exc:
             self._load_failed(outcome, exc)
         else:
-            self._loaded(ruleset, outcome, time.perf_counter() - swap_started)
-        finally:
-            self.loading = False
-            buffered, self.actions.buffer = self.actions.buffer, None
-            for name, args in buffered:
-                getattr(self.actions, name)(*args)
-            await self._catch_up()
+            self.stats.last_prepare_s = swap_started - prepare_started
+            self._loaded(ruleset, outcome, swapped - swap_started)
+            self.deadline_may_have_moved(force=True)
         self._finish_attempt(time.perf_counter() - started)
-
-    async def _catch_up(self) -> None:
-        """After a load: the held readings through the engine, in order, then the deferred write
-        outcomes; the LET readings they derive are published together."""
-        held, self.held = self.held, []
-        results, self.held_results = self.held_results, []
-        derived: list[Reading] = []
-        for batch in held:
-            try:
-                derived.extend(self.engine.process(batch))
-            except Exception:
-                self.engine_failed("process")
-        for rule, ok, message in results:
-            self.write_result(rule, ok, message)
-        self.deadline_may_have_moved(force=True)
-        if derived:
-            await self.emit_derived(derived)
 
     def _accept(self, outcome: CompileOutcome) -> RuleSet | None:
         """The set to load, or None (errors reported, attempt recorded)."""
@@ -583,7 +542,7 @@ class LiveRules:
             len(ruleset.rules),
             len(outcome.files),
             outcome.compile_s * 1000,
-            swap_s * 1000,
+            (self.stats.last_prepare_s + swap_s) * 1000,
         )
 
     def _finish_attempt(self, total_s: float) -> None:
@@ -734,8 +693,6 @@ class LiveRules:
         if force:
             self._timer_wakeup.set()
             return
-        if self.loading:
-            return
         try:
             nd = self.engine.next_deadline()
         except Exception:
@@ -749,9 +706,6 @@ class LiveRules:
         ticked_at: int | None = None
         while True:
             self._timer_wakeup.clear()
-            if self.loading:  # the load's catch-up wakes this task
-                await self._timer_wakeup.wait()
-                continue
             try:
                 deadline = self.engine.next_deadline()
             except Exception:
@@ -774,9 +728,6 @@ class LiveRules:
                 await self._timer_wakeup.wait()
 
     async def _tick(self) -> None:
-        if self.loading:
-            await asyncio.sleep(0.01)
-            return
         try:
             derived = self.engine.tick(time.time_ns())
         except Exception:
@@ -807,9 +758,6 @@ class LiveRules:
         return await self.gw.router.write(request)
 
     def write_result(self, rule: str, ok: bool, message: str) -> None:
-        if self.loading:
-            self.held_results.append((rule, ok, message))
-            return
         try:
             self.engine.write_result(rule, ok, message)
         except Exception:
@@ -832,8 +780,6 @@ class LiveRules:
 
     def status(self) -> dict[str, Any]:
         """The payload of `<base>/<gw>/rules/status` (docs/mqtt.md)."""
-        if self.loading and isinstance(self._last_status, dict):
-            return self._last_status
         try:
             engine_status = self.engine.status()
         except Exception:
@@ -868,9 +814,6 @@ class LiveRules:
         }
 
     def _publish_status(self, *, force: bool) -> None:
-        if self.loading:
-            self._status_now.set()  # once loaded
-            return
         mqtt = self.gw.parts.mqtt
         reconnected = mqtt is not None and mqtt.client is not None and mqtt.client is not self._status_client
         body = self.status()
