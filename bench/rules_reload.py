@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import random
@@ -141,6 +142,17 @@ async def bench(rules: int, files: int, reloads: int, seconds_between: float) ->
             fed = 0
 
             waits: list[float] = []  # of each lag, the part the loop's thread waited for a CPU
+            collections: list[tuple[float, float]] = []  # (when it ended, how long): full collections
+            gc_started = [0.0]
+
+            def on_gc(phase: str, info: dict[str, Any]) -> None:
+                if phase == "start":
+                    gc_started[0] = time.perf_counter()
+                elif info["generation"] == 2:
+                    now = time.perf_counter()
+                    collections.append((now, now - gc_started[0]))
+
+            gc.callbacks.append(on_gc)
 
             async def monitor() -> None:
                 while not stop.is_set():
@@ -192,6 +204,8 @@ async def bench(rules: int, files: int, reloads: int, seconds_between: float) ->
                         "swap_ms": live.stats.last_swap_s * 1000,
                         "max_pause_ms": max(window, default=0.0) * 1000,
                         "max_own_pause_ms": max(own, default=0.0) * 1000,
+                        "max_gc_ms": max((d for t, d in collections if saved <= t <= at + 0.2), default=0.0)
+                        * 1000,
                     }
                 )
                 await asyncio.sleep(seconds_between)
@@ -219,6 +233,7 @@ async def bench(rules: int, files: int, reloads: int, seconds_between: float) ->
         "swap_ms_median": med("swap_ms"),
         "max_pause_ms": worst("max_pause_ms"),
         "max_own_pause_ms": worst("max_own_pause_ms"),
+        "max_gc_ms": worst("max_gc_ms"),
         "baseline_max_pause_ms": baseline * 1000,
         "readings_fed": fed,
         "rule_states": states,
@@ -257,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"    of which not waiting for a CPU {r['max_own_pause_ms']:8.1f} ms   (the gateway's own: GIL, event loop;"
         " the rest is the machine's load)"
+    )
+    print(
+        f"    longest full garbage collection {r['max_gc_ms']:7.1f} ms   (Python's cyclic GC, scanning the old and the new set)"
     )
     print(f"  readings fed meanwhile          {r['readings_fed']:8,}")
     return 0
