@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -55,7 +56,7 @@ def test_demo_runs_the_example_rules_and_reloads_edits(tmp_path: Path) -> None:
             "demo",
             "--no-tui",
             "--duration",
-            "15",
+            "60",
             "--workdir",
             str(tmp_path),
         ],
@@ -117,6 +118,7 @@ def test_demo_runs_the_example_rules_and_reloads_edits(tmp_path: Path) -> None:
             proc.terminate()
             proc.wait(10)
             raise AssertionError(f"{exc}\n--- demo stderr ---\n{''.join(err)[-6000:]}") from exc
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the demo's clean stop
         code = proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
