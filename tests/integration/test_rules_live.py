@@ -154,7 +154,11 @@ async def test_threshold_alert_on_mqtt_and_write_lands_in_modbus(
                 what="status idle after the clear",
             )
     status = statuses(rec)[-1]
-    assert set(status) == set(doc_example("Rule status"))
+    documented = doc_example("Rule status")
+    assert set(status) == set(documented)
+    assert set(status["rules"]["overheat"]) == set(documented["rules"]["boiler_overheat"])
+    fired_ms = status["rules"]["overheat"]["last_fired"]
+    assert abs(fired_ms - alert["ts"]) < 60_000  # milliseconds, like every ts on MQTT
     assert status["counts"]["idle"] >= 1
 
 

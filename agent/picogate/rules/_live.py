@@ -785,7 +785,11 @@ class LiveRules:
         except Exception:
             self.engine_failed("status")
             engine_status = {"version": "", "rules": {}}
-        rules: dict[str, Any] = engine_status.get("rules", {})
+        rules: dict[str, Any] = {}
+        for rule_id, rule in engine_status.get("rules", {}).items():
+            fired = rule.get("last_fired")
+            # milliseconds, as every ts on MQTT (the engine keeps nanoseconds)
+            rules[rule_id] = {**rule, "last_fired": _ms(fired) if isinstance(fired, int) else fired}
         counts = Counter(str(r.get("state", "unknown")) for r in rules.values())
         attempt = self.attempt
         return {
