@@ -21,13 +21,14 @@ from picogate.config import ConfigError, GatewayConfig, parse_config
 from picogate.config._rules import RulesSection
 from picogate.rules import _worker
 from picogate.rules._live import CompilerError, CompilerWorker, LiveRules, live_rules
-from picogate.rules._worker import CompileJob, read_rule_files, rule_files, run_job
+from picogate.rules._worker import CompileJob, point_rows, read_rule_files, rule_files, run_job
 
 GOOD = 'RULE hot\n  ON boiler.temp > 85\n  THEN alert("hot")\nEND\n'
 POINTS = (
     PointInfo("boiler", "temp", PointType.FLOAT64),
     PointInfo("boiler", "burner", PointType.BOOL, writable=True),
 )
+ROWS = point_rows(POINTS)
 
 
 def yaml_with_rules(rules: str) -> str:
@@ -97,21 +98,21 @@ def test_a_file_that_is_not_utf8_is_an_error_naming_it(tmp_path: Path) -> None:
 
 
 def test_a_missing_directory_is_an_error(tmp_path: Path) -> None:
-    outcome = run_job(CompileJob(str(tmp_path / "gone"), "*.rules", False, POINTS))
+    outcome = run_job(CompileJob(str(tmp_path / "gone"), "*.rules", False, ROWS))
     assert outcome.ruleset is None
     assert "the rules directory does not exist" in outcome.errors[0].message
 
 
 def test_unchanged_files_and_points_are_not_compiled_again(tmp_path: Path) -> None:
     (tmp_path / "a.rules").write_text(GOOD)
-    first = run_job(CompileJob(str(tmp_path), "*.rules", False, POINTS))
+    first = run_job(CompileJob(str(tmp_path), "*.rules", False, ROWS))
     assert first.ruleset is not None
-    again = run_job(CompileJob(str(tmp_path), "*.rules", False, POINTS, last_digest=first.digest))
+    again = run_job(CompileJob(str(tmp_path), "*.rules", False, ROWS, last_digest=first.digest))
     assert again.unchanged
     assert again.ruleset is None
     # other points (a point added at run time, say) are a change: the set is checked again
     more = (*POINTS, PointInfo("boiler", "pressure", PointType.FLOAT64))
-    changed = run_job(CompileJob(str(tmp_path), "*.rules", False, more, last_digest=first.digest))
+    changed = run_job(CompileJob(str(tmp_path), "*.rules", False, point_rows(more), last_digest=first.digest))
     assert not changed.unchanged
     assert changed.ruleset is not None
 
@@ -123,7 +124,7 @@ def test_a_compiler_crash_is_reported_not_raised(tmp_path: Path, monkeypatch: py
         raise KeyError("oops")
 
     monkeypatch.setattr(_worker, "compile_rules", broken)
-    outcome = run_job(CompileJob(str(tmp_path), "*.rules", False, POINTS))
+    outcome = run_job(CompileJob(str(tmp_path), "*.rules", False, ROWS))
     assert outcome.ruleset is None
     assert outcome.errors[0].file == "a.rules"
     assert outcome.errors[0].message == "internal compiler error: KeyError: 'oops'"
@@ -134,7 +135,7 @@ def test_a_compiler_crash_is_reported_not_raised(tmp_path: Path, monkeypatch: py
 
 async def test_compiler_process_compiles_and_survives_being_killed(tmp_path: Path) -> None:
     (tmp_path / "a.rules").write_text(GOOD)
-    job = CompileJob(str(tmp_path), "*.rules", False, POINTS)
+    job = CompileJob(str(tmp_path), "*.rules", False, ROWS)
     worker = CompilerWorker()
     try:
         outcome = await worker.compile(job, timeout=30)
@@ -164,13 +165,13 @@ async def test_compiler_process_that_takes_too_long_is_killed(tmp_path: Path) ->
         with pytest.raises(
             CompilerError, match=r"compiling took longer than 0\.001 s \(rules\.compile_timeout\)"
         ):
-            await worker.compile(CompileJob(str(tmp_path), "*.rules", False, POINTS), timeout=0.001)
+            await worker.compile(CompileJob(str(tmp_path), "*.rules", False, ROWS), timeout=0.001)
         assert worker.pid is None  # killed
         assert pid is not None
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
         (tmp_path / "many.rules").write_text(GOOD)
-        outcome = await worker.compile(CompileJob(str(tmp_path), "*.rules", False, POINTS), timeout=30)
+        outcome = await worker.compile(CompileJob(str(tmp_path), "*.rules", False, ROWS), timeout=30)
         assert outcome.ruleset is not None
     finally:
         await worker.close()

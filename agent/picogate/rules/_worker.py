@@ -20,8 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from picogate._model import PointInfo
+from picogate._model import PointInfo, PointType
 from picogate.rules import RuleError, RuleErrors, RuleSet, compile_rules
+
+PointRow = tuple[str, str, str, str, bool, float | None, float | None, str]
+"""device, name, type, unit, writable, min, max, origin: what the checker needs of a point."""
+
+
+def point_rows(points: Iterable[PointInfo]) -> tuple[PointRow, ...]:
+    return tuple((p.device, p.name, p.type.value, p.unit, p.writable, p.min, p.max, p.origin) for p in points)
+
+
+def point_infos(rows: Iterable[PointRow]) -> list[PointInfo]:
+    return [
+        PointInfo(device, name, PointType(type_), unit=unit, writable=writable, min=lo, max=hi, origin=origin)
+        for device, name, type_, unit, writable, lo, hi, origin in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +45,9 @@ class CompileJob:
     dir: str
     pattern: str
     recursive: bool
-    points: tuple[PointInfo, ...]
+    points: tuple[PointRow, ...]
+    """The points as plain rows (`point_rows`): 15,000 of them pickle in a few milliseconds, where
+    PointInfo objects take 70 ms of the event loop."""
     last_digest: str = ""
     """The digest of the last attempt: the same files and points again → no compilation."""
 
@@ -111,13 +127,14 @@ def run_job(job: CompileJob) -> CompileOutcome:
     """Read and compile the whole set (in the worker process, or in-process at start)."""
     started = time.perf_counter()
     files, errors = read_rule_files(Path(job.dir), job.pattern, recursive=job.recursive)
-    digest = set_digest(files, job.points)
+    points = point_infos(job.points)
+    digest = set_digest(files, points)
     names = sorted(files) + sorted(e.file for e in errors if e.file not in files)
     if digest == job.last_digest and not errors:
         return CompileOutcome(digest, names, None, [], unchanged=True)
     ruleset: RuleSet | None = None
     try:
-        ruleset = compile_rules(files, job.points)
+        ruleset = compile_rules(files, points)
     except RuleErrors as exc:
         errors.extend(exc.errors)
     except RecursionError:
