@@ -526,6 +526,7 @@ class LiveRules:
             return
         if not _release_namespaces(old, prepared):
             self._freeze_sets = False
+            gc.unfreeze()  # the replaced set was frozen: let the collector have it
             log.debug("rules: the engine's sets are not released by namespace; not freezing them")
             return
         gc.freeze()
