@@ -400,3 +400,20 @@ async def test_replaced_sets_are_freed_not_frozen_forever(gateway: Gateway, tmp_
     live.actions.alert = lambda rule, severity, message, state, ts: fired.append(message)  # type: ignore[method-assign]
     await gateway.pipeline.emit([Reading("boiler", "temp", 90.0, 1)])
     assert "hot 7" in fired
+
+
+async def test_sets_that_cannot_be_released_are_left_to_the_collector(
+    gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from picogate.rules import _live
+
+    live = live_rules(gateway)
+    assert live is not None
+    monkeypatch.setattr(_live, "_release_namespaces", lambda old, new: 0)  # an engine built otherwise
+    (tmp_path / "rules" / "a.rules").write_text(GOOD.replace('"hot"', '"hot 2"'))
+    assert (await live.reload()).ok
+    assert not live._freeze_sets
+    assert gc.get_freeze_count() == 0  # nothing left frozen: the collector frees what is garbage
+    gc.freeze()  # (as the other tests' gateways expect)
