@@ -417,3 +417,18 @@ async def test_sets_that_cannot_be_released_are_left_to_the_collector(
     assert not live._freeze_sets
     assert gc.get_freeze_count() == 0  # nothing left frozen: the collector frees what is garbage
     gc.freeze()  # (as the other tests' gateways expect)
+
+
+async def test_corrupt_output_of_the_compiler_process_is_an_error_not_a_crash() -> None:
+    class Proc:
+        def __init__(self, data: bytes) -> None:
+            self.stdout = asyncio.StreamReader()
+            self.stdout.feed_data(data)
+            self.stdout.feed_eof()
+
+    with pytest.raises(CompilerError, match=r"output is corrupt \(a frame of 1099511627776 bytes\)"):
+        await CompilerWorker._receive(Proc((1 << 40).to_bytes(8, "big")))  # type: ignore[arg-type]
+    with pytest.raises(CompilerError, match="sent something unreadable"):
+        await CompilerWorker._receive(Proc((5).to_bytes(8, "big") + b"hello"))  # type: ignore[arg-type]
+    with pytest.raises(CompilerError, match="closed its output"):
+        await CompilerWorker._receive(Proc((50).to_bytes(8, "big") + b"short"))  # type: ignore[arg-type]

@@ -130,12 +130,18 @@ class CompilerWorker:
         assert proc.stdout is not None
         try:
             header = await proc.stdout.readexactly(_worker.HEADER)
-            data = await proc.stdout.readexactly(int.from_bytes(header, "big"))
+            size = int.from_bytes(header, "big")
+            if size > _worker.MAX_FRAME:
+                raise CompilerError(f"the compiler process's output is corrupt (a frame of {size} bytes)")
+            data = await proc.stdout.readexactly(size)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             raise CompilerError("the compiler process closed its output") from exc
-        if len(data) > 65536:  # unpickling takes the GIL in slices the event loop shares
-            return await asyncio.to_thread(pickle.loads, data)
-        return pickle.loads(data)
+        try:
+            if len(data) > 65536:  # in a thread: the loop runs between the Python-level parts of it
+                return await asyncio.to_thread(pickle.loads, data)
+            return pickle.loads(data)
+        except Exception as exc:  # a stream out of step, or a stray write to its stdout
+            raise CompilerError(f"the compiler process sent something unreadable ({exc!r})") from exc
 
     async def compile(self, job: CompileJob, *, timeout: float) -> CompileOutcome:
         """The outcome of `job`.  A process that died since the last job (killed by the OOM killer,

@@ -1,8 +1,8 @@
 """Reading and compiling a set of rule files, and the compiler process that does it off the
 gateway's event loop.
 
-The gateway starts `main()` in a fresh interpreter (never a fork of the gateway and its threads) and talks to it over its stdin/stdout: frames of an 8-byte
-big-endian length and a pickle.  It sends "ready", then answers every `CompileJob` with a
+The gateway starts `main()` in a fresh interpreter (never a fork of the gateway and its threads)
+and talks to it over its stdin/stdout: frames of an 8-byte big-endian length and a pickle.  It sends "ready", then answers every `CompileJob` with a
 `CompileOutcome`, until its stdin closes (the gateway stopped or died) or it receives None.
 """
 
@@ -156,6 +156,7 @@ def run_job(job: CompileJob) -> CompileOutcome:
 
 HEADER = 8
 MAX_FRAME = 1 << 31
+"""Larger is not a frame but a corrupted stream (something else wrote to the process's stdout)."""
 
 
 def frame(obj: object) -> bytes:
