@@ -416,7 +416,7 @@ async def test_sets_that_cannot_be_released_are_left_to_the_collector(
     assert (await live.reload()).ok
     assert not live._freeze_sets
     assert gc.get_freeze_count() == 0  # nothing left frozen: the collector frees what is garbage
-    gc.freeze()  # (as the other tests' gateways expect)
+    gc.freeze()  # back to frozen, as after a gateway's start
 
 
 async def test_corrupt_output_of_the_compiler_process_is_an_error_not_a_crash() -> None:
