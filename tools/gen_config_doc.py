@@ -68,6 +68,7 @@ SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     "coap.clients": (coap.CoapClientDevice, None),
     "coap.clients.resources": (coap.CoapResource, None),
     "coap.oscore": (coap.CoapOscore, None),
+    "rules": (schema.RulesSection, None),
 }
 
 MEANINGS: dict[tuple[str, str], str] = {
@@ -152,7 +153,7 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("CoapResource", "point"): "Point name.",
     ("CoapResource", "type"): "Value type.",
     ("CoapResource", "unit"): "Engineering unit.",
-    ("GatewayConfig", "rules"): "Reserved for the rule files; not checked yet.",
+    ("GatewayConfig", "rules"): "The rule files (docs/rules.md) and how they are reloaded; none without it.",
     ("TlsSection", "ca_file"): "CA certificate(s) to check the broker with; default: the system's.",
     ("TlsSection", "cert_file"): "Client certificate (with `key_file`).",
     ("TlsSection", "key_file"): "Private key of the client certificate.",

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -60,6 +61,7 @@ def demo_config(
     mqtt_protocol: str | None = None,
     board_ports: dict[str, str] | None = None,
     coap_port: int | None = None,
+    rules_dir: Path | None = None,
 ) -> GatewayConfig:
     """The example config pointed at this run's broker, simulators and working directory."""
     devices: list[ModbusTcpDevice | ModbusRtuDevice] = []
@@ -88,8 +90,20 @@ def demo_config(
                 for b in base.boards
                 if b.name in (board_ports or {})
             ],
+            "rules": base.rules.model_copy(update={"dir": rules_dir})
+            if base.rules is not None and rules_dir is not None
+            else base.rules,
         }
     )
+
+
+def demo_rules(workdir: Path) -> Path:
+    """The example rules, copied to the working directory (once: a reused --workdir keeps your
+    edits), so that editing them there shows hot reload without touching the installed files."""
+    target = workdir / "rules"
+    if not target.exists():
+        shutil.copytree(data_dir("examples") / "rules", target)
+    return target
 
 
 def _check_plant_devices(cfg: GatewayConfig, path: Path) -> dict[str, int]:
@@ -211,6 +225,7 @@ class _Demo:
                         mqtt_port=broker.port,
                         metrics_port=free_port(),
                         state_dir=self.workdir / "state",
+                        rules_dir=demo_rules(self.workdir),
                         mqtt_protocol="3.1.1" if broker.kind != "mosquitto" else None,
                         board_ports=board_ports,
                     )

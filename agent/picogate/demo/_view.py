@@ -25,6 +25,7 @@ from picogate._gateway import Gateway
 from picogate._model import PointInfo, PointType, Quality, Reading, Value
 from picogate._registry import DeviceState
 from picogate._router import WriteRequest, WriteResult
+from picogate.demo._rules_view import rules_panel, rules_summary
 from picogate.mqtt._client import IncomingMessage
 
 _STATE_STYLE = {DeviceState.ONLINE: "green", DeviceState.OFFLINE: "red", DeviceState.UNKNOWN: "yellow"}
@@ -199,6 +200,7 @@ class DemoView:
         return (
             f"devices: {devices} | readings {t.readings}, published {t.published}, "
             f"outbox {t.outbox}, delivered {t.delivered} records, broker {broker} | {' '.join(shown)}"
+            f"{rules_summary(self.gw)}"
         )
 
     # ------------------------------------------------------------------ the live view
@@ -234,6 +236,10 @@ class DemoView:
             parts.append(text)
             room -= _lines(text, width)
         parts += [Text("")] * spacers + [points] + [Text("")] * spacers + [totals]
+        rules = rules_panel(self.gw)
+        if rules is not None and _lines(rules, width) + rules.plain.count("\n") <= room:
+            parts.append(rules)
+            room -= _lines(rules, width) + rules.plain.count("\n")
         if self.last_write and room >= 1:
             parts.append(
                 Text.assemble(("  last write: ", "bold"), self.last_write, no_wrap=True, overflow="ellipsis")

@@ -1,0 +1,1050 @@
+"""The rules running in the gateway: the engine as a pipeline processor, its timers, its actions,
+and hot reload of the rule files.
+
+    files ──watch (inotify)──► debounce ──► worker process: read, parse, check, compile ──┐
+                                                                                          │ RuleSet
+    readings ──► pipeline ──► RuleEngine.process ◄── swap() ◄── prepare() in a thread ◄───┘
+                                 │   ▲ tick() when next_deadline() is due (FOR, EVERY, age)
+                                 ▼
+         alert/publish → outbox (MQTT)     set → CommandRouter → engine.write_result
+
+The whole set is compiled in a separate process (`CompilerWorker`), so that parsing 1,000 rules
+never holds the event loop; the engine prepares the new set in a thread while the running one
+goes on, and only the swap (about a millisecond) runs on the loop.  If any file has an
+error the last good set stays loaded; every attempt, good or bad, is reported on the retained
+`<base>/<gw>/rules/status` topic, in the log and in the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import gc
+import logging
+import os
+import pickle
+import stat
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+import watchfiles  # (imported at start: its first import, anyio's, would hold the loop ~100 ms)
+
+from picogate._model import Reading
+from picogate._outbox import Envelope
+from picogate._registry import RegistryEvent
+from picogate._router import WriteRequest
+from picogate.config._rules import RulesSection
+from picogate.rules import RuleEngine, RuleError, RuleSet, _worker
+from picogate.rules._worker import CompileJob, CompileOutcome, PointRow, file_error, point_rows, run_job
+
+if TYPE_CHECKING:
+    from picogate._gateway import Gateway
+
+log = logging.getLogger("picogate.rules")
+
+MQTT_SINK = "mqtt"
+_MAX_QUEUED = 10_000
+"""Alerts/publishes/status messages waiting for the outbox at most (they wait only while the
+outbox commits; beyond this they are dropped, counted and logged)."""
+_MAX_DEBOUNCE_S = 1.0
+"""A reload starts at the latest this long after the first change of a burst, however busy."""
+_WORKER_START_TIMEOUT_S = 30.0
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+"""The directory holding the picogate package, on the compiler process's PYTHONPATH."""
+
+
+# --------------------------------------------------------------------------- the compiler process
+
+
+class CompilerError(Exception):
+    """The compiler process could not deliver an outcome (it died, or took longer than allowed)."""
+
+
+class _Died(Exception):
+    pass
+
+
+class CompilerWorker:
+    """One long-lived compiler process (`picogate.rules._worker.main`), so that the event loop
+    never runs the parser.  Started again if it dies; killed when a compilation takes longer than
+    the timeout.  Its stderr is the gateway's."""
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+        self.started = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    async def start(self) -> None:
+        """Start the process now and wait until it is ready (so that the first reload is quick)."""
+        async with self._lock:
+            await self._ensure()
+
+    async def _ensure(self) -> asyncio.subprocess.Process:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            return proc
+        await self._kill()
+        package_root = _PACKAGE_ROOT
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from picogate.rules._worker import main; main()",  # not -m: pickles name the real module
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+            limit=1 << 20,
+        )
+        self._proc = proc
+        self.started += 1
+        try:
+            async with asyncio.timeout(_WORKER_START_TIMEOUT_S):
+                hello = await self._receive(proc)
+        except TimeoutError:
+            await self._kill()
+            raise CompilerError(
+                f"the compiler process did not start within {_WORKER_START_TIMEOUT_S:g} s"
+            ) from None
+        except CompilerError:
+            code = await self._kill()
+            raise CompilerError(f"the compiler process failed to start (exit code {code})") from None
+        if hello != "ready":
+            await self._kill()
+            raise CompilerError(f"the compiler process said {hello!r} instead of ready")
+        return proc
+
+    @staticmethod
+    async def _receive(proc: asyncio.subprocess.Process) -> Any:
+        assert proc.stdout is not None
+        try:
+            header = await proc.stdout.readexactly(_worker.HEADER)
+            size = int.from_bytes(header, "big")
+            if size > _worker.MAX_FRAME:
+                raise CompilerError(f"the compiler process's output is corrupt (a frame of {size} bytes)")
+            data = await proc.stdout.readexactly(size)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise CompilerError("the compiler process closed its output") from exc
+        try:
+            if len(data) > 65536:  # in a thread: the loop runs between the Python-level parts of it
+                return await asyncio.to_thread(pickle.loads, data)
+            return pickle.loads(data)
+        except Exception as exc:  # a stream out of step, or a stray write to its stdout
+            raise CompilerError(f"the compiler process sent something unreadable ({exc!r})") from exc
+
+    async def compile(self, job: CompileJob, *, timeout: float) -> CompileOutcome:
+        """The outcome of `job`.  A process that died since the last job (killed by the OOM killer,
+        say) is replaced and the job tried once more; one that dies on this job twice is reported,
+        as is one that takes longer than `timeout` (it is killed)."""
+        async with self._lock:
+            try:
+                return await self._compile_once(job, timeout)
+            except _Died as exc:
+                log.warning("rules: %s; starting it again", exc)
+            try:
+                return await self._compile_once(job, timeout)
+            except _Died as exc:
+                raise CompilerError(f"{exc}, twice, on these rule files") from None
+
+    async def _compile_once(self, job: CompileJob, timeout: float) -> CompileOutcome:
+        proc = await self._ensure()
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(_worker.frame(job))
+            async with asyncio.timeout(timeout):
+                await proc.stdin.drain()
+                outcome = await self._receive(proc)
+        except TimeoutError:
+            await self._kill()
+            raise CompilerError(f"compiling took longer than {timeout:g} s (rules.compile_timeout)") from None
+        except (CompilerError, ConnectionError) as exc:
+            code = await self._kill()
+            raise _Died(f"the compiler process died (exit code {code})") from exc
+        if not isinstance(outcome, CompileOutcome):
+            await self._kill()
+            raise CompilerError(f"the compiler process sent {type(outcome).__name__}")
+        return outcome
+
+    async def _kill(self) -> int | None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        try:
+            async with asyncio.timeout(5):
+                return await proc.wait()
+        except TimeoutError:
+            return None
+
+    async def close(self) -> None:
+        """Ask the process to end (closing its input), kill it if it does not."""
+        proc = self._proc
+        if proc is not None and proc.returncode is None and proc.stdin is not None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                proc.stdin.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    await proc.wait()
+        await self._kill()
+
+
+# --------------------------------------------------------------------------- actions
+
+
+def _ms(ns: int) -> int:
+    return ns // 1_000_000
+
+
+@dataclass(slots=True)
+class RuleStats:
+    """Counters for the metrics and the status topic."""
+
+    reloads_ok: int = 0
+    reloads_failed: int = 0
+    reloads_unchanged: int = 0
+    last_reload_s: float = 0.0
+    last_compile_s: float = 0.0
+    last_prepare_s: float = 0.0
+    last_swap_s: float = 0.0
+    alerts: int = 0
+    publishes: int = 0
+    writes: int = 0
+    writes_failed: int = 0
+    writes_refused: int = 0
+    logs: int = 0
+    dropped: int = 0
+    engine_errors: int = 0
+    publish_refused: int = 0
+
+
+class LiveActions:
+    """What the rules do to the world, in the gateway (the `Actions` of picogate.rules).
+
+    Called synchronously from the engine, inside the pipeline: alerts and publish() are queued here
+    and handed to the outbox by the service's `_flush` task; set() starts a write through the
+    command router whose outcome goes back to the engine.
+    """
+
+    def __init__(self, live: LiveRules) -> None:
+        self._live = live
+        self.queue: list[Envelope] = []
+        self.wakeup = asyncio.Event()
+        self.writes: set[asyncio.Task[None]] = set()
+
+    def _enqueue(self, envelope: Envelope) -> None:
+        stats = self._live.stats
+        if len(self.queue) >= _MAX_QUEUED:
+            stats.dropped += 1
+            if stats.dropped == 1 or stats.dropped % 1000 == 0:
+                log.error("rules: %d messages dropped: the outbox does not keep up", stats.dropped)
+            return
+        self.queue.append(envelope)
+        self.wakeup.set()
+
+    def alert(self, rule: str, severity: str, message: str, state: str, ts: int) -> None:
+        live = self._live
+        live.stats.alerts += 1
+        level = logging.INFO if state == "cleared" else logging.WARNING
+        log.log(level, "alert %s: rule %s [%s]: %s", state, rule, severity, message)
+        if live.topics is None:
+            return
+        payload = orjson.dumps(
+            {"rule": rule, "severity": severity, "message": message, "state": state, "ts": _ms(ts)}
+        )
+        self._enqueue(Envelope(MQTT_SINK, live.topics.alerts, payload, live.config.alert_qos, False))
+
+    def publish(self, rule: str, topic: str, value: object, ts: int) -> None:
+        live = self._live
+        problem = live.refuse_topic(topic)
+        if problem:
+            live.stats.publish_refused += 1
+            log.error("rule %s: publish(%r) refused: %s", rule, topic, problem)
+            return
+        live.stats.publishes += 1
+        if live.topics is None:
+            log.info("rule %s: publish %s %r (MQTT is disabled)", rule, topic, value)
+            return
+        try:
+            payload = orjson.dumps({"v": value, "ts": _ms(ts), "rule": rule})
+        except TypeError:
+            payload = orjson.dumps({"v": str(value), "ts": _ms(ts), "rule": rule})
+        self._enqueue(Envelope(MQTT_SINK, topic, payload, live.qos, False))
+
+    def log(self, rule: str, message: str) -> None:
+        self._live.stats.logs += 1
+        log.info("rule %s: %s", rule, message)
+
+    def set(self, rule: str, device: str, point: str, value: object) -> None:
+        live = self._live
+        loop = asyncio.get_running_loop()
+        if len(self.writes) >= live.config.max_pending_writes:
+            live.stats.writes_refused += 1
+            message = (
+                f"set({device}.{point}) refused: {len(self.writes)} writes already wait for their devices "
+                "(rules.max_pending_writes)"
+            )
+            log.error("rule %s: %s", rule, message)
+            # not from inside the engine's own evaluation: on the next turn of the loop
+            loop.call_soon(live.write_result, rule, False, message)
+            return
+        live.stats.writes += 1
+        task = loop.create_task(self._write(rule, device, point, value), name=f"rule-write-{rule}")
+        self.writes.add(task)
+        task.add_done_callback(self.writes.discard)
+
+    async def _write(self, rule: str, device: str, point: str, value: object) -> None:
+        live = self._live
+        try:
+            result = await live.router_write(WriteRequest(device, point, value, origin=f"rule:{rule}"))
+        except Exception as exc:  # the router reports failures as results; anything else is a bug
+            log.exception("rule %s: set(%s.%s) failed", rule, device, point)
+            live.stats.writes_failed += 1
+            live.write_result(rule, False, f"set({device}.{point}): {type(exc).__name__}: {exc}")
+            return
+        if result.ok:
+            live.write_result(rule, True, "")
+        else:
+            live.stats.writes_failed += 1
+            message = f"set({device}.{point}, {value!r}) failed: {result.code.value}: {result.error}"
+            log.debug("rule %s: %s", rule, message)  # the audit log and the engine report it
+            live.write_result(rule, False, message)
+
+
+# --------------------------------------------------------------------------- the processor
+
+
+class _Processor:
+    """The engine's place in `pipeline.processors`."""
+
+    def __init__(self, live: LiveRules) -> None:
+        self._live = live
+        self.skip_next = False
+        """Set while the service emits the LET readings of a tick: the engine made them itself."""
+
+    def process(self, readings: Sequence[Reading]) -> Sequence[Reading]:
+        if self.skip_next:
+            self.skip_next = False
+            return ()
+        live = self._live
+        try:
+            derived = live.engine.process(readings)
+        except Exception:
+            live.engine_failed("process")
+            return ()
+        live.deadline_may_have_moved()
+        return derived
+
+
+# --------------------------------------------------------------------------- the service
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """The last reload attempt, for the status topic."""
+
+    ts: int = 0
+    ok: bool = True
+    errors: list[RuleError] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    digest: str = ""
+
+
+class RulesSetupError(ValueError):
+    """The rules section cannot be used (reported at start as `picogate: cannot start: …`)."""
+
+
+class LiveRules:
+    """The rule engine running in one gateway (see the module docstring).  Its `run()` is the
+    gateway's "rules" service component."""
+
+    name = "rules"
+    kind: Literal["source", "service"] = "service"
+
+    def __init__(self, gw: Gateway, config: RulesSection, *, worker: CompilerWorker | None = None) -> None:
+        self.gw = gw
+        self.config = config
+        self.directory = config.dir.absolute()  # not resolve(): a symlink swapped by a deploy is followed
+        mqtt = gw.config.mqtt
+        self.topics = gw.parts.topics if mqtt.enabled else None
+        self.qos = mqtt.qos
+        self.stats = RuleStats()
+        self.actions = LiveActions(self)
+        self.engine = RuleEngine(self.actions)
+        self.processor = _Processor(self)
+        self.worker = worker or CompilerWorker()
+        self.loaded: RuleSet | None = None
+        self.loaded_ts = 0
+        self.loaded_digest = ""
+        self.attempt = _Attempt()
+        self.let_keys: set[tuple[str, str]] = set()
+        self._updating_registry = False
+        self._stop = asyncio.Event()
+        self._reload_wanted = asyncio.Event()
+        self._first_change = 0.0
+        self._timer_wakeup = asyncio.Event()
+        self._sleep_until: int | None = None
+        self._status_now = asyncio.Event()
+        self._last_status: Any = None
+        self._status_unsent = False
+        self._loaded_identity: tuple[int, int] | None = None
+        self._status_client: object = None
+        self._point_rows: tuple[PointRow, ...] | None = None
+        self._current: object = None
+        """The prepared set running now (RuleEngine.prepare), released when it is replaced."""
+        self._freeze_sets = True
+        self._frozen_base = 0
+        self._engine_failures_logged = 0
+        self.warmed = asyncio.Event()
+        """Set once the compiler process is ready (benchmarks, tests)."""
+        self.reload_done: list[Callable[[_Attempt], None]] = []
+        """Called after every reload attempt (tests, the demo's view)."""
+
+    # ------------------------------------------------------------------ set-up
+
+    def setup(self) -> None:
+        """Load the rules once, in-process (the gateway is not running yet), and plug in."""
+        if not self.directory.is_dir():
+            raise RulesSetupError(
+                f"rules.dir: {self.directory} does not exist or is not a directory "
+                "(create it, or remove the rules section)"
+            )
+        # Long-lived objects (modules, the configuration, the registry) leave the garbage collector's
+        # view, so that a full collection after a reload scans the rule sets only (with 1,000 rules:
+        # 15-50 ms instead of 40-75 ms, bench/rules_reload.py).  Frozen before the rules are loaded,
+        # so that the rule sets themselves stay collectable.
+        gc.collect()
+        gc.freeze()
+        self._loaded_identity = self._identity()
+        outcome = run_job(self._job(last_digest=""))
+        self._apply_sync(outcome, total_s=outcome.compile_s)
+        gw = self.gw
+        gw.pipeline.processors.append(self.processor)
+        gw.registry.subscribe(self._on_registry)
+        gw.parts.metrics.add_collector(self._collect)
+
+    def _job(self, *, last_digest: str) -> CompileJob:
+        rows = self._point_rows
+        if rows is None:  # built again only after the registry changed
+            points = (p for p in self.gw.registry if (p.device, p.name) not in self.let_keys)
+            rows = self._point_rows = point_rows(points)
+        return CompileJob(
+            str(self.directory), self.config.pattern, self.config.recursive, rows, last_digest=last_digest
+        )
+
+    def refuse_topic(self, topic: str) -> str:
+        """Why publish() may not use `topic` ("" when it may)."""
+        if not topic or "\0" in topic or "+" in topic or "#" in topic:
+            return "a topic must be non-empty, without wildcards (+, #) or NUL"
+        if len(topic.encode()) > 65535:
+            return "the topic is longer than MQTT allows"
+        if self.topics is not None:
+            root = self.topics.root
+            if topic == root or topic.startswith(root + "/"):
+                return (
+                    f"the gateway's own topics ({root}/…) are not for publish(); use LET for derived points"
+                )
+        return ""
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self) -> _Attempt:
+        """Compile the set in the worker and swap it in if it is good; returns the attempt."""
+        started = time.perf_counter()
+        job = self._job(last_digest=self.attempt.digest)
+        try:
+            outcome = await self.worker.compile(job, timeout=self.config.compile_timeout)
+        except CompilerError as exc:
+            log.error("rules: reload failed: %s; the last good set stays", exc)
+            outcome = CompileOutcome(
+                "", self.attempt.files, None, [file_error(str(self.directory), str(exc))]
+            )
+        await self._apply(outcome, started=started)
+        return self.attempt
+
+    def _apply_sync(self, outcome: CompileOutcome, *, total_s: float) -> None:
+        """At start (no event loop serving readings yet): load in this thread."""
+        ruleset = self._accept(outcome)
+        if ruleset is None:
+            self._finish_attempt(total_s)
+            return
+        started = time.perf_counter()
+        try:
+            prepared = self.engine.prepare(ruleset)
+            self.engine.swap(prepared)
+            self._current = prepared
+            gc.freeze()  # the first set too (see _retire)
+        except Exception as exc:
+            self._load_failed(outcome, exc)
+        else:
+            self._loaded(ruleset, outcome, time.perf_counter() - started)
+        self._finish_attempt(total_s)
+
+    async def _apply(self, outcome: CompileOutcome, *, started: float) -> None:
+        """While the gateway runs: the engine prepares the new set in a thread (unmarshal, build
+        its functions and state) while the loop goes on running the current set, then swaps it in
+        on the loop, between two readings (about a millisecond)."""
+        ruleset = self._accept(outcome)
+        if ruleset is None:
+            self._finish_attempt(time.perf_counter() - started)
+            return
+        try:
+            prepare_started = time.perf_counter()
+            prepared = await asyncio.to_thread(self.engine.prepare, ruleset)
+            swap_started = time.perf_counter()
+            self.engine.swap(prepared)
+            swapped = time.perf_counter()
+        except Exception as exc:
+            self._load_failed(outcome, exc)
+        else:
+            self.stats.last_prepare_s = swap_started - prepare_started
+            self._loaded(ruleset, outcome, swapped - swap_started)
+            self._retire(prepared)
+            self.deadline_may_have_moved(force=True)
+        self._finish_attempt(time.perf_counter() - started)
+
+    def _retire(self, prepared: object) -> None:
+        """After a swap: free the replaced set at once and keep the new one out of the garbage
+        collector's scans.
+
+        A set's functions and their namespace refer to each other, so only a full collection
+        frees a replaced set, and that collection scans the running set too: 15-50 ms of the loop
+        for 1,000 rules (bench/rules_reload.py).  Clearing the replaced set's namespaces breaks the
+        cycle (reference counting frees it right here), and `gc.freeze()` takes the new set out of
+        later collections.  Guarded: if the engine's structure is not what this expects, or the
+        frozen objects keep growing from reload to reload (a replaced set that reference counting
+        could not free would stay frozen), it stops, unfreezes, and leaves it to the collector.
+        """
+        old, self._current = self._current, prepared
+        if old is None or not self._freeze_sets:
+            return
+        if not _release_namespaces(old, prepared):
+            self._freeze_sets = False
+            gc.unfreeze()  # the replaced set was frozen: let the collector have it
+            log.debug("rules: the engine's sets are not released by namespace; not freezing them")
+            return
+        gc.freeze()
+        frozen = gc.get_freeze_count()
+        if not self._frozen_base:
+            self._frozen_base = frozen
+        elif frozen > 2 * self._frozen_base + 50_000:
+            self._freeze_sets = False
+            gc.unfreeze()
+            log.warning(
+                "rules: replaced rule sets are not freed (%d frozen objects, %d after the first reload); "
+                "leaving them to the garbage collector",
+                frozen,
+                self._frozen_base,
+            )
+
+    def _accept(self, outcome: CompileOutcome) -> RuleSet | None:
+        """The set to load, or None (errors reported, attempt recorded)."""
+        now = time.time_ns()
+        self.stats.last_compile_s = outcome.compile_s
+        if outcome.unchanged:
+            self.stats.reloads_unchanged += 1
+            log.debug("rules: files unchanged (%s), nothing to reload", outcome.digest)
+            return None
+        ruleset = outcome.ruleset
+        errors = list(outcome.errors)
+        if ruleset is not None:
+            errors += self._let_clashes(ruleset)
+        if ruleset is not None and not errors:
+            return ruleset
+        self.stats.reloads_failed += 1
+        self.attempt = _Attempt(now, False, errors, outcome.files, outcome.digest)
+        for e in errors:
+            log.error("%s", e.format())
+        kept = f"version {self.loaded.version}" if self.loaded is not None else "no rules"
+        log.error(
+            "rules: %d error%s in %s; the last good set stays (%s)",
+            len(errors),
+            "" if len(errors) == 1 else "s",
+            ", ".join(sorted({e.file for e in errors})) or str(self.directory),
+            kept,
+        )
+        return None
+
+    def _load_failed(self, outcome: CompileOutcome, exc: Exception) -> None:
+        self.stats.reloads_failed += 1
+        log.error("rules: the engine refused the new set (%s); the last good set stays", exc, exc_info=exc)
+        error = file_error(str(self.directory), f"loading failed: {type(exc).__name__}: {exc}")
+        self.attempt = _Attempt(time.time_ns(), False, [error], outcome.files, outcome.digest)
+
+    def _loaded(self, ruleset: RuleSet, outcome: CompileOutcome, swap_s: float) -> None:
+        now = time.time_ns()
+        self._update_lets(ruleset)
+        self.stats.last_swap_s = swap_s
+        self.stats.reloads_ok += 1
+        self.loaded, self.loaded_ts, self.loaded_digest = ruleset, now, outcome.digest
+        self.attempt = _Attempt(now, True, [], outcome.files, outcome.digest)
+        log.info(
+            "rules: loaded version %s: %d rules from %d files (compiled in %.0f ms, loaded in %.0f ms)",
+            ruleset.version,
+            len(ruleset.rules),
+            len(outcome.files),
+            outcome.compile_s * 1000,
+            (self.stats.last_prepare_s + swap_s) * 1000,
+        )
+
+    def _finish_attempt(self, total_s: float) -> None:
+        self.stats.last_reload_s = total_s
+        self._status_now.set()
+        for listener in self.reload_done:
+            listener(self.attempt)
+
+    def _let_clashes(self, ruleset: RuleSet) -> list[RuleError]:
+        """A LET may not take the name of a point some source has (added since the compilation)."""
+        errors = []
+        registry = self.gw.registry
+        for let in ruleset.lets:
+            key = (let.device, let.name)
+            if key not in self.let_keys and key in registry:
+                where = next((r for r in ruleset.rules if r.id == let.key), None)
+                errors.append(
+                    RuleError(
+                        file=where.file if where else str(self.directory),
+                        line=where.line if where else 1,
+                        col=1,
+                        message=f"LET {let.key}: a point of that name already exists "
+                        f"(from {registry.get(*key).origin or 'the configuration'})",
+                        suggestion=None,
+                        source_line="",
+                    )
+                )
+        return errors
+
+    def _update_lets(self, ruleset: RuleSet) -> None:
+        registry = self.gw.registry
+        new = {(p.device, p.name): p for p in ruleset.lets}
+        self._updating_registry = True
+        try:
+            for key in sorted(self.let_keys - set(new)):
+                registry.remove(*key)
+            for key, info in new.items():
+                if registry.find(*key) != info:
+                    registry.add(info, replace=True)
+        finally:
+            self._updating_registry = False
+        self.let_keys = set(new)
+
+    def _on_registry(self, event: RegistryEvent) -> None:
+        """Points that come and go at run time (Pico boards, CoAP nodes): check the rules again."""
+        if event.kind not in ("point_added", "point_removed"):
+            return
+        self._point_rows = None
+        if self._updating_registry:
+            return
+        if (event.device, event.point) in self.let_keys:
+            return
+        self.request_reload()
+
+    def request_reload(self) -> None:
+        if not self._reload_wanted.is_set():
+            self._first_change = time.monotonic()
+            self._reload_wanted.set()
+
+    async def _reload_loop(self) -> None:
+        """Debounce: reload once nothing has changed for `debounce`, at most 1 s after the first
+        change of a burst."""
+        debounce = self.config.debounce
+        while True:
+            await self._reload_wanted.wait()
+            while True:
+                self._reload_wanted.clear()
+                left = min(debounce, self._first_change + _MAX_DEBOUNCE_S - time.monotonic())
+                if left <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._reload_wanted.wait()
+                if not self._reload_wanted.is_set():
+                    break
+            self._reload_wanted.clear()
+            try:
+                await self.reload()
+            except Exception:  # a reload must never end the service: the rules keep running
+                log.exception("rules: reload failed")
+
+    # ------------------------------------------------------------------ watching
+
+    def _watch_filter(self, change: object, path: str) -> bool:
+        """Rule files (not hidden ones: editors' swap and lock files), and `..name` entries, which
+        deploy tools swap atomically (Kubernetes' `..data` symlink behind a ConfigMap's files)."""
+        p = Path(path)
+        if p == self.directory:
+            return True  # the directory itself was removed or replaced
+        try:
+            rel = p.relative_to(self.directory)
+        except ValueError:
+            return False
+        if not self.config.recursive and len(rel.parts) > 1:
+            return False
+        if rel.parts[0].startswith(".."):
+            return True
+        if any(part.startswith(".") for part in rel.parts):
+            return False
+        return fnmatch.fnmatchcase(p.name, self.config.pattern)
+
+    def _identity(self) -> tuple[int, int] | None:
+        """The directory's (device, inode), None while it is missing."""
+        try:
+            st = self.directory.stat()
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+    async def _watch(self) -> None:
+        """Watch the directory; once a second also check that it is still the same directory (a
+        deploy that renames a new directory or a symlink over it, or removes and recreates it)."""
+        watched = self._loaded_identity  # the directory the rules were first read from
+        while not self._stop.is_set():
+            current = self._identity()
+            if current != watched:
+                log.info("rules: %s was removed or replaced", self.directory)
+                self.request_reload()  # (reports a missing directory)
+                watched = current
+            if current is None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._stop.wait()
+                continue
+            try:
+                async for changes in watchfiles.awatch(
+                    self.directory,
+                    watch_filter=self._watch_filter,
+                    debounce=int(_MAX_DEBOUNCE_S * 1000),
+                    step=20,
+                    stop_event=self._stop,
+                    recursive=self.config.recursive,
+                    force_polling=self.config.force_polling or None,
+                    poll_delay_ms=100,
+                    rust_timeout=1000,
+                    yield_on_timeout=True,
+                ):
+                    if changes:
+                        log.debug("rules: changed: %s", sorted(p for _, p in changes))
+                        self.request_reload()
+                    if self._identity() != watched:
+                        break  # watch the new one
+            except (OSError, RuntimeError) as exc:  # the directory went away under the watcher
+                log.warning("rules: watching %s stopped: %s", self.directory, exc)
+                await asyncio.sleep(0.5)
+
+    # ------------------------------------------------------------------ timers
+
+    def deadline_may_have_moved(self, *, force: bool = False) -> None:
+        """After readings or a load: wake the timer task if the next deadline is earlier now."""
+        if force:
+            self._timer_wakeup.set()
+            return
+        try:
+            nd = self.engine.next_deadline()
+        except Exception:
+            self.engine_failed("next_deadline")
+            return
+        if nd is not None and (self._sleep_until is None or nd < self._sleep_until):
+            self._timer_wakeup.set()
+
+    async def _timers(self) -> None:
+        """Run the engine's timers (FOR, EVERY, age) when due, readings or not."""
+        ticked_at: int | None = None
+        while True:
+            self._timer_wakeup.clear()
+            try:
+                deadline = self.engine.next_deadline()
+            except Exception:
+                self.engine_failed("next_deadline")
+                deadline = None
+            self._sleep_until = deadline
+            if deadline is not None:
+                delay = (deadline - time.time_ns()) / 1e9
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._timer_wakeup.wait()
+                    continue  # woken early (new deadline) or due now: look again
+                if deadline == ticked_at:  # the tick did not move it: do not spin on it
+                    await asyncio.sleep(0.01)
+                ticked_at = deadline
+                await self._tick()
+                await asyncio.sleep(0)  # a busy engine still lets the loop breathe
+            else:
+                await self._timer_wakeup.wait()
+
+    async def _tick(self) -> None:
+        try:
+            derived = self.engine.tick(time.time_ns())
+        except Exception:
+            self.engine_failed("tick")
+            await asyncio.sleep(0.1)  # a failing tick must not spin
+            return
+        if derived:
+            # The engine's own LET readings: published like any reading, not evaluated again.
+            await self.emit_derived(derived)
+
+    async def emit_derived(self, derived: list[Reading]) -> None:
+        """The engine's own LET readings: published like any reading, not evaluated again."""
+        self.processor.skip_next = True
+        try:
+            await self.gw.pipeline.emit(derived)
+        finally:
+            self.processor.skip_next = False
+
+    def engine_failed(self, where: str) -> None:
+        self.stats.engine_errors += 1
+        if self._engine_failures_logged < 10:
+            self._engine_failures_logged += 1
+            log.exception("rules: the rule engine failed in %s (the gateway keeps running)", where)
+
+    # ------------------------------------------------------------------ writes
+
+    async def router_write(self, request: WriteRequest) -> Any:
+        return await self.gw.router.write(request)
+
+    def write_result(self, rule: str, ok: bool, message: str) -> None:
+        try:
+            self.engine.write_result(rule, ok, message)
+        except Exception:
+            self.engine_failed("write_result")
+        if not ok:
+            self._status_now.set()
+
+    # ------------------------------------------------------------------ outbox
+
+    async def _flush(self) -> None:
+        actions = self.actions
+        while True:
+            await actions.wakeup.wait()
+            actions.wakeup.clear()
+            batch, actions.queue = actions.queue, []
+            if batch:
+                await self.gw.pipeline.post(batch)
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """The payload of `<base>/<gw>/rules/status` (docs/mqtt.md)."""
+        try:
+            engine_status = self.engine.status()
+        except Exception:
+            self.engine_failed("status")
+            engine_status = {"version": "", "rules": {}}
+        rules: dict[str, Any] = {}
+        for rule_id, rule in engine_status.get("rules", {}).items():
+            fired = rule.get("last_fired")
+            # milliseconds, as every ts on MQTT (the engine keeps nanoseconds)
+            rules[rule_id] = {**rule, "last_fired": _ms(fired) if isinstance(fired, int) else fired}
+        counts = Counter(str(r.get("state", "unknown")) for r in rules.values())
+        attempt = self.attempt
+        return {
+            "ok": attempt.ok,
+            "version": self.loaded.version if self.loaded is not None else None,
+            "loaded_ts": _ms(self.loaded_ts) if self.loaded_ts else None,
+            "files": list(self.loaded.files) if self.loaded is not None else [],
+            "attempt": {
+                "ts": _ms(attempt.ts) if attempt.ts else None,
+                "ok": attempt.ok,
+                "files": attempt.files,
+            },
+            "errors": [
+                {
+                    "file": e.file,
+                    "line": e.line,
+                    "col": e.col,
+                    "message": e.message,
+                    "suggestion": e.suggestion,
+                    "text": e.format(),
+                }
+                for e in attempt.errors
+            ],
+            "counts": {s: counts.get(s, 0) for s in ("idle", "active", "unknown", "errored")},
+            "rules": rules,
+        }
+
+    def _publish_status(self, *, force: bool) -> None:
+        mqtt = self.gw.parts.mqtt
+        reconnected = mqtt is not None and mqtt.client is not None and mqtt.client is not self._status_client
+        body = self.status()
+        if not force and not reconnected and not self._status_unsent and body == self._last_status:
+            return
+        self._last_status = body
+        if self.topics is None or mqtt is None:
+            return
+        # The status describes the present: it is not queued in the outbox while the broker is
+        # away (a backlog of stale snapshots, 100 kB each with 1,000 rules, would only overwrite
+        # one another), but sent on the live connection, and again as soon as the broker is back.
+        payload = orjson.dumps({**body, "ts": _ms(time.time_ns())}, default=str)
+        self._status_unsent = not mqtt.publish_now(self.topics.rules_status, payload, qos=1, retain=True)
+        self._status_client = None if self._status_unsent else mqtt.client  # a new connection: again
+
+    async def _status_loop(self) -> None:
+        self._publish_status(force=True)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.status_interval):
+                    await self._status_now.wait()
+            force = self._status_now.is_set()
+            self._status_now.clear()
+            self._publish_status(force=force)
+
+    # ------------------------------------------------------------------ metrics
+
+    def _collect(self) -> Iterable[Any]:
+        from picogate._metrics import counter, gauge
+
+        s = self.stats
+        yield counter(
+            "picogate_rules_reloads",
+            "Reloads of the rule files",
+            ["result"],
+            [(["ok"], s.reloads_ok), (["error"], s.reloads_failed), (["unchanged"], s.reloads_unchanged)],
+        )
+        yield gauge(
+            "picogate_rules_errors",
+            "Errors in the rule files at the last reload",
+            [],
+            [([], len(self.attempt.errors))],
+        )
+        yield gauge(
+            "picogate_rules_reload_seconds", "Duration of the last reload", [], [([], s.last_reload_s)]
+        )
+        yield gauge(
+            "picogate_rules_swap_seconds", "Event-loop time of the last swap", [], [([], s.last_swap_s)]
+        )
+        body = self._last_status if isinstance(self._last_status, dict) else self.status()
+        yield gauge(
+            "picogate_rules",
+            "Rules by state",
+            ["state"],
+            [([k], float(v)) for k, v in body.get("counts", {}).items()],
+        )
+        yield counter(
+            "picogate_rules_actions",
+            "Actions of the rules",
+            ["action"],
+            [(["alert"], s.alerts), (["publish"], s.publishes), (["set"], s.writes), (["log"], s.logs)],
+        )
+        yield counter(
+            "picogate_rules_failures",
+            "Failed or refused rule actions, dropped messages and engine failures",
+            ["kind"],
+            [
+                (["write_failed"], s.writes_failed),
+                (["write_refused"], s.writes_refused),
+                (["publish_refused"], s.publish_refused),
+                (["dropped"], s.dropped),
+                (["engine"], s.engine_errors),
+            ],
+        )
+
+    # ------------------------------------------------------------------ the component
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self._timers(), name="rules-timers"),
+                    tg.create_task(self._flush(), name="rules-outbox"),
+                    tg.create_task(self._status_loop(), name="rules-status"),
+                    tg.create_task(self._reload_loop(), name="rules-reload"),
+                ]
+                if self.config.watch:
+                    tasks.append(tg.create_task(self._warm_up(), name="rules-compiler"))
+                    tasks.append(tg.create_task(self._watch(), name="rules-watch"))
+                await self._stop.wait()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            writes = list(self.actions.writes)  # the devices' links are stopping too
+            for task in writes:
+                task.cancel()
+            await asyncio.gather(*writes, return_exceptions=True)
+            await self._drain_queue()
+            await self.worker.close()
+
+    async def _warm_up(self) -> None:
+        """Start the compiler process and let it compile the running set once: it keeps the code
+        of functions it compiled, so the first reload is as quick as the next ones (measured with
+        1,000 rules: 1.2 s cold, 0.3-0.5 s warm)."""
+        try:
+            await self.worker.start()
+            await self.worker.compile(self._job(last_digest=""), timeout=self.config.compile_timeout)
+        except CompilerError as exc:
+            log.error("rules: %s (reloads will try again)", exc)
+        finally:
+            self.warmed.set()
+
+    async def _drain_queue(self) -> None:
+        batch, self.actions.queue = self.actions.queue, []
+        if batch:
+            with contextlib.suppress(Exception):
+                await self.gw.pipeline.post(batch)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _namespaces(prepared: object) -> dict[int, dict[str, Any]] | None:
+    """The namespaces of a prepared set's generated functions (never a module's); None if the set
+    does not look as expected."""
+    namespaces: dict[int, dict[str, Any]] = {}
+    handlers = getattr(prepared, "handlers", None)
+    if not isinstance(handlers, dict):
+        return None
+    for by_point in handlers.values():
+        if not isinstance(by_point, dict):
+            return None
+        for function in by_point.values():
+            ns = getattr(function, "__globals__", None)
+            if not isinstance(ns, dict):
+                continue
+            module = sys.modules.get(str(ns.get("__name__", "")))
+            if module is not None and getattr(module, "__dict__", None) is ns:
+                continue  # a module's: never
+            namespaces[id(ns)] = ns
+    return namespaces
+
+
+def _release_namespaces(old: object, new: object) -> int:
+    """Clear the namespaces of the replaced set `old` that the running set `new` does not use;
+    returns how many.  Nothing runs the old set's functions any more: the engine swapped."""
+    released, running = _namespaces(old), _namespaces(new)
+    if released is None or running is None:
+        return 0
+    count = 0
+    for key, ns in released.items():
+        if key not in running:
+            ns.clear()
+            count += 1
+    return count
+
+
+def live_rules(gw: Gateway) -> LiveRules | None:
+    """The rules service of a built gateway (for the demo's view and tests), None without rules."""
+    for c in gw.parts.components:
+        if isinstance(c, LiveRules):
+            return c
+    return None
+
+
+__all__ = [
+    "CompilerError",
+    "CompilerWorker",
+    "LiveActions",
+    "LiveRules",
+    "RulesSetupError",
+    "live_rules",
+]
