@@ -254,6 +254,9 @@ class Gateway:
             (([s.name], p.outbox.depth(s.name)) for s in p.sinks),
         )
         yield counter(
+            "picogate_outbox_commits", "Transactions committed by the outbox", [], [([], p.outbox.commits)]
+        )
+        yield counter(
             "picogate_outbox_dropped",
             "Records dropped because the outbox was full",
             ["sink"],

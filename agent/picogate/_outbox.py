@@ -6,7 +6,8 @@ sink's ready-made payload: `key` is the MQTT topic or the REST path, `payload` t
 
 Writes are group-committed: `append()` returns once the transaction holding its records is
 committed, at most `commit_interval` later, so that 15,000 readings a second cost a few dozen
-transactions, not 15,000.  All SQLite work runs on one dedicated thread.
+transactions, not 15,000.  A `prompt` append (a peer waits for its answer) starts the next commit
+as soon as the committer is free; what arrives meanwhile joins it.  All SQLite work runs on one dedicated thread.
 
 When the outbox holds `max_records` records, the oldest records are dropped to make room: the
 messages they carried are counted per sink (`dropped`), reported on the status topic and in the
@@ -187,8 +188,14 @@ class Outbox:
             st = self._sinks[sink] = _SinkState(floor=self._next_id)
         return st
 
-    async def append(self, envelopes: Sequence[Envelope]) -> None:
-        """Return once `envelopes` are committed (accepted)."""
+    async def append(self, envelopes: Sequence[Envelope], *, prompt: bool = False) -> None:
+        """Return once `envelopes` are committed (accepted).
+
+        `prompt`: a peer is waiting on this commit for its answer (a CoAP 2.04): commit as soon as
+        the committer is free instead of on its next tick.  Appends made while a commit runs share
+        the next one, so a busy stream of prompt appends costs one transaction per commit time,
+        not one per append.
+        """
         if self._closed:
             raise OutboxClosed("outbox is closed")
         if not envelopes:
@@ -196,7 +203,7 @@ class Outbox:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.extend(envelopes)
         self._pending_waiters.append(fut)
-        if len(self._pending) >= 5000:
+        if prompt or len(self._pending) >= 5000:
             self._kick.set()
         await fut
 

@@ -128,8 +128,12 @@ class Pipeline:
         self.received = 0
         self.published = 0
 
-    async def emit(self, readings: Sequence[Reading]) -> None:
-        """Take readings from a source; return once those to publish are accepted (committed)."""
+    async def emit(self, readings: Sequence[Reading], *, prompt: bool = False) -> None:
+        """Take readings from a source; return once those to publish are accepted (committed).
+
+        `prompt=True` when a peer waits on the answer (CoAP's 2.04): the outbox commits at once
+        rather than on its next `commit_interval` tick (see `Outbox.append`).
+        """
         if not readings:
             return
         if not self.clock.synced:
@@ -154,17 +158,17 @@ class Pipeline:
         envelopes: list[Envelope] = []
         for encoder in self.encoders:
             envelopes.extend(encoder.readings(to_publish))
-        await self.outbox.append(envelopes)
+        await self.outbox.append(envelopes, prompt=prompt)
         self.published += len(to_publish)
         for listener in self.listeners:
             listener(to_publish)
 
-    async def device_status(self, *statuses: DeviceStatus) -> None:
+    async def device_status(self, *statuses: DeviceStatus, prompt: bool = False) -> None:
         envelopes: list[Envelope] = []
         for status in statuses:
             for encoder in self.encoders:
                 envelopes.extend(encoder.device_status(status))
-        await self.outbox.append(envelopes)
+        await self.outbox.append(envelopes, prompt=prompt)
 
     async def post(self, envelopes: Sequence[Envelope]) -> None:
         """Hand ready-made payloads (alerts, rule status, publish()) to the outbox."""

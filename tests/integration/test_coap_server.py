@@ -14,6 +14,7 @@ import cbor2
 import orjson
 import pytest
 from aiocoap.numbers.codes import Code
+from aiocoap.optiontypes import BlockOption
 
 from _agent import base_config, recorder, running_gateway, wait_msgs
 from _peers import free_port
@@ -131,9 +132,10 @@ async def test_response_only_after_outbox_commit(
         committed: list[bytes] = []
         original = gw.pipeline.outbox.append
 
-        async def slow_append(envelopes: Any) -> None:
+        async def slow_append(envelopes: Any, *, prompt: bool = False) -> None:
+            assert prompt  # the node waits: the outbox is asked to commit at once
             await asyncio.sleep(0.5)  # a slow disk: the answer must wait for it
-            await original(envelopes)
+            await original(envelopes, prompt=prompt)
             committed.extend(e.payload for e in envelopes)
 
         gw.pipeline.outbox.append = slow_append  # type: ignore[method-assign]
@@ -144,6 +146,42 @@ async def test_response_only_after_outbox_commit(
             )
             assert r.code == Code.CHANGED
             assert any(b'"v":%d.5' % con in p for p in committed), committed
+
+
+async def test_blockwise_report_is_assembled_and_short_reports_need_no_block_layer(
+    mosquitto: Any, tmp_path: Path, client: aiocoap.Context
+) -> None:
+    """A report bigger than one datagram arrives in Block1 pieces (aiocoap's client splits it):
+    the server assembles it (Site's way); a one-datagram report takes the short way. Both land."""
+    port = free_port()
+    cfg = base_config(tmp_path, mosquitto.port, [], coap=coap_section(port, max_payload=8192))
+    big = orjson.dumps(
+        [{"bn": "node1/", "n": "count", "t": -60, "v": 0}]
+        + [{"n": "count", "t": -60 + i, "v": i, "u": ""} for i in range(1, 121)]
+    )
+    assert len(big) > 2048  # at least three blocks of 1024
+    with recorder(mosquitto.host, mosquitto.port, f"{ROOT}/data/node1/count") as rec:
+        async with running_gateway(cfg) as gw:
+            server = await started(gw)
+            # The blocks one by one, as a node sends them (RFC 7959): 2.31 Continue, then 2.04.
+            chunks = [big[i : i + 1024] for i in range(0, len(big), 1024)]
+            for num, chunk in enumerate(chunks):
+                msg = aiocoap.Message(code=Code.POST, uri=f"coap://127.0.0.1:{port}/r/node1", payload=chunk)
+                msg.opt.content_format = 110
+                msg.opt.block1 = BlockOption.BlockwiseTuple(num, num < len(chunks) - 1, 6)
+                async with asyncio.timeout(10):
+                    r = await client.request(msg, handle_blockwise=False).response
+                last = num == len(chunks) - 1
+                assert r.code == (Code.CHANGED if last else Code.CONTINUE), (num, r.code, r.payload)
+            assert server.readings == 121
+            r = await request(client, Code.POST, f"coap://127.0.0.1:{port}/r/node1", big, cf=110)
+            assert r.code == Code.CHANGED, r.payload  # aiocoap's client splits it by itself
+            r = await request(client, Code.POST, f"coap://127.0.0.1:{port}/r/node1", b'{"count": 500}', cf=50)
+            assert r.code == Code.CHANGED
+            assert r.opt.block1 is None
+            assert server.readings == 243
+            msgs = await wait_msgs(rec, lambda m: len(m) >= 243, what="243 count readings")
+    assert [m.json()["v"] for m in msgs] == list(range(121)) * 2 + [500]
 
 
 async def test_get_and_observe(mosquitto: Any, tmp_path: Path, client: aiocoap.Context) -> None:

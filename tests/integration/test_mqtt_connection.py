@@ -171,6 +171,7 @@ async def test_metrics_and_healthz(mosquitto: Any, modbus_tcp_server: Any, tmp_p
             "picogate_outbox_depth",
             "picogate_messages_delivered_total",
             "picogate_outbox_dropped_total",
+            "picogate_outbox_commits_total",
             'picogate_device_online{device="boiler"} 1.0',
         ):
             assert name in text, name

@@ -59,6 +59,21 @@ async def test_append_commits_and_fetch_returns_in_order(tmp_path: Path) -> None
         assert payloads(await box.fetch(SINK, recs[3].id, 2)) == [4, 5]
 
 
+async def test_prompt_append_commits_at_once_and_takes_waiting_appends_along(tmp_path: Path) -> None:
+    """A peer waits on a prompt append (CoAP's 2.04): it does not wait for the commit tick (5 s
+    here, the longest allowed); what was appended before it shares its transaction."""
+    async with Outbox(tmp_path / "o.sqlite", commit_interval=5) as box:
+        await asyncio.sleep(0)  # the committer is waiting for its tick
+        plain = asyncio.create_task(box.append(envs(0, 3)))
+        await asyncio.sleep(0)
+        assert not plain.done()
+        async with asyncio.timeout(4):  # bounded: without prompt this would wait for the 5 s tick
+            await box.append(envs(3, 2), prompt=True)
+        assert plain.done()
+        assert box.commits == 1
+        assert [p for _, p in rows_in_db(box.path)] == [str(i).encode() for i in range(5)]
+
+
 async def test_ack_deletes_and_fetch_skips_acked(tmp_path: Path) -> None:
     async with Outbox(tmp_path / "o.sqlite", commit_interval=0.01) as box:
         await box.append(envs(0, 6))

@@ -160,9 +160,11 @@ def test_forget_republishes() -> None:
 class FakeOutbox:
     def __init__(self) -> None:
         self.appended: list[Envelope] = []
+        self.prompt: list[bool] = []
 
-    async def append(self, envelopes: Sequence[Envelope]) -> None:
+    async def append(self, envelopes: Sequence[Envelope], *, prompt: bool = False) -> None:
         self.appended.extend(envelopes)
+        self.prompt.append(prompt)
 
 
 class Doubler:
@@ -237,6 +239,14 @@ async def test_listeners_hear_what_was_published() -> None:
     await pipe.emit([rd("p", 3, 2)])
     await pipe.emit([])
     assert heard == [[1], [3]]
+
+
+async def test_prompt_is_passed_to_the_outbox() -> None:
+    """A source whose peer waits on the answer (CoAP) asks for a prompt commit; polls do not."""
+    pipe, outbox = make()
+    await pipe.emit([rd("p", 1, 0)])
+    await pipe.emit([rd("p", 2, 1)], prompt=True)
+    assert outbox.prompt == [False, True]
 
 
 async def test_unsynchronised_clock_makes_good_readings_uncertain() -> None:

@@ -108,9 +108,10 @@ class CoapServer:
         self._nodes = {n.name for n in section.nodes}
         self._oscore_nodes = {o.node for o in section.oscore}
         self._contexts: dict[int, str] = {}  # id(security context) → node
-        site = _Root(self)
+        reports = _Reports(self)
+        site = _Root(self, reports)
         site.add_resource((".well-known", "core"), resource.WKCResource(site.get_resources_as_linkheader))
-        site.add_resource(("r",), _Reports(self))
+        site.add_resource(("r",), reports)
         site.add_resource(("p",), _Points(self))
         self.site = site
         self._secured: tuple[Any, Any] = (site, None)  # the site as served, and its credentials
@@ -278,8 +279,11 @@ class CoapServer:
         status = self.registry.device(device)
         if status is not None and status.state is not DeviceState.ONLINE:
             self.registry.set_device_state(device, DeviceState.ONLINE, ts=readings[-1].ts)
-            await self.pipeline.device_status(DeviceStatus(device, DeviceState.ONLINE, "", readings[-1].ts))
-        await self.pipeline.emit(readings)  # returns once committed to the outbox
+            await self.pipeline.device_status(
+                DeviceStatus(device, DeviceState.ONLINE, "", readings[-1].ts), prompt=True
+            )
+        # Returns once committed to the outbox; the node waits for the 2.04, so commit promptly.
+        await self.pipeline.emit(readings, prompt=True)
         self.reports += 1
         self.readings += len(readings)
         return self.answer("2.04")
@@ -367,9 +371,13 @@ class _Subtree(resource.Resource, resource.PathCapable):  # type: ignore[misc]  
         self.server = server
 
     async def render(self, request: aiocoap.Message) -> aiocoap.Message:
+        return await self.render_path(request, request.opt.uri_path)
+
+    async def render_path(self, request: aiocoap.Message, path: Sequence[str]) -> aiocoap.Message:
+        """Answer `request`, `path` being what follows this subtree's own segment."""
         self.server.inflight += 1
         try:
-            return await self.handle(request, request.opt.uri_path)
+            return await self.handle(request, path)
         except _Refused as exc:
             return self.server.answer(exc.code, str(exc))
         except Exception:  # a bug, or the outbox closing under us: answer, log, and go on serving
@@ -403,13 +411,34 @@ class _Points(_Subtree, interfaces.ObservableResource):  # type: ignore[misc]  #
 
 
 class _Root(resource.Site):  # type: ignore[misc]  # aiocoap is untyped
-    """aiocoap's Site, answering an unknown path with a diagnostic (and counting it)."""
+    """aiocoap's Site, answering an unknown path with a diagnostic (and counting it).
 
-    def __init__(self, server: CoapServer) -> None:
+    A node's report (`POST /r/<device>` in one datagram) takes a short way to its handler: Site's
+    dispatch deep-copies every request to strip its path, and Resource's block-wise layer caches
+    every answer in case the client asks for it block by block; for a one-datagram report with an
+    empty 2.04 (or a short diagnostic) neither does anything, and together they cost as much CPU as
+    the report itself.  Anything else (block-wise transfers, other paths) goes Site's way.
+    """
+
+    def __init__(self, server: CoapServer, reports: _Reports) -> None:
         super().__init__()
         self.server = server
+        self.reports = reports
 
     async def render_to_pipe(self, request: Any) -> None:
+        req = request.request
+        opt = req.opt
+        path = opt.uri_path
+        if (
+            len(path) == 2
+            and path[0] == "r"
+            and opt.block1 is None
+            and opt.block2 is None
+            and opt.observe is None
+            and opt.uri_path_abbrev is None
+        ):
+            request.add_response(await self.reports.render_path(req, path[1:]), is_last=True)
+            return
         try:
             await super().render_to_pipe(request)
         except error.NotFound:
