@@ -97,8 +97,9 @@ def _mv(a, b):
 
 
 def _complete(src, want_fw):
-    """Does the version being installed exist whole, in src/ and, for what already moved, at the root?
-    Items leave src/ in a fixed order (_forward's): one still there before a later one gone is not."""
+    """Does the version being installed exist whole, in src/ and, for what already moved, at the root:
+    every file its manifest lists, with that sha256? Items leave src/ in a fixed order (_forward's):
+    one still there before a later one gone is not."""
     m, p, f = _exists(src + "/main.py"), _exists(src + "/picogate_fw"), _exists(src + "/" + _FW)
     there = False
     for x in ((p, f, m) if src == "pg_old" else (m, p, f)) if want_fw else (p, m):
@@ -113,9 +114,35 @@ def _complete(src, want_fw):
         files = json.loads(_read(src + "/" + _FW if f else _FW) or "")["files"]
     except (ValueError, KeyError, TypeError):
         return False
+    import binascii
+
+    try:
+        import hashlib
+
+        hashing = True
+    except ImportError:  # a MicroPython without it: the files' presence only
+        hashing = False
+
+    buf = bytearray(512)
+    m = memoryview(buf)
     for path in files:
         top = path.split("/", 1)[0]
-        if not _exists((src + "/" if _exists(src + "/" + top) else "") + path):
+        where = (src + "/" if _exists(src + "/" + top) else "") + path
+        if not hashing:
+            if not _exists(where):
+                return False
+            continue
+        h = hashlib.sha256()
+        try:
+            with open(where, "rb") as fh:
+                while True:
+                    n = fh.readinto(buf)
+                    if not n:
+                        break
+                    h.update(m[:n])
+        except OSError:
+            return False
+        if binascii.hexlify(h.digest()).decode() != files[path]:
             return False
     return True
 

@@ -34,7 +34,9 @@ JOURNAL_AT = 4  # steps up to and including writing pg_commit (commit and rollba
 assert _deploy.commit_steps()[JOURNAL_AT - 1].startswith("_put('pg_commit'")
 assert _deploy.rollback_steps()[JOURNAL_AT - 1].startswith("_put('pg_commit'")
 # steps up to and including the rename that puts the previous version's main.py in place
-ROLLBACK_MAIN_AT = 1 + next(i for i, s in enumerate(_deploy.rollback_steps()) if s.startswith("_mv('pg_old/main.py'"))
+ROLLBACK_MAIN_AT = 1 + next(
+    i for i, s in enumerate(_deploy.rollback_steps()) if s.startswith("_mv('pg_old/main.py'")
+)
 
 
 def _sha(p: Path) -> str:
@@ -55,7 +57,9 @@ def _make_version(
         module.write_text(module.read_text() + f"\n_BUILD = {tag!r}\n")
     (pkg / f"only_{tag}.py").write_text(f"TAG = {tag!r}\n")
     (root / "main.py").write_text(main((FIRMWARE / "main.py").read_text()) + f"\n# version {tag}\n")
-    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in [root / "main.py", *sorted(pkg.rglob("*.py"))]}
+    files = {
+        p.relative_to(root).as_posix(): p.read_bytes() for p in [root / "main.py", *sorted(pkg.rglob("*.py"))]
+    }
     hashes = {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}
     fw = Firmware(version=tag, mpy=6, files=files, hashes=hashes, hash=firmware_hash(hashes))
     if not manifest:
@@ -75,7 +79,9 @@ def version_of(d: Path) -> str:
     """The hash of the one whole version in `d` (main.py, picogate_fw/, pg_fw.json), "dev" without
     manifest; fails when the files are not exactly those of the manifest."""
     files = {"main.py": _sha(d / "main.py")} if (d / "main.py").exists() else {}
-    files.update({p.relative_to(d).as_posix(): _sha(p) for p in (d / "picogate_fw").rglob("*") if p.is_file()})
+    files.update(
+        {p.relative_to(d).as_posix(): _sha(p) for p in (d / "picogate_fw").rglob("*") if p.is_file()}
+    )
     assert "main.py" in files, f"{d}: no main.py"
     assert "picogate_fw/app.py" in files, f"{d}: no picogate_fw"
     if not (d / "pg_fw.json").exists():
@@ -170,23 +176,32 @@ def test_power_cut_in_the_commit(
         assert version_of(d / "pg_new") == b  # untouched: the next flash commits it
 
 
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
 @pytest.mark.parametrize("cut", range(JOURNAL_AT, COMMIT_STEPS))
 def test_commit_that_cannot_complete_is_undone(
-    tmp_path: Path, versions: dict[str, tuple[Path, str]], cut: int
+    tmp_path: Path, versions: dict[str, tuple[Path, str]], cut: int, damage: str
 ) -> None:
-    """A file of B missing (wherever it is at that point): B is not whole, the board puts A back."""
+    """A file of B missing or cut short (wherever it is at that point): B is not whole (its manifest
+    says so), the board puts A back."""
     a_dir, a = versions["a"]
     b_dir, _ = versions["b"]
     d = _board(tmp_path, a_dir, b_dir)
     run_on_board(d, _deploy.commit_script(last=cut))
-    staged = d / "pg_new" / "picogate_fw" / "only_b.py"
-    (staged if staged.exists() else d / "picogate_fw" / "only_b.py").unlink()
+    name = "only_b.py" if damage == "missing" else "app.py"
+    staged = d / "pg_new" / "picogate_fw" / name
+    victim = staged if staged.exists() else d / "picogate_fw" / name
+    if damage == "missing":
+        victim.unlink()
+    else:
+        victim.write_bytes(victim.read_bytes()[:100])
     out, hello = boot(d)
     assert b"firmware commit interrupted by a reset was undone" in out
     assert_runs(d, a, out, hello)
 
 
-@pytest.mark.parametrize("old", ["a", "adev", "a0"], ids=["with_manifest", "dev_install", "main_before_recovery"])
+@pytest.mark.parametrize(
+    "old", ["a", "adev", "a0"], ids=["with_manifest", "dev_install", "main_before_recovery"]
+)
 @pytest.mark.parametrize("cut", range(ROLLBACK_STEPS + 1))
 def test_power_cut_in_the_rollback(
     tmp_path: Path, versions: dict[str, tuple[Path, str]], cut: int, old: str
@@ -230,6 +245,10 @@ def test_a_failed_recovery_stops_at_the_repl(tmp_path: Path, versions: dict[str,
     out, _ = boot(d, wait=b">>> ")
     assert b"recovery of an interrupted firmware commit failed" in out
     assert b"@0 hello" not in out
-    assert (d / "pg_crash.txt").read_text().startswith("boot 0: recovery of an interrupted firmware commit failed")
+    assert (
+        (d / "pg_crash.txt")
+        .read_text()
+        .startswith("boot 0: recovery of an interrupted firmware commit failed")
+    )
     assert version_of(d) == versions["a"][1]
     assert version_of(d / "pg_new") == versions["b"][1]
