@@ -20,10 +20,12 @@ rename or copy per step, in an order firmware/main.py replays at boot (`_recover
     3. picogate_fw/ moves into the save folder, the new one into place
     4. the new pg_fw.json moves into place; the source folder goes, pg_boots is 0, pg_commit goes
 
-A power cut anywhere in there leaves `pg_commit`; at the next boot main.py (the new one from step 1
-on) finishes the swap when the source still holds the rest of a complete version (every file its
-manifest lists), and otherwise puts the saved version back. Either way the board boots one whole
-version with its own manifest, and the next flash finds it consistent.
+(the rollback renames main.py last instead: the previous version's may be one without recovery).
+A power cut anywhere in there leaves `pg_commit`; at the next boot main.py (a commit's new one from
+step 1 on) finishes the swap when the source still holds the rest of a complete version (every file
+its manifest lists, with that sha256, in the source or already moved), and otherwise puts the
+saved version back. Either way the board boots one whole version with its own manifest, and the
+next flash finds it consistent. A cut before `pg_commit` exists changes nothing that runs.
 """
 
 from __future__ import annotations
