@@ -5,13 +5,27 @@ Layout during and after a flash (board filesystem root):
     pg_new/            the next version being assembled: main.py, picogate_fw/, pg_fw.json
     main.py, picogate_fw/, pg_fw.json      the running version
     pg_old/            the previous version, kept for rollback (`picogate flash --rollback`)
+    pg_commit          present only while a commit or rollback is under way: "<source folder> <0|1>"
 
 Only files whose sha256 differs from both the running and the half-assembled version are sent
-over USB; the others are copied on the board. The commit moves the running version to pg_old/ and
-pg_new/ into place by renames (atomic on littlefs), pg_fw.json last. An interrupted upload leaves
-the running version untouched (the board boots its last good firmware) and pg_new/ half full: the
-next flash resumes it. Even a power cut inside the commit leaves a board that boots to its REPL
-(main.py missing or the package missing: REPL / safe mode), and the next flash completes it.
+over USB; the others are copied on the board. An interrupted upload leaves the running version
+untouched (the board boots its last good firmware) and pg_new/ half full: the next flash resumes it.
+
+The commit (and the rollback, the same swap with pg_old/ as the source) is journaled: once the
+source is checked complete, `pg_commit` is written (under a temporary name, renamed), then one
+rename or copy per step, in an order firmware/main.py replays at boot (`_recover`):
+
+    1. main.py is copied into the save folder, then the new one renamed over it (never absent)
+    2. pg_fw.json moves into the save folder (no manifest: a half-installed version reports "dev")
+    3. picogate_fw/ moves into the save folder, the new one into place
+    4. the new pg_fw.json moves into place; the source folder goes, pg_boots is 0, pg_commit goes
+
+(the rollback renames main.py last instead: the previous version's may be one without recovery).
+A power cut anywhere in there leaves `pg_commit`; at the next boot main.py (a commit's new one from
+step 1 on) finishes the swap when the source still holds the rest of a complete version (every file
+its manifest lists, with that sha256, in the source or already moved), and otherwise puts the
+saved version back. Either way the board boots one whole version with its own manifest, and the
+next flash finds it consistent. A cut before `pg_commit` exists changes nothing that runs.
 """
 
 from __future__ import annotations
@@ -20,12 +34,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from picogate.flash._build import MANIFEST, Firmware
+from picogate.flash._build import MANIFEST, PACKAGE, Firmware
 
 __all__ = ["INFO", "Plan", "board_name", "commit_script", "make_plan", "rollback_script", "stage_script"]
 
 NEW = "pg_new"
 OLD = "pg_old"
+JOURNAL = "pg_commit"  # firmware/main.py reads it at boot: keep the two in step
 
 # One round trip: what the board is and what it holds (hashes computed on the board).
 INFO = """
@@ -109,6 +124,16 @@ def _mv(a, b):
     except OSError:
         _rm(b)
         os.rename(a, b)
+def _ex(p):
+    try:
+        os.stat(p)
+        return True
+    except OSError:
+        return False
+def _put(p, t):
+    with open(p + '.tmp', 'w') as f:
+        f.write(t)
+    _mv(p + '.tmp', p)
 def _cp(a, b):
     buf = bytearray(512)
     m = memoryview(buf)
@@ -198,63 +223,72 @@ def stage_script(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def commit_script() -> str:
-    """pg_new/ becomes the running version, the running one pg_old/; the manifest last."""
-    return (
-        _HELPERS
-        + f"""
-_rm({OLD!r})
-_mk({OLD!r})
-for _n in ('picogate_fw', 'main.py', {MANIFEST!r}):
-    try:
-        os.rename(_n, {OLD!r} + '/' + _n)
-    except OSError:
-        pass
-os.rename({NEW!r} + '/picogate_fw', 'picogate_fw')
-os.rename({NEW!r} + '/main.py', 'main.py')
-os.rename({NEW!r} + '/' + {MANIFEST!r}, {MANIFEST!r})
-_rm({NEW!r})
-with open('pg_boots', 'w') as _f:
-    _f.write('0')
-print('committed')
-"""
-    )
+def _swap_steps(src: str, save: str) -> list[str]:
+    """Make src/ the running version and move the running one into save/: one board statement per
+    step, in the order firmware/main.py's `_recover` replays after a power cut. main.py is copied,
+    then replaced by one rename, so that there always is one."""
+    m, p, f = "main.py", PACKAGE, MANIFEST
+    main = [f"if _ex({m!r}): _cp({m!r}, {save + '/' + m!r})", f"_mv({src + '/' + m!r}, {m!r})"]
+    rest = [
+        f"if _ex({f!r}): os.rename({f!r}, {save + '/' + f!r})",
+        f"if _ex({p!r}): os.rename({p!r}, {save + '/' + p!r})",
+        f"os.rename({src + '/' + p!r}, {p!r})",
+        f"if _ex({src + '/' + f!r}): os.rename({src + '/' + f!r}, {f!r})",
+    ]
+    # the new main.py first: it finishes the rest at boot; a rollback's last: the previous
+    # version's main.py may be one from before boot recovery existed
+    return main + rest if src == NEW else rest + main
 
 
-def rollback_script() -> str:
-    """Swap the running version and pg_old/ (so a second rollback undoes the first)."""
-    return (
-        _HELPERS
-        + f"""
-try:
-    os.stat({OLD!r} + '/picogate_fw')
-    os.stat({OLD!r} + '/main.py')
-except OSError:
-    raise OSError('no previous version on this board (pg_old/ is empty)')
-_rm({NEW!r})
-_mk({NEW!r})
-for _n in ('picogate_fw', 'main.py', {MANIFEST!r}):
-    try:
-        os.rename({OLD!r} + '/' + _n, {NEW!r} + '/' + _n)
-    except OSError:
-        pass  # a previous version without manifest (a development install): it reports "dev"
-for _n in ('picogate_fw', 'main.py', {MANIFEST!r}):
-    try:
-        os.rename(_n, {OLD!r} + '/' + _n)
-    except OSError:
-        pass
-os.rename({NEW!r} + '/picogate_fw', 'picogate_fw')
-os.rename({NEW!r} + '/main.py', 'main.py')
-try:
-    os.rename({NEW!r} + '/' + {MANIFEST!r}, {MANIFEST!r})
-except OSError:
-    pass
-_rm({NEW!r})
-with open('pg_boots', 'w') as _f:
-    _f.write('0')
-print('rolled back')
-"""
-    )
+_DONE = ["with open('pg_boots', 'w') as _f:\n    _f.write('0')", f"os.remove({JOURNAL!r})"]
+
+
+def _script(steps: list[str], last: int | None, done: str) -> str:
+    run = steps if last is None else steps[:last]
+    tail = [f"print({done!r})"] if last is None else []
+    return _HELPERS + "\n".join(run + tail) + "\n"
+
+
+def commit_steps() -> list[str]:
+    """The commit, one step (a power cut point) per item: pg_new/ becomes the running version, the
+    running one pg_old/. Nothing changes before pg_new/ is checked complete and the journal written."""
+    need = " and ".join(f"_ex({NEW + '/' + n!r})" for n in ("main.py", PACKAGE, MANIFEST))
+    return [
+        f"if not ({need}): raise OSError('pg_new/ is incomplete: nothing committed')",
+        f"_rm({OLD!r})",
+        f"_mk({OLD!r})",
+        f"_put({JOURNAL!r}, {NEW + ' 1'!r})",
+        *_swap_steps(NEW, OLD),
+        f"_rm({NEW!r})",
+        *_DONE,
+    ]
+
+
+def commit_script(last: int | None = None) -> str:
+    """Run `commit_steps()`; `last`: only the first `last` of them (tests: a power cut there)."""
+    return _script(commit_steps(), last, "committed")
+
+
+def rollback_steps() -> list[str]:
+    """The rollback: the same swap with pg_old/ as the source and pg_new/ keeping the running
+    version, renamed pg_old/ at the end (so that a second rollback undoes the first). A previous
+    version without manifest (a development install) is allowed: it reports "dev"."""
+    return [
+        f"if not (_ex({OLD + '/' + PACKAGE!r}) and _ex({OLD + '/main.py'!r})): "
+        "raise OSError('no previous version on this board (pg_old/ is empty)')",
+        f"_rm({NEW!r})",
+        f"_mk({NEW!r})",
+        f"_put({JOURNAL!r}, {OLD + ' '!r} + str(int(_ex({OLD + '/' + MANIFEST!r}))))",
+        *_swap_steps(OLD, NEW),
+        f"_rm({OLD!r})",
+        f"os.rename({NEW!r}, {OLD!r})",
+        *_DONE,
+    ]
+
+
+def rollback_script(last: int | None = None) -> str:
+    """Run `rollback_steps()`; `last`: only the first `last` of them (tests: a power cut there)."""
+    return _script(rollback_steps(), last, "rolled back")
 
 
 def write_text_script(path: str, text: str) -> str:
