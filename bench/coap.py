@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import sys
@@ -63,6 +64,7 @@ async def _load(port: int, clients: int, duration: float, *, con: bool, batch: i
     contexts = [await aiocoap.Context.create_client_context(transports=["udp6"]) for _ in range(clients)]
     tuning = aiocoap.Reliable if con else aiocoap.Unreliable
     ok = failed = 0
+    reasons: collections.Counter[str] = collections.Counter()
     counter = 0
     deadline = time.monotonic() + duration
 
@@ -86,8 +88,10 @@ async def _load(port: int, clients: int, duration: float, *, con: bool, batch: i
                     ok += 1
                 else:
                     failed += 1
-            except Exception:
+                    reasons[f"{r.code} {r.payload[:60]!r}"] += 1
+            except Exception as exc:
                 failed += 1
+                reasons[f"{type(exc).__name__}: {str(exc)[:60]}"] += 1
 
     started = time.monotonic()
     await asyncio.gather(*(one(i) for i in range(clients)))
@@ -98,6 +102,7 @@ async def _load(port: int, clients: int, duration: float, *, con: bool, batch: i
         "requests_per_s": ok / elapsed,
         "readings_per_s": ok * batch / elapsed,
         "failed": failed,
+        "why": reasons.most_common(1)[0][0] if reasons else "",
         "clients": clients,
         "batch": batch,
         "con": con,
@@ -143,7 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     print(
                         f"  {label:<11} {'CON' if con else 'NON'} {clients:>2} clients, {batch:>2} reading(s)/POST: "
                         f"{r['requests_per_s']:7.0f} req/s  {r['readings_per_s']:8.0f} readings/s"
-                        f"  (failed {r['failed']})",
+                        f"  (failed {r['failed']}{': ' + r['why'] if r['failed'] else ''})",
                         flush=True,
                     )
 
