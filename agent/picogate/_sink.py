@@ -124,14 +124,26 @@ class RunningSink:
                 failure.append(task.exception())  # type: ignore[arg-type]
             wake.set()
 
-        wake = asyncio.Event()
+        # One event wakes this loop: the outbox sets it on a commit for this sink, a finished
+        # delivery sets it, and so does a heartbeat every second (to notice a connection lost
+        # while idle).  It is cleared before each look, so nothing that happens after is missed.
+        wake = self.outbox.wakeup(self.name)
+        loop = asyncio.get_running_loop()
+        heartbeat: asyncio.TimerHandle | None = None
+
+        def beat() -> None:
+            nonlocal heartbeat
+            wake.set()
+            heartbeat = loop.call_later(1.0, beat)
+
+        heartbeat = loop.call_later(1.0, beat)
         alive: Callable[[], bool] | None = getattr(self.sink, "alive", None)
         try:
             while True:
                 if failure:
                     raise failure[0]
+                wake.clear()
                 if len(inflight) >= self.window:
-                    wake.clear()
                     await wake.wait()
                     continue
                 batch = await self.outbox.fetch(self.name, cursor, self.batch_size)
@@ -140,12 +152,7 @@ class RunningSink:
                         self._drained.set()
                     if alive is not None and not alive():
                         raise SinkUnavailable("connection lost while idle")
-                    waiter = asyncio.ensure_future(self.outbox.wait(self.name, timeout=1.0))
-                    wake.clear()
-                    wake_task = asyncio.ensure_future(wake.wait())
-                    await asyncio.wait({waiter, wake_task}, return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
-                    wake_task.cancel()
+                    await wake.wait()
                     continue
                 self._drained.clear()
                 cursor = batch[-1].id
@@ -153,6 +160,7 @@ class RunningSink:
                 inflight.add(task)
                 task.add_done_callback(done)
         finally:
+            heartbeat.cancel()
             for task in list(inflight):
                 task.cancel()
             if inflight:
