@@ -88,9 +88,20 @@ def _config_check(path: Path) -> int:
         n = len(exc.issues)
         print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
         return 1
-    points = sum(len(d.points) for d in cfg.devices)
-    print(f"{path}: OK ({len(cfg.devices)} devices, {points} points)")
+    from picogate._declared import declared_points
+
+    registry = declared_points(cfg)
+    parts = [_count(len(cfg.devices), "Modbus device")]
+    if cfg.boards:
+        parts.append(_count(len(cfg.boards), "Pico board"))
+    if cfg.coap is not None and (cfg.coap.nodes or cfg.coap.clients):
+        parts.append(_count(len(cfg.coap.nodes) + len(cfg.coap.clients), "CoAP device"))
+    print(f"{path}: OK ({', '.join(parts)}; {_count(len(registry), 'point')})")
     return 0
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def _event_loop_run(coro: Coroutine[Any, Any, None]) -> None:

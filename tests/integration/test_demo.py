@@ -144,7 +144,9 @@ def test_example_config_checks() -> None:
         timeout=30,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "examples/gateway.yaml: OK (3 devices, 16 points)"
+    assert result.stdout.strip() == (
+        "examples/gateway.yaml: OK (3 Modbus devices, 1 Pico board, 1 CoAP device; 21 points)"
+    )
 
 
 def test_live_view_renders_in_a_terminal(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def test_config_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     f = tmp_path / "gateway.yaml"
     f.write_text("devices:\n  - {name: b, type: modbus_tcp, host: h, points: [{name: t, ref: 40001}]}\n")
     assert main(["config", "check", str(f)]) == 0
-    assert "OK (1 devices, 1 points)" in capsys.readouterr().out
+    assert "OK (1 Modbus device; 1 point)" in capsys.readouterr().out
 
 
 def test_config_check_reports_every_error_with_line(

@@ -339,6 +339,9 @@ def test_cli_writes_valid_profiles(tmp_path: Path) -> None:
         check("core-metadata", schema, [{"apiVersion": "v3", "profile": profile}])
         for res in profile["deviceResources"]:
             assert not {"scale", "offset", "base", "mask", "shift"} & set(res["properties"])
+    # Every device the example declares has its profile: Modbus, the Pico board, the CoAP node.
+    devices = {yaml.safe_load(f.read_text())["name"].removeprefix("picogate-") for f in files}
+    assert {"boiler", "pump", "tank", "line1_io", "yard"} <= devices, devices
 
 
 def test_cli_names_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

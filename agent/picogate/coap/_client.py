@@ -20,16 +20,13 @@ from picogate._pipeline import Pipeline
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
 from picogate._router import ErrorCode, WriteError, coerce
 from picogate.coap._payload import CF_JSON, PayloadError, decode_value
+from picogate.coap._points import client_points
+from picogate.coap._points import url as resource_url
 from picogate.config._coap import CoapClientDevice, CoapResource
 
 log = logging.getLogger("picogate.coap")
 
 _FLOATS = (PointType.FLOAT32, PointType.FLOAT64)
-
-
-def _url(device: CoapClientDevice, path: str) -> str:
-    host = f"[{device.host}]" if ":" in device.host else device.host
-    return f"coap://{host}:{device.port}{path}"
 
 
 class CoapClientSource:
@@ -49,19 +46,8 @@ class CoapClientSource:
         self._stop = asyncio.Event()
 
     def register(self) -> None:
-        for d in self.devices.values():
-            for r in d.resources:
-                self.registry.add(
-                    PointInfo(
-                        d.name,
-                        r.point,
-                        r.type,
-                        r.unit,
-                        writable=r.writable,
-                        origin="coap",
-                        attrs={"url": _url(d, r.path), "mode": "observe" if r.observe else "poll"},
-                    )
-                )
+        for info in client_points(list(self.devices.values())):
+            self.registry.add(info)
 
     def writer_for(self, device: str) -> _Writer:
         return _Writer(self, self.devices[device])
@@ -102,7 +88,7 @@ class CoapClientSource:
         self._stop.set()
 
     async def _poll(self, device: CoapClientDevice, res: CoapResource) -> None:
-        url = _url(device, res.path)
+        url = resource_url(device, res.path)
         while True:
             started = time.monotonic()
             try:
@@ -117,7 +103,7 @@ class CoapClientSource:
             await asyncio.sleep(max(0.0, res.interval - (time.monotonic() - started)))
 
     async def _observe(self, device: CoapClientDevice, res: CoapResource) -> None:
-        url = _url(device, res.path)
+        url = resource_url(device, res.path)
         while True:
             assert self._ctx is not None
             self.requests += 1
@@ -137,7 +123,7 @@ class CoapClientSource:
             await asyncio.sleep(res.interval)
 
     async def _take(self, device: CoapClientDevice, res: CoapResource, response: aiocoap.Message) -> None:
-        url = _url(device, res.path)
+        url = resource_url(device, res.path)
         if not response.code.is_successful():
             self.failures += 1
             text = response.payload.decode(errors="replace")[:200]
@@ -177,7 +163,7 @@ class _Writer:
         self.paths = {r.point: r.path for r in device.resources}
 
     async def write(self, point: PointInfo, value: Value) -> None:
-        url = _url(self.device, self.paths[point.name])
+        url = resource_url(self.device, self.paths[point.name])
         ctx = await self.source.context()
         msg = aiocoap.Message(code=Code.PUT, uri=url, payload=orjson.dumps(value), content_format=CF_JSON)
         self.source.requests += 1

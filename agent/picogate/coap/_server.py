@@ -36,6 +36,7 @@ from picogate.coap._payload import (
     encode_reading,
     split_name,
 )
+from picogate.coap._points import node_points
 from picogate.config._coap import CoapSection
 
 log = logging.getLogger("picogate.coap")
@@ -122,11 +123,8 @@ class CoapServer:
         one is a start-up error naming it)."""
         if self.section.oscore:
             self._secured = self._oscore_site()
-        for node in self.section.nodes:
-            for pname, p in node.points.items():
-                self.registry.add(
-                    PointInfo(node.name, pname, p.type, p.unit, description=p.description, origin="coap")
-                )
+        for info in node_points(self.section):
+            self.registry.add(info)
 
     # ------------------------------------------------------------------ run
 

@@ -21,21 +21,16 @@ def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def profiles_of(cfg: Any) -> list[dict[str, Any]]:
-    """The profiles of the Modbus devices configured in `cfg` (points added at run time by Pico
-    boards, CoAP nodes or rules are registered by the running gateway)."""
-    from picogate._registry import PointRegistry
+    """The profiles of the devices configured in `cfg`: Modbus devices, Pico boards and the Modbus
+    devices behind them, CoAP nodes and CoAP client devices.  (Points that appear only at run
+    time, a rule's LET or a CoAP node's `auto_register`, are in the profiles the running gateway
+    registers.)"""
+    from picogate._declared import declared_points
     from picogate.config._edgex import EdgexSection
     from picogate.edgex._model import device_profile
-    from picogate.modbus._source import build_lines
 
     edgex = cfg.edgex or EdgexSection()
-    registry = PointRegistry()
-
-    async def _noop(*_: Any) -> None:
-        return None
-
-    for line in build_lines(cfg.devices, registry=registry, emit=_noop, status_changed=_noop):
-        line.register()
+    registry = declared_points(cfg)
     out = []
     for status in sorted(registry.devices(), key=lambda d: d.name):
         points = sorted(registry.points_of(status.name), key=lambda p: p.name)

@@ -56,14 +56,14 @@ def _read_rules(paths: list[Path]) -> dict[str, str] | str:
 def _points(config: Path | None) -> list[PointInfo] | str | None:
     if config is None:
         return None
+    from picogate._declared import declared_points
     from picogate.config import ConfigError, load_config
-    from picogate.modbus._source import point_info
 
     try:
         cfg = load_config(config)
     except ConfigError as exc:
         return str(exc)
-    return [point_info(d, p, p.encoding(d.byte_order)) for d in cfg.devices for p in d.points]
+    return list(declared_points(cfg))
 
 
 def _compile(args: argparse.Namespace) -> Any:
