@@ -88,6 +88,15 @@ class Harness:
         dev, pt = key.split(".")
         self.lets += self.engine.process([Reading(dev, pt, value, int(t * S), quality)])
 
+    def feed_batch(self, t: float, values: dict[str, Any]) -> None:
+        """Several readings in one `process()` call, as one poll of a device brings them."""
+        self.advance(t)
+        batch = []
+        for key, value in values.items():
+            dev, pt = key.split(".")
+            batch.append(Reading(dev, pt, value, int(t * S), Quality.GOOD))
+        self.lets += self.engine.process(batch)
+
     def state(self, rule: str) -> dict[str, Any]:
         st: dict[str, Any] = self.engine.status()["rules"][rule]
         return st

@@ -251,6 +251,35 @@ def test_let_chain_in_dependency_order() -> None:
     assert [(r.key, r.value) for r in h.lets] == [("a.b", 2.0), ("a.c", 4.0)]
 
 
+def test_let_is_computed_once_per_batch_from_all_its_new_inputs() -> None:
+    """One poll brings voltage and current: one power_kw, from both new values (not a first one
+    from the new voltage and the old current); rules on it see only that one."""
+    h = Harness(
+        "LET pump.power_kw = pump.voltage * pump.current / 1000\n"
+        'RULE big ON pump.power_kw > 5 THEN log("big {pump.power_kw}") END'
+    )
+    h.feed_batch(1, {"pump.voltage": 230.0, "pump.current": 10.0})
+    assert [(r.key, r.value, r.ts) for r in h.lets] == [("pump.power_kw", 2.3, 1 * S)]
+    h.lets.clear()
+    # 1000 V with the old 10 A would be 10 kW; with the new 1 A it is 1 kW: "big" must not fire
+    h.feed_batch(2, {"pump.voltage": 1000.0, "pump.current": 1.0})
+    assert [(r.key, r.value) for r in h.lets] == [("pump.power_kw", 1.0)]
+    assert h.acts.take() == []
+    h.lets.clear()
+    h.feed(3, "pump.current", 6.0)  # one input alone: computed as before
+    assert [(r.key, r.value) for r in h.lets] == [("pump.power_kw", 6.0)]
+    assert h.acts.take() == [("log", "big", "big 6")]
+
+
+def test_let_over_a_let_and_a_point_is_computed_once_after_its_inputs() -> None:
+    h = Harness("LET a.c = a.b + pump.voltage\nLET a.b = pump.voltage + 1")  # file order: c first
+    h.feed(1, "pump.voltage", 1.0)
+    assert [(r.key, r.value) for r in h.lets] == [("a.b", 2.0), ("a.c", 3.0)]
+    h.lets.clear()
+    h.feed_batch(2, {"pump.voltage": 10.0, "pump.current": 1.0})
+    assert [(r.key, r.value) for r in h.lets] == [("a.b", 11.0), ("a.c", 21.0)]
+
+
 def test_runtime_error_marks_only_that_rule_errored() -> None:
     h = Harness(
         'RULE div ON boiler.temp / tank.level > 1 THEN log("div") END\n'

@@ -411,8 +411,8 @@ class Gen:
         self.emit("    except Exception as e:", "        _bad(p, e)")
         for w in wins:
             self.emit(f"        W{w}.expire(t)")
-        for j in lets:
-            self.emit(f"    L{j}(t)")
+        for j in lets:  # computed once at the end of the batch (RuleEngine._flush_lets)
+            self.emit(f"    _defer(L{j}, t)")
         self.fresh = i
         try:
             for j in rules:

@@ -49,6 +49,7 @@ class Prepared:
         "base",
         "handlers",
         "let_meta",
+        "let_rank",
         "points",
         "recheck",
         "retired",
@@ -63,8 +64,9 @@ class Prepared:
                  wiring: list[tuple[RuleState, Any, Any, Any, str, int, tuple[str, ...], int]],
                  handlers: dict[str, dict[str, Callable[[Reading], None]]],
                  let_meta: dict[RuleState, tuple[str, str, str, Callable[[Reading], None]]],
-                 recheck: dict[str, int]) -> None:  # fmt: skip
+                 recheck: dict[str, int], let_rank: dict[Callable[[int], None], int]) -> None:  # fmt: skip
         self.base, self.ruleset = base, ruleset
+        self.let_rank = let_rank
         self.points, self.windows, self.states, self.retired = points, windows, states, retired
         self.wiring, self.handlers, self.let_meta, self.recheck = wiring, handlers, let_meta, recheck
 
@@ -94,6 +96,9 @@ class RuleEngine:
         self._seq = 0
         self._out: list[Reading] = []
         self._let_meta: dict[RuleState, tuple[str, str, str, Callable[[Reading], None]]] = {}
+        # LETs whose inputs changed, computed once at the end of the batch (see _flush_lets)
+        self._deferred: dict[Callable[[int], None], int] = {}
+        self._let_rank: dict[Callable[[int], None], int] = {}
         self._recheck: dict[str, int] = {}
         self._else_alerts = 0
         self._resummed = self._t0
@@ -155,6 +160,7 @@ class RuleEngine:
             _age=self._age,
             _bad=self._bad,
             _let=self._let,
+            _defer=self._defer,
         )
         pnames: list[str] = plan["point_names"]
         rnames: list[str] = plan["rule_names"]
@@ -171,9 +177,11 @@ class RuleEngine:
         let_meta: dict[RuleState, tuple[str, str, str, Callable[[Reading], None]]] = {}
         units = {p.key: p.unit for p in ruleset.lets}
         pname = dict(zip(keys, pnames, strict=True))
+        let_rank: dict[Callable[[int], None], int] = {}
         for key, j in let_points.items():
             dev, pt = key.split(".", 1)
             let_meta[order[j]] = (dev, pt, units.get(key, ""), ns["H" + pname[key]])
+            let_rank[ns["L" + rnames[j]]] = j  # LETs are numbered in dependency order
         handlers: dict[str, dict[str, Callable[[Reading], None]]] = {}
         for k, pn in zip(keys, pnames, strict=True):
             if k in let_points:
@@ -204,7 +212,17 @@ class RuleEngine:
             elif p.get("recheck_ns") or p.get("let_recheck_ns"):
                 recheck[s.id] = p.get("recheck_ns") or p["let_recheck_ns"]
         return Prepared(
-            self._ruleset, ruleset, points, windows, states, retired, wiring, handlers, let_meta, recheck
+            self._ruleset,
+            ruleset,
+            points,
+            windows,
+            states,
+            retired,
+            wiring,
+            handlers,
+            let_meta,
+            recheck,
+            let_rank,
         )
 
     def swap(self, prep: Prepared) -> None:
@@ -238,6 +256,8 @@ class RuleEngine:
             prep.let_meta,
             recheck,
         )
+        self._let_rank = prep.let_rank
+        self._deferred = {}
         self._ruleset = prep.ruleset
         for s in prep.retired:
             if s.active:
@@ -257,6 +277,8 @@ class RuleEngine:
                 f = d.get(r.point)
                 if f is not None:
                     f(r)
+        if self._deferred:
+            self._flush_lets()
         if self._out:
             out = self._out
             self._out = []
@@ -304,6 +326,8 @@ class RuleEngine:
                     s.step(now_ns)
                 self._seq += 1
                 heapq.heappush(heap, (now_ns + self._recheck[s.id], self._seq, _RECHECK, s))
+        if self._deferred:
+            self._flush_lets()
         if self._out:
             out = self._out
             self._out = []
@@ -453,6 +477,23 @@ class RuleEngine:
         p.off = True
         p.q = "bad"
         p.why = "bad quality" if isinstance(e, Bad) else f"bad value ({e})"
+
+    def _defer(self, let: Callable[[int], None], t: int) -> None:
+        self._deferred[let] = t
+
+    def _flush_lets(self) -> None:
+        """Compute the LETs whose inputs changed in this batch, once each, in dependency order, at
+        the time of the latest input: a poll that brings both pump.voltage and pump.current gives
+        one pump.power_kw, from both new values, not one per input (the first from a new current
+        and an old voltage).  A LET over LETs is computed after them (its inputs defer it again)."""
+        d = self._deferred
+        rank = self._let_rank
+        for _ in range(len(rank) * (len(rank) + 1) + 1):  # bounded: LETs form no cycle
+            if not d:
+                return
+            let = min(d, key=rank.__getitem__) if len(d) > 1 else next(iter(d))
+            let(d.pop(let))
+        d.clear()
 
     def _let(self, s: RuleState, v: Any, t: int) -> None:
         dev, pt, unit, handler = self._let_meta[s]
