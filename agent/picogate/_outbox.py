@@ -227,14 +227,6 @@ class Outbox:
         (before looking, so that nothing committed after the look is missed)."""
         return self._state(sink).wakeup
 
-    async def wait(self, sink: str, timeout: float | None = None) -> None:
-        """Wait until something new was committed for `sink` (or timeout)."""
-        st = self._state(sink)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await st.wakeup.wait()
-        st.wakeup.clear()
-
     async def fetch(self, sink: str, after_id: int, limit: int) -> list[Record]:
         """Up to `limit` unacknowledged records of `sink` with id > after_id, in id order."""
         st = self._state(sink)

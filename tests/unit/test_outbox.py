@@ -229,7 +229,9 @@ async def test_in_flight_record_dropped_then_acked(tmp_path: Path) -> None:
 async def test_wait_wakes_on_commit(tmp_path: Path) -> None:
     async with Outbox(tmp_path / "o.sqlite", commit_interval=0.01) as box:
         box.register_sink(SINK)
-        waiter = asyncio.create_task(box.wait(SINK, timeout=5))
+        wake = box.wakeup(SINK)
+        wake.clear()
+        waiter = asyncio.create_task(wake.wait())
         await asyncio.sleep(0.05)
         assert not waiter.done()
         await box.append(envs(0, 1))

@@ -277,13 +277,7 @@ class RuleEngine:
                 f = d.get(r.point)
                 if f is not None:
                     f(r)
-        if self._deferred:
-            self._flush_lets()
-        if self._out:
-            out = self._out
-            self._out = []
-            return out
-        return []
+        return self._derived()
 
     def tick(self, now_ns: int) -> list[Reading]:
         """Run the timers due by now_ns (FOR, EVERY, age/window re-checks); LET readings."""
@@ -326,13 +320,7 @@ class RuleEngine:
                     s.step(now_ns)
                 self._seq += 1
                 heapq.heappush(heap, (now_ns + self._recheck[s.id], self._seq, _RECHECK, s))
-        if self._deferred:
-            self._flush_lets()
-        if self._out:
-            out = self._out
-            self._out = []
-            return out
-        return []
+        return self._derived()
 
     def next_deadline(self) -> int | None:
         """ns of the next timer, None if none."""
@@ -477,6 +465,15 @@ class RuleEngine:
         p.off = True
         p.q = "bad"
         p.why = "bad quality" if isinstance(e, Bad) else f"bad value ({e})"
+
+    def _derived(self) -> list[Reading]:
+        """The LET readings of this batch (or tick), computed and handed over once."""
+        if self._deferred:
+            self._flush_lets()
+        if not self._out:
+            return []
+        out, self._out = self._out, []
+        return out
 
     def _defer(self, let: Callable[[int], None], t: int) -> None:
         self._deferred[let] = t
