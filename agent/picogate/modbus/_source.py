@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from picogate._model import PointInfo, PointType, Quality, Reading, Value
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
 from picogate._router import ErrorCode, WriteError
+from picogate.config._boards import BoardDevice
 from picogate.config._schema import ModbusRtuDevice, ModbusTcpDevice, PointConfig
 from picogate.modbus._codec import CodecError, Encoding, Table, bit_masks, decode, encode, set_bit
 from picogate.modbus._planner import Request, plan
@@ -52,7 +53,27 @@ def engineering_type(enc: Encoding) -> PointType:
     return enc.type
 
 
-def point_info(device: DeviceConfig, p: PointConfig, enc: Encoding) -> PointInfo:
+def point_info(
+    device: DeviceConfig | BoardDevice,
+    p: PointConfig,
+    enc: Encoding,
+    *,
+    origin: str = "modbus",
+    attrs: dict[str, str] | None = None,
+) -> PointInfo:
+    """A Modbus point as the registry knows it (a device polled here, or one behind a Pico board:
+    `origin` "pico", with the board's `attrs`); `attrs` default to the point's encoding."""
+    if attrs is None:
+        attrs = {
+            "table": enc.table.value,
+            "address": str(enc.address),
+            "type": enc.type.value,
+            "order": enc.order.value,
+            "scale": repr(enc.scale),
+            "offset": repr(enc.offset),
+            **({"bit": str(enc.bit)} if enc.bit is not None else {}),
+            **({"count": str(enc.count)} if enc.count else {}),
+        }
     return PointInfo(
         device=device.name,
         name=p.name,
@@ -65,17 +86,8 @@ def point_info(device: DeviceConfig, p: PointConfig, enc: Encoding) -> PointInfo
         deadband=p.deadband.value,
         deadband_percent=p.deadband.percent,
         max_silence=p.max_silence if p.max_silence is not None else device.max_silence,
-        origin="modbus",
-        attrs={
-            "table": enc.table.value,
-            "address": str(enc.address),
-            "type": enc.type.value,
-            "order": enc.order.value,
-            "scale": repr(enc.scale),
-            "offset": repr(enc.offset),
-            **({"bit": str(enc.bit)} if enc.bit is not None else {}),
-            **({"count": str(enc.count)} if enc.count else {}),
-        },
+        origin=origin,
+        attrs=attrs,
     )
 
 

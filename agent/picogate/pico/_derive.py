@@ -18,7 +18,7 @@ from picogate._model import PointInfo, PointType, Quality, Reading
 from picogate.config._boards import TWO_VALUES, BoardConfig, BoardDevice, IoPoint
 from picogate.modbus._codec import CodecError, Encoding, decode
 from picogate.modbus._planner import Request, plan
-from picogate.modbus._source import engineering_type
+from picogate.modbus._source import point_info
 
 __all__ = ["BoardPlan", "IoMap", "MbRequest", "derive"]
 
@@ -154,28 +154,15 @@ def _mb_info(cfg: BoardConfig, dev: BoardDevice, bus: int, pc: object, enc: Enco
     from picogate.config._schema import PointConfig
 
     assert isinstance(pc, PointConfig)
-    return PointInfo(
-        device=dev.name,
-        name=pc.name,
-        type=engineering_type(enc),
-        unit=pc.unit,
-        writable=pc.writable,
-        min=pc.min,
-        max=pc.max,
-        description=pc.description,
-        deadband=pc.deadband.value,
-        deadband_percent=pc.deadband.percent,
-        max_silence=pc.max_silence if pc.max_silence is not None else dev.max_silence,
-        origin="pico",
-        attrs={
-            "board": cfg.name,
-            "bus": str(bus),
-            "unit_id": str(dev.unit_id),
-            "table": enc.table.value,
-            "address": str(enc.address),
-            "type": enc.type.value,
-        },
-    )
+    attrs = {
+        "board": cfg.name,
+        "bus": str(bus),
+        "unit_id": str(dev.unit_id),
+        "table": enc.table.value,
+        "address": str(enc.address),
+        "type": enc.type.value,
+    }
+    return point_info(dev, pc, enc, origin="pico", attrs=attrs)
 
 
 _FC_READ = {"coil": 1, "discrete_input": 2, "holding": 3, "input": 4}
