@@ -33,7 +33,14 @@ from picogate.edgex._model import (
     reading_template,
     value_type,
 )
-from picogate.mqtt._client import IncomingMessage, MqttClient, MqttLost, MqttPublishRefused
+from picogate.mqtt._client import (
+    IncomingMessage,
+    MqttClient,
+    MqttLost,
+    MqttPublishRefused,
+    await_acks,
+    drop_acks,
+)
 
 log = logging.getLogger("picogate.edgex")
 
@@ -225,17 +232,9 @@ class EdgexBusSink:
                         continue
                     if fut is not None:
                         futures.append(fut)
-            for fut in futures:
-                try:
-                    await fut
-                except MqttPublishRefused as exc:
-                    self._refused(exc)
+            await await_acks(futures, self._refused)
         except MqttLost as exc:
-            for fut in futures:
-                if not fut.done():
-                    fut.cancel()
-                elif not fut.cancelled():
-                    fut.exception()
+            drop_acks(futures)
             raise SinkUnavailable(str(exc)) from exc
 
     def _refused(self, exc: MqttPublishRefused) -> None:

@@ -54,7 +54,7 @@ import contextlib
 import logging
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, cast
@@ -739,6 +739,28 @@ class MqttClient:
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.close()  # after writing what is buffered (a DISCONNECT, say)
+
+
+async def await_acks(
+    futures: Sequence[asyncio.Future[None]], refused: Callable[[MqttPublishRefused], None]
+) -> None:
+    """Wait for each publish's acknowledgement, in order (cheaper than gather: PUBACKs come in
+    order); a message the broker refused goes to `refused`.  Raises MqttLost."""
+    for fut in futures:
+        try:
+            await fut
+        except MqttPublishRefused as exc:
+            refused(exc)
+
+
+def drop_acks(futures: Sequence[asyncio.Future[None]]) -> None:
+    """After a lost connection: cancel the waits still pending, and retrieve the errors of the
+    others (no "exception never retrieved" noise)."""
+    for fut in futures:
+        if not fut.done():
+            fut.cancel()
+        elif not fut.cancelled():
+            fut.exception()
 
 
 def tls_context(

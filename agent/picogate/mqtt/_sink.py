@@ -16,7 +16,15 @@ from picogate._outbox import Envelope, Record
 from picogate._registry import DeviceStatus
 from picogate._router import CommandRouter, ErrorCode, WriteRequest, WriteResult
 from picogate._sink import SinkUnavailable
-from picogate.mqtt._client import IncomingMessage, MqttClient, MqttLost, MqttPublishRefused, Will
+from picogate.mqtt._client import (
+    IncomingMessage,
+    MqttClient,
+    MqttLost,
+    MqttPublishRefused,
+    Will,
+    await_acks,
+    drop_acks,
+)
 from picogate.mqtt._topics import Topics, valid_name
 
 log = logging.getLogger("picogate.mqtt")
@@ -269,17 +277,9 @@ class MqttSink:
             # interleave while they wait for in-flight slots, or a topic's messages could overtake.
             async with self._publishing:
                 await self._publish_all(client, records, futures)
-            for fut in futures:  # in order: cheaper than gather, and PUBACKs come in order
-                try:
-                    await fut
-                except MqttPublishRefused as exc:
-                    self._refused(exc)
+            await await_acks(futures, self._refused)
         except MqttLost as exc:
-            for fut in futures:
-                if not fut.done():
-                    fut.cancel()
-                elif not fut.cancelled():
-                    fut.exception()  # retrieved: no "exception never retrieved" noise
+            drop_acks(futures)
             raise SinkUnavailable(str(exc)) from exc
 
     async def _publish_all(
