@@ -69,14 +69,18 @@ class Checked:
     problems: list[Problem] = field(default_factory=list)
 
 
-def refs(e: object) -> list[A.Ref]:
-    """Every point reference in an expression, a call or a tuple of them."""
-    out: list[A.Ref] = []
+def nodes(e: object) -> list[object]:
+    """Every node of an expression, a call or a tuple of them (operands, arguments, keyword values,
+    the expressions interpolated in strings), parents first."""
+    out: list[object] = []
 
     def walk(x: object) -> None:
-        if isinstance(x, A.Ref):
-            out.append(x)
-        elif isinstance(x, A.Unary):
+        if isinstance(x, tuple):
+            for y in x:
+                walk(y)
+            return
+        out.append(x)
+        if isinstance(x, A.Unary):
             walk(x.operand)
         elif isinstance(x, A.Binary):
             walk(x.left)
@@ -90,12 +94,14 @@ def refs(e: object) -> list[A.Ref]:
             for p in x.parts:
                 if isinstance(p, A.Part):
                     walk(p.expr)
-        elif isinstance(x, tuple):
-            for y in x:
-                walk(y)
 
     walk(e)
     return out
+
+
+def refs(e: object) -> list[A.Ref]:
+    """Every point reference in an expression, a call or a tuple of them."""
+    return [x for x in nodes(e) if isinstance(x, A.Ref)]
 
 
 class Checker:

@@ -11,7 +11,7 @@ from types import CodeType
 
 from picogate._model import PointInfo, PointType
 from picogate.rules import _ast as A
-from picogate.rules._check import ANY, BOOL, NUM, STR, check, ptype, refs
+from picogate.rules._check import ANY, BOOL, NUM, STR, check, nodes, ptype, refs
 from picogate.rules._codegen import NS, Gen, canon
 from picogate.rules._errors import RuleError, RuleErrors
 from picogate.rules._parse import parse_file
@@ -69,22 +69,7 @@ def _compiled(chunk: str) -> CodeType:
 
 
 def _smallest_duration(r: A.Rule) -> float:
-    found = [2.0]
-
-    def walk(x: object) -> None:
-        if isinstance(x, A.Dur):
-            found.append(x.seconds)
-        elif isinstance(x, A.Unary):
-            walk(x.operand)
-        elif isinstance(x, A.Binary):
-            walk(x.left)
-            walk(x.right)
-        elif isinstance(x, A.Call):
-            for a in x.args:
-                walk(a)
-
-    walk(r.when)
-    walk(r.clear)
+    found = [2.0] + [x.seconds for x in nodes((r.when, r.clear)) if isinstance(x, A.Dur)]
     return max(0.1, min(1.0, min(found) / 2))
 
 
