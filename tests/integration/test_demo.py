@@ -8,31 +8,21 @@
 
 from __future__ import annotations
 
-import os
-import queue
 import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO
 
 import pytest
 
 from _agent import Msg, recorder
+from _demo import running_demo
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = "picogate/demo"
-BROKER_LINE = re.compile(r"^demo broker: mqtt://(?P<host>[\d.]+):(?P<port>\d+)$")
-
-
-def _lines(stream: IO[str], into: queue.Queue[str], keep: list[str]) -> None:
-    for line in stream:
-        keep.append(line)
-        into.put(line.rstrip("\n"))
 
 
 def _index_after(messages: list[Msg], start: int, topic: str, value: object) -> int | None:
@@ -43,88 +33,47 @@ def _index_after(messages: list[Msg], start: int, topic: str, value: object) -> 
 
 
 def test_demo_publishes_all_devices_and_obeys_commands(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "picogate", "demo", "--no-tui", "--duration", "8", "--workdir", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    lines: queue.Queue[str] = queue.Queue()
-    out: list[str] = []
-    err: list[str] = []
-    readers = [
-        threading.Thread(target=_lines, args=(proc.stdout, lines, out), daemon=True),
-        threading.Thread(target=_lines, args=(proc.stderr, queue.Queue(), err), daemon=True),
-    ]
-    for reader in readers:
-        reader.start()
-    try:
-        deadline = time.monotonic() + 20
-        match = None
-        while match is None:
-            try:
-                match = BROKER_LINE.match(lines.get(timeout=max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                pytest.fail(f"no broker line from the demo; stderr:\n{''.join(err)}")
-        host, port = match["host"], int(match["port"])
+    with running_demo(tmp_path, 8) as demo:
+        host, port = demo.host, demo.port
+        with recorder(host, port, f"{ROOT}/#") as rec:
+            # Data from every device, the tank on the RTU line included.
+            for point in ("boiler/temperature", "pump/speed", "tank/level", "yard/temperature"):
+                first = rec.wait_topic(f"{ROOT}/data/{point}", timeout=10)[0].json()
+                assert first["q"] == "good", (point, first)
+                assert isinstance(first["v"], int | float), (point, first)
+            assert rec.on(f"{ROOT}/data/boiler/setpoint")[-1].json()["v"] == 65.0
+            assert 50 <= rec.on(f"{ROOT}/data/boiler/temperature")[-1].json()["v"] <= 80
 
-        try:
-            with recorder(host, port, f"{ROOT}/#") as rec:
-                # Data from every device, the tank on the RTU line included.
-                for point in ("boiler/temperature", "pump/speed", "tank/level", "yard/temperature"):
-                    first = rec.wait_topic(f"{ROOT}/data/{point}", timeout=10)[0].json()
-                    assert first["q"] == "good", (point, first)
-                    assert isinstance(first["v"], int | float), (point, first)
-                assert rec.on(f"{ROOT}/data/boiler/setpoint")[-1].json()["v"] == 65.0
-                assert 50 <= rec.on(f"{ROOT}/data/boiler/temperature")[-1].json()["v"] <= 80
-
-                # A setpoint below the water temperature puts the flame out; one above lights it again.
-                # The flame is the boiler's own thermostat acting on the setpoint it reads back.
-                for rid, setpoint, flame in (("low", 20, False), ("high", 90, True)):
-                    mark = len(rec.messages)
-                    rec.publish(f"{ROOT}/cmd/boiler/setpoint/set", {"v": setpoint, "id": rid})
-                    got = rec.wait_for(
-                        lambda ms, rid=rid: any(
-                            m.topic == f"{ROOT}/cmd/boiler/setpoint/result" and m.json()["id"] == rid
-                            for m in ms
-                        ),
-                        timeout=5,
-                        what=f"result of {rid}",
-                    )
-                    result = next(
-                        m.json() for m in got if m.topic.endswith("/result") and m.json()["id"] == rid
-                    )
-                    assert result == {"id": rid, "ok": True, "code": "ok", "error": ""}
-                    rec.wait_for(
-                        lambda ms, mark=mark, sp=setpoint: (
-                            _index_after(ms, mark, f"{ROOT}/data/boiler/setpoint", float(sp)) is not None
-                        ),
-                        timeout=5,
-                        what=f"setpoint {setpoint} read back",
-                    )
-                    rec.wait_for(
-                        lambda ms, mark=mark, fl=flame: (
-                            _index_after(ms, mark, f"{ROOT}/data/boiler/flame", fl) is not None
-                        ),
-                        timeout=5,
-                        what=f"flame {flame} after setpoint {setpoint}",
-                    )
-        except AssertionError as exc:  # say what the demo logged
-            proc.terminate()
-            proc.wait(10)
-            for reader in readers:
-                reader.join(5)
-            raise AssertionError(f"{exc}\n--- demo stderr ---\n{''.join(err)[-6000:]}") from exc
-        code = proc.wait(timeout=25)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        for reader in readers:
-            reader.join(5)
+            # A setpoint below the water temperature puts the flame out; one above lights it again.
+            # The flame is the boiler's own thermostat acting on the setpoint it reads back.
+            for rid, setpoint, flame in (("low", 20, False), ("high", 90, True)):
+                mark = len(rec.messages)
+                rec.publish(f"{ROOT}/cmd/boiler/setpoint/set", {"v": setpoint, "id": rid})
+                got = rec.wait_for(
+                    lambda ms, rid=rid: any(
+                        m.topic == f"{ROOT}/cmd/boiler/setpoint/result" and m.json()["id"] == rid for m in ms
+                    ),
+                    timeout=5,
+                    what=f"result of {rid}",
+                )
+                result = next(m.json() for m in got if m.topic.endswith("/result") and m.json()["id"] == rid)
+                assert result == {"id": rid, "ok": True, "code": "ok", "error": ""}
+                rec.wait_for(
+                    lambda ms, mark=mark, sp=setpoint: (
+                        _index_after(ms, mark, f"{ROOT}/data/boiler/setpoint", float(sp)) is not None
+                    ),
+                    timeout=5,
+                    what=f"setpoint {setpoint} read back",
+                )
+                rec.wait_for(
+                    lambda ms, mark=mark, fl=flame: (
+                        _index_after(ms, mark, f"{ROOT}/data/boiler/flame", fl) is not None
+                    ),
+                    timeout=5,
+                    what=f"flame {flame} after setpoint {setpoint}",
+                )
+        code = demo.proc.wait(timeout=25)
+    out, err = demo.out, demo.err
     stderr = "".join(err)
     assert code == 0, stderr
     assert "Traceback" not in stderr
