@@ -323,10 +323,10 @@ def start_broker(
 
 
 def start_sim(
-    workdir: Path, devices: int, cpus: frozenset[int] | None, *, impl: str = "bench"
+    workdir: Path, devices: int, cpus: frozenset[int] | None, *, impl: str = "bench", units: bool = False
 ) -> tuple[Child, list[int]]:
     if impl == "bench":
-        argv = [PY, str(BENCH / "sim.py"), "--devices", str(devices)]
+        argv = [PY, str(BENCH / "sim.py"), "--devices", str(devices), *(["--units"] if units else [])]
     else:
         argv = [PY, str(BENCH / "micro.py"), "pymodbus-server", "--devices", str(devices)]
     child = Child(f"sim-{impl}", argv, workdir / f"sim-{impl}.log", cpus=cpus, control=True).start()
@@ -364,23 +364,33 @@ def agent_config(
     publish: str,
     synchronous: str = "full",
     check_sync: bool = False,
+    units: int = 0,
 ) -> dict[str, Any]:
-    """500 devices × 30 uint16 holding registers (addresses 0..29, one merged read per poll)."""
+    """500 devices × 30 uint16 holding registers (addresses 0..29, one merged read per poll).
+
+    `units` > 0: that many devices behind the one port of `device_ports` (unit ids 1..N), one
+    Modbus line for all of them (a TCP to RS-485 bridge)."""
     points = [
         {"name": f"r{i:02d}", "table": "holding", "address": i, "type": "uint16"}
         | ({"writable": True} if f"r{i:02d}" == WRITABLE_POINT else {})
         for i in range(POINTS_PER_DEVICE)
     ]
+    targets = (
+        [(port, 1) for port in device_ports]
+        if not units
+        else [(device_ports[0], u) for u in range(1, units + 1)]
+    )
     devices = [
         {
             "name": f"dev{i:04d}",
             "type": "modbus_tcp",
             "host": LOOPBACK,
             "port": port,
-            "poll": f"{round(poll * 1000)}ms",
+            "unit_id": unit,
+            "poll": f"{poll * 1000:g}ms",
             "points": points,  # the same list object: YAML writes it once, as an anchor
         }
-        for i, port in enumerate(device_ports)
+        for i, (port, unit) in enumerate(targets)
     ]
     return {
         "gateway": {"id": gateway_id, "data_dir": str(data_dir)},

@@ -47,6 +47,7 @@ class Counters:
         "lag_sum",
         "last_t",
         "msgs",
+        "per_s",
         "points",
         "reordered"
     )  # fmt: skip
@@ -63,6 +64,25 @@ class Counters:
         self.hist = [0] * (_HIST_MS + 1)
         self.first_t = 0.0
         self.last_t = 0.0
+        self.per_s: dict[int, int] = {}  # points (good, new) per wall-clock second
+
+    def spread(self) -> dict[str, Any] | None:
+        """Points delivered per whole second (the first and last, partial, seconds left out)."""
+        if len(self.per_s) < 3:
+            return None
+        secs = range(min(self.per_s) + 1, max(self.per_s))
+        counts = sorted(self.per_s.get(t, 0) for t in secs)
+        n = len(counts)
+        mean = sum(counts) / n
+        return {
+            "seconds": n,
+            "min": counts[0],
+            "p5": counts[int(0.05 * (n - 1))],
+            "p50": counts[n // 2],
+            "p95": counts[int(0.95 * (n - 1))],
+            "max": counts[-1],
+            "stdev": round((sum((c - mean) ** 2 for c in counts) / n) ** 0.5, 1),
+        }
 
     def summary(self) -> dict[str, Any]:
         n = sum(self.hist)
@@ -77,6 +97,7 @@ class Counters:
             "last_t": self.last_t,
             "lag_avg_ms": round(self.lag_sum / n, 2) if n else None,
             "lag_max_ms": round(self.lag_max, 1) if n else None,
+            "per_s": self.spread(),
         }
         for q in (50, 95, 99):
             out[f"lag_p{q}_ms"] = _percentile(self.hist, n, q / 100) if n else None
@@ -164,6 +185,8 @@ class Consumer:
                     c.dups += 1
                 else:
                     c.points += good
+                    sec = int(now_ms // 1000)
+                    c.per_s[sec] = c.per_s.get(sec, 0) + good
                     c.bad += bad
                     c.reordered += late
                 c.lag_sum += lag

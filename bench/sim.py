@@ -24,7 +24,11 @@ Control, one command per line on stdin, one JSON line on stdout per command:
 At start it prints `{"ready": true, "ports": [...]}` once every port listens (ports are chosen by
 the kernel, so no two runs collide).  It exits when stdin closes (the runner died).
 
+With `--units`, the devices sit behind one port as unit ids 1..N (a Modbus TCP to RS-485 bridge):
+`ports` then holds that one port.
+
     python bench/sim.py --devices 500
+    python bench/sim.py --devices 100 --units
 """
 
 from __future__ import annotations
@@ -95,8 +99,8 @@ class Device:
 class ModbusTcpDevice(asyncio.Protocol):
     """One connection to one device: parse MBAP frames, answer in order, never await."""
 
-    def __init__(self, device: Device, sim: Simulator) -> None:
-        self.device = device
+    def __init__(self, device: Device | None, sim: Simulator) -> None:
+        self.device = device  # None: behind a bridge, the unit id chooses the device
         self.sim = sim
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
@@ -127,14 +131,19 @@ class ModbusTcpDevice(asyncio.Protocol):
             del buf[:end]
             if self.sim.paused:
                 continue
-            reply = self.answer(pdu)
+            dev = self.device
+            if dev is None:
+                units = self.sim.devices
+                if not 1 <= unit <= len(units):
+                    continue  # nobody on the bus answers: the bridge times out
+                dev = units[unit - 1]
+            reply = self.answer(dev, pdu)
             out.append(_MBAP.pack(tid, 0, len(reply) + 1, unit) + reply)
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
 
-    def answer(self, pdu: bytes) -> bytes:
+    def answer(self, dev: Device, pdu: bytes) -> bytes:
         fc = pdu[0]
-        dev = self.device
         try:
             if fc == 3:
                 start, count = _FC3_REQ.unpack_from(pdu, 1)
@@ -159,15 +168,22 @@ class ModbusTcpDevice(asyncio.Protocol):
 
 
 class Simulator:
-    def __init__(self, devices: int, registers: int) -> None:
+    def __init__(self, devices: int, registers: int, *, units: bool = False) -> None:
         self.stats = Stats()
         self.devices = [Device(i, registers, self.stats) for i in range(devices)]
+        self.units = units
         self.paused = False
         self.servers: list[asyncio.Server] = []
 
     async def start(self, host: str) -> list[int]:
         loop = asyncio.get_running_loop()
         ports = []
+        if self.units:
+            server = await loop.create_server(
+                lambda: ModbusTcpDevice(None, self), host, 0, backlog=16, reuse_address=True
+            )
+            self.servers.append(server)
+            return [server.sockets[0].getsockname()[1]]
         for dev in self.devices:
             server = await loop.create_server(
                 lambda dev=dev: ModbusTcpDevice(dev, self), host, 0, backlog=16, reuse_address=True
@@ -226,7 +242,7 @@ async def _control(sim: Simulator) -> None:
 
 async def _main(args: argparse.Namespace) -> None:
     _raise_nofile()
-    sim = Simulator(args.devices, args.registers)
+    sim = Simulator(args.devices, args.registers, units=args.units)
     ports = await sim.start(args.host)
     _emit({"ready": True, "ports": ports})
     try:
@@ -241,7 +257,10 @@ def main() -> None:
     p.add_argument("--devices", type=int, default=500)
     p.add_argument("--registers", type=int, default=100, help="holding registers per device")
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--units", action="store_true", help="all devices behind one port, unit ids 1..N")
     args = p.parse_args()
+    if args.units and not 1 <= args.devices <= 247:
+        p.error("--units takes 1 to 247 devices (Modbus unit ids)")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         p.error("the simulator only listens on the loopback interface")
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -108,6 +109,9 @@ class Gateway:
             max_records=cfg.outbox.max_records,
             synchronous=cfg.outbox.synchronous,
             commit_interval=cfg.outbox.commit_interval,
+            max_pending_bytes=cfg.outbox.max_pending_mb * 1024 * 1024,
+            max_parked=cfg.outbox.max_parked,
+            parked_retry=cfg.outbox.parked_retry,
         )
         await outbox.open()
         registry = PointRegistry()
@@ -119,8 +123,13 @@ class Gateway:
         parts = _Parts(outbox, registry, router, pipeline, clock, topics, metrics)
         self._parts = parts
 
+        # A poll is acknowledged to nobody: its readings are handed over without waiting for the
+        # commit, so that a line polls as fast as its devices answer.
         for line in build_lines(
-            cfg.devices, registry=registry, emit=pipeline.emit, status_changed=pipeline.device_status
+            cfg.devices,
+            registry=registry,
+            emit=functools.partial(pipeline.emit, wait=False),
+            status_changed=functools.partial(pipeline.device_status, wait=False),
         ):
             line.register()
             for name in line.devices:
@@ -165,6 +174,7 @@ class Gateway:
 
         router.observe(self._observe_write)
         clock.listeners.append(lambda _synced: self._publish_status())
+        outbox.listeners.append(self._publish_status)  # commits failing or back, messages parked
         metrics.add_collector(self._collect)
         metrics.health = self.health
 
@@ -201,7 +211,16 @@ class Gateway:
         body: dict[str, Any] = {"state": state, "ts": time.time_ns() // 1_000_000, "version": __version__}
         if p is not None and state == "online":
             body["clock_synced"] = p.clock.synced
-            body["outbox"] = {"depth": p.outbox.depth(), "dropped": p.outbox.dropped()}
+            ob = p.outbox
+            body["outbox"] = {
+                "depth": ob.depth(),
+                "dropped": ob.dropped(),
+                "parked": ob.parked(),
+                "lost": ob.lost(),
+                "failing": ob.failing,
+            }
+            if p.pipeline.unfit:
+                body["unfit_readings"] = sum(p.pipeline.unfit.values())
             devices = p.registry.devices()
             body["devices"] = {
                 "online": sum(d.state is DeviceState.ONLINE for d in devices),
@@ -210,7 +229,7 @@ class Gateway:
         return orjson.dumps(body)
 
     def _publish_status(self) -> None:
-        mqtt = self.parts.mqtt
+        mqtt = self._parts.mqtt if self._parts is not None else None
         if mqtt is not None:
             mqtt.publish_status("online")
 
@@ -263,6 +282,57 @@ class Gateway:
             (([s.name], p.outbox.dropped(s.name)) for s in p.sinks),
         )
         yield counter(
+            "picogate_outbox_lost",
+            "Messages never committed: commits failed (disk full) and the memory bound was reached",
+            ["sink"],
+            (([s.name], p.outbox.lost(s.name)) for s in p.sinks),
+        )
+        yield gauge(
+            "picogate_outbox_parked",
+            "Messages the peer refused, parked to be sent again later",
+            ["sink"],
+            (([s.name], p.outbox.parked(s.name)) for s in p.sinks),
+        )
+        yield counter(
+            "picogate_outbox_parked_dropped",
+            "Parked messages dropped because the parked table was full",
+            ["sink"],
+            (([s.name], p.outbox.parked_dropped(s.name)) for s in p.sinks),
+        )
+        yield gauge(
+            "picogate_outbox_failing",
+            "1 while the outbox's commits fail (disk full, I/O error)",
+            [],
+            [([], float(bool(p.outbox.failing)))],
+        )
+        yield counter(
+            "picogate_outbox_commit_failures", "Commits that failed", [], [([], p.outbox.commit_failures)]
+        )
+        yield gauge(
+            "picogate_outbox_pending",
+            "Messages handed to the outbox and not yet committed",
+            [],
+            [([], p.outbox.pending)],
+        )
+        yield counter(
+            "picogate_outbox_backpressure",
+            "Times a source waited because too much was waiting for a commit",
+            [],
+            [([], p.outbox.backpressure_waits)],
+        )
+        yield counter(
+            "picogate_readings_unfit",
+            "Readings made bad because no sink could carry their value",
+            ["reason"],
+            (([reason], n) for reason, n in p.pipeline.unfit.items()),
+        )
+        yield counter(
+            "picogate_pipeline_failures",
+            "Processor (rules) and encoder failures; the readings went on",
+            ["part"],
+            (([part], n) for part, n in p.pipeline.failures.items()),
+        )
+        yield counter(
             "picogate_messages_delivered",
             "Messages confirmed by a sink",
             ["sink"],
@@ -289,8 +359,10 @@ class Gateway:
 
     def health(self) -> dict[str, Any]:
         p = self.parts
+        healthy = all(s.stats.connected for s in p.sinks) and not p.outbox.failing
         return {
-            "status": "ok" if all(s.stats.connected for s in p.sinks) else "degraded",
+            "status": "ok" if healthy else "degraded",
+            "outbox": {"failing": p.outbox.failing, "parked": p.outbox.parked(), "lost": p.outbox.lost()},
             "uptime_s": round((time.time_ns() - self.started_ns) / 1e9, 1),
             "sinks": {
                 s.name: {"connected": s.stats.connected, "depth": p.outbox.depth(s.name)} for s in p.sinks
@@ -319,7 +391,8 @@ class Gateway:
                 DeviceStatus(d.name, DeviceState.UNKNOWN, "not polled yet", now)
                 for d in p.registry.devices()
                 if d.state is DeviceState.UNKNOWN
-            ]
+            ],
+            wait=False,
         )
         try:
             async with asyncio.TaskGroup() as tg:

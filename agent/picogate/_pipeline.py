@@ -1,21 +1,28 @@
 """The data path: sources → processors (rules) → report by exception → encoders → outbox.
 
 Sources call `Pipeline.emit(readings)`; it returns once the readings that are to be published are
-committed to the outbox (accepted).  Processors (the rule engine) see every reading, before the
+committed to the outbox (accepted), or with `wait=False` once they are handed over (a poll that
+nobody acknowledges must not wait for a commit).  Every value is checked first: one that no sink
+could carry (a non-finite float, an integer beyond 64 bits, ...) makes its reading bad, counted.  Processors (the rule engine) see every reading, before the
 deadband, and may add derived readings.  Encoders turn what is to be published into each sink's
 payloads.  Nothing here knows which protocol produced a reading or which carries it away.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from picogate._clock import Clock
 from picogate._model import PointInfo, Quality, Reading
-from picogate._outbox import Envelope, Outbox
+from picogate._outbox import Envelope, Outbox, OutboxUnavailable
 from picogate._registry import DeviceStatus, PointRegistry, RegistryEvent
+
+log = logging.getLogger("picogate.pipeline")
 
 
 class Processor(Protocol):
@@ -106,12 +113,50 @@ class ReportFilter:
             out.append(r)
         return out
 
+    def unpublish(self, readings: Sequence[Reading]) -> None:
+        """These readings were passed but never committed (the outbox could not take them): forget
+        that they were published, so that the next reading of each point is published again."""
+        last_map = self._last
+        for r in readings:
+            last = last_map.get((r.device, r.point))
+            if last is not None and last.ts == r.ts and last.value == r.value:
+                del last_map[(r.device, r.point)]
+
     def forget(self, device: str, point: str | None = None) -> None:
         for key in [k for k in self._last if k[0] == device and (point is None or k[1] == point)]:
             del self._last[key]
 
 
 PublishedListener = Callable[[Sequence[Reading]], None]
+
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1  # what every sink's encoding carries (JSON int64/uint64)
+MAX_STRING = 65_536
+"""The longest string value a point may carry (characters)."""
+_LOG_FIRST = 10  # failures of one kind logged with their details; then one line in 1,000
+
+
+def _unfit(value: object, quality: Quality) -> str:
+    """Why `value` cannot be published as a reading of that quality ("" when it can)."""
+    t = value.__class__
+    if t is float:
+        return "" if value - value == 0.0 else "not a finite number"  # type: ignore[operator]
+    if t is int:
+        return "" if _INT_MIN <= value <= _INT_MAX else "an integer outside 64 bits"  # type: ignore[operator]
+    if t is bool:
+        return ""
+    if t is str:
+        assert isinstance(value, str)
+        if len(value) > MAX_STRING:
+            return f"a string longer than {MAX_STRING} characters"
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return "a string that is not valid Unicode"
+        return ""
+    if value is None:
+        return "" if quality is Quality.BAD else "no value"
+    return f"a value of type {t.__name__}"
 
 
 class Pipeline:
@@ -127,49 +172,139 @@ class Pipeline:
         self.listeners: list[PublishedListener] = []
         self.received = 0
         self.published = 0
+        self.unfit: Counter[str] = Counter()
+        """Readings made bad because their value could not be published, by reason."""
+        self.failures: Counter[str] = Counter()
+        """Processor and encoder failures, by "processor:<name>" / "encoder:<sink>"."""
 
-    async def emit(self, readings: Sequence[Reading], *, prompt: bool = False) -> None:
-        """Take readings from a source; return once those to publish are accepted (committed).
+    async def emit(self, readings: Sequence[Reading], *, prompt: bool = False, wait: bool = True) -> None:
+        """Take readings from a source.
 
-        `prompt=True` when a peer waits on the answer (CoAP's 2.04): the outbox commits at once
-        rather than on its next `commit_interval` tick (see `Outbox.append`).
+        `wait=True` (the default): return once those to publish are committed to the outbox, i.e.
+        accepted; raise `OutboxUnavailable` if the commit failed (the caller tells its peer that
+        nothing was accepted).  `wait=False`: hand them over and return at once (a poll, which
+        nobody acknowledges): only while the outbox is behind on its commits does this wait
+        (backpressure).  `prompt` is accepted for compatibility (every commit starts as soon as
+        the previous one ended).
         """
+        del prompt
         if not readings:
             return
+        # Processing is synchronous, before any await: processors see readings in call order.
+        to_publish, envelopes = self._process(readings)
+        if envelopes:
+            if wait:
+                try:
+                    await self.outbox.append(envelopes)
+                except OutboxUnavailable:
+                    self.filter.unpublish(to_publish)
+                    raise
+            else:
+                self.outbox.put(envelopes, on_lost=lambda: self.filter.unpublish(to_publish))
+            self.published += len(to_publish)
+            for listener in self.listeners:
+                listener(to_publish)
+        if not wait:
+            await self.outbox.room()
+
+    def _process(self, readings: Sequence[Reading]) -> tuple[list[Reading], list[Envelope]]:
+        """Readings → (those to publish, their envelopes): checks, processors, report filter,
+        encoders.  Never raises for what a reading carries: a value that cannot be published
+        becomes a bad reading (counted in `unfit`); a failing processor or encoder is counted
+        and logged, and the readings go on."""
+        all_readings = self._fit(readings)
         if not self.clock.synced:
-            readings = [
+            all_readings = [
                 Reading(r.device, r.point, r.value, r.ts, Quality.UNCERTAIN, r.unit)
                 if r.quality is Quality.GOOD
                 else r
-                for r in readings
+                for r in all_readings
             ]
-        self.received += len(readings)
-        all_readings = list(readings)
+        self.received += len(all_readings)
         for processor in self.processors:
-            derived = processor.process(all_readings)
+            try:
+                derived = processor.process(all_readings)
+            except Exception as exc:
+                self._failed(f"processor:{type(processor).__name__}", exc)
+                continue
             if derived:
-                all_readings.extend(derived)
+                all_readings.extend(self._fit(derived))
         latest = self.latest
         for r in all_readings:
             latest[(r.device, r.point)] = r
         to_publish = self.filter(all_readings)
         if not to_publish:
-            return
+            return to_publish, []
         envelopes: list[Envelope] = []
         for encoder in self.encoders:
-            envelopes.extend(encoder.readings(to_publish))
-        await self.outbox.append(envelopes, prompt=prompt)
-        self.published += len(to_publish)
-        for listener in self.listeners:
-            listener(to_publish)
+            try:
+                envelopes.extend(encoder.readings(to_publish))
+            except Exception as exc:
+                self._failed(f"encoder:{encoder.sink}", exc)
+                envelopes.extend(self._encode_one_by_one(encoder, to_publish))
+        return to_publish, envelopes
 
-    async def device_status(self, *statuses: DeviceStatus, prompt: bool = False) -> None:
+    def _fit(self, readings: Sequence[Reading]) -> list[Reading]:
+        """The readings, with every value that no sink could carry made bad (and counted)."""
+        out = list(readings)
+        for i, r in enumerate(out):
+            why = _unfit(r.value, r.quality)
+            if why:
+                self.unfit[why] += 1
+                n = self.unfit[why]
+                if n <= _LOG_FIRST or n % 1000 == 0:
+                    log.warning(
+                        "%s.%s: %s (%.60r) cannot be published: the reading is bad (%d so far)",
+                        r.device,
+                        r.point,
+                        why,
+                        r.value,
+                        n,
+                    )
+                out[i] = Reading(r.device, r.point, None, r.ts, Quality.BAD, r.unit)
+            elif r.quality is Quality.BAD and r.value is not None:
+                out[i] = Reading(r.device, r.point, None, r.ts, Quality.BAD, r.unit)
+        return out
+
+    def _encode_one_by_one(self, encoder: Encoder, readings: Sequence[Reading]) -> list[Envelope]:
+        out: list[Envelope] = []
+        for r in readings:
+            try:
+                out.extend(encoder.readings([r]))
+                continue
+            except Exception:
+                pass
+            self.unfit[f"not encodable for {encoder.sink}"] += 1
+            bad = Reading(r.device, r.point, None, r.ts, Quality.BAD, r.unit)
+            with contextlib.suppress(Exception):
+                out.extend(encoder.readings([bad]))
+        return out
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.failures[what] += 1
+        n = self.failures[what]
+        if n <= _LOG_FIRST or n % 1000 == 0:
+            log.error("%s failed (%d so far); the readings go on", what, n, exc_info=exc)
+
+    async def device_status(self, *statuses: DeviceStatus, prompt: bool = False, wait: bool = True) -> None:
+        """Publish device states (same `wait` as `emit`)."""
+        del prompt
         envelopes: list[Envelope] = []
         for status in statuses:
             for encoder in self.encoders:
-                envelopes.extend(encoder.device_status(status))
-        await self.outbox.append(envelopes, prompt=prompt)
+                try:
+                    envelopes.extend(encoder.device_status(status))
+                except Exception as exc:
+                    self._failed(f"encoder:{encoder.sink}", exc)
+        if wait:
+            await self.outbox.append(envelopes)
+        else:
+            self.outbox.put(envelopes)
+            await self.outbox.room()
 
-    async def post(self, envelopes: Sequence[Envelope]) -> None:
+    async def post(self, envelopes: Sequence[Envelope], *, wait: bool = True) -> None:
         """Hand ready-made payloads (alerts, rule status, publish()) to the outbox."""
-        await self.outbox.append(envelopes)
+        if wait:
+            await self.outbox.append(envelopes)
+        else:
+            self.outbox.put(envelopes)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from picogate._outbox import Outbox, Record
+from picogate._outbox import Outbox, Record, Refused
 
 log = logging.getLogger("picogate.sink")
 
@@ -33,8 +33,12 @@ class Sink(Protocol):
     async def open(self) -> None:
         """Connect.  Raise SinkUnavailable (or OSError) when the peer cannot be reached."""
 
-    async def deliver(self, records: Sequence[Record]) -> None:
-        """Send the records in order; return when the peer confirmed all of them."""
+    async def deliver(self, records: Sequence[Record]) -> Sequence[Refused] | None:
+        """Send the records in order; return when the peer confirmed or refused each of them.
+
+        The messages the peer refused (and would refuse again: not authorised, too large) are
+        returned; they are parked, not re-sent at once.  A refusal must never be reported as a
+        lost connection, or the outbox would replay it first after every reconnect."""
 
     async def close(self) -> None:
         """Disconnect cleanly (flush what is in flight if possible)."""
@@ -50,6 +54,7 @@ class SinkStats:
     batches: int = 0
     failures: int = 0
     connects: int = 0
+    refused: int = 0  # messages the peer refused, parked
     connected: bool = False
     last_error: str = ""
     last_delivery_s: float = 0.0
@@ -76,6 +81,7 @@ class RunningSink:
         self.max_delay = max_delay
         self.stats = SinkStats()
         self._drained = asyncio.Event()
+        self._was_idle = False  # the last connection had delivered everything at some point
         outbox.register_sink(sink.name)
 
     @property
@@ -96,8 +102,11 @@ class RunningSink:
                 continue
             self.stats.connects += 1
             self.stats.connected = True
-            delay = self.min_delay
             log.info("sink %s: connected", self.name)
+            # The backoff starts again only once something was delivered (or nothing waits): a
+            # peer that accepts the connection and then drops it at the first message must not
+            # be reconnected to as fast as it answers.
+            delivered = self.stats.delivered
             try:
                 await self._pump()
             except (SinkUnavailable, OSError) as exc:
@@ -110,7 +119,10 @@ class RunningSink:
                 self.stats.connected = False
                 with contextlib.suppress(Exception):
                     await self.sink.close()
+            if self.stats.delivered > delivered or self._was_idle:
+                delay = self.min_delay
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.max_delay)
 
     async def _pump(self) -> None:
         """Deliver until the sink fails.  Up to `window` batches are in flight at once."""
@@ -138,6 +150,7 @@ class RunningSink:
 
         heartbeat = loop.call_later(1.0, beat)
         alive: Callable[[], bool] | None = getattr(self.sink, "alive", None)
+        self._was_idle = False
         try:
             while True:
                 if failure:
@@ -150,6 +163,7 @@ class RunningSink:
                 if not batch:
                     if not inflight:
                         self._drained.set()
+                        self._was_idle = True
                     if alive is not None and not alive():
                         raise SinkUnavailable("connection lost while idle")
                     await wake.wait()
@@ -168,7 +182,10 @@ class RunningSink:
 
     async def _deliver(self, batch: Sequence[Record]) -> None:
         started = time.perf_counter()
-        await self.sink.deliver(batch)
+        refused = await self.sink.deliver(batch)
+        if refused:
+            self.stats.refused += len(refused)
+            self.outbox.park(self.name, refused)  # committed with the acks below, atomically
         self.outbox.ack(batch)
         self.stats.delivered += sum(r.parts or 1 for r in batch)  # messages, not records
         self.stats.batches += 1
@@ -183,7 +200,7 @@ class RunningSink:
                 while self.outbox.depth(self.name) > 0:
                     self._drained.clear()
                     await self._drained.wait()
-                    await asyncio.sleep(self.outbox.commit_interval * 2)  # let the deletes commit
+                    await self.outbox.flush()  # commit the deletes of what was delivered
         except TimeoutError:
             return False
         return True

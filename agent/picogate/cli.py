@@ -116,6 +116,7 @@ def _event_loop_run(coro: Coroutine[Any, Any, None]) -> None:
 
 def _run(path: Path) -> int:
     from picogate._gateway import Gateway
+    from picogate._outbox import OutboxError
     from picogate.config import ConfigError, load_config
 
     try:
@@ -132,8 +133,9 @@ def _run(path: Path) -> int:
         _event_loop_run(go())
     except KeyboardInterrupt:
         pass
-    except (ValueError, OSError, sqlite3.Error) as exc:
-        # Start-up problems an operator can fix: unreadable secret, data_dir not writable, port in use.
+    except (ValueError, OSError, sqlite3.Error, OutboxError) as exc:
+        # Start-up problems an operator can fix: unreadable secret, data_dir not writable, port in
+        # use, a damaged or read-only outbox.
         print(f"picogate: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -59,19 +59,20 @@ async def test_append_commits_and_fetch_returns_in_order(tmp_path: Path) -> None
         assert payloads(await box.fetch(SINK, recs[3].id, 2)) == [4, 5]
 
 
-async def test_prompt_append_commits_at_once_and_takes_waiting_appends_along(tmp_path: Path) -> None:
-    """A peer waits on a prompt append (CoAP's 2.04): it does not wait for the commit tick (5 s
-    here, the longest allowed); what was appended before it shares its transaction."""
+async def test_an_idle_outbox_commits_at_once(tmp_path: Path) -> None:
+    """No tick to wait for: with commit_interval 5 s (the longest allowed) an append to an idle
+    outbox is committed at once, and appends made while a commit runs share the next one."""
     async with Outbox(tmp_path / "o.sqlite", commit_interval=5) as box:
-        await asyncio.sleep(0)  # the committer is waiting for its tick
-        plain = asyncio.create_task(box.append(envs(0, 3)))
-        await asyncio.sleep(0)
-        assert not plain.done()
-        async with asyncio.timeout(4):  # bounded: without prompt this would wait for the 5 s tick
-            await box.append(envs(3, 2), prompt=True)
-        assert plain.done()
+        async with asyncio.timeout(4):  # bounded: a tick-driven outbox would wait 5 s
+            await box.append(envs(0, 3))
         assert box.commits == 1
-        assert [p for _, p in rows_in_db(box.path)] == [str(i).encode() for i in range(5)]
+        first = asyncio.create_task(box.append(envs(3, 2)))
+        await asyncio.sleep(0)  # the commit of 3, 4 runs now
+        rest = [asyncio.create_task(box.append(envs(i, 1))) for i in range(5, 25)]
+        async with asyncio.timeout(4):
+            await asyncio.gather(first, *rest)
+        assert box.commits <= 3  # 21 appends: at most two more transactions
+        assert [p for _, p in rows_in_db(box.path)] == [str(i).encode() for i in range(25)]
 
 
 async def test_ack_deletes_and_fetch_skips_acked(tmp_path: Path) -> None:

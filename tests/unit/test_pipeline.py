@@ -160,11 +160,18 @@ def test_forget_republishes() -> None:
 class FakeOutbox:
     def __init__(self) -> None:
         self.appended: list[Envelope] = []
-        self.prompt: list[bool] = []
+        self.how: list[str] = []
 
     async def append(self, envelopes: Sequence[Envelope], *, prompt: bool = False) -> None:
         self.appended.extend(envelopes)
-        self.prompt.append(prompt)
+        self.how.append("append")
+
+    def put(self, envelopes: Sequence[Envelope], *, on_lost: object = None) -> None:
+        self.appended.extend(envelopes)
+        self.how.append("put")
+
+    async def room(self) -> None:
+        pass
 
 
 class Doubler:
@@ -241,12 +248,14 @@ async def test_listeners_hear_what_was_published() -> None:
     assert heard == [[1], [3]]
 
 
-async def test_prompt_is_passed_to_the_outbox() -> None:
-    """A source whose peer waits on the answer (CoAP) asks for a prompt commit; polls do not."""
+async def test_emit_without_wait_hands_over_and_does_not_wait_for_the_commit() -> None:
+    """A poll (acknowledged to nobody) hands its readings over; a peer waiting for its answer
+    (Pico ack, CoAP 2.04) waits for the commit."""
     pipe, outbox = make()
     await pipe.emit([rd("p", 1, 0)])
-    await pipe.emit([rd("p", 2, 1)], prompt=True)
-    assert outbox.prompt == [False, True]
+    await pipe.emit([rd("p", 2, 1)], wait=False)
+    assert outbox.how == ["append", "put"]
+    assert decoded(outbox.appended) == [("pg/gw/data/d/p", 1, "good"), ("pg/gw/data/d/p", 2, "good")]
 
 
 async def test_unsynchronised_clock_makes_good_readings_uncertain() -> None:

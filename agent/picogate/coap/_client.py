@@ -144,14 +144,20 @@ class CoapClientSource:
         status = self.registry.device(device.name)
         if status is not None and status.state is not DeviceState.ONLINE:
             self.registry.set_device_state(device.name, DeviceState.ONLINE, ts=now)
-            await self.pipeline.device_status(DeviceStatus(device.name, DeviceState.ONLINE, "", now))
-        await self.pipeline.emit([Reading(device.name, res.point, value, now, Quality.GOOD, res.unit)])
+            await self.pipeline.device_status(
+                DeviceStatus(device.name, DeviceState.ONLINE, "", now), wait=False
+            )
+        await self.pipeline.emit(
+            [Reading(device.name, res.point, value, now, Quality.GOOD, res.unit)], wait=False
+        )
 
     async def _offline(self, device: CoapClientDevice, reason: str) -> None:
         now = time.time_ns()
         if self.registry.set_device_state(device.name, DeviceState.OFFLINE, reason=reason, ts=now):
             log.warning("CoAP device %s offline: %s", device.name, reason)
-            await self.pipeline.device_status(DeviceStatus(device.name, DeviceState.OFFLINE, reason, now))
+            await self.pipeline.device_status(
+                DeviceStatus(device.name, DeviceState.OFFLINE, reason, now), wait=False
+            )
 
 
 class _Writer:

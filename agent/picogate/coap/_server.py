@@ -23,6 +23,7 @@ from aiocoap.util.linkformat import Link, LinkFormat
 
 from picogate._metrics import counter
 from picogate._model import PointInfo, PointType, Quality, Reading, Value
+from picogate._outbox import OutboxUnavailable
 from picogate._pipeline import Pipeline
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
 from picogate._router import CommandRouter, ErrorCode, WriteError, WriteRequest, coerce
@@ -278,10 +279,13 @@ class CoapServer:
         if status is not None and status.state is not DeviceState.ONLINE:
             self.registry.set_device_state(device, DeviceState.ONLINE, ts=readings[-1].ts)
             await self.pipeline.device_status(
-                DeviceStatus(device, DeviceState.ONLINE, "", readings[-1].ts), prompt=True
+                DeviceStatus(device, DeviceState.ONLINE, "", readings[-1].ts), wait=False
             )
-        # Returns once committed to the outbox; the node waits for the 2.04, so commit promptly.
-        await self.pipeline.emit(readings, prompt=True)
+        # Returns once committed to the outbox; the node waits for the 2.04.
+        try:
+            await self.pipeline.emit(readings)
+        except OutboxUnavailable as exc:
+            raise _Refused("5.03", f"not accepted, send again later: {exc}") from None
         self.reports += 1
         self.readings += len(readings)
         return self.answer("2.04")

@@ -128,7 +128,17 @@ class OutboxSection(_Model):
     synchronous: Literal["full", "normal"] = "full"
     """`full`: a committed reading survives power loss; `normal`: survives a crash of the agent."""
     commit_interval: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=5)] = 0.05
-    """Readings are committed in groups at most this often (group commit)."""
+    """New readings are committed at once (as soon as the previous commit ended, in one transaction
+    with whatever arrived meanwhile); deletes of delivered records wait at most this long."""
+    max_pending_mb: Annotated[int, Field(ge=1, le=4096)] = 64
+    """Readings waiting for a commit, in MB. While commits work, polling waits when this much is
+    waiting; while they fail (disk full), readings are kept in memory up to this much, then the
+    oldest are dropped and counted (`lost`)."""
+    max_parked: Annotated[int, Field(ge=100)] = 100_000
+    """Messages the broker (or core-data) refused are parked, up to this many (the oldest dropped
+    and counted beyond), and sent again at the next start and every `parked_retry`."""
+    parked_retry: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 600.0
+    """How often parked messages are tried again while the gateway runs (0: only at start)."""
 
 
 class MetricsSection(_Model):

@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 
 from picogate._model import PointInfo, Quality, Reading
-from picogate._outbox import Envelope, Record
+from picogate._outbox import Envelope, Record, Refused
 from picogate._registry import DeviceStatus, PointRegistry, RegistryEvent
 from picogate._sink import SinkUnavailable
 from picogate.edgex._commands import CommandError, Commands, EdgexNames
@@ -213,7 +213,7 @@ class EdgexBusSink:
         client.subscribe(self.validate_topic, qos=1)
         self.connected.set()
 
-    async def deliver(self, records: Sequence[Record]) -> None:
+    async def deliver(self, records: Sequence[Record]) -> list[Refused]:
         client = self.client
         if client is None or not client.connected:
             raise SinkUnavailable("not connected to the EdgeX message bus")
@@ -221,6 +221,8 @@ class EdgexBusSink:
         version = self.version
         qos = self.qos
         futures: list[asyncio.Future[None]] = []
+        sent: list[tuple[Record, str, bytes]] = []
+        refusals: list[Refused] = []
         try:
             for rec in records:
                 for key, body in _messages(rec):
@@ -228,18 +230,21 @@ class EdgexBusSink:
                         env = envelope(body, version=version, correlation_id=new_id())
                         fut = await client.publish(prefix + key, env, qos=qos)
                     except MqttPublishRefused as exc:
-                        self._refused(exc)
+                        refusals.append(self._refused(rec, key, body, exc))
                         continue
                     if fut is not None:
                         futures.append(fut)
-            await await_acks(futures, self._refused)
+                        sent.append((rec, key, body))
+            await await_acks(futures, lambda i, exc: refusals.append(self._refused(*sent[i], exc)))
         except MqttLost as exc:
             drop_acks(futures)
             raise SinkUnavailable(str(exc)) from exc
+        return refusals
 
-    def _refused(self, exc: MqttPublishRefused) -> None:
+    def _refused(self, rec: Record, key: str, body: bytes, exc: MqttPublishRefused) -> Refused:
         self.refused += 1
-        log.error("EdgeX bus refused an event (dropped, it would be refused again): %s", exc)
+        log.error("EdgeX bus refused an event (parked: sent again at the next start): %s", exc)
+        return Refused(rec, key, body, str(exc))
 
     async def close(self) -> None:
         self.connected.clear()
@@ -351,17 +356,23 @@ class EdgexRestSink:
             raise SinkUnavailable(f"core-data not reachable: {exc}") from exc
         self._session = session
 
-    async def deliver(self, records: Sequence[Record]) -> None:
+    async def deliver(self, records: Sequence[Record]) -> list[Refused]:
         session = self._session
         if session is None:
             raise SinkUnavailable("core-data not connected")
-        posts = [self._post(session, key, body) for rec in records for key, body in _messages(rec)]
+        posts = [self._post(session, rec, key, body) for rec in records for key, body in _messages(rec)]
         results = await asyncio.gather(*posts, return_exceptions=True)
+        refusals: list[Refused] = []
         for res in results:
             if isinstance(res, BaseException):
                 raise SinkUnavailable(f"core-data: {res}") from res
+            if res is not None:
+                refusals.append(res)
+        return refusals
 
-    async def _post(self, session: aiohttp.ClientSession, key: str, body: bytes) -> None:
+    async def _post(
+        self, session: aiohttp.ClientSession, rec: Record, key: str, body: bytes
+    ) -> Refused | None:
         async with self._sem:
             try:
                 async with session.post(self.url + key, data=body) as resp:
@@ -370,14 +381,14 @@ class EdgexRestSink:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise SinkUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if status == 201:
-            return
+            return None
         if status == 409:
             self.duplicates += 1  # stored before this replay
-            return
-        if status in (400, 413):  # would be refused again: do not block the outbox
+            return None
+        if status in (400, 413):  # would be refused again: parked, not blocking the outbox
             self.refused += 1
-            log.error("core-data refused an event for %s (%d, dropped): %s", key, status, text[:300])
-            return
+            log.error("core-data refused an event for %s (%d, parked): %s", key, status, text[:300])
+            return Refused(rec, key, body, f"core-data answered {status}: {text[:200]}")
         raise SinkUnavailable(f"core-data answered {status} for {key}: {text[:200]}")
 
     async def close(self) -> None:

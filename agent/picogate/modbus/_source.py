@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import heapq
+import itertools
 import logging
 import math
 import time
@@ -175,9 +176,10 @@ class ModbusLine:
         self._writes: asyncio.Queue[_Write] = asyncio.Queue(maxsize=256)
         self._wake = asyncio.Event()
         self._stopping = False
-        # Readings wait here for the pipeline, so that a poll never waits on an outbox commit.
-        # Device states travel the same queue, so that they stay in order with the readings.
-        self._out: asyncio.Queue[Sequence[Reading] | DeviceStatus] = asyncio.Queue(maxsize=64)
+        # What is due next: (due, order, device, group), one entry per group.  A group whose
+        # device is held back (offline backoff, RTU quiet time) is pushed back with its new due.
+        self._due: list[tuple[float, int, _Device, _Group]] = []
+        self._order = itertools.count()
         self.stats = PollStats()
         self.latency_observer: Callable[[str, float], None] | None = None
 
@@ -194,17 +196,11 @@ class ModbusLine:
     # ------------------------------------------------------------------ the loop
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._forward(), name=f"modbus-forward-{self.name}")
-            tg.create_task(self._poll_loop(), name=f"modbus-poll-{self.name}")
-
-    async def _forward(self) -> None:
-        while True:
-            item = await self._out.get()
-            if isinstance(item, DeviceStatus):
-                await self._status_changed(item)
-            else:
-                await self._emit(item)
+        """Poll until stopped.  Readings go to the pipeline without waiting for the outbox's
+        commit (`emit` given to the line does not wait): the next poll starts as soon as the
+        device allows, whatever the disk is doing; the pipeline applies backpressure only when
+        too much is waiting for a commit."""
+        await self._poll_loop()
 
     def stop(self) -> None:
         """Stop polling at the next turn.  Cancelling alone is not enough: on Python 3.11,
@@ -214,38 +210,50 @@ class ModbusLine:
         self._wake.set()
 
     async def _poll_loop(self) -> None:
+        due = self._due
+        for dev in self.devices.values():
+            for group in dev.groups:
+                heapq.heappush(due, (group.next_due, next(self._order), dev, group))
+        writes_seen = 0
         try:
             while not self._stopping:
-                await self._serve_writes()
-                dev, group = self._next_due()
-                now = time.monotonic()
-                if dev is None or group is None:
+                if not self._writes.empty():
+                    await self._serve_writes()
+                if writes_seen != self.stats.writes:
+                    # A write asks for its point to be read back at once (next_due moved earlier).
+                    writes_seen = self.stats.writes
+                    due[:] = [(max(g.next_due, d.retry_at), o, d, g) for _, o, d, g in due]
+                    heapq.heapify(due)
+                if not due:
                     await self._sleep(1.0)
                     continue
-                due = max(group.next_due, dev.retry_at)
-                if due > now:
-                    await self._sleep(due - now)
+                at, order, dev, group = due[0]
+                real = max(group.next_due, dev.retry_at)
+                if real > at:  # held back since it was queued: requeue at its real time
+                    heapq.heapreplace(due, (real, order, dev, group))
                     continue
-                await self._poll(dev, group)
+                now = time.monotonic()
+                if at > now:
+                    await self._sleep(at - now)
+                    continue
+                heapq.heappop(due)
+                try:
+                    await self._poll(dev, group)
+                finally:
+                    heapq.heappush(due, (max(group.next_due, dev.retry_at), next(self._order), dev, group))
         finally:
             self.link.close()
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-
-    def _next_due(self) -> tuple[_Device | None, _Group | None]:
-        best: tuple[float, _Device, _Group] | None = None
-        for dev in self.devices.values():
-            for group in dev.groups:
-                due = max(group.next_due, dev.retry_at)
-                if best is None or due < best[0]:
-                    best = (due, dev, group)
-        if best is None:
-            return None, None
-        return best[1], best[2]
+        """Sleep `seconds`, or until a write arrives (one timer, no timeout context: the loop
+        sleeps once per poll)."""
+        wake = self._wake
+        wake.clear()
+        timer = asyncio.get_running_loop().call_later(seconds, wake.set)
+        try:
+            await wake.wait()
+        finally:
+            timer.cancel()
 
     async def _poll(self, dev: _Device, group: _Group) -> None:
         cfg = dev.cfg
@@ -295,7 +303,7 @@ class ModbusLine:
             readings.extend(self._decode(dev, req, words, ts))
         if dev.offline or dev.failures or dev.status.state is not DeviceState.ONLINE:
             await self._recovered(dev)
-        await self._out.put(readings)
+        await self._emit(readings)
 
     def _decode(
         self, dev: _Device, req: Request[str], words: list[int] | list[bool], ts: int
@@ -330,7 +338,7 @@ class ModbusLine:
             ts = self._now_ns()
             await self._set_state(dev, DeviceState.OFFLINE, reason, ts)
             bad = [Reading(cfg.name, p, None, ts, Quality.BAD, info.unit) for p, info in dev.infos.items()]
-            await self._out.put(bad)
+            await self._emit(bad)
         elif dev.offline:
             dev.backoff = min(max(dev.backoff * 2, cfg.poll), cfg.backoff_max)
         if dev.offline:
@@ -356,7 +364,7 @@ class ModbusLine:
             assert status is not None
             dev.status = status
             snapshot = DeviceStatus(status.name, status.state, status.reason, status.since_ns, status.origin)
-            await self._out.put(snapshot)
+            await self._status_changed(snapshot)
 
     # ------------------------------------------------------------------ writes
 

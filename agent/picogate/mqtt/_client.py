@@ -742,15 +742,16 @@ class MqttClient:
 
 
 async def await_acks(
-    futures: Sequence[asyncio.Future[None]], refused: Callable[[MqttPublishRefused], None]
+    futures: Sequence[asyncio.Future[None]], refused: Callable[[int, MqttPublishRefused], None]
 ) -> None:
     """Wait for each publish's acknowledgement, in order (cheaper than gather: PUBACKs come in
-    order); a message the broker refused goes to `refused`.  Raises MqttLost."""
-    for fut in futures:
+    order); a message the broker refused goes to `refused` with its index in `futures`.  Raises
+    MqttLost."""
+    for i, fut in enumerate(futures):
         try:
             await fut
         except MqttPublishRefused as exc:
-            refused(exc)
+            refused(i, exc)
 
 
 def drop_acks(futures: Sequence[asyncio.Future[None]]) -> None:

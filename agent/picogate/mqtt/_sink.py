@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import orjson
 
 from picogate._model import Reading
-from picogate._outbox import Envelope, Record
+from picogate._outbox import Envelope, Record, Refused
 from picogate._registry import DeviceStatus
 from picogate._router import CommandRouter, ErrorCode, WriteRequest, WriteResult
 from picogate._sink import SinkUnavailable
@@ -260,44 +260,61 @@ class MqttSink:
         if self.commands is not None:
             self.commands.handle(msg)
 
-    async def deliver(self, records: Sequence[Record]) -> None:
+    async def deliver(self, records: Sequence[Record]) -> list[Refused]:
         """Publish every message of `records`; return when the broker acknowledged them all.
 
         A message the broker refuses (an MQTT 5 PUBACK reason code >= 0x80, e.g. not authorised
-        by its ACL, or a packet larger than its maximum) would be refused again if re-sent: it is
-        logged, counted in `refused` and treated as done, so that one bad topic cannot block the
-        outbox forever.  A lost connection raises SinkUnavailable: everything is re-sent.
+        by its ACL, or a packet larger than its maximum, refused before it is sent) would be
+        refused again if re-sent at once: it is returned, and parked by the outbox (see
+        docs/mqtt.md), so that one bad message cannot block the others.  A lost connection
+        raises SinkUnavailable: everything unconfirmed is re-sent.
         """
         client = self.client
         if client is None or not client.connected:
             raise SinkUnavailable("not connected to the broker")
         futures: list[asyncio.Future[None]] = []
+        sent: list[tuple[Record, str, bytes]] = []
+        refusals: list[Refused] = []
         try:
             # One batch at a time hands its messages to the client: batches in flight must not
             # interleave while they wait for in-flight slots, or a topic's messages could overtake.
             async with self._publishing:
-                await self._publish_all(client, records, futures)
-            await await_acks(futures, self._refused)
+                await self._publish_all(client, records, futures, sent, refusals)
+            await await_acks(futures, lambda i, exc: refusals.append(self._refused(*sent[i], exc)))
         except MqttLost as exc:
             drop_acks(futures)
             raise SinkUnavailable(str(exc)) from exc
+        return refusals
 
     async def _publish_all(
-        self, client: MqttClient, records: Sequence[Record], futures: list[asyncio.Future[None]]
+        self,
+        client: MqttClient,
+        records: Sequence[Record],
+        futures: list[asyncio.Future[None]],
+        sent: list[tuple[Record, str, bytes]],
+        refusals: list[Refused],
     ) -> None:
         for rec in records:
             for topic, body in rec.messages() if rec.parts else ((rec.key, rec.payload),):
                 try:
                     fut = await client.publish(topic, body, qos=rec.qos, retain=rec.retain)
                 except MqttPublishRefused as exc:
-                    self._refused(exc)
+                    refusals.append(self._refused(rec, topic, body, exc))
                     continue
                 if fut is not None:
                     futures.append(fut)
+                    sent.append((rec, topic, body))
 
-    def _refused(self, exc: MqttPublishRefused) -> None:
+    def _refused(self, rec: Record, topic: str, body: bytes, exc: MqttPublishRefused) -> Refused:
         self.refused += 1
-        log.error("broker refused a message (dropped, it would be refused again): %s", exc)
+        if self.refused <= 10 or self.refused % 1000 == 0:
+            log.error(
+                "broker refused a message (%d so far): %s; it is parked and sent again at the next "
+                "start (or after outbox.parked_retry)",
+                self.refused,
+                exc,
+            )
+        return Refused(rec, topic, body, str(exc))
 
     async def close(self) -> None:
         client, self.client = self.client, None

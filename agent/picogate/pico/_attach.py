@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from picogate._component import Component
@@ -19,8 +20,13 @@ async def attach(gw: Gateway) -> list[Component]:
 
     boards: list[PicoBoard] = []
     for cfg in gw.config.boards:
+        # Readings are acknowledged to the board once committed (emit waits); device states are
+        # acknowledged to nobody and only handed over.
         board = PicoBoard(
-            cfg, registry=gw.registry, emit=gw.pipeline.emit, status_changed=gw.pipeline.device_status
+            cfg,
+            registry=gw.registry,
+            emit=gw.pipeline.emit,
+            status_changed=functools.partial(gw.pipeline.device_status, wait=False),
         )
         board.register()
         for device, writer in board.writers().items():

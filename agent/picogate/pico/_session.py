@@ -29,6 +29,7 @@ import orjson
 
 from picogate import __version__
 from picogate._model import PointInfo, Quality, Reading, Value
+from picogate._outbox import OutboxUnavailable
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
 from picogate._router import ErrorCode, WriteError
 from picogate.config._boards import BoardConfig
@@ -81,6 +82,7 @@ class LinkStats:
     bad_crc: int = 0
     oversize: int = 0
     resends: int = 0
+    not_accepted: int = 0  # frames left unacknowledged because the outbox could not commit them
     duplicates: int = 0
     unknown_ids: int = 0
     bad_bodies: int = 0
@@ -454,7 +456,20 @@ class _Session:
             for st in statuses:
                 await o.status_changed(st)
             if readings:
-                await o.emit(readings)
+                try:
+                    await o.emit(readings)
+                except OutboxUnavailable as exc:
+                    # Not accepted: no ack, and forget the frames so that the board's resends are
+                    # taken again (it keeps them until they are acknowledged).
+                    o.stats.not_accepted += len(batch)
+                    if o.stats.not_accepted <= len(batch) or o.stats.not_accepted % 100 < len(batch):
+                        log.error(
+                            "%s: readings not accepted, the board will send them again: %s", o.name, exc
+                        )
+                    for seq, _, _ in batch:
+                        with contextlib.suppress(ValueError):
+                            self.seen.remove(seq)
+                    continue
                 o.stats.readings += len(readings)
             for seq, _, _ in batch:
                 ack_seq = self.seq
@@ -620,9 +635,12 @@ class PicoBoard:
             await self._set_state(d, DeviceState.OFFLINE, reason)
         if changed:
             ts = self.now_ns()
-            await self.emit(
-                [Reading(i.device, i.name, None, ts, Quality.BAD, i.unit) for i in self.plan.infos]
-            )
+            try:
+                await self.emit(
+                    [Reading(i.device, i.name, None, ts, Quality.BAD, i.unit) for i in self.plan.infos]
+                )
+            except OutboxUnavailable as exc:
+                log.error("%s: its points could not be marked bad: %s", self.name, exc)
 
     # ------------------------------------------------------------------ frames → readings
 

@@ -799,7 +799,7 @@ class LiveRules:
         """The engine's own LET readings: published like any reading, not evaluated again."""
         self.processor.skip_next = True
         try:
-            await self.gw.pipeline.emit(derived)
+            await self.gw.pipeline.emit(derived, wait=False)
         finally:
             self.processor.skip_next = False
 
@@ -831,7 +831,7 @@ class LiveRules:
             actions.wakeup.clear()
             batch, actions.queue = actions.queue, []
             if batch:
-                await self.gw.pipeline.post(batch)
+                await self.gw.pipeline.post(batch, wait=False)
 
     # ------------------------------------------------------------------ status
 
@@ -991,7 +991,7 @@ class LiveRules:
         batch, self.actions.queue = self.actions.queue, []
         if batch:
             with contextlib.suppress(Exception):
-                await self.gw.pipeline.post(batch)
+                await self.gw.pipeline.post(batch, wait=False)
 
     def stop(self) -> None:
         self._stop.set()
