@@ -3,7 +3,7 @@
 It subscribes to `<base>/<gw>/#` and counts every live message (for the broker's backlog), and
 it proves that every point is delivered: for every data message it counts the message, the
 readings it carries (one for `publish: point`, one per point for `publish: device`) and whether
-the (topic, ts) pair is new for that topic, and it measures the lag from the reading's timestamp
+the (topic, ts, payload) is new for that topic, and it measures the lag from the reading's timestamp
 (the agent's clock, ms) to the moment the message arrived here.  Readings of quality `bad` are
 counted apart (a device the simulator paused goes bad after a few failed polls).
 
@@ -121,9 +121,8 @@ class Consumer:
         self.total = Counters()
         self.window = Counters()
         self.last_ts: dict[str, int] = {}  # newest ts per topic
-        self.recent: dict[
-            str, deque[int]
-        ] = {}  # the last _RECENT ts per topic, to tell a duplicate from a late one
+        # the last _RECENT (ts, payload) per topic, to tell a duplicate from a late one
+        self.recent: dict[str, deque[tuple[int, bytes]]] = {}
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
         self.client = paho.Client(
@@ -172,10 +171,13 @@ class Consumer:
             recent = self.recent.get(topic)
             if recent is None:
                 recent = self.recent[topic] = deque(maxlen=_RECENT)
-            dup = ts in recent
+            # A duplicate is the same message again (QoS 1 re-sends): same ts *and* payload. Two
+            # polls within one millisecond carry the same ts with other values: both count.
+            key = (ts, m.payload)
+            dup = key in recent
             late = not dup and last is not None and ts < last
             if not dup:
-                recent.append(ts)
+                recent.append(key)
                 if last is None or ts > last:
                     self.last_ts[topic] = ts
             for c in (self.total, self.window):

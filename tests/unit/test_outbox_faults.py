@@ -189,7 +189,7 @@ async def test_parked_messages_are_tried_again_while_running(tmp_path: Path) -> 
         box.ack(recs)
         await asyncio.sleep(0.25)
         box.put(envs(4, 1))  # any commit after parked_retry takes the parked ones along
-        await wait_for(lambda: box.parked(SINK) == 0)
+        await wait_for(lambda: box.parked(SINK) == 0 and box.depth(SINK) == 2)
         assert values(await fetch_all(box)) == [0, 4]
 
 
