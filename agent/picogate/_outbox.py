@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS parked (
 _TAIL_MAX = 200_000  # records per sink kept in memory so a live sink never reads them back from disk
 _ACK_BATCH = 5000  # acknowledgements that start a commit by themselves
 _ACK_DELAY = 0.2  # seconds acknowledgements wait for a commit when no new records come
+_PROMPT_GAP = 0.002  # seconds between commits while a producer waits for its commit (a peer waits)
 _RETRY_MIN, _RETRY_MAX = 1.0, 10.0  # seconds between attempts while commits fail
 _REMIND = 60.0  # seconds between reminders in the log while commits fail
 
@@ -212,6 +213,7 @@ class Outbox:
         self._sinks: dict[str, _SinkState] = {}
         self._pending: deque[_Batch] = deque()
         self._pending_bytes = 0
+        self._waiting = 0  # pending batches whose producer waits for the commit
         self._acks: list[tuple[str, int]] = []
         self._acked_ids: set[int] = set()  # acknowledged, delete not yet committed
         self._parks: list[tuple[str, Refused]] = []  # parked with the next commit
@@ -400,6 +402,7 @@ class Outbox:
         if self.failing:
             raise OutboxUnavailable(self.path, f"outbox {self.path}: {self.failing}")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting += 1
         self._enqueue(_Batch(envelopes, _size(envelopes), fut))
         await fut
 
@@ -583,12 +586,8 @@ class Outbox:
                             while not self._closed:
                                 self._kick.clear()
                                 await self._kick.wait()
-            elif not self._closed and not self._flushed and len(self._acks) < _ACK_BATCH:
-                # At most one commit per commit_interval: an idle outbox commits at once, a busy
-                # one groups what arrives meanwhile (each commit costs an fsync).
-                wait = self._last_attempt + self.commit_interval - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+            else:
+                await self._spacing()
             if self.parked_retry > 0 and time.monotonic() - last_retry >= self.parked_retry:
                 last_retry = time.monotonic()
                 if self.parked():
@@ -600,6 +599,20 @@ class Outbox:
             if self._closed and (not self._pending or self.failing):
                 return
 
+    async def _spacing(self) -> None:
+        """At most one commit per commit_interval: an idle outbox commits at once, a busy one
+        groups what arrives meanwhile (each commit costs an fsync).  Records whose producer waits
+        for the commit (a peer waits for its answer) are committed after at most _PROMPT_GAP."""
+        while not self._closed and not self._flushed and len(self._acks) < _ACK_BATCH:
+            gap = _PROMPT_GAP if self._waiting else self.commit_interval
+            wait = self._last_attempt + min(gap, self.commit_interval) - time.monotonic()
+            if wait <= 0:
+                return
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._kick.wait()
+
     @property
     def _retry_at(self) -> float:
         return self._last_attempt + self._retry_delay
@@ -607,6 +620,7 @@ class Outbox:
     async def _commit_once(self, loop: asyncio.AbstractEventLoop) -> None:
         batches, self._pending = self._pending, deque()
         pending_bytes, self._pending_bytes = self._pending_bytes, 0
+        self._waiting = 0
         acks, self._acks = self._acks, []
         parks, self._parks = self._parks, []
         requeue, self._requeue_parked = self._requeue_parked, False
