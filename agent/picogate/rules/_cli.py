@@ -38,18 +38,31 @@ def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _read_rules(paths: list[Path]) -> dict[str, str] | str:
+    from picogate.rules._limits import MAX_TOTAL_BYTES, size
+    from picogate.rules._worker import read_rule_text
+
     files: dict[str, str] = {}
+    total = 0
     for p in paths:
         found = sorted(p.glob("*.rules")) if p.is_dir() else [p]
         if p.is_dir() and not found:
             return f"{p}: no *.rules files in this directory"
         for f in found:
             try:
-                files[str(f)] = f.read_text(encoding="utf-8")
+                text = read_rule_text(f)
             except FileNotFoundError:
                 return f"{f}: no such file"
-            except (OSError, UnicodeDecodeError) as exc:
+            except ValueError as exc:  # too large, or not UTF-8
                 return f"{f}: cannot read: {exc}"
+            except OSError as exc:
+                return f"{f}: cannot read: {exc.strerror or exc}"
+            total += len(text.encode("utf-8"))
+            if total > MAX_TOTAL_BYTES:
+                return (
+                    f"{f}: the rule files hold more than {MAX_TOTAL_BYTES:,} bytes ({size(MAX_TOTAL_BYTES)}) "
+                    "together: check fewer at a time (or split the set)"
+                )
+            files[str(f)] = text
     return files
 
 

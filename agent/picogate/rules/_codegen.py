@@ -37,6 +37,11 @@ def canon(x: object) -> str:
         return f"({x.op} {canon(x.operand)})"
     if isinstance(x, A.Binary):
         return f"({canon(x.left)} {x.op} {canon(x.right)})"
+    if isinstance(x, A.Chain):  # as the left-leaning pairs it stands for: ((a + b) + c)
+        text = canon(x.operands[0])
+        for op, operand in zip(x.ops, x.operands[1:], strict=True):
+            text = f"({text} {op} {canon(operand)})"
+        return text
     if isinstance(x, A.Call):
         args = [canon(a) for a in x.args] + [f"{k.name}={canon(k.value)}" for k in x.kwargs]
         return f"{x.func}({','.join(args)})"
@@ -111,6 +116,8 @@ class Gen:
             return f"(None if ({a}:={self.expr(e.operand)}) is None else {op}{a})"
         if isinstance(e, A.Binary):
             return self.binary(e)
+        if isinstance(e, A.Chain):
+            return self.chain(e)
         return self.call(e)
 
     @staticmethod
@@ -118,28 +125,37 @@ class Gen:
         return isinstance(e, A.Num | A.Bool | A.Dur) or (isinstance(e, A.Str) and e.plain is not None)
 
     def binary(self, e: A.Binary) -> str:
-        L, R = self.expr(e.left), self.expr(e.right)
-        if e.op == "and":
-            a, b = self.t(), self.t()
-            return f"(False if ({a}:={L}) is False else (False if ({b}:={R}) is False else (None if {a} is None or {b} is None else True)))"
-        if e.op == "or":
-            a, b = self.t(), self.t()
-            return f"(True if ({a}:={L}) is True else (True if ({b}:={R}) is True else (None if {a} is None or {b} is None else False)))"
-        op = e.op
+        return self.flat((e.left, e.right), (e.op,))
+
+    def chain(self, e: A.Chain) -> str:
+        """One flat Python expression for the whole chain (no nesting per term).  AND/OR are
+        three-valued and short-circuit as the left-leaning pairs would: AND is False at the first
+        False operand (the rest is not evaluated), else unknown if one is unknown, else True."""
+        if e.ops[0] in ("and", "or"):
+            stop, other = ("False", "True") if e.ops[0] == "and" else ("True", "False")
+            names = [self.t() for _ in e.operands]
+            vals = [self.expr(x) for x in e.operands]
+            first = " or ".join(f"({n}:={v}) is {stop}" for n, v in zip(names, vals, strict=True))
+            unknown = " or ".join(f"{n} is None" for n in names)
+            return f"({stop} if {first} else (None if {unknown} else {other}))"
+        return self.flat(e.operands, e.ops)
+
+    def flat(self, operands: tuple[A.Expr, ...], ops: tuple[str, ...]) -> str:
+        """`a op b op c …` evaluated left to right, unknown (None) if any operand is."""
         checks = []
-        if self.const_node(e.left):
-            lv = L
-        else:
-            lv = self.t()
-            checks.append(f"({lv}:={L}) is None")
-        if self.const_node(e.right):
-            rv = R
-        else:
-            rv = self.t()
-            checks.append(f"({rv}:={R}) is None")
+        names = []
+        for x in operands:
+            v = self.expr(x)
+            if self.const_node(x):
+                names.append(v)
+            else:
+                n = self.t()
+                checks.append(f"({n}:={v}) is None")
+                names.append(n)
+        text = names[0] + "".join(f" {op} {n}" for op, n in zip(ops, names[1:], strict=True))
         if not checks:
-            return f"({lv} {op} {rv})"
-        return f"(None if {' or '.join(checks)} else {lv} {op} {rv})"
+            return f"({text})"
+        return f"(None if {' or '.join(checks)} else {text})"
 
     def call(self, c: A.Call) -> str:
         f, args = c.func, c.args

@@ -14,6 +14,7 @@ from picogate.rules import _ast as A
 from picogate.rules._check import ANY, BOOL, NUM, STR, check, nodes, ptype, refs
 from picogate.rules._codegen import NS, Gen, canon
 from picogate.rules._errors import RuleError, RuleErrors
+from picogate.rules._limits import MAX_FILE_BYTES, MAX_STATEMENTS, MAX_TOKENS, MAX_TOTAL_BYTES, size
 from picogate.rules._parse import parse_file
 from picogate.rules._ruleset import RuleInfo, RuleSet
 
@@ -73,22 +74,76 @@ def _smallest_duration(r: A.Rule) -> float:
     return max(0.1, min(1.0, min(found) / 2))
 
 
+def _line(text: str, n: int) -> str:
+    """Line n (1-based) of text, without splitting the rest."""
+    parts = text.split("\n", n)
+    return parts[n - 1] if 0 < n <= len(parts) else ""
+
+
+def _parse_all(files: Mapping[str, str], errors: list[RuleError]) -> list[A.Statement]:
+    """The statements of every file, within the limits of the whole set (_limits.py): bytes of all
+    files, tokens, rules and LETs.  Past a limit, the files after it are not read."""
+    statements: list[A.Statement] = []
+    total_bytes = 0
+    tokens = 0
+    for name in sorted(files):
+        text = files[name]
+        total_bytes += (
+            len(text) if len(text) > MAX_TOTAL_BYTES else len(text.encode("utf-8", "surrogatepass"))
+        )
+        if total_bytes > MAX_TOTAL_BYTES:
+            errors.append(
+                RuleError(
+                    name,
+                    1,
+                    1,
+                    f"the rule files hold more than {MAX_TOTAL_BYTES:,} bytes ({size(MAX_TOTAL_BYTES)}) together, "
+                    "passed with this file: this file and the ones after it are not read",
+                    None,
+                    "",
+                )
+            )
+            break
+        parsed = parse_file(name, text, MAX_TOKENS - tokens)
+        tokens += parsed.tokens
+        errors.extend(parsed.errors)
+        room = MAX_STATEMENTS - len(statements)
+        if len(parsed.statements) > room:
+            over = parsed.statements[room]
+            errors.append(
+                RuleError(
+                    name,
+                    over.pos.line,
+                    over.pos.col,
+                    f"more than {MAX_STATEMENTS:,} rules and LETs in the rule files together: this is where "
+                    "the limit is passed (docs/rules.md, Limits)",
+                    None,
+                    _line(text, over.pos.line),
+                )
+            )
+            statements.extend(parsed.statements[:room])
+            break
+        statements.extend(parsed.statements)
+        if tokens > MAX_TOKENS:
+            break
+    return statements
+
+
 def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) -> RuleSet:
     """Parse, check against the points, generate code.  Pure: plain data in and out (a worker
     process may run it).  `points` None skips the checks that need the gateway's points (unknown
     points are then accepted, untyped).  Raises RuleErrors with every error of every file."""
     errors: list[RuleError] = []
-    statements: list[A.Statement] = []
-    lines = {name: text.split("\n") for name, text in files.items()}
-    for name in sorted(files):
-        stmts, errs = parse_file(name, files[name])
-        statements.extend(stmts)
-        errors.extend(errs)
+    statements = _parse_all(files, errors)
     known = {p.key: p for p in points} if points is not None else None
     checked = check(statements, known)
+    split: dict[str, list[str]] = {}
 
     def error(file: str, pos: A.Pos, message: str, suggestion: str | None = None) -> RuleError:
-        src = lines.get(file, [])
+        src = split.get(file)
+        if src is None:
+            text = files.get(file, "")
+            src = split[file] = text.split("\n") if len(text) <= MAX_FILE_BYTES else []
         return RuleError(
             file,
             pos.line,
@@ -123,11 +178,11 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
             continue
         ids[rid] = st
         infos.append((rid, _hash(text), st))
+    ptypes: dict[str, str] = {k: ptype(p.type) for k, p in checked.points.items()}
+    ptypes.update(checked.let_types)
     if errors:
         raise RuleErrors(errors)
 
-    ptypes: dict[str, str] = {k: ptype(p.type) for k, p in checked.points.items()}
-    ptypes.update(checked.let_types)
     g = Gen()
     rules_plan: list[dict[str, object]] = []
     infos_out: list[RuleInfo] = []

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+_SHOWN = 160
+"""Characters of a long source line shown around the fault."""
+
 
 @dataclass(frozen=True, slots=True)
 class RuleError:
@@ -19,12 +22,21 @@ class RuleError:
     length: int = 1
 
     def format(self) -> str:
-        """`file:line:col: error: message`, the source line and a caret under the fault."""
+        """`file:line:col: error: message`, the source line and a caret under the fault (a line
+        longer than 160 characters is shown around the fault, cut with "…")."""
         head = f"{self.file}:{self.line}:{self.col}: error: {self.message}"
         if self.suggestion:
             head += f" (did you mean {self.suggestion}?)"
         line = self.source_line.rstrip("\r\n").expandtabs(1)
-        caret = " " * max(self.col - 1, 0) + "^" + "~" * max(self.length - 1, 0)
+        col, length = max(self.col, 1), max(self.length, 1)
+        if len(line) > _SHOWN:
+            start = max(0, min(col - 1 - _SHOWN // 3, len(line) - _SHOWN))
+            before = "…" if start else ""
+            after = "…" if start + _SHOWN < len(line) else ""
+            line = before + line[start : start + _SHOWN] + after
+            col = col - start + len(before)
+            length = max(1, min(length, _SHOWN + len(before) - col + 1))
+        caret = " " * (col - 1) + "^" + "~" * (length - 1)
         return f"{head}\n  {line}\n  {caret}"
 
 
