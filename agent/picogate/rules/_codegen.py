@@ -92,16 +92,29 @@ class Gen:
     # ------------------------------------------------------------------ expressions
 
     def num(self, v: float | int | bool) -> str:
+        """A constant as it is (a set() or publish() value keeps an integer exact)."""
         if isinstance(v, bool):
             return "True" if v else "False"
         if isinstance(v, float) and not math.isfinite(v):  # pragma: no cover - refused by the parser
             raise ValueError(v)
         return repr(v)
 
-    def expr(self, e: A.Expr) -> str:
-        """A Python expression: the value, or None when unknown."""
-        if isinstance(e, A.Num | A.Bool):
+    def value(self, e: A.Expr) -> str:
+        """An action's whole value: a constant as written, anything else as an expression."""
+        if isinstance(e, A.Num):
             return self.num(e.value)
+        if isinstance(e, A.Str):
+            return self.text(e)
+        return self.expr(e)
+
+    def expr(self, e: A.Expr) -> str:
+        """A Python expression: the value, or None when unknown.  Numbers are float64 (the rule
+        language's number model): a number in an expression is a float, so that no arithmetic
+        grows an integer beyond 64 bits."""
+        if isinstance(e, A.Bool):
+            return self.num(e.value)
+        if isinstance(e, A.Num):
+            return self.num(float(e.value))
         if isinstance(e, A.Dur):
             return self.num(e.seconds)
         if isinstance(e, A.Str):
@@ -198,11 +211,13 @@ class Gen:
             self.delta_points.add(i)
             return f"P{i}.dlt"
         vals = [self.expr(a) for a in args]
+        if f == "round" and len(args) == 2 and isinstance(args[1], A.Num):
+            vals[1] = self.num(int(args[1].value))  # the number of decimals is an integer
         names = [self.t() for _ in vals]
         check = " or ".join(f"({n}:={v}) is None" for n, v in zip(names, vals, strict=True))
         fn = {
             "abs": "abs",
-            "round": "round",
+            "round": "_round",
             "min": "min",
             "max": "max",
             "floor": "_floor",
@@ -249,15 +264,14 @@ class Gen:
             elif c.func == "publish":
                 topic, value = c.args
                 assert isinstance(topic, A.Str)
-                val = self.text(value) if isinstance(value, A.Str) else self.expr(value)
-                self.emit(f"        _publish(s, {self.text(topic)}, {val}, t)")
+                self.emit(f"        _publish(s, {self.text(topic)}, {self.value(value)}, t)")
             else:  # set
                 target, value = c.args
                 assert isinstance(target, A.Ref)
                 conv = {NUM: "_to_num", BOOL: "_to_bool"}.get(ptypes.get(target.key, ""), "_same")
-                val = self.text(value) if isinstance(value, A.Str) else self.expr(value)
                 self.emit(
-                    f"        _set(s, {self.const(target.device)}, {self.const(target.point)}, {conv}({val}))"
+                    f"        _set(s, {self.const(target.device)}, {self.const(target.point)}, "
+                    f"{conv}({self.value(value)}))"
                 )
             self.emit("    except Exception as e:", "        _err(s, e, 2)")
         self.emit("")
@@ -343,14 +357,25 @@ class Gen:
             "        _err(s, e, 1)",
         )
 
-    def let(self, j: int, let: A.Let) -> None:
+    def let(self, j: int, let: A.Let, vtype: str) -> None:
+        """A LET's step.  A numeric LET's value is a finite float64: an integer is converted, and
+        a value that is not a finite number (inf, NaN, or beyond float64's range) is an error of
+        the LET, which publishes it bad (_let_num / _let_any in _runtime.py)."""
         self.time_dependent = False
         self.point(let.target.key)
+        check = {NUM: "_let_num", BOOL: "", STR: ""}.get(vtype, "_let_any")
         self.emit(
             f"def L{j}(t):",
             f"    s = S{j}",
             "    try:",
             f"        v = {self.expr(let.expr)}",
+        )
+        if check:
+            self.emit(
+                "        if v is not None and (v.__class__ is not float or v - v):",
+                f"            v = {check}(v)",
+            )
+        self.emit(
             "        if s.ek == 1:",
             "            s.ek = 0",
             "            s.err = None",
@@ -374,13 +399,16 @@ class Gen:
             "            raise _Bad",
         )
         # v - v is 0 for a finite number and NaN (true) for NaN and infinities, which _num refuses
-        if ptype == NUM:
+        if ptype == NUM:  # a float64 (an integer is converted; a huge one is a bad value)
             self.emit(
-                "        if v.__class__ is not float and v.__class__ is not int or v - v:",
+                "        if v.__class__ is not float or v - v:",
                 "            v = _num(v)",
             )
         elif ptype not in (BOOL, STR):
-            self.emit("        if v.__class__ is float and v - v:", "            v = _num(v)")
+            self.emit(
+                "        if v.__class__ is int or v.__class__ is float and v - v:",
+                "            v = _num(v)",
+            )
         elif ptype == BOOL:
             self.emit("        if v.__class__ is not bool:", "            v = _bool(v)")
         self.emit(

@@ -190,7 +190,7 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
     let_index: dict[str, int] = {}
     for j, (rid, th, st) in enumerate(infos):
         if isinstance(st, A.Let):
-            g.let(j, st)
+            g.let(j, st, checked.let_types.get(st.target.key, ANY))
             let_index[st.target.key] = j
             keys = tuple(dict.fromkeys(r.key for r in refs(st.expr)))
             triggers = keys

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from picogate._model import Quality, Reading
 from picogate.rules._ruleset import RuleSet
-from picogate.rules._runtime import HELPERS, NS, Bad, PointState, RuleState, Window
+from picogate.rules._runtime import HELPERS, NS, Bad, BadLet, PointState, RuleState, Window
 
 log = logging.getLogger("picogate.rules")
 
@@ -39,7 +39,20 @@ def _describe(e: BaseException) -> str:
         return "division by zero"
     if isinstance(e, OverflowError):
         return "number too large"
+    if isinstance(e, BadLet):
+        return str(e)
     return f"{type(e).__name__}: {e}"
+
+
+def _reason(e: BaseException) -> str:
+    """The metric label of a LET made bad by `e`."""
+    if isinstance(e, BadLet):
+        return e.reason
+    if isinstance(e, ZeroDivisionError):
+        return "division_by_zero"
+    if isinstance(e, OverflowError):
+        return "not_finite"
+    return "error"
 
 
 class Prepared:
@@ -102,6 +115,9 @@ class RuleEngine:
         self._recheck: dict[str, int] = {}
         self._else_alerts = 0
         self._resummed = self._t0
+        self.let_bad: dict[str, int] = {}
+        """LET readings published bad because their value could not be computed, by reason
+        (not_finite, not_a_number, division_by_zero, error): a metric of the gateway."""
 
     # ------------------------------------------------------------------ loading
 
@@ -389,6 +405,9 @@ class RuleEngine:
         s.ek = kind
 
     def _err(self, s: RuleState, e: BaseException, kind: int) -> None:
+        if s.kind == "let":
+            reason = _reason(e)
+            self.let_bad[reason] = self.let_bad.get(reason, 0) + 1
         self._set_error(s, _describe(e), kind)
 
     def _call(self, s: RuleState, method: str, *args: Any) -> None:

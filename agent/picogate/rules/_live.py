@@ -918,6 +918,12 @@ class LiveRules:
             [],
             [([], len(self.attempt.errors))],
         )
+        yield counter(
+            "picogate_rules_let_bad",
+            "LET readings published bad because their value could not be computed, by reason",
+            ["reason"],
+            [([reason], n) for reason, n in sorted(self.engine.let_bad.items())],
+        )
         yield gauge(
             "picogate_rules_reload_seconds", "Duration of the last reload", [], [([], s.last_reload_s)]
         )
