@@ -93,21 +93,33 @@ def _compile(args: argparse.Namespace) -> Any:
     if points is None:
         print("note: no --config given: point names and types are not checked", file=sys.stderr)
     try:
-        return compile_rules(files, points), points
+        ruleset = compile_rules(files, points)
     except RuleErrors as exc:
-        for e in exc.errors:
-            print(e.format())
+        _print_problems([*exc.errors, *exc.warnings])
         n = len(exc.errors)
-        print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        print(f"{n} error{'s' if n != 1 else ''}{_warnings(exc.warnings)}", file=sys.stderr)
         return None
+    _print_problems(ruleset.warnings)
+    return ruleset, points
+
+
+def _print_problems(problems: list[Any]) -> None:
+    for e in sorted(problems, key=lambda e: (e.file, e.line, e.col)):
+        print(e.format())
+
+
+def _warnings(warnings: list[Any]) -> str:
+    n = len(warnings)
+    return f", {n} warning{'s' if n != 1 else ''}" if n else ""
 
 
 def check_command(args: argparse.Namespace) -> int:
+    """Exit status 1 on errors; warnings alone leave it 0 (the gateway loads such a set)."""
     done = _compile(args)
     if done is None:
         return 1
     rs = done[0]
-    print(f"{len(rs.files)} file(s), {len(rs.rules)} rule(s) and LET(s): OK")
+    print(f"{len(rs.files)} file(s), {len(rs.rules)} rule(s) and LET(s): OK{_warnings(rs.warnings)}")
     return 0
 
 

@@ -6,7 +6,7 @@ import hashlib
 import marshal
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import CodeType
 
 from picogate._model import PointInfo, PointType
@@ -15,6 +15,7 @@ from picogate.rules._check import ANY, BOOL, NUM, STR, check, nodes, ptype, refs
 from picogate.rules._codegen import NS, Gen, canon
 from picogate.rules._errors import RuleError, RuleErrors
 from picogate.rules._limits import MAX_FILE_BYTES, MAX_STATEMENTS, MAX_TOKENS, MAX_TOTAL_BYTES, size
+from picogate.rules._overlap import extent, overlap
 from picogate.rules._parse import parse_file
 from picogate.rules._ruleset import RuleInfo, RuleSet
 
@@ -72,6 +73,30 @@ def _compiled(chunk: str) -> CodeType:
 def _smallest_duration(r: A.Rule) -> float:
     found = [2.0] + [x.seconds for x in nodes((r.when, r.clear)) if isinstance(x, A.Dur)]
     return max(0.1, min(1.0, min(found) / 2))
+
+
+def _overlaps(
+    rules: list[A.Rule],
+    types: dict[str, str],
+    infos: dict[str, PointInfo],
+    lets: dict[str, A.Expr],
+    error: Callable[..., RuleError],
+) -> list[RuleError]:
+    """A warning for each rule whose ON and CLEAR conditions can both be true (_overlap.py)."""
+    out = []
+    for r in rules:
+        witness = overlap(r, types, infos, lets)
+        if witness is not None and r.clear is not None:
+            out.append(
+                error(
+                    r.file,
+                    extent(r.clear),
+                    f"ON and CLEAR can both be true (when {witness}): while they are, the rule fires and "
+                    "clears again at every evaluation (CLEAR must be false whenever ON is true)",
+                    level="warning",
+                )
+            )
+    return out
 
 
 def _line(text: str, n: int) -> str:
@@ -139,7 +164,9 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
     checked = check(statements, known)
     split: dict[str, list[str]] = {}
 
-    def error(file: str, pos: A.Pos, message: str, suggestion: str | None = None) -> RuleError:
+    def error(
+        file: str, pos: A.Pos, message: str, suggestion: str | None = None, level: str = "error"
+    ) -> RuleError:
         src = split.get(file)
         if src is None:
             text = files.get(file, "")
@@ -152,6 +179,7 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
             suggestion,
             src[pos.line - 1] if 0 < pos.line <= len(src) else "",
             pos.length,
+            level,
         )
 
     for p in checked.problems:
@@ -180,8 +208,11 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
         infos.append((rid, _hash(text), st))
     ptypes: dict[str, str] = {k: ptype(p.type) for k, p in checked.points.items()}
     ptypes.update(checked.let_types)
+    warnings = _overlaps(
+        checked.rules, ptypes, checked.points, {x.target.key: x.expr for x in checked.lets}, error
+    )
     if errors:
-        raise RuleErrors(errors)
+        raise RuleErrors(errors, warnings)
 
     g = Gen()
     rules_plan: list[dict[str, object]] = []
@@ -223,6 +254,7 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
             "recheck_ns": int(_smallest_duration(st) * NS) if td and isinstance(st, A.Rule) else 0,
             "cond_refs": list(triggers),
             "let_recheck_ns": int(1 * NS) if td and isinstance(st, A.Let) else 0,
+            "clear": isinstance(st, A.Rule) and st.clear is not None,
         }
         rules_plan.append(plan)
         infos_out.append(RuleInfo(rid, kind, st.file, st.pos.line, th, keys))
@@ -271,6 +303,7 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
         consts=names.const_values,
         code=code,
         python=sys.implementation.cache_tag or "",
+        warnings=warnings,
         plan={
             "points": point_keys,
             "point_names": names.points,

@@ -10,8 +10,8 @@ _SHOWN = 160
 
 @dataclass(frozen=True, slots=True)
 class RuleError:
-    """One error in one rule file.  line and col are 1-based; length is how many characters the
-    caret underlines (at least 1)."""
+    """One error (or, with level "warning", a warning) in one rule file.  line and col are
+    1-based; length is how many characters the caret underlines (at least 1)."""
 
     file: str
     line: int
@@ -20,11 +20,12 @@ class RuleError:
     suggestion: str | None
     source_line: str
     length: int = 1
+    level: str = "error"
 
     def format(self) -> str:
         """`file:line:col: error: message`, the source line and a caret under the fault (a line
         longer than 160 characters is shown around the fault, cut with "…")."""
-        head = f"{self.file}:{self.line}:{self.col}: error: {self.message}"
+        head = f"{self.file}:{self.line}:{self.col}: {self.level}: {self.message}"
         if self.suggestion:
             head += f" (did you mean {self.suggestion}?)"
         line = self.source_line.rstrip("\r\n").expandtabs(1)
@@ -41,8 +42,9 @@ class RuleError:
 
 
 class RuleErrors(Exception):
-    """Every error of every rule file, in file/line order."""
+    """Every error of every rule file, in file/line order (and the warnings found meanwhile)."""
 
-    def __init__(self, errors: list[RuleError]) -> None:
+    def __init__(self, errors: list[RuleError], warnings: list[RuleError] | None = None) -> None:
         self.errors = sorted(errors, key=lambda e: (e.file, e.line, e.col))
+        self.warnings = sorted(warnings or [], key=lambda e: (e.file, e.line, e.col))
         super().__init__("\n".join(e.format() for e in self.errors) or "no errors")

@@ -137,7 +137,9 @@ class RuleState:
         "err",
         "every_next",
         "file",
+        "fire_times",
         "fired",
+        "has_clear",
         "id",
         "kind",
         "last_fired",
@@ -162,6 +164,8 @@ class RuleState:
         self.ek = 0  # 1: evaluation error (cleared by the next good evaluation), 2: action error
         self.last_fired: int | None = None
         self.fired = 0
+        self.fire_times: tuple[int, ...] = ()  # the last CHATTER_FIRES firings (status: chattering)
+        self.has_clear = False
         self.alerted: list[tuple[str, str]] = []  # alerts raised by THEN, cleared on clear
         self.every_next: int | None = None
         self.clearing = False
