@@ -267,8 +267,9 @@ class _Analysis:
         else:
             return opaque
         eq = op == "=="
-        if isinstance(right, A.Ref) and self.types.get(right.key) == (
-            BOOL if isinstance(value, bool) else STR
+        if isinstance(right, A.Ref) and self.types.get(right.key, ANY) in (
+            BOOL if isinstance(value, bool) else STR,
+            ANY,
         ):
             if isinstance(value, bool) and right.key in self.lets and depth < _MAX_INLINE:
                 return self.dnf(self.lets[right.key], value == eq, depth + 1)
@@ -532,7 +533,7 @@ def overlap(
                 witness = a.solve(c1 + c2)
                 if witness is not None:
                     return " and ".join(witness) or "always"
-    except _TooBig:
+    except (_TooBig, RecursionError):  # (LETs put in place of LETs: bounded, but never a crash)
         return None
     return None
 
