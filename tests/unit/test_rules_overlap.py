@@ -38,6 +38,20 @@ def test_rules_check_warns_and_still_exits_0(tmp_path: Path, capsys: pytest.Capt
     assert err.endswith("1 error, 1 warning\n")
 
 
+def test_without_the_points_numbers_bools_and_strings_are_read_from_how_they_are_used() -> None:
+    text = (
+        'ON line.state == "run" CLEAR line.state != "stop" THEN log("x")\n'
+        'ON door.open == true CLEAR door.open THEN log("y")\n'
+        'ON door.open CLEAR NOT door.open THEN log("z")\n'
+        'ON tank.level > 5 CLEAR tank.level THEN log("w")\n'  # a number here, a bool there: undecided
+    )
+    rs = compile_rules({"t.rules": text}, None)
+    assert [(w.line, w.message.split("(when ", 1)[1].split(")")[0]) for w in rs.warnings] == [
+        (1, 'line.state = "run"'),
+        (2, "door.open = true"),
+    ]
+
+
 def test_errors_carry_the_warnings_found_meanwhile() -> None:
     with pytest.raises(RuleErrors) as info:
         compile_rules({"t.rules": OVERLAP + 'ON boiler.tmp > 1 THEN log("x")\n'}, POINTS)
