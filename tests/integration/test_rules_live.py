@@ -236,6 +236,46 @@ async def test_good_bad_good_reload_keeps_last_good_and_reports_errors(
             assert good["files"] == ["hot.rules"]
 
 
+async def test_an_edit_that_makes_on_and_clear_overlap_is_warned_and_the_chattering_shown(
+    mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
+) -> None:
+    """The demo's pump chattered twice a second after such an edit while its status said `idle`:
+    the reload warns (the set still loads), and the status says the rule is chattering."""
+    dev = await modbus_tcp_server({1: {"hr": [85, 50]}})
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    tank = rules_dir / "tank.rules"
+    tank.write_text('RULE hot\n  ON boiler.temp > 90\n  CLEAR boiler.temp < 80\n  THEN log("hot")\nEND\n')
+    with recorder(mosquitto.host, mosquitto.port, f"{ROOT}/#") as rec:
+        async with running_gateway(config(tmp_path, mosquitto.port, dev.port, rules_dir)) as gw:
+            live = rules_of(gw)
+            await wait_msgs(rec, has_status(lambda s: s["ok"] and s["version"]), what="rules loaded")
+            assert statuses(rec)[-1]["warnings"] == []
+            save(tank, 'RULE hot\n  ON boiler.temp > 80\n  CLEAR boiler.temp < 90\n  THEN log("hot")\nEND\n')
+            msgs = await wait_msgs(
+                rec, has_status(lambda s: s["ok"] and s["warnings"]), what="a status with the warning"
+            )
+            status = next(m.json() for m in msgs if m.topic == STATUS and m.json()["warnings"])
+            (warning,) = status["warnings"]
+            assert (warning["file"], warning["line"], warning["col"]) == ("tank.rules", 3, 9)
+            assert warning["message"].startswith("ON and CLEAR can both be true (when boiler.temp = 85)")
+            assert warning["text"].startswith("tank.rules:3:9: warning: ")
+            assert live.stats.reloads_failed == 0  # loaded all the same
+            # at 85 it fires and clears at every poll (100 ms): the status says so
+            await wait_msgs(
+                rec,
+                has_status(lambda s: s["rules"]["hot"]["chattering"]),
+                what="the rule reported chattering",
+            )
+            chatter = next(s for s in reversed(statuses(rec)) if s["rules"]["hot"]["chattering"])["rules"][
+                "hot"
+            ]
+            assert chatter["fired"] >= 5
+            assert "ON and CLEAR conditions overlap" in chatter["reason"]
+            metrics = gw.parts.metrics.render().decode()
+            assert "picogate_rules_warnings 1.0" in metrics
+
+
 async def test_reload_keeps_state_of_unchanged_rules_and_clears_removed_active_ones(
     mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
 ) -> None:

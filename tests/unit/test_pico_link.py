@@ -15,6 +15,7 @@ from picogate.pico._link import (
     MAX_LINE,
     FrameError,
     LineSplitter,
+    RdItem,
     decode,
     encode,
     parse_ack,
@@ -73,15 +74,15 @@ def test_rd_mb_ack_bodies() -> None:
     ticks, items = parse_rd("123456 door=T level=1.652 tank=? parts=1042 t=-3 x=1e-05 y=?crc")
     assert ticks == 123456
     assert items == [
-        ("door", True, ""),
-        ("level", 1.652, ""),
-        ("tank", None, ""),
-        ("parts", 1042, ""),
-        ("t", -3, ""),
-        ("x", 1e-05, ""),
-        ("y", None, "crc"),
+        ("door", True, "", ""),
+        ("level", 1.652, "", ""),
+        ("tank", None, "", ""),
+        ("parts", 1042, "", ""),
+        ("t", -3, "", ""),
+        ("x", 1e-05, "", ""),
+        ("y", None, "crc", ""),
     ]
-    assert isinstance(items[3][1], int)
+    assert isinstance(items[3].value, int)
     ticks, results = parse_mb("123460 0.0 ok 00fa0001 0.1 exc 2 1.0 timeout 1.1 crc")
     assert results == [
         (0, 0, "ok", b"\x00\xfa\x00\x01"),
@@ -93,20 +94,27 @@ def test_rd_mb_ack_bodies() -> None:
     assert parse_ack('17 {"ok":true}').result == '{"ok":true}'
 
 
-@pytest.mark.parametrize(
-    ("body", "msg"),
-    [
-        (None, "without ticks"),
-        ("x a=1", "not a number"),
-        ("1 a", "not id=value"),
-        ("1 a=zz", "bad value"),
-        ("1 a=nan", "bad value"),
-        ("1 =3", "not id=value"),
-    ],
-)
+@pytest.mark.parametrize(("body", "msg"), [(None, "without ticks"), ("x a=1", "not a number")])
 def test_bad_rd_bodies(body: str | None, msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
         parse_rd(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "item"),
+    [
+        ("1 a", RdItem("", None, "", "item 'a' is not id=value")),
+        ("1 =3", RdItem("", None, "", "item '=3' is not id=value")),
+        ("1 a=zz", RdItem("a", None, "", "bad value 'zz'")),
+        ("1 a=nan", RdItem("a", None, "", "bad value 'nan'")),
+        ("1 a=1e999", RdItem("a", None, "", "bad value '1e999'")),
+        ("1 a=-inf", RdItem("a", None, "", "bad value '-inf'")),
+    ],
+)
+def test_a_bad_rd_item_is_that_items_error_not_the_frames(body: str, item: RdItem) -> None:
+    """One item that is not a value never costs the others of its frame."""
+    ticks, items = parse_rd(body + " ok=1")
+    assert (ticks, items) == (1, [item, RdItem("ok", 1)])
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -114,7 +115,7 @@ CFG = {
 
 
 class Harness:
-    def __init__(self) -> None:
+    def __init__(self, cfg: dict[str, Any] = CFG) -> None:
         self.board = FakeBoard()
         self.registry = PointRegistry()
         self.readings: list[Reading] = []
@@ -122,7 +123,7 @@ class Harness:
         self.emit_gate = asyncio.Event()
         self.emit_gate.set()
         self.pico = PicoBoard(
-            BoardConfig.model_validate(CFG),
+            BoardConfig.model_validate(cfg),
             registry=self.registry,
             emit=self._emit,
             status_changed=self._status,
@@ -148,8 +149,8 @@ async def until(cond: Callable[[], Any], timeout: float = 3.0) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running() -> AsyncIterator[Harness]:
-    h = Harness()
+async def running(cfg: dict[str, Any] = CFG) -> AsyncIterator[Harness]:
+    h = Harness(cfg)
     task = asyncio.create_task(h.pico.run())
     try:
         await until(lambda: h.state() is DeviceState.ONLINE)
@@ -369,3 +370,114 @@ async def test_a_frame_sent_again_after_a_reconnect_is_not_emitted_twice() -> No
         await until(lambda: len([a for a in h.board.of_type("ack") if a[2] == str(seq)]) == 2)
         assert len([r for r in h.readings if r.point == "door" and r.quality is Quality.GOOD]) == n
         assert h.pico.stats.board_restarts == 0
+
+
+# --------------------------------------------------------------------------- values and board text
+
+TYPED = {
+    "name": "b1",
+    "port": "/dev/fake",
+    "io": [
+        {"name": "door", "kind": "di", "pin": 2},
+        {"name": "valve", "kind": "do", "pin": 15},
+        {"name": "parts", "kind": "cnt", "pin": 3},
+        {"name": "level", "kind": "adc", "pin": 26, "scale": 10},
+        {"name": "cpu", "kind": "temp"},
+    ],
+}
+
+
+def acked(h: Harness, seq: int) -> bool:
+    return any(a[2] == str(seq) for a in h.board.of_type("ack"))
+
+
+async def test_a_bad_value_makes_that_reading_bad_never_the_frame_or_the_session() -> None:
+    """A counter at 10**30 used to reach the MQTT encoder, whose failure ended the board's session
+    before the ack: the board sent the frame again and again and the link flapped; a digital input
+    at 6, a counter at -3.25 and an ADC overflowing to inf went out as good readings."""
+    async with running(TYPED) as h:
+        await until(lambda: h.board.of_type("read"))
+        sessions = h.pico.stats.sessions
+        seq = h.board.send(
+            "rd", "3000 parts=1000000000000000000000000000000 door=6 level=1e308 cpu=21.5 valve=1 junk"
+        )
+        await until(lambda: acked(h, seq))
+        got = {r.point: r for r in h.readings if r.ts == h.readings[-1].ts}
+        assert {p: (r.value, r.quality) for p, r in got.items()} == {
+            "parts": (None, Quality.BAD),
+            "door": (None, Quality.BAD),
+            "level": (None, Quality.BAD),  # 1e308 × 10
+            "cpu": (21.5, Quality.GOOD),
+            "valve": (True, Quality.GOOD),  # 1 is true
+        }
+        seq = h.board.send("rd", "4000 parts=-3.25 door=T level=0.25 cpu=1e999")
+        await until(lambda: acked(h, seq))
+        got = {r.point: r for r in h.readings if r.ts == h.readings[-1].ts}
+        assert {p: (r.value, r.quality) for p, r in got.items()} == {
+            "parts": (None, Quality.BAD),
+            "door": (True, Quality.GOOD),
+            "level": (2.5, Quality.GOOD),
+            "cpu": (None, Quality.BAD),  # not a number at all
+        }
+        seq = h.board.send("rd", "5000 parts=4294967295 cpu=20")
+        await until(lambda: acked(h, seq))
+        assert [(r.point, r.value) for r in h.readings[-2:]] == [("parts", 4294967295), ("cpu", 20.0)]
+        assert isinstance(h.readings[-1].value, float)
+        assert h.pico.stats.bad_values == {
+            "out_of_range": 1,
+            "not_bool": 1,
+            "not_finite": 1,
+            "malformed": 1,
+            "not_integer": 1,
+            "not_a_value": 1,
+        }
+        assert h.pico.stats.sessions == sessions  # the same session all along
+        assert h.state() is DeviceState.ONLINE
+        assert h.pico.stats.bad_bodies == 0
+        from picogate.pico._metrics import collector
+
+        (family,) = [f for f in collector([h.pico])() if f.name == "picogate_pico_bad_values"]
+        assert {s.labels["reason"]: s.value for s in family.samples if s.name.endswith("_total")} == {
+            k: float(v) for k, v in h.pico.stats.bad_values.items()
+        }
+
+
+async def test_a_board_log_line_is_escaped_onto_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    """A newline in a board's `log` frame used to forge log lines of its own, audit lines too."""
+    caplog.set_level(logging.INFO, logger="picogate.pico")
+    async with running(TYPED) as h:
+        forged = "ok\n2026-01-01 00:00:00,000 INFO    picogate.audit: write b1.valve=true by mqtt -> ok\x1b[2K\u2028"
+        h.board.send("log", json.dumps({"lvl": "warn", "msg": forged}))
+        h.board.to_host.put_nowait(b"picogate: starting\x1b[31m red\r\n")  # a boot line (not a frame)
+        await until(lambda: len([r for r in caplog.records if "(board)" in r.getMessage()]) >= 1)
+        await until(lambda: any("picogate: starting" in r.getMessage() for r in caplog.records))
+        (line,) = [r for r in caplog.records if "(board)" in r.getMessage()]
+        text = line.getMessage()
+        assert "\n" not in text
+        assert "\x1b" not in text
+        assert "\u2028" not in text
+        assert text == (
+            "pico-b1 (board): ok\\n2026-01-01 00:00:00,000 INFO    picogate.audit: write b1.valve=true by mqtt "
+            "-> ok\\x1b[2K\\u2028"
+        )
+        assert line.levelno == logging.WARNING
+        (boot,) = [r.getMessage() for r in caplog.records if "picogate: starting" in r.getMessage()]
+        assert boot == "pico-b1: picogate: starting\\x1b[31m red"
+
+
+async def test_a_flood_of_board_log_lines_is_held_back_and_summarised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="picogate.pico")
+    async with running(TYPED) as h:
+        for i in range(200):
+            h.board.send("log", json.dumps({"lvl": "info", "msg": f"line {i}"}))
+        await until(lambda: any("held back" in r.getMessage() for r in caplog.records), timeout=5)
+        logged = [r for r in caplog.records if "(board): line" in r.getMessage()]
+        assert 20 <= len(logged) <= 23  # the burst, and what 1 a second let through meanwhile
+        (summary,) = [r.getMessage() for r in caplog.records if "held back" in r.getMessage()]
+        held = int(summary.split("(board): ", 1)[1].split(" ", 1)[0])
+        assert held + len(logged) == 200
+        assert "(at most 20 at once, then 1 a second)" in summary
+        assert (h.pico.board_text.logged_total, h.pico.board_text.held_total) == (len(logged), held)
+        assert h.state() is DeviceState.ONLINE

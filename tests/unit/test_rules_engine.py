@@ -416,7 +416,8 @@ def test_status_shape() -> None:
     st = h.engine.status()
     assert st["version"] == h.ruleset.version
     assert st["rules"]["a"] == {
-        "kind": "on", "state": "active", "reason": None, "last_fired": 1 * S, "fired": 1, "file": "test.rules", "line": 1,
+        "kind": "on", "state": "active", "reason": None, "last_fired": 1 * S, "fired": 1, "chattering": False,
+        "file": "test.rules", "line": 1,
     }  # fmt: skip
 
 

@@ -35,10 +35,40 @@ def test_error_case(name: str) -> None:
     if os.environ.get("PICOGATE_REGEN"):
         expected.write_text(got, encoding="utf-8")
     assert got == expected.read_text(encoding="utf-8")
-    for e in errs:  # every error shows its line and a caret under the fault
+    for e in errs:  # every error shows its line (a long one around the fault) and a caret under it
         lines = e.format().splitlines()
-        assert lines[1] == "  " + src.split("\n")[e.line - 1]
-        assert lines[2].index("^") == e.col + 1
+        line = src.split("\n")[e.line - 1]
+        if len(line) <= 160:
+            assert lines[1] == "  " + line
+            assert lines[2].index("^") == e.col + 1
+        else:
+            shown = lines[1][2:]
+            assert len(shown) <= 162
+            assert shown.strip("…") in line
+            assert shown[lines[2].index("^") - 2] == line[e.col - 1]
+
+
+WARNINGS = Path(__file__).resolve().parents[1] / "cases" / "rules" / "warnings"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in WARNINGS.glob("*.rules")))
+def test_warning_case(name: str) -> None:
+    """tests/cases/rules/warnings/NAME.rules: the set compiles; NAME.expected holds the first line
+    of each warning (empty: none)."""
+    src = (WARNINGS / f"{name}.rules").read_text(encoding="utf-8")
+    ruleset = compile_rules({"t.rules": src}, POINTS)
+    got = "".join(
+        w.format().splitlines()[0].replace("t.rules:", f"{name}.rules:", 1) + "\n" for w in ruleset.warnings
+    )
+    expected = WARNINGS / f"{name}.expected"
+    if os.environ.get("PICOGATE_REGEN"):
+        expected.write_text(got, encoding="utf-8")
+    assert got == expected.read_text(encoding="utf-8")
+    for w in ruleset.warnings:  # under the CLEAR condition
+        lines = w.format().splitlines()
+        assert lines[1] == "  " + src.split("\n")[w.line - 1]
+        assert lines[2].index("^") == w.col + 1
+        assert w.level == "warning"
 
 
 def test_format_shows_line_caret_and_suggestion() -> None:

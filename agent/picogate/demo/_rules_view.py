@@ -34,7 +34,10 @@ def rules_panel(gw: Gateway, *, max_errors: int = 2) -> Text | None:
     for rule_id, rule in rules.items():
         state = str(rule.get("state", "unknown"))
         text.append("● ", style=_STATE_STYLE.get(state, ""))
-        text.append(f"{rule_id} {state}  ")
+        text.append(f"{rule_id} {state}")
+        if rule.get("chattering"):  # fires and clears faster than a snapshot of its state shows
+            text.append(f" chattering ({rule.get('fired')} fired)", style="bold magenta")
+        text.append("  ")
     for error in status["errors"][:max_errors]:
         where = f"{error['file']}:{error['line']}:{error['col']}"
         text.append(f"\n  reload failed, last good set kept: {where}: {error['message']}", style="bold red")
@@ -50,5 +53,8 @@ def rules_summary(gw: Gateway) -> str:
         return ""
     status = live.status()
     counts = ", ".join(f"{n} {state}" for state, n in status["counts"].items() if n)
+    chattering = sum(1 for r in status["rules"].values() if r.get("chattering"))
+    if chattering:
+        counts += f" ({chattering} chattering)"
     errors = f", {len(status['errors'])} errors in the last reload" if status["errors"] else ""
     return f" | rules {counts or 'none'}{errors}"

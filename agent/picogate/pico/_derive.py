@@ -11,26 +11,74 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import orjson
 
-from picogate._model import PointInfo, PointType, Quality, Reading
+from picogate._model import PointInfo, PointType, Quality, Reading, Value
 from picogate.config._boards import TWO_VALUES, BoardConfig, BoardDevice, IoPoint
 from picogate.modbus._codec import CodecError, Encoding, decode
 from picogate.modbus._planner import Request, plan
 from picogate.modbus._source import point_info
 
-__all__ = ["BoardPlan", "IoMap", "MbRequest", "derive"]
+__all__ = ["BadValue", "BoardPlan", "IoMap", "MbRequest", "check_value", "derive"]
 
 
 @dataclass(frozen=True, slots=True)
 class IoMap:
-    """A firmware id → the point it reports (and the scaling of an ADC)."""
+    """A firmware id → the point it reports (its type, and the scaling of an ADC)."""
 
     point: str
     unit: str
     scale: float = 1.0
     offset: float = 0.0
+    type: PointType = PointType.FLOAT64
+
+
+class BadValue(NamedTuple):
+    """Why a value the board reported is not one of its point's type: `reason` is the metric's
+    label, `message` the log's."""
+
+    reason: str
+    message: str
+
+
+def check_value(ptype: PointType, value: object, scale: float = 1.0, offset: float = 0.0) -> Value | BadValue:
+    """A value from the board as its point's type takes it (an ADC's scaled), as Modbus readings
+    are: a bool point takes true/false or 1/0, an integer point an integer within its type (a
+    counter: 0..4294967295), a float point a finite number, a string point a string.  Anything
+    else is a BadValue (the reading is published bad)."""
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if ptype is PointType.BOOL:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        return BadValue("not_bool", f"{shown} is not true/false (T, F, 1 or 0)")
+    if ptype is PointType.STRING:
+        if isinstance(value, str):
+            return value
+        return BadValue("not_string", f"{shown} is not a string")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return BadValue("not_number", f"{shown} is not a number")
+    limits = ptype.int_range
+    if limits is not None:
+        if not isinstance(value, int):
+            return BadValue("not_integer", f"{shown} is not a whole number")
+        if not limits[0] <= value <= limits[1]:
+            return BadValue(
+                "out_of_range", f"{shown} is outside {ptype.value}'s range {limits[0]}..{limits[1]}"
+            )
+        return value
+    try:
+        number = float(value)
+        if scale != 1.0 or offset != 0.0:
+            number = round(number * scale + offset, 6)
+    except OverflowError:
+        return BadValue("out_of_range", f"{shown} is beyond float64's range")
+    if not math.isfinite(number):
+        return BadValue("not_finite", f"{shown} is not a finite number (scaled: {number})")
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +195,7 @@ def _io_infos(cfg: BoardConfig, p: IoPoint) -> list[tuple[str, PointInfo, IoMap]
     else:
         point = info(p.name, PointType.FLOAT64, unit)
     scale, offset = (p.scale, p.offset) if p.kind == "adc" else (1.0, 0.0)
-    return [(p.name, point, IoMap(p.name, unit, scale, offset))]
+    return [(p.name, point, IoMap(p.name, unit, scale, offset, point.type))]
 
 
 def _mb_info(cfg: BoardConfig, dev: BoardDevice, bus: int, pc: object, enc: Encoding) -> PointInfo:
@@ -250,9 +298,15 @@ def derive(cfg: BoardConfig) -> BoardPlan:
 
 
 def decode_result(
-    req: MbRequest, status: str, data: bytes | int | None, ts: int
+    req: MbRequest,
+    status: str,
+    data: bytes | int | None,
+    ts: int,
+    bad: list[tuple[str, BadValue]] | None = None,
 ) -> tuple[list[Reading], bool]:
-    """The readings of one `mb` result and whether the device answered (ok or exception)."""
+    """The readings of one `mb` result and whether the device answered (ok or exception).  A
+    register that does not decode to a value of its point (`bad`, if given, hears which and why)
+    is a bad reading."""
     name = req.device.name
     members = req.request.members
     units = {pc.name: pc.unit for pc in req.device.points}
@@ -274,11 +328,15 @@ def decode_result(
         enc = req.encodings[point]
         try:
             value = decode(enc, words[offset : offset + enc.width])
-        except (CodecError, ValueError, UnicodeDecodeError):
+        except (CodecError, ValueError, UnicodeDecodeError, OverflowError) as exc:
             out.append(Reading(name, point, None, ts, Quality.BAD, units[point]))
+            if bad is not None:
+                bad.append((point, BadValue("undecodable", f"registers do not decode: {exc}")))
             continue
         if isinstance(value, float) and not math.isfinite(value):
             out.append(Reading(name, point, None, ts, Quality.BAD, units[point]))
+            if bad is not None:
+                bad.append((point, BadValue("not_finite", f"{value} is not a finite number")))
             continue
         out.append(Reading(name, point, value, ts, Quality.GOOD, units[point]))
     return out, True

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 __all__ = [
     "BOARD",
@@ -22,6 +22,7 @@ __all__ = [
     "Frame",
     "FrameError",
     "LineSplitter",
+    "RdItem",
     "decode",
     "encode",
     "parse_ack",
@@ -156,40 +157,61 @@ def parse_ack(body: str | None) -> Ack:
 RdValue = bool | int | float | None
 """None: bad quality (the reason, if any, goes with it)."""
 
+_INT_RE = re.compile(r"-?[0-9]+")  # (a frame is at most 1024 bytes: int() takes any of them)
+
 
 def parse_value(text: str) -> tuple[RdValue, str]:
-    """One `rd` value: `T`/`F`, an int, a decimal number, or `?`/`?reason` (bad quality)."""
+    """One `rd` value: `T`/`F`, an int, a decimal number, or `?`/`?reason` (bad quality).
+    Raises ValueError for anything else (NaN and infinities included)."""
     if text == "T":
         return True, ""
     if text == "F":
         return False, ""
     if text.startswith("?"):
         return None, text[1:]
-    if re.fullmatch(r"-?[0-9]+", text):
+    if _INT_RE.fullmatch(text):
         return int(text), ""
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"bad value {text!r}") from None
+        raise ValueError(f"bad value {text[:40]!r}") from None
     if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"bad value {text!r}")
+        raise ValueError(f"bad value {text[:40]!r}")
     return value, ""
 
 
-def parse_rd(body: str | None) -> tuple[int, list[tuple[str, RdValue, str]]]:
-    """`<ticks> id=value ...` → (ticks, [(id, value, reason)]).  Raises ValueError."""
+class RdItem(NamedTuple):
+    """One `id=value` of an `rd` frame."""
+
+    id: str
+    """Empty when the item is not `id=value` at all."""
+    value: RdValue
+    reason: str = ""
+    """The board's reason for a bad value (`?nodev` → "nodev")."""
+    error: str = ""
+    """Why the text is not a value (the reading is bad); empty when it is one."""
+
+
+def parse_rd(body: str | None) -> tuple[int, list[RdItem]]:
+    """`<ticks> id=value ...` → (ticks, items).  Raises ValueError when the body has no ticks; an
+    item that is not a value is returned with its `error` (one bad item never costs the others)."""
     if not body:
         raise ValueError("rd without ticks")
     parts = body.split(" ")
-    if not parts[0].isdigit():
-        raise ValueError(f"rd ticks {parts[0]!r} is not a number")
-    items: list[tuple[str, RdValue, str]] = []
+    if not parts[0].isdigit() or len(parts[0]) > 12:
+        raise ValueError(f"rd ticks {parts[0][:20]!r} is not a number")
+    items: list[RdItem] = []
     for part in parts[1:]:
         key, eq, text = part.partition("=")
         if not eq or not key:
-            raise ValueError(f"rd item {part!r} is not id=value")
-        value, reason = parse_value(text)
-        items.append((key, value, reason))
+            items.append(RdItem("", None, "", f"item {part[:40]!r} is not id=value"))
+            continue
+        try:
+            value, reason = parse_value(text)
+        except ValueError as exc:
+            items.append(RdItem(key, None, "", str(exc)))
+            continue
+        items.append(RdItem(key, value, reason))
     return int(parts[0]), items
 
 

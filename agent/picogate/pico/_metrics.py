@@ -31,6 +31,19 @@ def collector(boards: Sequence[PicoBoard]) -> Callable[[], Iterable[Any]]:
             [([b.cfg.name, k], getattr(b.stats, k)) for b in boards for k in _ERRORS],
         )
         yield counter(
+            "picogate_pico_bad_values",
+            "Readings published bad because the board's value was not one of the point's type, by reason",
+            ["board", "reason"],
+            [([b.cfg.name, reason], n) for b in boards for reason, n in sorted(b.stats.bad_values.items())],
+        )
+        yield counter(
+            "picogate_pico_board_log_lines",
+            "Log lines of a board: logged, or held back by the rate limit",
+            ["board", "outcome"],
+            [([b.cfg.name, "logged"], b.board_text.logged_total) for b in boards]
+            + [([b.cfg.name, "held_back"], b.board_text.held_total) for b in boards],
+        )
+        yield counter(
             "picogate_pico_resends", "Frames the agent sent again for want of an ack", ["board"],
             (([b.cfg.name], b.stats.resends) for b in boards),
         )  # fmt: skip

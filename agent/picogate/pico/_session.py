@@ -34,7 +34,8 @@ from picogate._registry import DeviceState, DeviceStatus, PointRegistry
 from picogate._router import ErrorCode, WriteError
 from picogate.config._boards import BoardConfig
 from picogate.modbus._codec import CodecError, Table, encode
-from picogate.pico._derive import BoardPlan, decode_result, derive
+from picogate.pico._boardtext import TextLimiter, escape
+from picogate.pico._derive import BadValue, BoardPlan, check_value, decode_result, derive
 from picogate.pico._link import (
     BOARD,
     HOST,
@@ -90,6 +91,9 @@ class LinkStats:
     repl_resets: int = 0
     sessions: int = 0
     board_restarts: int = 0
+    bad_values: dict[str, int] = field(default_factory=dict)
+    """Readings made bad because the board's value was not one of the point's type, by reason
+    (not_bool, not_integer, not_number, not_finite, out_of_range, not_a_value, malformed, …)."""
     board: dict[str, Any] = field(default_factory=dict)
     """The board's last heartbeat (q, drop, bad, mem, up, safe)."""
 
@@ -224,6 +228,7 @@ class _Session:
             if self.established and now - self.last_hb_sent >= hb:
                 self.send("hb", "{}")
                 self.last_hb_sent = now
+            o.board_log_summary(now)
             if self.repl_since and now - self.last_heard > 0.5 and now - self.repl_since > 0.3:
                 await self._at_repl(now)
             elif self.established and now - self.last_heard > silence:
@@ -264,8 +269,8 @@ class _Session:
         log.warning(
             "%s: the board is at its REPL, not running the application (%s); soft reset in a moment%s",
             o.name,
-            last,
-            "".join("\n  " + ln for ln in tb[-12:]),
+            escape(last),
+            "".join("\n  " + escape(ln) for ln in tb[-12:]),  # each line the board's, escaped
         )
         self.established = False
         self.fail_pending("board at its REPL")
@@ -294,7 +299,7 @@ class _Session:
                 o.stats.garbage += 1
             text = line.rstrip(b"\r\n")
             if text.startswith(b"picogate: "):
-                log.info("%s: %s", o.name, text.decode("ascii", "replace"))
+                o.board_log(logging.INFO, text.decode("utf-8", "replace"), boot=True)
             elif text.startswith(_REPL_MARKERS) or (self.repl_since and text[:1] in (b" ", b"\t")):
                 self._repl_seen(text.decode("ascii", "replace"))
             elif self.repl_since and text and not text.startswith((b"@", b"#")):
@@ -327,8 +332,13 @@ class _Session:
                 await self._reliable(f.seq, t, f.body)
             elif t == "log":
                 body = orjson.loads(f.body or "{}")
-                level = {"warn": logging.WARNING, "error": logging.ERROR}.get(body.get("lvl"), logging.INFO)
-                log.log(level, "%s (board): %s", o.name, body.get("msg"))
+                if not isinstance(body, dict):
+                    raise ValueError("log body is not an object")
+                lvl = body.get("lvl")
+                levels = {"warn": logging.WARNING, "error": logging.ERROR}
+                o.board_log(
+                    levels.get(lvl, logging.INFO) if isinstance(lvl, str) else logging.INFO, body.get("msg")
+                )
             else:
                 o.stats.bad_bodies += 1
         except (ValueError, TypeError, AttributeError) as exc:  # orjson.JSONDecodeError is a ValueError
@@ -345,7 +355,7 @@ class _Session:
         if new_board:
             if self.board.sid:
                 o.stats.board_restarts += 1
-                log.info("%s: the board restarted (boots %s)", o.name, h.get("boots"))
+                log.info("%s: the board restarted (boots %s)", o.name, escape(h.get("boots")))
             self.seen.clear()
             self.acked.clear()
             o.clock.reset()
@@ -381,10 +391,10 @@ class _Session:
         o.repl_backoff = 1.0
         o.stats.sessions += 1
         if self.board.crash:
-            log.warning("%s: the board's last boot failed: %s", o.name, self.board.crash)
+            log.warning("%s: the board's last boot failed: %s", o.name, escape(self.board.crash))
         problem = o.check_identity(self.board)
         if problem:
-            log.error("%s: %s", o.name, problem)
+            log.error("%s: %s", o.name, escape(problem))
             await o.set_down(problem)
             return
         if self.push_task is not None:
@@ -452,7 +462,10 @@ class _Session:
                         o.event(body)
                 except (ValueError, TypeError) as exc:
                     o.stats.bad_bodies += 1
-                    log.warning("%s: bad %s frame %d: %s", o.name, type_, seq, exc)
+                    log.warning("%s: bad %s frame %d: %s", o.name, type_, seq, escape(exc))
+                except Exception:  # a frame the decoder did not foresee must not end the session
+                    o.stats.bad_bodies += 1
+                    log.exception("%s: %s frame %d could not be decoded (dropped)", o.name, type_, seq)
             for st in statuses:
                 await o.status_changed(st)
             if readings:
@@ -519,6 +532,9 @@ class PicoBoard:
         self.seen: deque[int] = deque(maxlen=DEDUPE)
         self.acked: dict[int, bytes] = {}  # seq → our ack line, for repeats
         self.board_info = _BoardInfo()
+        self.board_text = TextLimiter()
+        """The board's log lines: escaped, at most 20 at once and then 1 a second."""
+        self._bad_logged: set[tuple[str, str, str]] = set()
         self.port: str | None = None
         self.devices = [cfg.name, *self.plan.devices]
 
@@ -651,23 +667,75 @@ class PicoBoard:
             return self.now_ns()
 
     def readings_of(self, body: str | None) -> list[Reading]:
+        """The readings of an `rd` frame.  Each value is checked against its point's type
+        (check_value): one that is not of it is that reading's `bad` quality, counted and logged,
+        never the frame's or the session's end."""
         ticks, items = parse_rd(body)
         ts = self._ts(ticks)
         out: list[Reading] = []
         board = self.cfg.name
-        for fid, value, _reason in items:
-            m = self.plan.ids.get(fid)
+        for item in items:
+            if not item.id:
+                self._bad_value(board, "?", BadValue("malformed", item.error))
+                continue
+            m = self.plan.ids.get(item.id)
             if m is None:
                 self.stats.unknown_ids += 1
                 continue
-            if value is None:
+            if item.error:
+                self._bad_value(board, m.point, BadValue("not_a_value", item.error))
                 out.append(Reading(board, m.point, None, ts, Quality.BAD, m.unit))
                 continue
-            v: Value = value
-            if (m.scale != 1.0 or m.offset != 0.0) and not isinstance(value, bool):
-                v = round(value * m.scale + m.offset, 6)
+            if item.value is None:  # the board's own bad quality (?nodev, ?err, …)
+                out.append(Reading(board, m.point, None, ts, Quality.BAD, m.unit))
+                continue
+            v = check_value(m.type, item.value, m.scale, m.offset)
+            if isinstance(v, BadValue):
+                self._bad_value(board, m.point, v)
+                out.append(Reading(board, m.point, None, ts, Quality.BAD, m.unit))
+                continue
             out.append(Reading(board, m.point, v, ts, Quality.GOOD, m.unit))
         return out
+
+    def _bad_value(self, device: str, point: str, bad: BadValue) -> None:
+        """Count a value refused; log it the first time for this point and reason."""
+        stats = self.stats.bad_values
+        stats[bad.reason] = stats.get(bad.reason, 0) + 1
+        key = (device, point, bad.reason)
+        if key not in self._bad_logged and len(self._bad_logged) < 1000:
+            self._bad_logged.add(key)
+            log.warning(
+                "%s: %s.%s: the board's value %s: published bad (reason %s; later ones are only counted)",
+                self.name,
+                device,
+                point,
+                escape(bad.message),
+                bad.reason,
+            )
+
+    def board_log(self, level: int, text: object, *, boot: bool = False) -> None:
+        """A line of the board's own text, escaped and rate-limited (pico/_boardtext.py)."""
+        now = time.monotonic()
+        self.board_log_summary(now)
+        if not self.board_text.admit(now):
+            return
+        if boot:  # main.py's boot messages ("picogate: starting …")
+            log.log(level, "%s: %s", self.name, escape(text))
+        else:
+            log.log(level, "%s (board): %s", self.name, escape(text))
+
+    def board_log_summary(self, now: float) -> None:
+        held = self.board_text.summary(now)
+        if held is not None:
+            log.warning(
+                "%s (board): %d log line%s held back in %.0f s (at most %d at once, then %g a second)",
+                self.name,
+                held[0],
+                "" if held[0] == 1 else "s",
+                held[1],
+                self.board_text.burst,
+                self.board_text.rate,
+            )
 
     def modbus_results(self, body: str | None) -> tuple[list[Reading], list[DeviceStatus]]:
         ticks, results = parse_mb(body)
@@ -679,8 +747,11 @@ class PicoBoard:
             if req is None:
                 self.stats.unknown_ids += 1
                 continue
-            rs, answered = decode_result(req, status, data, ts)
+            bad: list[tuple[str, BadValue]] = []
+            rs, answered = decode_result(req, status, data, ts, bad)
             name = req.device.name
+            for point, why in bad:
+                self._bad_value(name, point, why)
             readings.extend(rs)
             if answered:
                 if self._mb_failures.get(name):

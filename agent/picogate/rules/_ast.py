@@ -85,10 +85,24 @@ class Unary:
 
 @dataclass(frozen=True, slots=True)
 class Binary:
-    op: str  # + - * / % == != < <= > >= and or
+    op: str  # == != < <= > >=
     left: Expr
     right: Expr
     pos: Pos  # of the operator
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """Operands joined left to right by operators of one level: `a + b - c`, `a * b / c`,
+    `a AND b AND c`, `a OR b` (never comparisons: one per level).  `ops[i]` (at `op_pos[i]`) is the
+    operator between `operands[i]` and `operands[i + 1]`; the value is that of
+    `((a op b) op c) …`.  One node rather than a left-leaning tree of Binary nodes, so that a long
+    sum is one level of nesting, not one per term."""
+
+    operands: tuple[Expr, ...]  # at least two
+    ops: tuple[str, ...]  # + - * / % and or
+    op_pos: tuple[Pos, ...]
+    pos: Pos  # of the first operator
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +120,7 @@ class Call:
     pos: Pos  # of the function name
 
 
-Expr = Num | Dur | Bool | Str | Name | Ref | Unary | Binary | Call
+Expr = Num | Dur | Bool | Str | Name | Ref | Unary | Binary | Chain | Call
 
 
 @dataclass(frozen=True, slots=True)

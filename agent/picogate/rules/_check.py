@@ -27,19 +27,6 @@ TIME_FUNCS = (
 )  # their value moves with time: the rule is re-checked by a timer
 ACTIONS = ("alert", "set", "publish", "log")
 MAX_WINDOW_S = 86400.0
-MAX_DEPTH = 32  # nested operations in one expression (the generated code must stay compilable)
-
-
-def depth(e: object) -> int:
-    if isinstance(e, A.Unary):
-        return 1 + depth(e.operand)
-    if isinstance(e, A.Binary):
-        return 1 + max(depth(e.left), depth(e.right))
-    if isinstance(e, A.Call):
-        return 1 + max([depth(a) for a in e.args] + [depth(k.value) for k in e.kwargs] + [0])
-    if isinstance(e, A.Str):
-        return 1 + max([depth(p.expr) for p in e.parts if isinstance(p, A.Part)] + [0])
-    return 0
 
 
 @dataclass(slots=True)
@@ -71,7 +58,8 @@ class Checked:
 
 def nodes(e: object) -> list[object]:
     """Every node of an expression, a call or a tuple of them (operands, arguments, keyword values,
-    the expressions interpolated in strings), parents first."""
+    the expressions interpolated in strings), parents first.  (Recursive: the parser has bounded
+    the nesting of expressions, _limits.MAX_NESTING.)"""
     out: list[object] = []
 
     def walk(x: object) -> None:
@@ -85,6 +73,9 @@ def nodes(e: object) -> list[object]:
         elif isinstance(x, A.Binary):
             walk(x.left)
             walk(x.right)
+        elif isinstance(x, A.Chain):
+            for y in x.operands:
+                walk(y)
         elif isinstance(x, A.Call):
             for a in x.args:
                 walk(a)
@@ -151,14 +142,6 @@ class Checker:
     # ------------------------------------------------------------------ expressions
 
     def expr(self, e: A.Expr) -> str:
-        if isinstance(e, A.Unary | A.Binary | A.Call | A.Str) and depth(e) > MAX_DEPTH:
-            self.err(
-                e.pos, f"expression nested too deeply (more than {MAX_DEPTH} operations): split it with LET"
-            )
-            return ANY
-        return self._expr(e)
-
-    def _expr(self, e: A.Expr) -> str:
         if isinstance(e, A.Num | A.Dur):
             return NUM
         if isinstance(e, A.Bool):
@@ -179,39 +162,43 @@ class Checker:
                 self.err(e.pos, f"'{e.op.upper() if e.op == 'not' else e.op}' needs a {want}, not a {t}")
             return want
         if isinstance(e, A.Binary):
-            return self.binary(e)
+            return self.binary(e.op, self.expr(e.left), self.expr(e.right), e.pos, e.right)
+        if isinstance(e, A.Chain):
+            t = self.expr(e.operands[0])
+            for op, operand, pos in zip(e.ops, e.operands[1:], e.op_pos, strict=True):
+                t = self.binary(op, t, self.expr(operand), pos, operand)
+            return t
         return self.call(e)
 
-    def binary(self, e: A.Binary) -> str:
-        lt, rt = self.expr(e.left), self.expr(e.right)
-        op = e.op
+    def binary(self, op: str, lt: str, rt: str, pos: A.Pos, right: A.Expr) -> str:
+        """The type of `left op right` (their types given), and its errors at the operator."""
         shown = op.upper() if op in ("and", "or") else op
         if op in ("and", "or"):
             for t in (lt, rt):
                 if t not in (BOOL, ANY):
-                    self.err(e.pos, f"{shown} needs true/false on both sides, got a {t}")
+                    self.err(pos, f"{shown} needs true/false on both sides, got a {t}")
                     break
             return BOOL
         if op in ("==", "!="):
             if ANY not in (lt, rt) and lt != rt:
-                self.err(e.pos, f"cannot compare a {lt} with a {rt}")
+                self.err(pos, f"cannot compare a {lt} with a {rt}")
             return BOOL
         if op in ("<", "<=", ">", ">="):
             if ANY not in (lt, rt) and not (lt == rt == NUM or lt == rt == STR):
-                self.err(e.pos, f"'{op}' compares numbers (or strings), got a {lt} and a {rt}")
+                self.err(pos, f"'{op}' compares numbers (or strings), got a {lt} and a {rt}")
             return BOOL
         if op == "+" and STR in (lt, rt):
             if ANY not in (lt, rt) and lt != rt:
                 self.err(
-                    e.pos, f'cannot add a {lt} and a {rt} (use "{{…}}" in a string to join text and values)'
+                    pos, f'cannot add a {lt} and a {rt} (use "{{…}}" in a string to join text and values)'
                 )
             return STR
         for t in (lt, rt):
             if t not in (NUM, ANY):
-                self.err(e.pos, f"'{op}' needs numbers, got a {lt} and a {rt}")
+                self.err(pos, f"'{op}' needs numbers, got a {lt} and a {rt}")
                 break
-        if op in ("/", "%") and isinstance(e.right, A.Num) and e.right.value == 0:
-            self.err(e.right.pos, "division by zero")
+        if op in ("/", "%") and isinstance(right, A.Num) and right.value == 0:
+            self.err(right.pos, "division by zero")
         return NUM
 
     def string(self, s: A.Str) -> None:

@@ -38,18 +38,31 @@ def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _read_rules(paths: list[Path]) -> dict[str, str] | str:
+    from picogate.rules._limits import MAX_TOTAL_BYTES, size
+    from picogate.rules._worker import read_rule_text
+
     files: dict[str, str] = {}
+    total = 0
     for p in paths:
         found = sorted(p.glob("*.rules")) if p.is_dir() else [p]
         if p.is_dir() and not found:
             return f"{p}: no *.rules files in this directory"
         for f in found:
             try:
-                files[str(f)] = f.read_text(encoding="utf-8")
+                text = read_rule_text(f)
             except FileNotFoundError:
                 return f"{f}: no such file"
-            except (OSError, UnicodeDecodeError) as exc:
+            except ValueError as exc:  # too large, or not UTF-8
                 return f"{f}: cannot read: {exc}"
+            except OSError as exc:
+                return f"{f}: cannot read: {exc.strerror or exc}"
+            total += len(text.encode("utf-8"))
+            if total > MAX_TOTAL_BYTES:
+                return (
+                    f"{f}: the rule files hold more than {MAX_TOTAL_BYTES:,} bytes ({size(MAX_TOTAL_BYTES)}) "
+                    "together: check fewer at a time (or split the set)"
+                )
+            files[str(f)] = text
     return files
 
 
@@ -80,21 +93,33 @@ def _compile(args: argparse.Namespace) -> Any:
     if points is None:
         print("note: no --config given: point names and types are not checked", file=sys.stderr)
     try:
-        return compile_rules(files, points), points
+        ruleset = compile_rules(files, points)
     except RuleErrors as exc:
-        for e in exc.errors:
-            print(e.format())
+        _print_problems([*exc.errors, *exc.warnings])
         n = len(exc.errors)
-        print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        print(f"{n} error{'s' if n != 1 else ''}{_warnings(exc.warnings)}", file=sys.stderr)
         return None
+    _print_problems(ruleset.warnings)
+    return ruleset, points
+
+
+def _print_problems(problems: list[Any]) -> None:
+    for e in sorted(problems, key=lambda e: (e.file, e.line, e.col)):
+        print(e.format())
+
+
+def _warnings(warnings: list[Any]) -> str:
+    n = len(warnings)
+    return f", {n} warning{'s' if n != 1 else ''}" if n else ""
 
 
 def check_command(args: argparse.Namespace) -> int:
+    """Exit status 1 on errors; warnings alone leave it 0 (the gateway loads such a set)."""
     done = _compile(args)
     if done is None:
         return 1
     rs = done[0]
-    print(f"{len(rs.files)} file(s), {len(rs.rules)} rule(s) and LET(s): OK")
+    print(f"{len(rs.files)} file(s), {len(rs.rules)} rule(s) and LET(s): OK{_warnings(rs.warnings)}")
     return 0
 
 

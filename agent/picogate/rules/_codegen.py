@@ -37,6 +37,11 @@ def canon(x: object) -> str:
         return f"({x.op} {canon(x.operand)})"
     if isinstance(x, A.Binary):
         return f"({canon(x.left)} {x.op} {canon(x.right)})"
+    if isinstance(x, A.Chain):  # as the left-leaning pairs it stands for: ((a + b) + c)
+        text = canon(x.operands[0])
+        for op, operand in zip(x.ops, x.operands[1:], strict=True):
+            text = f"({text} {op} {canon(operand)})"
+        return text
     if isinstance(x, A.Call):
         args = [canon(a) for a in x.args] + [f"{k.name}={canon(k.value)}" for k in x.kwargs]
         return f"{x.func}({','.join(args)})"
@@ -87,16 +92,29 @@ class Gen:
     # ------------------------------------------------------------------ expressions
 
     def num(self, v: float | int | bool) -> str:
+        """A constant as it is (a set() or publish() value keeps an integer exact)."""
         if isinstance(v, bool):
             return "True" if v else "False"
         if isinstance(v, float) and not math.isfinite(v):  # pragma: no cover - refused by the parser
             raise ValueError(v)
         return repr(v)
 
-    def expr(self, e: A.Expr) -> str:
-        """A Python expression: the value, or None when unknown."""
-        if isinstance(e, A.Num | A.Bool):
+    def value(self, e: A.Expr) -> str:
+        """An action's whole value: a constant as written, anything else as an expression."""
+        if isinstance(e, A.Num):
             return self.num(e.value)
+        if isinstance(e, A.Str):
+            return self.text(e)
+        return self.expr(e)
+
+    def expr(self, e: A.Expr) -> str:
+        """A Python expression: the value, or None when unknown.  Numbers are float64 (the rule
+        language's number model): a number in an expression is a float, so that no arithmetic
+        grows an integer beyond 64 bits."""
+        if isinstance(e, A.Bool):
+            return self.num(e.value)
+        if isinstance(e, A.Num):
+            return self.num(float(e.value))
         if isinstance(e, A.Dur):
             return self.num(e.seconds)
         if isinstance(e, A.Str):
@@ -111,6 +129,8 @@ class Gen:
             return f"(None if ({a}:={self.expr(e.operand)}) is None else {op}{a})"
         if isinstance(e, A.Binary):
             return self.binary(e)
+        if isinstance(e, A.Chain):
+            return self.chain(e)
         return self.call(e)
 
     @staticmethod
@@ -118,28 +138,37 @@ class Gen:
         return isinstance(e, A.Num | A.Bool | A.Dur) or (isinstance(e, A.Str) and e.plain is not None)
 
     def binary(self, e: A.Binary) -> str:
-        L, R = self.expr(e.left), self.expr(e.right)
-        if e.op == "and":
-            a, b = self.t(), self.t()
-            return f"(False if ({a}:={L}) is False else (False if ({b}:={R}) is False else (None if {a} is None or {b} is None else True)))"
-        if e.op == "or":
-            a, b = self.t(), self.t()
-            return f"(True if ({a}:={L}) is True else (True if ({b}:={R}) is True else (None if {a} is None or {b} is None else False)))"
-        op = e.op
+        return self.flat((e.left, e.right), (e.op,))
+
+    def chain(self, e: A.Chain) -> str:
+        """One flat Python expression for the whole chain (no nesting per term).  AND/OR are
+        three-valued and short-circuit as the left-leaning pairs would: AND is False at the first
+        False operand (the rest is not evaluated), else unknown if one is unknown, else True."""
+        if e.ops[0] in ("and", "or"):
+            stop, other = ("False", "True") if e.ops[0] == "and" else ("True", "False")
+            names = [self.t() for _ in e.operands]
+            vals = [self.expr(x) for x in e.operands]
+            first = " or ".join(f"({n}:={v}) is {stop}" for n, v in zip(names, vals, strict=True))
+            unknown = " or ".join(f"{n} is None" for n in names)
+            return f"({stop} if {first} else (None if {unknown} else {other}))"
+        return self.flat(e.operands, e.ops)
+
+    def flat(self, operands: tuple[A.Expr, ...], ops: tuple[str, ...]) -> str:
+        """`a op b op c …` evaluated left to right, unknown (None) if any operand is."""
         checks = []
-        if self.const_node(e.left):
-            lv = L
-        else:
-            lv = self.t()
-            checks.append(f"({lv}:={L}) is None")
-        if self.const_node(e.right):
-            rv = R
-        else:
-            rv = self.t()
-            checks.append(f"({rv}:={R}) is None")
+        names = []
+        for x in operands:
+            v = self.expr(x)
+            if self.const_node(x):
+                names.append(v)
+            else:
+                n = self.t()
+                checks.append(f"({n}:={v}) is None")
+                names.append(n)
+        text = names[0] + "".join(f" {op} {n}" for op, n in zip(ops, names[1:], strict=True))
         if not checks:
-            return f"({lv} {op} {rv})"
-        return f"(None if {' or '.join(checks)} else {lv} {op} {rv})"
+            return f"({text})"
+        return f"(None if {' or '.join(checks)} else {text})"
 
     def call(self, c: A.Call) -> str:
         f, args = c.func, c.args
@@ -182,11 +211,13 @@ class Gen:
             self.delta_points.add(i)
             return f"P{i}.dlt"
         vals = [self.expr(a) for a in args]
+        if f == "round" and len(args) == 2 and isinstance(args[1], A.Num):
+            vals[1] = self.num(int(args[1].value))  # the number of decimals is an integer
         names = [self.t() for _ in vals]
         check = " or ".join(f"({n}:={v}) is None" for n, v in zip(names, vals, strict=True))
         fn = {
             "abs": "abs",
-            "round": "round",
+            "round": "_round",
             "min": "min",
             "max": "max",
             "floor": "_floor",
@@ -233,15 +264,14 @@ class Gen:
             elif c.func == "publish":
                 topic, value = c.args
                 assert isinstance(topic, A.Str)
-                val = self.text(value) if isinstance(value, A.Str) else self.expr(value)
-                self.emit(f"        _publish(s, {self.text(topic)}, {val}, t)")
+                self.emit(f"        _publish(s, {self.text(topic)}, {self.value(value)}, t)")
             else:  # set
                 target, value = c.args
                 assert isinstance(target, A.Ref)
                 conv = {NUM: "_to_num", BOOL: "_to_bool"}.get(ptypes.get(target.key, ""), "_same")
-                val = self.text(value) if isinstance(value, A.Str) else self.expr(value)
                 self.emit(
-                    f"        _set(s, {self.const(target.device)}, {self.const(target.point)}, {conv}({val}))"
+                    f"        _set(s, {self.const(target.device)}, {self.const(target.point)}, "
+                    f"{conv}({self.value(value)}))"
                 )
             self.emit("    except Exception as e:", "        _err(s, e, 2)")
         self.emit("")
@@ -327,14 +357,25 @@ class Gen:
             "        _err(s, e, 1)",
         )
 
-    def let(self, j: int, let: A.Let) -> None:
+    def let(self, j: int, let: A.Let, vtype: str) -> None:
+        """A LET's step.  A numeric LET's value is a finite float64: an integer is converted, and
+        a value that is not a finite number (inf, NaN, or beyond float64's range) is an error of
+        the LET, which publishes it bad (_let_num / _let_any in _runtime.py)."""
         self.time_dependent = False
         self.point(let.target.key)
+        check = {NUM: "_let_num", BOOL: "", STR: ""}.get(vtype, "_let_any")
         self.emit(
             f"def L{j}(t):",
             f"    s = S{j}",
             "    try:",
             f"        v = {self.expr(let.expr)}",
+        )
+        if check:
+            self.emit(
+                "        if v is not None and (v.__class__ is not float or v - v):",
+                f"            v = {check}(v)",
+            )
+        self.emit(
             "        if s.ek == 1:",
             "            s.ek = 0",
             "            s.err = None",
@@ -358,13 +399,16 @@ class Gen:
             "            raise _Bad",
         )
         # v - v is 0 for a finite number and NaN (true) for NaN and infinities, which _num refuses
-        if ptype == NUM:
+        if ptype == NUM:  # a float64 (an integer is converted; a huge one is a bad value)
             self.emit(
-                "        if v.__class__ is not float and v.__class__ is not int or v - v:",
+                "        if v.__class__ is not float or v - v:",
                 "            v = _num(v)",
             )
         elif ptype not in (BOOL, STR):
-            self.emit("        if v.__class__ is float and v - v:", "            v = _num(v)")
+            self.emit(
+                "        if v.__class__ is int or v.__class__ is float and v - v:",
+                "            v = _num(v)",
+            )
         elif ptype == BOOL:
             self.emit("        if v.__class__ is not bool:", "            v = _bool(v)")
         self.emit(

@@ -6,7 +6,7 @@ import hashlib
 import marshal
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import CodeType
 
 from picogate._model import PointInfo, PointType
@@ -14,6 +14,8 @@ from picogate.rules import _ast as A
 from picogate.rules._check import ANY, BOOL, NUM, STR, check, nodes, ptype, refs
 from picogate.rules._codegen import NS, Gen, canon
 from picogate.rules._errors import RuleError, RuleErrors
+from picogate.rules._limits import MAX_FILE_BYTES, MAX_STATEMENTS, MAX_TOKENS, MAX_TOTAL_BYTES, size
+from picogate.rules._overlap import extent, overlap
 from picogate.rules._parse import parse_file
 from picogate.rules._ruleset import RuleInfo, RuleSet
 
@@ -73,22 +75,102 @@ def _smallest_duration(r: A.Rule) -> float:
     return max(0.1, min(1.0, min(found) / 2))
 
 
+def _overlaps(
+    rules: list[A.Rule],
+    types: dict[str, str],
+    infos: dict[str, PointInfo],
+    lets: dict[str, A.Expr],
+    error: Callable[..., RuleError],
+) -> list[RuleError]:
+    """A warning for each rule whose ON and CLEAR conditions can both be true (_overlap.py)."""
+    out = []
+    for r in rules:
+        witness = overlap(r, types, infos, lets)
+        if witness is not None and r.clear is not None:
+            out.append(
+                error(
+                    r.file,
+                    extent(r.clear),
+                    f"ON and CLEAR can both be true (when {witness}): while they are, the rule fires and "
+                    "clears again at every evaluation (CLEAR must be false whenever ON is true)",
+                    level="warning",
+                )
+            )
+    return out
+
+
+def _line(text: str, n: int) -> str:
+    """Line n (1-based) of text, without splitting the rest."""
+    parts = text.split("\n", n)
+    return parts[n - 1] if 0 < n <= len(parts) else ""
+
+
+def _parse_all(files: Mapping[str, str], errors: list[RuleError]) -> list[A.Statement]:
+    """The statements of every file, within the limits of the whole set (_limits.py): bytes of all
+    files, tokens, rules and LETs.  Past a limit, the files after it are not read."""
+    statements: list[A.Statement] = []
+    total_bytes = 0
+    tokens = 0
+    for name in sorted(files):
+        text = files[name]
+        total_bytes += (
+            len(text) if len(text) > MAX_TOTAL_BYTES else len(text.encode("utf-8", "surrogatepass"))
+        )
+        if total_bytes > MAX_TOTAL_BYTES:
+            errors.append(
+                RuleError(
+                    name,
+                    1,
+                    1,
+                    f"the rule files hold more than {MAX_TOTAL_BYTES:,} bytes ({size(MAX_TOTAL_BYTES)}) together, "
+                    "passed with this file: this file and the ones after it are not read",
+                    None,
+                    "",
+                )
+            )
+            break
+        parsed = parse_file(name, text, MAX_TOKENS - tokens)
+        tokens += parsed.tokens
+        errors.extend(parsed.errors)
+        room = MAX_STATEMENTS - len(statements)
+        if len(parsed.statements) > room:
+            over = parsed.statements[room]
+            errors.append(
+                RuleError(
+                    name,
+                    over.pos.line,
+                    over.pos.col,
+                    f"more than {MAX_STATEMENTS:,} rules and LETs in the rule files together: this is where "
+                    "the limit is passed (docs/rules.md, Limits)",
+                    None,
+                    _line(text, over.pos.line),
+                )
+            )
+            statements.extend(parsed.statements[:room])
+            break
+        statements.extend(parsed.statements)
+        if tokens > MAX_TOKENS:
+            break
+    return statements
+
+
 def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) -> RuleSet:
     """Parse, check against the points, generate code.  Pure: plain data in and out (a worker
     process may run it).  `points` None skips the checks that need the gateway's points (unknown
     points are then accepted, untyped).  Raises RuleErrors with every error of every file."""
     errors: list[RuleError] = []
-    statements: list[A.Statement] = []
-    lines = {name: text.split("\n") for name, text in files.items()}
-    for name in sorted(files):
-        stmts, errs = parse_file(name, files[name])
-        statements.extend(stmts)
-        errors.extend(errs)
+    statements = _parse_all(files, errors)
     known = {p.key: p for p in points} if points is not None else None
     checked = check(statements, known)
+    split: dict[str, list[str]] = {}
 
-    def error(file: str, pos: A.Pos, message: str, suggestion: str | None = None) -> RuleError:
-        src = lines.get(file, [])
+    def error(
+        file: str, pos: A.Pos, message: str, suggestion: str | None = None, level: str = "error"
+    ) -> RuleError:
+        src = split.get(file)
+        if src is None:
+            text = files.get(file, "")
+            src = split[file] = text.split("\n") if len(text) <= MAX_FILE_BYTES else []
         return RuleError(
             file,
             pos.line,
@@ -97,6 +179,7 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
             suggestion,
             src[pos.line - 1] if 0 < pos.line <= len(src) else "",
             pos.length,
+            level,
         )
 
     for p in checked.problems:
@@ -123,11 +206,14 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
             continue
         ids[rid] = st
         infos.append((rid, _hash(text), st))
-    if errors:
-        raise RuleErrors(errors)
-
     ptypes: dict[str, str] = {k: ptype(p.type) for k, p in checked.points.items()}
     ptypes.update(checked.let_types)
+    warnings = _overlaps(
+        checked.rules, ptypes, checked.points, {x.target.key: x.expr for x in checked.lets}, error
+    )
+    if errors:
+        raise RuleErrors(errors, warnings)
+
     g = Gen()
     rules_plan: list[dict[str, object]] = []
     infos_out: list[RuleInfo] = []
@@ -135,7 +221,7 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
     let_index: dict[str, int] = {}
     for j, (rid, th, st) in enumerate(infos):
         if isinstance(st, A.Let):
-            g.let(j, st)
+            g.let(j, st, checked.let_types.get(st.target.key, ANY))
             let_index[st.target.key] = j
             keys = tuple(dict.fromkeys(r.key for r in refs(st.expr)))
             triggers = keys
@@ -168,6 +254,7 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
             "recheck_ns": int(_smallest_duration(st) * NS) if td and isinstance(st, A.Rule) else 0,
             "cond_refs": list(triggers),
             "let_recheck_ns": int(1 * NS) if td and isinstance(st, A.Let) else 0,
+            "clear": isinstance(st, A.Rule) and st.clear is not None,
         }
         rules_plan.append(plan)
         infos_out.append(RuleInfo(rid, kind, st.file, st.pos.line, th, keys))
@@ -216,6 +303,7 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
         consts=names.const_values,
         code=code,
         python=sys.implementation.cache_tag or "",
+        warnings=warnings,
         plan={
             "points": point_keys,
             "point_names": names.points,

@@ -12,11 +12,16 @@ from typing import Any, Protocol
 
 from picogate._model import Quality, Reading
 from picogate.rules._ruleset import RuleSet
-from picogate.rules._runtime import HELPERS, NS, Bad, PointState, RuleState, Window
+from picogate.rules._runtime import HELPERS, NS, Bad, BadLet, PointState, RuleState, Window
 
 log = logging.getLogger("picogate.rules")
 
 _FOR, _EVERY, _RECHECK = 0, 1, 2
+CHATTER_FIRES = 5
+CHATTER_NS = 10 * NS
+"""A rule that fired CHATTER_FIRES times within CHATTER_NS, the last time within CHATTER_NS, is
+reported `chattering` in its status: a snapshot of its state (idle or active) says little about
+a rule that changes it several times a second."""
 _RESUM_NS = 600 * NS  # how often the windows' running sums are added up again (float drift)
 
 
@@ -39,7 +44,20 @@ def _describe(e: BaseException) -> str:
         return "division by zero"
     if isinstance(e, OverflowError):
         return "number too large"
+    if isinstance(e, BadLet):
+        return str(e)
     return f"{type(e).__name__}: {e}"
+
+
+def _reason(e: BaseException) -> str:
+    """The metric label of a LET made bad by `e`."""
+    if isinstance(e, BadLet):
+        return e.reason
+    if isinstance(e, ZeroDivisionError):
+        return "division_by_zero"
+    if isinstance(e, OverflowError):
+        return "not_finite"
+    return "error"
 
 
 class Prepared:
@@ -102,6 +120,9 @@ class RuleEngine:
         self._recheck: dict[str, int] = {}
         self._else_alerts = 0
         self._resummed = self._t0
+        self.let_bad: dict[str, int] = {}
+        """LET readings published bad because their value could not be computed, by reason
+        (not_finite, not_a_number, division_by_zero, error): a metric of the gateway."""
 
     # ------------------------------------------------------------------ loading
 
@@ -136,7 +157,7 @@ class RuleEngine:
             wlist.append(w)
         states: dict[str, RuleState] = {}
         retired: list[RuleState] = []
-        for info in ruleset.rules:
+        for info, p in zip(ruleset.rules, plan.get("rules", []), strict=True):
             old = self._states.get(info.id)
             if old is not None and old.text_hash == info.text_hash and old.kind == info.kind:
                 s = old
@@ -144,6 +165,7 @@ class RuleEngine:
                 if old is not None:
                     retired.append(old)
                 s = RuleState(info.id, info.kind, info.text_hash)
+                s.has_clear = bool(p.get("clear"))
             states[info.id] = s
         retired += [s for rid, s in self._states.items() if rid not in states]
         ns: dict[str, Any] = dict(HELPERS)
@@ -346,6 +368,7 @@ class RuleEngine:
         """{"version", "rules": {id: {"state": "idle|active|unknown|errored", "reason", "last_fired",
         "file", "line"}}}"""
         rules: dict[str, Any] = {}
+        now = self._now()
         for rid, s in self._states.items():
             if s.err is not None:
                 state, reason = "errored", s.err
@@ -357,16 +380,36 @@ class RuleEngine:
                 state, reason = "idle", None
                 if s.due is not None:
                     reason = f"condition true, waiting for FOR until {s.due}"
+            chattering = self._chattering(s, now)
+            if chattering:
+                reason = chattering if reason is None else f"{reason}; {chattering}"
             rules[rid] = {
                 "kind": s.kind,
                 "state": state,
                 "reason": reason,
                 "last_fired": s.last_fired,
                 "fired": s.fired,
+                "chattering": bool(chattering),
                 "file": s.file,
                 "line": s.line,
             }
         return {"version": self._ruleset.version, "rules": rules}
+
+    @staticmethod
+    def _chattering(s: RuleState, now: int) -> str:
+        """Why the rule counts as chattering ("" when it does not)."""
+        times = s.fire_times
+        if s.kind != "on" or len(times) < CHATTER_FIRES:
+            return ""
+        span, ago = times[-1] - times[0], now - times[-1]
+        if span > CHATTER_NS or ago > CHATTER_NS:
+            return ""
+        hint = (
+            "do its ON and CLEAR conditions overlap? (rules check warns)"
+            if s.has_clear
+            else "its value crosses the threshold back and forth: a CLEAR condition gives hysteresis"
+        )
+        return f"chattering: fired {len(times)} times in {span / NS:.1f} s, the last {max(ago, 0) / NS:.1f} s ago; {hint}"
 
     def _unknown_reason(self, s: RuleState) -> str:
         why = []
@@ -389,6 +432,9 @@ class RuleEngine:
         s.ek = kind
 
     def _err(self, s: RuleState, e: BaseException, kind: int) -> None:
+        if s.kind == "let":
+            reason = _reason(e)
+            self.let_bad[reason] = self.let_bad.get(reason, 0) + 1
         self._set_error(s, _describe(e), kind)
 
     def _call(self, s: RuleState, method: str, *args: Any) -> None:
@@ -402,6 +448,7 @@ class RuleEngine:
         s.due = None
         s.last_fired = t
         s.fired += 1
+        s.fire_times = (*s.fire_times[1 - CHATTER_FIRES :], t)
         if s.ek == 2:
             s.ek, s.err = 0, None
         s.alerted = []

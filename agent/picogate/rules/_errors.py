@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+_SHOWN = 160
+"""Characters of a long source line shown around the fault."""
+
 
 @dataclass(frozen=True, slots=True)
 class RuleError:
-    """One error in one rule file.  line and col are 1-based; length is how many characters the
-    caret underlines (at least 1)."""
+    """One error (or, with level "warning", a warning) in one rule file.  line and col are
+    1-based; length is how many characters the caret underlines (at least 1)."""
 
     file: str
     line: int
@@ -17,20 +20,31 @@ class RuleError:
     suggestion: str | None
     source_line: str
     length: int = 1
+    level: str = "error"
 
     def format(self) -> str:
-        """`file:line:col: error: message`, the source line and a caret under the fault."""
-        head = f"{self.file}:{self.line}:{self.col}: error: {self.message}"
+        """`file:line:col: error: message`, the source line and a caret under the fault (a line
+        longer than 160 characters is shown around the fault, cut with "…")."""
+        head = f"{self.file}:{self.line}:{self.col}: {self.level}: {self.message}"
         if self.suggestion:
             head += f" (did you mean {self.suggestion}?)"
         line = self.source_line.rstrip("\r\n").expandtabs(1)
-        caret = " " * max(self.col - 1, 0) + "^" + "~" * max(self.length - 1, 0)
+        col, length = max(self.col, 1), max(self.length, 1)
+        if len(line) > _SHOWN:
+            start = max(0, min(col - 1 - _SHOWN // 3, len(line) - _SHOWN))
+            before = "…" if start else ""
+            after = "…" if start + _SHOWN < len(line) else ""
+            line = before + line[start : start + _SHOWN] + after
+            col = col - start + len(before)
+            length = max(1, min(length, _SHOWN + len(before) - col + 1))
+        caret = " " * (col - 1) + "^" + "~" * (length - 1)
         return f"{head}\n  {line}\n  {caret}"
 
 
 class RuleErrors(Exception):
-    """Every error of every rule file, in file/line order."""
+    """Every error of every rule file, in file/line order (and the warnings found meanwhile)."""
 
-    def __init__(self, errors: list[RuleError]) -> None:
+    def __init__(self, errors: list[RuleError], warnings: list[RuleError] | None = None) -> None:
         self.errors = sorted(errors, key=lambda e: (e.file, e.line, e.col))
+        self.warnings = sorted(warnings or [], key=lambda e: (e.file, e.line, e.col))
         super().__init__("\n".join(e.format() for e in self.errors) or "no errors")

@@ -598,6 +598,8 @@ class LiveRules:
             outcome.compile_s * 1000,
             (self.stats.last_prepare_s + swap_s) * 1000,
         )
+        for w in ruleset.warnings:
+            log.warning("%s", w.format())
 
     def _finish_attempt(self, total_s: float) -> None:
         self.stats.last_reload_s = total_s
@@ -859,17 +861,8 @@ class LiveRules:
                 "ok": attempt.ok,
                 "files": attempt.files,
             },
-            "errors": [
-                {
-                    "file": e.file,
-                    "line": e.line,
-                    "col": e.col,
-                    "message": e.message,
-                    "suggestion": e.suggestion,
-                    "text": e.format(),
-                }
-                for e in attempt.errors
-            ],
+            "errors": [_problem(e) for e in attempt.errors],
+            "warnings": [_problem(w) for w in self.loaded.warnings] if self.loaded is not None else [],
             "counts": {s: counts.get(s, 0) for s in ("idle", "active", "unknown", "errored")},
             "rules": rules,
         }
@@ -917,6 +910,18 @@ class LiveRules:
             "Errors in the rule files at the last reload",
             [],
             [([], len(self.attempt.errors))],
+        )
+        yield gauge(
+            "picogate_rules_warnings",
+            "Warnings about the rule set loaded (ON and CLEAR conditions that can both be true)",
+            [],
+            [([], len(self.loaded.warnings) if self.loaded is not None else 0)],
+        )
+        yield counter(
+            "picogate_rules_let_bad",
+            "LET readings published bad because their value could not be computed, by reason",
+            ["reason"],
+            [([reason], n) for reason, n in sorted(self.engine.let_bad.items())],
         )
         yield gauge(
             "picogate_rules_reload_seconds", "Duration of the last reload", [], [([], s.last_reload_s)]
@@ -995,6 +1000,18 @@ class LiveRules:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _problem(e: RuleError) -> dict[str, Any]:
+    """An error or warning as the status topic shows it."""
+    return {
+        "file": e.file,
+        "line": e.line,
+        "col": e.col,
+        "message": e.message,
+        "suggestion": e.suggestion,
+        "text": e.format(),
+    }
 
 
 def _namespaces(prepared: object) -> dict[int, dict[str, Any]] | None:

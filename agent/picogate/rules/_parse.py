@@ -1,25 +1,46 @@
 """Rule text → lark parse tree (with positions) → typed AST.  Syntax errors become RuleErrors;
-after one, parsing resumes at the next statement so that a file reports all its errors."""
+after one, parsing resumes at the next statement so that a file reports all its errors.
+
+The text is lexed as one stream and cut into statements at their first keyword (`_Splitter`);
+each statement is parsed on its own (lark's interactive parser, fed the tokens already lexed), so
+that the largest parse tree held is one statement's, and a syntax error costs only the statement
+it is in.  The limits of `_limits.py` are checked on the way: on tokens while lexing, on nesting
+and size while the AST is built, before anything recursive sees a deeper tree."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import lark
 from lark import Token, Tree
+from lark.utils import TextSlice
 
 from picogate.rules import _ast as A
+from picogate.rules import _limits
 from picogate.rules._errors import RuleError
 from picogate.rules._grammar import FRIENDLY, GRAMMAR
+from picogate.rules._limits import (
+    MAX_FILE_BYTES,
+    MAX_NESTING,
+    MAX_OPERATIONS,
+    MAX_STATEMENT_TOKENS,
+    MAX_STATEMENTS,
+    MAX_STRING,
+    MAX_TOKENS,
+    MAX_WORD,
+)
 
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DUR_RE = re.compile(r"^(\d+(?:\.\d+)?)([a-z]+)$", re.I)
-_STMT_START = re.compile(r"^\s*(rule|let|every|on|end)\b", re.I)
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'", "{": "{", "}": "}"}  # \{ is a literal {
 _MAX_ERRORS = 200
+_LEAVES = frozenset(("number", "duration", "true", "false", "string", "name", "ref"))
+_CHAINS = frozenset(("or_expr", "and_expr", "sum", "product"))
+_OPS = {"&&": "and", "||": "or", "<>": "!="}
 
 
 @functools.cache
@@ -39,19 +60,44 @@ def _k(t: Any) -> list[Any]:
     return list(t.children)
 
 
-def _tpos(tok: Token, offset: int = 0) -> A.Pos:
-    return A.Pos((tok.line or 1) + offset, tok.column or 1, max(len(str(tok)), 1))
+def _tpos(tok: Token) -> A.Pos:
+    return A.Pos(tok.line or 1, tok.column or 1, max(len(str(tok)), 1))
+
+
+def _first_token(t: Tree[Token] | Token) -> Token | None:
+    """The first token under a parse tree node (iterative: the tree may be deep)."""
+    node: Any = t
+    while isinstance(node, Tree):
+        node = next((c for c in node.children if c is not None), None)
+    return node if isinstance(node, Token) else None
 
 
 class _Builder:
-    """Parse tree → AST.  line_offset shifts positions of a chunk parsed on its own."""
+    """Parse tree → AST, refusing an expression nested deeper than MAX_NESTING or larger than
+    MAX_OPERATIONS (counted per top-level expression: a condition, a LET's value, an action)."""
 
-    def __init__(self, file: str, line_offset: int) -> None:
+    def __init__(self, file: str) -> None:
         self.file = file
-        self.off = line_offset
+        self.depth = 0
+        self.ops = 0
 
     def pos(self, tok: Token) -> A.Pos:
-        return _tpos(tok, self.off)
+        return _tpos(tok)
+
+    def top(self, t: Tree[Token] | Token) -> A.Expr:
+        self.depth = 0
+        self.ops = 0
+        return self.expr(t)
+
+    def count(self, *tokens: Token) -> None:
+        """Count operations (one per token given); refuse at the one beyond the limit."""
+        before = self.ops
+        self.ops += len(tokens)
+        if self.ops > MAX_OPERATIONS:
+            raise _Fail(
+                _tpos(tokens[MAX_OPERATIONS - before]),
+                f"expression too long (more than {MAX_OPERATIONS:,} operations): split it with LET",
+            )
 
     # ------------------------------------------------------------------ statements
 
@@ -71,7 +117,7 @@ class _Builder:
                 raise _Fail(s.pos, "a UNIT cannot interpolate values")
             unit = s.plain
         assert isinstance(kw, Token)
-        return A.Let(self.ref(ref), self.expr(expr), unit, self.pos(kw), self.file)
+        return A.Let(self.ref(ref), self.top(expr), unit, self.pos(kw), self.file)
 
     def s_every_rule(self, t: Tree[Token]) -> A.Rule:
         kw, dur, _, actions = _k(t)
@@ -88,13 +134,13 @@ class _Builder:
     def s_on_rule(self, t: Tree[Token]) -> A.Rule:
         kw = _k(t)[0]
         assert isinstance(kw, Token)
-        rule = A.Rule(None, "on", when=self.expr(_k(t)[1]), pos=self.pos(kw), file=self.file)
+        rule = A.Rule(None, "on", when=self.top(_k(t)[1]), pos=self.pos(kw), file=self.file)
         for ch in _k(t)[2:]:
             if isinstance(ch, Tree):
                 if ch.data == "for_part":
                     rule.hold = self.duration(_k(ch)[1])
                 elif ch.data == "clear_part":
-                    rule.clear = self.expr(_k(ch)[1])
+                    rule.clear = self.top(_k(ch)[1])
                 elif ch.data == "else_part":
                     rule.orelse = self.actions(_k(ch)[1])
                 elif ch.data == "actions":
@@ -118,11 +164,11 @@ class _Builder:
             seen[kind] = p
             val = _k(cl)[1]
             if kind == "on":
-                rule.when = self.expr(val)
+                rule.when = self.top(val)
             elif kind == "for":
                 rule.hold = self.duration(val)
             elif kind == "clear":
-                rule.clear = self.expr(val)
+                rule.clear = self.top(val)
             elif kind == "then":
                 rule.then = self.actions(val)
             elif kind == "else":
@@ -147,7 +193,7 @@ class _Builder:
         out = []
         for ch in _k(t):
             if isinstance(ch, Tree):
-                c = self.expr(ch)
+                c = self.top(ch)
                 assert isinstance(c, A.Call)
                 out.append(c)
         return tuple(out)
@@ -177,15 +223,33 @@ class _Builder:
     def expr(self, t: Tree[Token] | Token) -> A.Expr:
         if isinstance(t, Token):  # pragma: no cover - every atom is wrapped in a rule
             raise _Fail(self.pos(t), f"unexpected '{t}'")
+        if t.data in _LEAVES:
+            return self._expr(t)
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                tok = _first_token(t)
+                raise _Fail(
+                    _tpos(tok) if tok is not None else A.Pos(1, 1),
+                    f"expression nested too deeply (more than {MAX_NESTING} levels): split it with LET",
+                )
+            return self._expr(t)
+        finally:
+            self.depth -= 1
+
+    def _expr(self, t: Tree[Token]) -> A.Expr:
         d = str(t.data)
         ch = _k(t)
         if d == "number":
             tok = ch[0]
             assert isinstance(tok, Token)
             s = str(tok)
-            val: float | int = int(s) if s.isdigit() else float(s)
-            if (isinstance(val, float) and val != val) or val in (float("inf"), float("-inf")):
-                raise _Fail(self.pos(tok), f"number {s} is out of range")
+            # an integer is kept exact (a set() constant for a 64-bit point); beyond 20 digits, and
+            # for decimals, it is a float64 (the rule language's number model)
+            val: float | int = int(s) if s.isdigit() and len(s) <= 20 else float(s)
+            if isinstance(val, float) and (val != val or val in (float("inf"), float("-inf"))):
+                shown = s if len(s) <= 24 else s[:20] + "…"
+                raise _Fail(self.pos(tok), f"number {shown} is out of range (float64: about ±1.8e308)")
             return A.Num(val, self.pos(tok))
         if d == "duration":
             return self.duration(t)
@@ -209,23 +273,30 @@ class _Builder:
             inner = self.expr(ch[1])
             if isinstance(inner, A.Num):
                 return A.Num(-inner.value, self.pos(tok))
+            self.count(tok)
             return A.Unary("-", inner, self.pos(tok))
         if d == "not_":
             tok = ch[0]
             assert isinstance(tok, Token)
+            self.count(tok)
             return A.Unary("not", self.expr(ch[1]), self.pos(tok))
-        if d in ("or_expr", "and_expr", "sum", "product", "comparison"):
-            left = self.expr(ch[0])
-            for i in range(1, len(ch), 2):
-                op = ch[i]
-                assert isinstance(op, Token)
-                o = str(op).lower()
-                o = {"&&": "and", "||": "or", "<>": "!="}.get(o, o)
-                left = A.Binary(o, left, self.expr(ch[i + 1]), self.pos(op))
-            return left
+        if d in _CHAINS:
+            ops_tok = [op for op in ch[1::2] if isinstance(op, Token)]
+            self.count(*ops_tok)
+            operands = tuple(self.expr(x) for x in ch[0::2])
+            ops = tuple(_OPS.get(str(op).lower(), str(op).lower()) for op in ops_tok)
+            op_pos = tuple(self.pos(op) for op in ops_tok)
+            return A.Chain(operands, ops, op_pos, op_pos[0])
+        if d == "comparison":
+            op = ch[1]
+            assert isinstance(op, Token)
+            self.count(op)
+            o = _OPS.get(str(op), str(op))
+            return A.Binary(o, self.expr(ch[0]), self.expr(ch[2]), self.pos(op))
         if d == "call":
             name = ch[0]
             assert isinstance(name, Token)
+            self.count(name)
             args: list[A.Expr] = []
             kwargs: list[A.Kwarg] = []
             for a in ch[2:-1]:
@@ -244,9 +315,11 @@ class _Builder:
 
     def string(self, tok: Token) -> A.Str:
         """Decode escapes and split `{expr}` / `{expr:spec}` interpolations (parsed as expressions,
-        with their positions in the file)."""
+        with their positions in the file, one level deeper than the string)."""
         raw = str(tok)[1:-1]
         base = self.pos(tok)
+        if len(raw) > MAX_STRING:  # (the splitter refuses it first; for strings built otherwise)
+            raise _Fail(base, f"a string of {len(raw):,} characters; a string holds at most {MAX_STRING:,}")
         parts: list[str | A.Part] = []
         buf: list[str] = []
         i = 0
@@ -291,8 +364,16 @@ class _Builder:
                     if err.message.startswith("unexpected end of file"):
                         err = _Syntax(1, len(inner) + 1, "the expression in {…} is incomplete")
                     raise _Fail(A.Pos(base.line, col + err.col - 1, err.length), err.message) from None
-                sub = _Builder(self.file, 0)
-                expr = sub.expr(tree)
+                self.count(tok)
+                self.depth += 1
+                try:
+                    expr = self.expr(tree)
+                except _Fail as f:  # its position is in `inner`: move it to its place in the file
+                    raise _Fail(
+                        A.Pos(base.line, col + f.pos.col - 1, f.pos.length), f.message, f.suggestion
+                    ) from None
+                finally:
+                    self.depth -= 1
                 expr = _shift(expr, base.line, col - 1)
                 if buf:
                     parts.append("".join(buf))
@@ -308,7 +389,8 @@ class _Builder:
 
 
 def _shift(e: A.Expr, line: int, dcol: int) -> A.Expr:
-    """Move an expression parsed from inside a string to its place in the file."""
+    """Move an expression parsed from inside a string to its place in the file (recursive: the
+    builder has bounded its depth)."""
 
     def p(x: A.Pos) -> A.Pos:
         return A.Pos(line, x.col + dcol, x.length)
@@ -317,6 +399,10 @@ def _shift(e: A.Expr, line: int, dcol: int) -> A.Expr:
         return A.Unary(e.op, _shift(e.operand, line, dcol), p(e.pos))
     if isinstance(e, A.Binary):
         return A.Binary(e.op, _shift(e.left, line, dcol), _shift(e.right, line, dcol), p(e.pos))
+    if isinstance(e, A.Chain):
+        return A.Chain(
+            tuple(_shift(x, line, dcol) for x in e.operands), e.ops, tuple(p(x) for x in e.op_pos), p(e.pos)
+        )
     if isinstance(e, A.Call):
         return A.Call(
             e.func,
@@ -334,8 +420,14 @@ class _Syntax:
         self.line, self.col, self.message, self.length = line, col, message, length
 
 
+def _expected(exc: lark.exceptions.UnexpectedToken) -> str:
+    expected = sorted({FRIENDLY.get(t, t) for t in exc.expected if t in FRIENDLY})
+    return ", ".join(expected[:8]) + (", …" if len(expected) > 8 else "")
+
+
 def _syntax(exc: lark.exceptions.UnexpectedInput, text: str) -> _Syntax:
-    """A lark error → position and an operator's message."""
+    """A lark error → position and an operator's message (`text`: what was lexed, for the
+    character at fault and for the end of the text)."""
     line = exc.line if isinstance(exc.line, int) and exc.line > 0 else text.count("\n") + 1
     col = exc.column if isinstance(exc.column, int) and exc.column > 0 else 1
     if isinstance(exc, lark.exceptions.UnexpectedCharacters):
@@ -348,95 +440,256 @@ def _syntax(exc: lark.exceptions.UnexpectedInput, text: str) -> _Syntax:
         return _Syntax(line, col, f"unexpected character {ch!r}")
     if isinstance(exc, lark.exceptions.UnexpectedToken):
         tok = exc.token
-        expected = sorted({FRIENDLY.get(t, t) for t in exc.expected if t in FRIENDLY})
-        exp = ", ".join(expected[:8]) + (", …" if len(expected) > 8 else "")
+        exp = _expected(exc)
         if tok.type == "$END":
             lines = text.rstrip().split("\n")
             line, col = len(lines), len(lines[-1]) + 1
             if "END" in exc.expected:
                 return _Syntax(line, col, "unexpected end of file: a RULE block is not closed with END")
             return _Syntax(line, col, f"unexpected end of file; expected {exp}")
-        value = str(tok)
-        length = max(len(value), 1)
-        if tok.type == "ASSIGN":
-            return _Syntax(line, col, "unexpected '=': compare with ==", length)
-        if tok.type == "NAME" and "THEN" in exc.expected:
-            return _Syntax(line, col, f"unexpected '{value}': is THEN missing before the actions?", length)
-        if tok.type == "BAD_DURATION":
-            return _Syntax(
-                line,
-                col,
-                f"bad duration '{value}': write a number and ms, s, m, h or d (500ms, 10s, 5m, 1h)",
-                length,
-            )
-        return _Syntax(line, col, f"unexpected '{value}'; expected {exp}", length)
+        return _unexpected(tok, exc, line, col)
     return _Syntax(line, col, str(exc).splitlines()[0] if str(exc) else "syntax error")  # pragma: no cover
 
 
-def _chunks(text: str) -> list[tuple[int, str]]:
-    """Split a file at the lines that start a statement (outside RULE blocks), for recovery."""
-    lines = text.split("\n")
-    out: list[tuple[int, list[str]]] = []
-    in_block = False
-    for i, line in enumerate(lines):
-        m = _STMT_START.match(line)
-        word = m.group(1).lower() if m else ""
-        start = word in ("rule", "let", "every") or (word == "on" and not in_block)
-        if word == "rule":
-            in_block = True
-        elif word in ("let", "every"):
-            in_block = False
-        if start or not out:
-            out.append((i, [line]))
-        else:
-            out[-1][1].append(line)
-        if word == "end":
-            in_block = False
-    return [(i, "\n".join(ls)) for i, ls in out]
+def _unexpected(tok: Token, exc: lark.exceptions.UnexpectedToken, line: int, col: int) -> _Syntax:
+    value = str(tok)
+    length = max(len(value), 1)
+    if tok.type == "ASSIGN":
+        return _Syntax(line, col, "unexpected '=': compare with ==", length)
+    if tok.type == "NAME" and "THEN" in exc.expected:
+        return _Syntax(line, col, f"unexpected '{value}': is THEN missing before the actions?", length)
+    if tok.type == "BAD_DURATION":
+        return _Syntax(
+            line,
+            col,
+            f"bad duration '{value}': write a number and ms, s, m, h or d (500ms, 10s, 5m, 1h)",
+            length,
+        )
+    return _Syntax(line, col, f"unexpected '{value}'; expected {_expected(exc)}", length)
 
 
-_CACHE: dict[tuple[str, str], tuple[list[A.Statement], list[RuleError]]] = {}
+# --------------------------------------------------------------------------- statements
+
+
+_KEYWORD_STARTS = frozenset(("RULE", "LET", "EVERY", "ON"))
+
+
+class _Lexed:
+    """One statement's tokens, and the token that starts the next one (None at the end)."""
+
+    __slots__ = ("next", "tokens")
+
+    def __init__(self, tokens: list[Token], next_: Token | None) -> None:
+        self.tokens = tokens
+        self.next = next_
+
+
+class _Splitter:
+    """The file's tokens, lexed as a stream and cut into statements, with the limits on tokens
+    checked on the way: no more than one statement's tokens are held at a time.
+
+    A statement starts at RULE and LET, and at EVERY and ON outside a RULE block (after `.` they
+    are point names).  After a lexing error the rest of the line is skipped and the statement it
+    was in is dropped (one error per statement, as for syntax errors)."""
+
+    def __init__(self, file: str, text: str, lines: list[str], errors: list[RuleError], budget: int) -> None:
+        self.file, self.text, self.lines, self.errors = file, text, lines, errors
+        self.budget = budget
+        self.tokens = 0
+        self.stopped = False
+
+    def error(self, line: int, col: int, message: str, length: int = 1) -> None:
+        self.errors.append(_error(self.file, self.lines, line, col, message, None, length))
+
+    def statements(self) -> Iterator[_Lexed]:
+        text = self.text
+        cur: list[Token] = []
+        broken = False  # the current statement had an error: its tokens are dropped
+        in_block = False
+        prev = ""
+        pos = 0
+        while not self.stopped:
+            try:
+                stream = _parser().lex(TextSlice(text, pos, len(text)) if pos else text)
+                for tok in stream:
+                    ty = tok.type
+                    if prev != "DOT" and (ty in ("RULE", "LET") or (ty in _KEYWORD_STARTS and not in_block)):
+                        if cur and not broken:
+                            yield _Lexed(cur, tok)
+                        cur, broken = [], False
+                        in_block = ty == "RULE"
+                    elif ty == "END" and prev != "DOT":
+                        in_block = False
+                    prev = ty
+                    if broken:
+                        continue
+                    problem = self.check(tok, cur)
+                    if problem:
+                        broken = True
+                        if self.stopped:
+                            return
+                        continue
+                    cur.append(tok)
+                break
+            except lark.exceptions.UnexpectedCharacters as exc:
+                s = _syntax(exc, text)
+                self.error(s.line, s.col, s.message, s.length)
+                broken = True
+                at = exc.pos_in_stream if isinstance(exc.pos_in_stream, int) else len(text)
+                nl = text.find("\n", at)
+                if nl < 0 or len(self.errors) >= _MAX_ERRORS:
+                    break
+                pos = nl + 1
+                prev = ""
+        if cur and not broken:
+            yield _Lexed(cur, None)
+
+    def check(self, tok: Token, cur: list[Token]) -> bool:
+        """Refuse a token beyond a limit (True: the statement is dropped, its error recorded)."""
+        self.tokens += 1
+        line, col = tok.line or 1, tok.column or 1
+        if self.tokens > self.budget:
+            self.error(
+                line,
+                col,
+                f"the rule files hold more than {MAX_TOKENS:,} tokens (words, numbers, operators) together: "
+                "this is where the limit is passed (docs/rules.md, Limits)",
+            )
+            self.stopped = True
+            return True
+        n = len(tok)
+        if tok.type == "STRING":
+            if n - 2 > MAX_STRING:
+                self.error(
+                    line, col, f"a string of {n - 2:,} characters; a string holds at most {MAX_STRING:,}"
+                )
+                return True
+        elif n > MAX_WORD:
+            what = "number" if tok.type in ("NUMBER", "DURATION") else "name"
+            self.error(line, col, f"a {what} of {n:,} characters; at most {MAX_WORD} are allowed")
+            return True
+        if len(cur) >= MAX_STATEMENT_TOKENS:
+            first = cur[0]
+            self.error(
+                first.line or 1,
+                first.column or 1,
+                f"this statement has more than {MAX_STATEMENT_TOKENS:,} tokens (words, numbers, operators): "
+                "split it into several rules or LETs",
+                max(len(first), 1),
+            )
+            return True
+        return False
+
+
+def _parse_statement(lexed: _Lexed) -> Tree[Token]:
+    """One statement's parse tree; raises lark's UnexpectedToken (no end of text yet: see
+    _statement_error)."""
+    ip = _parser().parse_interactive(start="start")
+    for tok in lexed.tokens:
+        ip.feed_token(tok)
+    tree = ip.feed_token(Token.new_borrow_pos("$END", "", lexed.tokens[-1]))
+    assert isinstance(tree, Tree)
+    return tree
+
+
+def _statement_error(exc: lark.exceptions.UnexpectedToken, lexed: _Lexed) -> _Syntax:
+    """A syntax error in one statement, worded for where it is: a statement cut short by the next
+    one is reported at the next one's first token."""
+    tok = exc.token
+    if tok.type != "$END":
+        return _unexpected(tok, exc, tok.line or 1, tok.column or 1)
+    last = lexed.tokens[-1]
+    nxt = lexed.next
+    if nxt is None:
+        line, col = last.end_line or last.line or 1, last.end_column or (last.column or 1) + len(last)
+        if "END" in exc.expected:
+            return _Syntax(line, col, "unexpected end of file: a RULE block is not closed with END")
+        return _Syntax(line, col, f"unexpected end of file; expected {_expected(exc)}")
+    line, col = nxt.line or 1, nxt.column or 1
+    if "END" in exc.expected:
+        return _Syntax(line, col, "the RULE block before this is not closed with END", max(len(nxt), 1))
+    return _Syntax(line, col, f"unexpected '{nxt}'; expected {_expected(exc)}", max(len(nxt), 1))
+
+
+class Parsed:
+    """What parse_file found in one file."""
+
+    __slots__ = ("errors", "statements", "tokens")
+
+    def __init__(self, statements: list[A.Statement], errors: list[RuleError], tokens: int) -> None:
+        self.statements = statements
+        self.errors = errors
+        self.tokens = tokens
+        """Tokens read; more than the budget given when the budget stopped the parse."""
+
+
+_CACHE: dict[tuple[str, str], Parsed] = {}
 _CACHE_FILES = 256
+_CACHE_CHARS = 8 << 20
+_cached_chars = 0
 
 
-def parse_file(file: str, text: str) -> tuple[list[A.Statement], list[RuleError]]:
-    """Every statement of a file, and every syntax error in it.  An unchanged file is not parsed
-    again (a reload after editing one file of many parses that one); the AST is not mutated later."""
+def parse_file(file: str, text: str, budget: int = MAX_TOKENS) -> Parsed:
+    """Every statement of a file, and every syntax error in it, reading at most `budget` tokens
+    (what is left of MAX_TOKENS for the set).  An unchanged file is not parsed again (a reload
+    after editing one file of many parses that one); the AST is not mutated later."""
+    global _cached_chars
     if text.startswith("\ufeff"):  # a byte order mark some editors write
         text = text[1:]
     key = (file, text)
     hit = _CACHE.get(key)
-    if hit is None:
-        hit = _parse_file(file, text)
-        if len(_CACHE) >= _CACHE_FILES:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = hit
-    return list(hit[0]), list(hit[1])
+    if hit is None or hit.tokens > budget:
+        hit = _parse_file(file, text, budget)
+        if key in _CACHE:
+            _CACHE.pop(key)
+            _cached_chars -= len(text)
+        while _CACHE and (len(_CACHE) >= _CACHE_FILES or _cached_chars + len(text) > _CACHE_CHARS):
+            old = next(iter(_CACHE))
+            _CACHE.pop(old)
+            _cached_chars -= len(old[1])
+        if len(text) <= _CACHE_CHARS and hit.tokens <= budget:
+            _CACHE[key] = hit
+            _cached_chars += len(text)
+    return Parsed(list(hit.statements), list(hit.errors), hit.tokens)
 
 
-def _parse_file(file: str, text: str) -> tuple[list[A.Statement], list[RuleError]]:
-    lines = text.split("\n")
-    try:
-        tree = _parser().parse(text, start="start")
-        return _Builder(file, 0).statements(tree), []
-    except (lark.exceptions.UnexpectedInput, _Fail, RecursionError):
-        pass
+def _parse_file(file: str, text: str, budget: int) -> Parsed:
+    lines = text.split("\n") if len(text) <= MAX_FILE_BYTES else []
+    size = len(text) if len(text) > MAX_FILE_BYTES else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILE_BYTES:
+        message = (
+            f"the file is {size:,} bytes; a rule file may hold at most {MAX_FILE_BYTES:,} "
+            f"({_limits.size(MAX_FILE_BYTES)}): split it into several files"
+        )
+        return Parsed([], [_error(file, lines, 1, 1, message, None)], 0)
     stmts: list[A.Statement] = []
     errors: list[RuleError] = []
-    for start, chunk in _chunks(text):
-        if not chunk.strip() or len(errors) >= _MAX_ERRORS:
-            continue
+    splitter = _Splitter(file, text, lines, errors, budget)
+    builder = _Builder(file)
+    for lexed in splitter.statements():
+        if len(errors) >= _MAX_ERRORS:
+            break
+        if len(stmts) >= MAX_STATEMENTS:
+            first = lexed.tokens[0]
+            errors.append(
+                _error(
+                    file,
+                    lines,
+                    first.line or 1,
+                    first.column or 1,
+                    f"more than {MAX_STATEMENTS:,} rules and LETs: split the set (docs/rules.md, Limits)",
+                    None,
+                )
+            )
+            break
         try:
-            tree = _parser().parse(chunk, start="start")
-            stmts.extend(_Builder(file, start).statements(tree))
-        except lark.exceptions.UnexpectedInput as exc:
-            s = _syntax(exc, chunk)
-            errors.append(_error(file, lines, s.line + start, s.col, s.message, None, s.length))
+            stmts.extend(builder.statements(_parse_statement(lexed)))
+        except lark.exceptions.UnexpectedToken as exc:
+            s = _statement_error(exc, lexed)
+            errors.append(_error(file, lines, s.line, s.col, s.message, None, s.length))
         except _Fail as f:
             errors.append(_error(file, lines, f.pos.line, f.pos.col, f.message, f.suggestion, f.pos.length))
-        except RecursionError:
-            errors.append(_error(file, lines, start + 1, 1, "statement nested too deeply", None))
-    return stmts, errors
+    return Parsed(stmts, errors, splitter.tokens)
 
 
 def _error(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from picogate._model import PointInfo
+from picogate.rules._errors import RuleError
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +40,5 @@ class RuleSet:
     plan: dict[str, Any] = field(default_factory=dict)
     code: bytes = b""  # `source` compiled (a tuple of code objects, one per function) and marshalled
     python: str = ""  # sys.implementation.cache_tag of the Python that compiled `code`
+    warnings: list[RuleError] = field(default_factory=list)
+    """What `rules check` warns about (ON and CLEAR that can both be true): the set loads."""

@@ -137,7 +137,9 @@ class RuleState:
         "err",
         "every_next",
         "file",
+        "fire_times",
         "fired",
+        "has_clear",
         "id",
         "kind",
         "last_fired",
@@ -162,6 +164,8 @@ class RuleState:
         self.ek = 0  # 1: evaluation error (cleared by the next good evaluation), 2: action error
         self.last_fired: int | None = None
         self.fired = 0
+        self.fire_times: tuple[int, ...] = ()  # the last CHATTER_FIRES firings (status: chattering)
+        self.has_clear = False
         self.alerted: list[tuple[str, str]] = []  # alerts raised by THEN, cleared on clear
         self.every_next: int | None = None
         self.clearing = False
@@ -196,14 +200,51 @@ def to_bool(v: Any) -> Any:
     raise ValueError(f"{v!r} is not true/false")
 
 
-def num_value(v: Any) -> Any:
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, int | float):
-        if isinstance(v, float) and not math.isfinite(v):
+def num_value(v: Any) -> float:
+    """A reading's value as the rules see a number: a finite float64."""
+    if isinstance(v, int | float):  # (bool too: True is 1.0)
+        try:
+            f = float(v)
+        except OverflowError:
+            raise ValueError("an integer beyond float64's range") from None
+        if not math.isfinite(f):
             raise ValueError(f"{v} is not a finite number")
+        return f
+    raise TypeError(f"{_short(v)} is not a number")
+
+
+class BadLet(ValueError):
+    """A LET's value that is not a finite float64; `reason` is the metric's label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def let_num(v: Any) -> float:
+    """A numeric LET's value: a finite float64, else BadLet."""
+    if v.__class__ is bool or not isinstance(v, int | float):
+        raise BadLet("not_a_number", f"the value {_short(v)} is not a number")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise BadLet("not_finite", "the value is beyond float64's range (about ±1.8e308)") from None
+    if not math.isfinite(f):
+        raise BadLet("not_finite", f"the value is not a finite number ({f})")
+    return f
+
+
+def let_any(v: Any) -> Any:
+    """The value of a LET of unknown type (rules checked without the points): numbers as for
+    let_num, anything else as it is."""
+    if v.__class__ is bool or not isinstance(v, int | float):
         return v
-    raise TypeError(f"{v!r} is not a number")
+    return let_num(v)
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def bool_value(v: Any) -> bool:
@@ -235,7 +276,14 @@ def fmt(v: Any, spec: str) -> str:
 
 def _math(name: str) -> Callable[[Any], Any]:
     f = getattr(math, name)
+    if name in ("floor", "ceil"):  # a float, like every number (math's are integers)
+        return lambda x: float(f(x))
     return lambda x: f(x)
+
+
+def round_(x: Any, n: int | None = None) -> Any:
+    """round(x) as a float (Python's is an integer), round(x, n) as Python's."""
+    return float(round(x)) if n is None else round(x, n)
 
 
 def _local(t: int) -> time.struct_time:
@@ -265,6 +313,9 @@ HELPERS: dict[str, Any] = {
     "_to_bool": to_bool,
     "_same": lambda v: v,
     "_num": num_value,
+    "_let_num": let_num,
+    "_let_any": let_any,
+    "_round": round_,
     "_bool": bool_value,
     "_floor": _math("floor"),
     "_ceil": _math("ceil"),

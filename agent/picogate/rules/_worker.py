@@ -22,6 +22,8 @@ from typing import IO, Any
 
 from picogate._model import PointInfo, PointType
 from picogate.rules import RuleError, RuleErrors, RuleSet, compile_rules
+from picogate.rules._limits import MAX_FILE_BYTES, MAX_TOTAL_BYTES
+from picogate.rules._limits import size as limit_size
 
 PointRow = tuple[str, str, str, str, bool, float | None, float | None, str]
 """device, name, type, unit, writable, min, max, origin: what the checker needs of a point."""
@@ -80,28 +82,62 @@ def file_error(name: str, message: str) -> RuleError:
     return RuleError(file=name, line=1, col=1, message=message, suggestion=None, source_line="")
 
 
+def read_rule_text(path: Path) -> str:
+    """A rule file's text.  Reads at most MAX_FILE_BYTES + 1 bytes, whatever the file's size:
+    raises ValueError (a message for the operator) for a larger file or one that is not UTF-8,
+    OSError if it cannot be read."""
+    with path.open("rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            try:
+                size = os.fstat(f.fileno()).st_size
+            except OSError:
+                size = len(data)
+            raise ValueError(
+                f"the file is {max(size, len(data)):,} bytes; a rule file may hold at most {MAX_FILE_BYTES:,} "
+                f"({limit_size(MAX_FILE_BYTES)}): split it into several files"
+            )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
+
+
 def read_rule_files(
     directory: Path, pattern: str, *, recursive: bool
 ) -> tuple[dict[str, str], list[RuleError]]:
-    """`{name relative to directory: text}`, and an error for each file that cannot be read."""
+    """`{name relative to directory: text}`, and an error for each file that cannot be read.  Once
+    the files read hold more than MAX_TOTAL_BYTES, the others are not read (an error says so)."""
     files: dict[str, str] = {}
     errors: list[RuleError] = []
     if not directory.is_dir():
         return files, [
             file_error(str(directory), "the rules directory does not exist (or is not a directory)")
         ]
+    total = 0
     for path in rule_files(directory, pattern, recursive=recursive):
         name = path.relative_to(directory).as_posix()
         try:
-            files[name] = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            errors.append(
-                file_error(name, f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})")
-            )
+            text = read_rule_text(path)
         except FileNotFoundError:
             continue  # removed between the listing and the read: the next event reloads again
+        except ValueError as exc:
+            errors.append(file_error(name, str(exc)))
+            continue
         except OSError as exc:
             errors.append(file_error(name, f"cannot read the file: {exc.strerror or exc}"))
+            continue
+        total += len(text.encode("utf-8"))
+        if total > MAX_TOTAL_BYTES:
+            errors.append(
+                file_error(
+                    name,
+                    f"the rule files hold more than {MAX_TOTAL_BYTES:,} bytes ({limit_size(MAX_TOTAL_BYTES)}) "
+                    "together, passed with this file: this file and the ones after it are not read",
+                )
+            )
+            break
+        files[name] = text
     return files, errors
 
 
