@@ -39,7 +39,7 @@ import watchfiles  # (imported at start: its first import, anyio's, would hold t
 from picogate._model import Reading
 from picogate._outbox import Envelope
 from picogate._registry import RegistryEvent
-from picogate._router import WriteRequest
+from picogate._router import WriteRequest, brief
 from picogate.config._rules import RulesSection
 from picogate.rules import RuleEngine, RuleError, RuleSet, _worker
 from picogate.rules._worker import CompileJob, CompileOutcome, PointRow, file_error, point_rows, run_job
@@ -301,14 +301,17 @@ class LiveActions:
             loop.call_soon(live.write_result, rule, False, message)
             return
         live.stats.writes += 1
-        task = loop.create_task(self._write(rule, device, point, value), name=f"rule-write-{rule}")
+        # The write's deadline (commands.deadline.rules) counts from now, when the rule fired.
+        request = WriteRequest(device, point, value, origin=f"rule:{rule}")
+        task = loop.create_task(self._write(rule, request), name=f"rule-write-{rule}")
         self.writes.add(task)
         task.add_done_callback(self.writes.discard)
 
-    async def _write(self, rule: str, device: str, point: str, value: object) -> None:
+    async def _write(self, rule: str, request: WriteRequest) -> None:
         live = self._live
+        device, point, value = request.device, request.point, request.value
         try:
-            result = await live.router_write(WriteRequest(device, point, value, origin=f"rule:{rule}"))
+            result = await live.router_write(request)
         except Exception as exc:  # the router reports failures as results; anything else is a bug
             log.exception("rule %s: set(%s.%s) failed", rule, device, point)
             live.stats.writes_failed += 1
@@ -318,7 +321,7 @@ class LiveActions:
             live.write_result(rule, True, "")
         else:
             live.stats.writes_failed += 1
-            message = f"set({device}.{point}, {value!r}) failed: {result.code.value}: {result.error}"
+            message = f"set({device}.{point}, {brief(value)}) failed: {result.code.value}: {result.error}"
             log.debug("rule %s: %s", rule, message)  # the audit log and the engine report it
             live.write_result(rule, False, message)
 
