@@ -159,7 +159,8 @@ async def test_a_slow_device_does_not_hold_up_another_and_late_commands_are_neve
     refused = {1000 + i for i, c in enumerate(codes) if c in ("stale", "busy", "rate_limited")}
     assert not refused & set(written)  # what was refused never reached the device
     for w in slow.writes:  # and nothing reached it after its deadline (ts + ttl)
-        assert w.arrived <= sent_at[int(w.values[0])] + ttl + 0.25, (w, sent_at[int(w.values[0])])
+        # (0.5 s: from the frame leaving the gateway to the peer's event loop reading it)
+        assert w.arrived <= sent_at[int(w.values[0])] + ttl + 0.5, (w, sent_at[int(w.values[0])])
 
 
 # --------------------------------------------------------------------------- retained
@@ -226,7 +227,7 @@ async def test_an_oversized_command_is_refused_with_a_short_result_and_audit_lin
     with caplog.at_level(logging.INFO), recorder(mosquitto.host, mosquitto.port, f"{ROOT}/#") as rec:
         async with running_gateway(cfg):
             await wait_msgs(rec, lambda ms: any(m.topic == f"{ROOT}/data/boiler/sp" for m in ms))
-            rec.publish(topic, {"v": "x" * 2_000_000, "id": "huge"})  # above commands.max_payload
+            rec.publish(topic, {"v": "x" * 200_000, "id": "huge"})  # above commands.max_payload
             rec.publish(topic, {"v": "y" * 60_000, "id": "long"})  # below it: bad_type
             msgs = await wait_msgs(rec, lambda ms: {"", "long"} <= set(results(ms)), 15, "results")
     got = results(msgs)
