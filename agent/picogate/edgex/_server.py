@@ -108,7 +108,9 @@ class DeviceServiceApi:
             except orjson.JSONDecodeError as exc:
                 raise CommandError(400, f"body is not JSON: {exc}") from None
         except CommandError as exc:
-            self.commands.refuse(device, command, f"<{request.content_length} bytes>", exc, received=received)
+            length = request.content_length
+            shown = f"<{length} bytes>" if length is not None else "<a body>"
+            self.commands.refuse(device, command, shown, exc, received=received)
             return _error(exc.status, str(exc))
         try:
             await self.commands.set(device, command, body, received=received, size=len(raw))
