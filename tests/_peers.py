@@ -43,6 +43,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -375,6 +376,8 @@ class ModbusWrite:
     table: Table
     address: int
     values: tuple[int | bool, ...]
+    arrived: float = field(default=0.0, compare=False)
+    """`time.time()` when the request reached the unit (before its `delay`)."""
 
 
 @dataclass(eq=False)
@@ -489,8 +492,13 @@ class _Datastore:
             unit.put(table, address, values)
         except ValueError:
             return ExcCodes.ILLEGAL_VALUE
-        self._peer.writes.append(ModbusWrite(device_id, func_code, table, address, tuple(values)))
+        self._peer.writes.append(
+            ModbusWrite(device_id, func_code, table, address, tuple(values), _arrived.get())
+        )
         return None
+
+
+_arrived: ContextVar[float] = ContextVar("_arrived", default=0.0)  # set per request task
 
 
 def _handler_class() -> type:
@@ -506,12 +514,13 @@ def _handler_class() -> type:
             used: int = super().callback_data(data, addr)
             request, self.last_pdu = self.last_pdu, None  # the stock handle_later now does nothing
             if request is not None:
-                task = asyncio.get_running_loop().create_task(self._answer(request, addr))
+                task = asyncio.get_running_loop().create_task(self._answer(request, addr, time.time()))
                 self.peer._tasks.add(task)
                 task.add_done_callback(self.peer._tasks.discard)
             return used
 
-        async def _answer(self, request: Any, addr: tuple[Any, ...] | None) -> None:
+        async def _answer(self, request: Any, addr: tuple[Any, ...] | None, arrived: float) -> None:
+            _arrived.set(arrived)  # this task's own context: read by async_setValues
             peer = self.peer
             unit = peer.units.get(request.dev_id)
             peer.requests[request.dev_id] += 1

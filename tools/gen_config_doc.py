@@ -32,6 +32,7 @@ from picogate._model import NAME_PATTERN  # noqa: E402
 from picogate.config import _base  # noqa: E402
 from picogate.config import _boards as boards  # noqa: E402
 from picogate.config import _coap as coap  # noqa: E402
+from picogate.config import _commands as commands  # noqa: E402
 from picogate.config import _schema as schema  # noqa: E402
 from picogate.config._edgex import BusReconnectSection as EdgexBusReconnectSection  # noqa: E402
 from picogate.config._edgex import BusSection as EdgexBusSection  # noqa: E402
@@ -69,6 +70,9 @@ SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     "coap.clients.resources": (coap.CoapResource, None),
     "coap.oscore": (coap.CoapOscore, None),
     "rules": (schema.RulesSection, None),
+    "commands": (commands.CommandsSection, None),
+    "commands.deadline": (commands.DeadlineSection, None),
+    "commands.rate_limit": (commands.RateLimitSection, None),
 }
 
 MEANINGS: dict[tuple[str, str], str] = {
@@ -154,6 +158,11 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("CoapResource", "type"): "Value type.",
     ("CoapResource", "unit"): "Engineering unit.",
     ("GatewayConfig", "rules"): "The rule files (docs/rules.md) and how they are reloaded; none without it.",
+    (
+        "GatewayConfig",
+        "commands",
+    ): "How writes are bounded: deadlines, queues, sizes, rate limits; see `commands`.",
+    ("MqttSection", "command_ttl"): "Deprecated: the old name of `commands.deadline.mqtt`, read as such.",
     ("TlsSection", "ca_file"): "CA certificate(s) to check the broker with; default: the system's.",
     ("TlsSection", "cert_file"): "Client certificate (with `key_file`).",
     ("TlsSection", "key_file"): "Private key of the client certificate.",
@@ -347,6 +356,8 @@ def default_text(info: FieldInfo) -> str:
     if info.is_required():
         return "**required**"
     if info.default_factory is not None:
+        if info.default_factory is dict:
+            return "`{}`"
         return "`[]`" if info.default_factory is list else "(computed)"
     value = info.default
     if value is PydanticUndefined or value is None:

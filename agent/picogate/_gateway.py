@@ -115,7 +115,9 @@ class Gateway:
         )
         await outbox.open()
         registry = PointRegistry()
-        router = CommandRouter(registry)
+        router = CommandRouter(registry, policy=cfg.commands.policy(mqtt_ttl=cfg.mqtt.command_ttl))
+        if cfg.mqtt.command_ttl is not None:
+            log.warning("mqtt.command_ttl is deprecated: it is read as commands.deadline.mqtt; rename it")
         clock = Clock(check_sync=cfg.clock.check_sync)
         pipeline = Pipeline(registry, outbox, clock)
         topics = Topics(cfg.mqtt.base_topic, cfg.gateway.id)
@@ -132,6 +134,7 @@ class Gateway:
             status_changed=functools.partial(pipeline.device_status, wait=False),
         ):
             line.register()
+            line.set_write_queue(cfg.commands.queue_per_device)
             for name in line.devices:
                 router.register_writer(name, line.writer_for(name))
             line.latency_observer = self._observe_latency
@@ -151,7 +154,7 @@ class Gateway:
             sink = MqttSink(
                 client_factory=self._mqtt_client, topics=topics, status_payload=self._status_payload
             )
-            sink.commands = CommandIngress(topics, router, ttl_s=cfg.mqtt.command_ttl, reply=self._reply)
+            sink.commands = CommandIngress(topics, router, reply=self._reply)
             parts.mqtt = sink
             parts.sinks.append(
                 RunningSink(
@@ -176,6 +179,7 @@ class Gateway:
         clock.listeners.append(lambda _synced: self._publish_status())
         outbox.listeners.append(self._publish_status)  # commits failing or back, messages parked
         metrics.add_collector(self._collect)
+        metrics.add_collector(router.collect)
         metrics.health = self.health
 
     def _mqtt_client(self, **kwargs: Any) -> MqttClient:
@@ -226,6 +230,7 @@ class Gateway:
                 "online": sum(d.state is DeviceState.ONLINE for d in devices),
                 "offline": sum(d.state is DeviceState.OFFLINE for d in devices),
             }
+            body["writes"] = p.router.summary()
         return orjson.dumps(body)
 
     def _publish_status(self) -> None:

@@ -172,6 +172,12 @@ async def test_events_registration_and_commands_on_the_bus(
                     async with http.put(f"{base}/device/name/boiler/setpoint", data=b"{") as resp:
                         assert resp.status == 400
                         assert "not JSON" in (await resp.json())["message"]
+                    big = b'{"setpoint": "' + b"1" * 70_000 + b'"}'  # above commands.max_payload
+                    async with http.put(f"{base}/device/name/boiler/setpoint", data=big) as resp:
+                        err = await resp.json()
+                        assert resp.status == 413 == err["statusCode"], err
+                        assert "commands.max_payload" in err["message"]
+                    assert dev.get_holding(1, 1) == [700]
     finally:
         peer.close()
         await fake.stop()

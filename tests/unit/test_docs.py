@@ -45,3 +45,17 @@ def test_architecture_doc_lists_every_result_code() -> None:
     text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", text, re.M))
     assert {c.value for c in ErrorCode} <= documented
+
+
+@pytest.mark.parametrize("doc", ["edgex.md", "coap.md"])
+def test_edgex_and_coap_docs_answer_every_write_code(doc: str) -> None:
+    text = (ROOT / "docs" / doc).read_text(encoding="utf-8")
+    missing = [c.value for c in ErrorCode if c is not ErrorCode.OK and f"`{c.value}`" not in text]
+    assert not missing, f"{doc} does not say how these codes are answered: {missing}"
+
+
+def test_no_doc_promises_a_timeout_code() -> None:
+    """`timeout` was reported for writes that were applied; it is no longer a result code."""
+    for doc in ("mqtt.md", "architecture.md", "edgex.md", "coap.md"):
+        text = (ROOT / "docs" / doc).read_text(encoding="utf-8")
+        assert "| `timeout` |" not in text, doc

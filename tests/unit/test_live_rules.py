@@ -6,6 +6,7 @@ broker (MQTT disabled), the real compiler process, real files."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -432,3 +433,26 @@ async def test_corrupt_output_of_the_compiler_process_is_an_error_not_a_crash() 
         await CompilerWorker._receive(Proc((5).to_bytes(8, "big") + b"hello"))  # type: ignore[arg-type]
     with pytest.raises(CompilerError, match="closed its output"):
         await CompilerWorker._receive(Proc((50).to_bytes(8, "big") + b"short"))  # type: ignore[arg-type]
+
+
+async def test_a_write_refused_for_too_many_pending_leaves_its_audit_line(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = live_rules(gateway)
+    assert live is not None
+    live.config = live.config.model_copy(update={"max_pending_writes": 1})
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def hang(rule: str, request: Any) -> None:
+        await never
+
+    live.actions._write = hang  # type: ignore[method-assign]  # a write that waits for its device
+    with caplog.at_level(logging.INFO, logger="picogate.audit"):
+        live.actions.set("r", "boiler", "burner", True)
+        live.actions.set("r", "boiler", "burner", False)
+        await asyncio.sleep(0)
+    lines = [r for r in caplog.records if r.name == "picogate.audit"]
+    assert [r.audit["code"] for r in lines] == ["busy"]  # type: ignore[attr-defined]
+    assert live.stats.writes_refused == 1
+    for task in live.actions.writes:
+        task.cancel()

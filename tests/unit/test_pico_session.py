@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,10 +16,10 @@ import pytest
 from _agent import eventually
 from picogate._model import Quality, Reading
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
-from picogate._router import ErrorCode, WriteError
+from picogate._router import ErrorCode, WriteError, WriteTicket
 from picogate.config._boards import BoardConfig
 from picogate.pico._link import FrameError, LineSplitter, decode, encode
-from picogate.pico._session import PicoBoard
+from picogate.pico._session import WINDOW, PicoBoard
 
 
 class FakeBoard:
@@ -211,7 +212,8 @@ async def test_five_resends_without_ack_restart_the_handshake() -> None:
         hellos = len(h.board.of_type("hello"))
         with pytest.raises(WriteError) as exc:
             await h.pico.write("b1", h.registry.get("b1", "valve"), True)
-        assert exc.value.code is ErrorCode.DEVICE_OFFLINE
+        # sent six times, never acknowledged: the board may have applied it
+        assert exc.value.code is ErrorCode.OUTCOME_UNKNOWN
         assert len(h.board.of_type("set")) == 6
         await until(lambda: len(h.board.of_type("hello")) > hellos)
 
@@ -481,3 +483,47 @@ async def test_a_flood_of_board_log_lines_is_held_back_and_summarised(
         assert "(at most 20 at once, then 1 a second)" in summary
         assert (h.pico.board_text.logged_total, h.pico.board_text.held_total) == (len(logged), held)
         assert h.state() is DeviceState.ONLINE
+
+
+# --------------------------------------------------------------------------- write deadlines
+
+
+def ticket(seconds: float) -> WriteTicket:
+    return WriteTicket(time.monotonic() + seconds, "b1.valve")
+
+
+async def test_a_write_is_not_sent_after_its_deadline() -> None:
+    """Waiting for a slot in the window past its deadline: refused stale, never sent; and a write
+    already sent is not sent again once its deadline has passed."""
+    async with running() as h:
+        h.board.auto_ack = False
+        valve = h.registry.get("b1", "valve")
+        # one write sent, with a short deadline: sent once, never again after its deadline
+        first = asyncio.create_task(h.pico.write("b1", valve, True, ticket(0.05)))
+        await asyncio.sleep(0.8)  # more than two resend periods
+        assert len(h.board.of_type("set")) == 1
+        first.cancel()
+        # the window full of writes waiting for acks: a write behind them goes stale unsent
+        blockers = [asyncio.create_task(h.pico.write("b1", valve, False, ticket(60))) for _ in range(WINDOW)]
+        await until(lambda: len({f[0] for f in h.board.of_type("set")}) == 1 + WINDOW)
+        late = asyncio.create_task(h.pico.write("b1", valve, True, ticket(0.1)))
+        await asyncio.sleep(0.3)
+        seq = h.board.of_type("set")[1][0]
+        h.board.send("ack", f'{seq} {{"ok":true}}')  # a slot frees up, after the deadline
+        with pytest.raises(WriteError) as exc:
+            async with asyncio.timeout(2):
+                await late
+        assert exc.value.code is ErrorCode.STALE
+        assert len({f[0] for f in h.board.of_type("set")}) == 1 + WINDOW  # resends, but no new frame
+        for b in blockers:
+            b.cancel()
+        await asyncio.gather(first, *blockers, return_exceptions=True)
+
+
+async def test_a_modbus_write_the_device_did_not_answer_is_outcome_unknown() -> None:
+    async with running() as h:
+        h.board.set_result = {"ok": False, "code": "timeout", "msg": "no reply from unit 3"}
+        with pytest.raises(WriteError) as exc:
+            await h.pico.write("b1", h.registry.get("b1", "valve"), True, ticket(5))
+        assert exc.value.code is ErrorCode.OUTCOME_UNKNOWN
+        assert "no reply from unit 3" in str(exc.value)

@@ -10,20 +10,32 @@ import pytest
 
 from picogate._model import PointInfo, PointType, Value
 from picogate._registry import DeviceState, PointRegistry
-from picogate._router import CommandRouter, ErrorCode, FunctionWriter, WriteError, WriteRequest, WriteResult
+from picogate._router import (
+    CommandRouter,
+    ErrorCode,
+    FunctionWriter,
+    WriteError,
+    WriteRequest,
+    WriteResult,
+    WriteTicket,
+)
 
 DEV = "plc"
 
 
 class FakeWriter:
-    """Records writes; can be told to fail or hang."""
+    """Records writes; can be told to fail, or to hang before or after sending."""
 
     def __init__(self) -> None:
         self.writes: list[tuple[str, Value]] = []
-        self.fail: WriteError | None = None
+        self.fail: Exception | None = None
+        self.hang_before_send = False
         self.hang = False
 
-    async def write(self, point: PointInfo, value: Value) -> None:
+    async def write(self, point: PointInfo, value: Value, ticket: WriteTicket) -> None:
+        if self.hang_before_send:
+            await asyncio.sleep(3600)
+        ticket.send()
         if self.hang:
             await asyncio.sleep(3600)
         if self.fail is not None:
@@ -63,8 +75,10 @@ def setup() -> tuple[CommandRouter, FakeWriter, PointRegistry]:
     return router, writer, registry
 
 
-async def write(router: CommandRouter, point: str, value: object, device: str = DEV) -> WriteResult:
-    return await router.write(WriteRequest(device, point, value, origin="test", request_id="r1"))
+async def write(
+    router: CommandRouter, point: str, value: object, device: str = DEV, rid: str = "r1"
+) -> WriteResult:
+    return await router.write(WriteRequest(device, point, value, origin="test", request_id=rid))
 
 
 OK_CASES = [
@@ -190,7 +204,7 @@ async def test_offline_device(setup: Any) -> None:
     assert (await write(router, "u16", 1)).ok
     # unknown (not polled yet) is not offline: the write is tried
     registry.set_device_state(DEV, DeviceState.UNKNOWN)
-    assert (await write(router, "u16", 2)).ok
+    assert (await write(router, "u16", 2, rid="r2")).ok
 
 
 async def test_no_writer_is_offline(setup: Any) -> None:
@@ -200,16 +214,27 @@ async def test_no_writer_is_offline(setup: Any) -> None:
     assert (result.ok, result.code) == (False, ErrorCode.DEVICE_OFFLINE)
 
 
-async def test_timeout(setup: Any) -> None:
+async def test_sent_but_not_confirmed_by_the_deadline_is_outcome_unknown(setup: Any) -> None:
     router, writer, _ = setup
     writer.hang = True
     async with asyncio.timeout(5):
         result = await write(router, "u16", 1)
-    assert (result.ok, result.code) == (False, ErrorCode.TIMEOUT)
+    assert (result.ok, result.code) == (False, ErrorCode.OUTCOME_UNKNOWN)
+    assert "may or may not" in result.error
+
+
+async def test_not_sent_by_the_deadline_is_stale(setup: Any) -> None:
+    router, writer, _ = setup
+    writer.hang_before_send = True
+    async with asyncio.timeout(5):
+        result = await write(router, "u16", 1)
+    assert (result.ok, result.code) == (False, ErrorCode.STALE)
+    assert "nothing written" in result.error
 
 
 @pytest.mark.parametrize(
-    "code", [ErrorCode.DEVICE_ERROR, ErrorCode.TIMEOUT, ErrorCode.DEVICE_OFFLINE, ErrorCode.OUT_OF_RANGE]
+    "code",
+    [ErrorCode.DEVICE_ERROR, ErrorCode.OUTCOME_UNKNOWN, ErrorCode.DEVICE_OFFLINE, ErrorCode.OUT_OF_RANGE],
 )
 async def test_writer_errors_pass_through(setup: Any, code: ErrorCode) -> None:
     router, writer, _ = setup

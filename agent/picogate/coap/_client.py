@@ -18,7 +18,7 @@ from picogate._metrics import counter
 from picogate._model import PointInfo, PointType, Quality, Reading, Value
 from picogate._pipeline import Pipeline
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
-from picogate._router import ErrorCode, WriteError, coerce
+from picogate._router import ErrorCode, WriteError, WriteTicket, coerce
 from picogate.coap._payload import CF_JSON, PayloadError, decode_value
 from picogate.coap._points import client_points
 from picogate.coap._points import url as resource_url
@@ -161,27 +161,39 @@ class CoapClientSource:
 
 
 class _Writer:
-    """Writes a point of a CoAP device: PUT of the value as JSON to the resource's path."""
+    """Writes a point of a CoAP device: PUT of the value as JSON to the resource's path.
+
+    The PUT goes out only before the write's deadline, and is given up at the device's `timeout`
+    or the deadline, whichever comes first: a PUT without an answer is `outcome_unknown` (the
+    device may have applied it and its answer got lost)."""
 
     def __init__(self, source: CoapClientSource, device: CoapClientDevice) -> None:
         self.source = source
         self.device = device
         self.paths = {r.point: r.path for r in device.resources}
 
-    async def write(self, point: PointInfo, value: Value) -> None:
+    async def write(self, point: PointInfo, value: Value, ticket: WriteTicket) -> None:
         url = resource_url(self.device, self.paths[point.name])
         ctx = await self.source.context()
         msg = aiocoap.Message(code=Code.PUT, uri=url, payload=orjson.dumps(value), content_format=CF_JSON)
         self.source.requests += 1
+        ticket.send()
+        request = ctx.request(msg)
         try:
-            async with asyncio.timeout(self.device.timeout):
-                response = await ctx.request(msg).response
-        except TimeoutError:
+            async with asyncio.timeout(min(self.device.timeout, max(ticket.remaining(), 0.0))):
+                response = await request.response
+        except (TimeoutError, aiocoap.error.TimeoutError):
             self.source.failures += 1
-            raise WriteError(ErrorCode.TIMEOUT, f"PUT {url}: no answer") from None
+            raise WriteError(
+                ErrorCode.OUTCOME_UNKNOWN,
+                f"PUT {url}: no answer within {self.device.timeout:g} s: it may or may not have been applied",
+            ) from None
         except (aiocoap.error.Error, OSError) as exc:
             self.source.failures += 1
-            raise WriteError(ErrorCode.DEVICE_ERROR, f"PUT {url}: {exc}") from None
+            raise WriteError(ErrorCode.DEVICE_OFFLINE, f"PUT {url}: {exc}") from None
+        finally:
+            if not request.response.done():
+                request.response.cancel()  # no more retransmissions of a PUT given up
         if not response.code.is_successful():
             self.source.failures += 1
             text = response.payload.decode(errors="replace")[:200]

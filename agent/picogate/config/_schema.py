@@ -29,6 +29,7 @@ from picogate.config._base import (
     parse_duration,
 )
 from picogate.config._coap import CoapSection
+from picogate.config._commands import CommandsSection
 from picogate.config._edgex import EdgexSection
 from picogate.config._rules import RulesSection
 from picogate.modbus._codec import ByteOrder, Encoding, Table
@@ -93,8 +94,8 @@ class MqttSection(_Model):
     """Retain the last value of each point (and of each device message)."""
     publish: PublishMode = PublishMode.POINT
     keepalive: PositiveDuration = 30.0
-    command_ttl: PositiveDuration = 30.0
-    """A command older than this (its `ts`) is refused: a stale command must not move a valve."""
+    command_ttl: PositiveDuration | None = None
+    """Deprecated: the old name of `commands.deadline.mqtt` (used as such when that is not given)."""
     reconnect: ReconnectSection = ReconnectSection()
     max_inflight: Annotated[int, Field(ge=1, le=65535)] = 1000
     """QoS 1 messages sent but not yet acknowledged, at most."""
@@ -362,6 +363,16 @@ class GatewayConfig(_Model):
     """EdgeX Foundry forwarding (config/_edgex.py)."""
     rules: RulesSection | None = None
     """Rule files (config/_rules.py)."""
+    commands: CommandsSection = CommandsSection()
+    """Deadlines, queues, sizes and rate limits of writes (config/_commands.py)."""
+
+    @model_validator(mode="after")
+    def _one_mqtt_deadline(self) -> GatewayConfig:
+        if self.mqtt.command_ttl is not None and "mqtt" in self.commands.deadline.model_fields_set:
+            raise ValueError(
+                "mqtt.command_ttl is the old name of commands.deadline.mqtt: give only commands.deadline.mqtt"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_device_names(self) -> GatewayConfig:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -194,7 +195,6 @@ class EdgexBusSink:
         self.validate_topic = f"{base_topic}/{svc}/validate/device"
         self.response_prefix = f"{base_topic}/response/{svc}/"
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sem = asyncio.Semaphore(64)
         self.refused = 0
         self.requests = 0
         self.bad_requests = 0
@@ -259,7 +259,7 @@ class EdgexBusSink:
     # -- requests from EdgeX ----------------------------------------------------------------------
 
     def _on_message(self, msg: IncomingMessage) -> None:
-        task = asyncio.create_task(self._handle(msg), name="edgex-request")
+        task = asyncio.create_task(self._handle(msg, time.monotonic()), name="edgex-request")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -274,7 +274,7 @@ class EdgexBusSink:
         task = asyncio.ensure_future(client.publish(self.response_prefix + request_id, body, qos=1))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    async def _handle(self, msg: IncomingMessage) -> None:
+    async def _handle(self, msg: IncomingMessage, received: float) -> None:
         self.requests += 1
         try:
             env = parse_envelope(msg.payload)
@@ -288,17 +288,20 @@ class EdgexBusSink:
             log.warning("EdgeX request on %s ignored: no usable requestID to answer to", msg.topic)
             return
         cid = env.get("correlationID") if isinstance(env.get("correlationID"), str) else ""
-        async with self._sem:
-            try:
-                payload = await self._answer(msg.topic, env, rid)
-            except (CommandError, EnvelopeError) as exc:
-                self.bad_requests += 1
-                log.warning("EdgeX request %s on %s: %s", rid, msg.topic, exc)
-                self._reply(rid, str(exc).encode(), correlation_id=str(cid), error=True)
-                return
+        # No semaphore here: GETs and validations are answered at once, and SETs are bounded by
+        # Commands (commands.max_pending: a SET beyond it is refused busy, it never waits).
+        try:
+            payload = await self._answer(msg.topic, env, rid, received, len(msg.payload))
+        except (CommandError, EnvelopeError) as exc:
+            self.bad_requests += 1
+            log.warning("EdgeX request %s on %s: %s", rid, msg.topic, exc)
+            self._reply(rid, str(exc).encode(), correlation_id=str(cid), error=True)
+            return
         self._reply(rid, payload, correlation_id=str(cid), error=False)
 
-    async def _answer(self, topic: str, env: dict[str, Any], rid: str) -> bytes | None:
+    async def _answer(
+        self, topic: str, env: dict[str, Any], rid: str, received: float, size: int
+    ) -> bytes | None:
         if topic == self.validate_topic:
             body = envelope_payload(env)
             device = body.get("device") if isinstance(body, dict) else None
@@ -322,7 +325,14 @@ class EdgexBusSink:
                 return None
             return orjson.dumps(response)
         if method == "SET":
-            await self.commands.set(device, command, envelope_payload(env), rid)
+            try:
+                body = envelope_payload(env)
+            except EnvelopeError as exc:
+                error = CommandError(400, str(exc))
+                raise self.commands.refuse(
+                    device, command, f"<{size} bytes>", error, request_id=rid
+                ) from None
+            await self.commands.set(device, command, body, rid, received=received, size=size)
             return None
         raise CommandError(405, f"method must be get or set, not {levels[2]!r}")
 

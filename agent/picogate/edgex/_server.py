@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import time
 from typing import Any, Literal
 
 import orjson
@@ -34,7 +35,8 @@ class DeviceServiceApi:
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
         self._stopped: Any = None
-        self.app = web.Application()
+        # A body larger than commands.max_payload is refused (413) before it is read in full.
+        self.app = web.Application(client_max_size=commands.router.policy.max_payload)
         self.app.router.add_get("/api/v3/ping", self._ping)
         self.app.router.add_get("/api/v3/version", self._version)
         self.app.router.add_get("/api/v3/device/name/{name}/{command}", self._get)
@@ -90,12 +92,28 @@ class DeviceServiceApi:
         return _json(body)
 
     async def _put(self, request: web.Request) -> web.Response:
+        received = time.monotonic()
+        device, command = request.match_info["name"], request.match_info["command"]
+        limit = self.commands.router.policy.max_payload
         try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError as exc:
-            return _error(400, f"body is not JSON: {exc}")
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                size = request.content_length or limit + 1
+                raise CommandError(
+                    413, f"bad_request: body of {size} bytes is larger than {limit} (commands.max_payload)"
+                ) from None
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise CommandError(400, f"body is not JSON: {exc}") from None
+        except CommandError as exc:
+            length = request.content_length
+            shown = f"<{length} bytes>" if length is not None else "<a body>"
+            self.commands.refuse(device, command, shown, exc, received=received)
+            return _error(exc.status, str(exc))
         try:
-            await self.commands.set(request.match_info["name"], request.match_info["command"], body)
+            await self.commands.set(device, command, body, received=received, size=len(raw))
         except CommandError as exc:
             return _error(exc.status, str(exc))
         return _json({"apiVersion": API_VERSION, "statusCode": 200})

@@ -379,6 +379,14 @@ def decode(enc: Encoding, words: Words) -> Value:
         raise ValueError(f"register values must be integers 0..65535: {e}") from None
 
 
+def _brief(value: object) -> str:
+    """A value in an error message, cut short: a write's value may be megabytes long."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<an integer of {value.bit_length()} bits>"
+    text = repr(value[:81]) + "..." if isinstance(value, str) and len(value) > 80 else repr(value)
+    return text if len(text) <= 100 else text[:100] + "..."
+
+
 def encode(enc: Encoding, value: Value) -> list[int] | list[bool]:
     """The registers (or bits) to write `value` to `enc`: the inverse of `decode()`.
 
@@ -397,36 +405,45 @@ def encode(enc: Encoding, value: Value) -> list[int] | list[bool]:
             return [value]
         if isinstance(value, int | float) and value in (0, 1):
             return [value == 1]
-        raise CodecError("bad_type", f"a bool point takes true/false or 0/1, not {value!r}")
+        raise CodecError("bad_type", f"a bool point takes true/false or 0/1, not {_brief(value)}")
 
     if type_ is PointType.STRING:
         if not isinstance(value, str):
-            raise CodecError("bad_type", f"a string point takes a string, not {value!r}")
+            raise CodecError("bad_type", f"a string point takes a string, not {_brief(value)}")
         try:
             data = value.encode("ascii")
         except UnicodeEncodeError:
-            raise CodecError("bad_type", f"a string point takes ASCII text only, not {value!r}") from None
+            raise CodecError(
+                "bad_type", f"a string point takes ASCII text only, not {_brief(value)}"
+            ) from None
         room = 2 * enc.count
         if len(data) > room:
             raise CodecError("out_of_range", f"{len(data)} characters do not fit {enc.count} registers")
         return enc._codec.encode(data.ljust(room, b"\x00"))
 
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise CodecError("bad_type", f"a {type_} point takes a number, not {value!r}")
-    raw: int | float = (value - enc.offset) / enc.scale if enc._scaled else value
+        raise CodecError("bad_type", f"a {type_} point takes a number, not {_brief(value)}")
+    try:
+        raw: int | float = (value - enc.offset) / enc.scale if enc._scaled else value
+    except OverflowError:  # an integer no float can hold, scaled
+        raise CodecError("out_of_range", f"{_brief(value)} is too large for a {type_} point") from None
     if type_.is_integer:
         if isinstance(raw, float):
             if not math.isfinite(raw):
-                raise CodecError("out_of_range", f"{value!r} is not a finite number for a {type_} point")
+                raise CodecError(
+                    "out_of_range", f"{_brief(value)} is not a finite number for a {type_} point"
+                )
             raw = round(raw)
         lo, hi = type_.int_range or (0, 0)
         if not lo <= raw <= hi:
-            raise CodecError("out_of_range", f"{value!r} gives raw {raw}, outside {type_} range {lo}..{hi}")
+            raise CodecError(
+                "out_of_range", f"{_brief(value)} gives raw {_brief(raw)}, outside {type_} range {lo}..{hi}"
+            )
         return enc._codec.encode(raw)
     try:
         return enc._codec.encode(float(raw))
     except OverflowError:
-        raise CodecError("out_of_range", f"{value!r} is too large for a {type_} point") from None
+        raise CodecError("out_of_range", f"{_brief(value)} is too large for a {type_} point") from None
 
 
 def set_bit(word: int, bit: int, on: bool) -> int:

@@ -1,7 +1,10 @@
 """Modbus polling: one task per link (a TCP connection, or a serial bus), serving its devices.
 
 - Points of a device are grouped by poll interval; each group is planned once into merged reads.
-- Writes wait in a priority queue that the link serves before its next poll request.
+- Writes wait in a bounded queue per device (a full one refuses `busy`); the link serves them
+  before its next poll request, the devices in turn, so that one slow device's backlog does not
+  hold up the writes of the others.  A write whose deadline passed before its frame could go
+  out is `stale`; one sent but not confirmed is `outcome_unknown`.
 - A failed poll is retried `retries` times; after `offline_after` failed polls the device goes
   offline: its points are published with quality `bad`, its status is published, and it is polled
   with exponential backoff (up to `backoff_max`) so that a dead slave on a shared bus costs one
@@ -16,12 +19,13 @@ import itertools
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from picogate._model import PointInfo, PointType, Quality, Reading, Value
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
-from picogate._router import ErrorCode, WriteError
+from picogate._router import ErrorCode, WriteError, WriteTicket
 from picogate.config._boards import BoardDevice
 from picogate.config._schema import ModbusRtuDevice, ModbusTcpDevice, PointConfig
 from picogate.modbus._codec import CodecError, Encoding, Table, bit_masks, decode, encode, set_bit
@@ -29,6 +33,10 @@ from picogate.modbus._planner import Request, plan
 from picogate.modbus._transport import FailKind, ModbusFailure, ModbusLink, SerialParams, TcpParams
 
 log = logging.getLogger("picogate.modbus")
+
+WRITES_PER_DEVICE = 64
+"""Writes waiting per device on a line, at most (the router's `commands.queue_per_device` is the
+bound that applies first; this one guards a line used without the router)."""
 
 DeviceConfig = ModbusTcpDevice | ModbusRtuDevice
 Emit = Callable[[Sequence[Reading]], Awaitable[None]]
@@ -130,6 +138,41 @@ class _Write:
     point: PointInfo
     value: Value
     done: asyncio.Future[None]
+    ticket: WriteTicket
+
+
+class _WriteQueues:
+    """The writes waiting on one link: a bounded queue per device, served in turn."""
+
+    def __init__(self, per_device: int) -> None:
+        self.per_device = per_device
+        self._queues: dict[str, deque[_Write]] = {}
+
+    def empty(self) -> bool:
+        return not self._queues
+
+    def qsize(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def put_nowait(self, write: _Write) -> None:
+        name = write.device.cfg.name
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = deque()
+        elif len(queue) >= self.per_device:
+            raise WriteError(
+                ErrorCode.BUSY, f"{write.point.key}: {len(queue)} writes already wait for device {name}"
+            )
+        queue.append(write)
+
+    def get_nowait(self) -> _Write:
+        """The oldest write of the next device in turn (devices rotate after each write)."""
+        name, queue = next(iter(self._queues.items()))  # KeyError-free: callers check empty()
+        write = queue.popleft()
+        del self._queues[name]
+        if queue:
+            self._queues[name] = queue  # to the back of the turn
+        return write
 
 
 def _build_device(cfg: DeviceConfig) -> _Device:
@@ -185,7 +228,7 @@ class ModbusLine:
         self._emit = emit
         self._status_changed = status_changed
         self._now_ns = now_ns
-        self._writes: asyncio.Queue[_Write] = asyncio.Queue(maxsize=256)
+        self._writes = _WriteQueues(WRITES_PER_DEVICE)
         self._wake = asyncio.Event()
         self._stopping = False
         # What is due next: (due, order, device, group), one entry per group.  A group whose
@@ -203,6 +246,10 @@ class ModbusLine:
         for dev in self.devices.values():
             for info in dev.infos.values():
                 self.registry.add(info, replace=True)
+
+    def set_write_queue(self, per_device: int) -> None:
+        """Writes waiting per device at most (more are refused `busy`)."""
+        self._writes.per_device = per_device
 
     def writer_for(self, device: str) -> _DeviceWriter:
         return _DeviceWriter(self, self.devices[device])
@@ -389,17 +436,14 @@ class ModbusLine:
     # ------------------------------------------------------------------ writes
 
     async def submit(self, write: _Write) -> None:
-        try:
-            self._writes.put_nowait(write)
-        except asyncio.QueueFull:
-            raise WriteError(ErrorCode.DEVICE_ERROR, f"too many writes queued for {self.name}") from None
+        self._writes.put_nowait(write)  # WriteError(BUSY) when the device's queue is full
         self._wake.set()
         await write.done
 
     async def _serve_writes(self) -> None:
         while not self._writes.empty():
             w = self._writes.get_nowait()
-            if w.done.done():  # the router gave up (timeout)
+            if w.done.done():  # the router gave up (deadline) or the requester went away
                 continue
             try:
                 await self._do_write(w)
@@ -407,6 +451,11 @@ class ModbusLine:
                 self.stats.write_failures += 1
                 if not w.done.done():
                     w.done.set_exception(exc)
+            except Exception as exc:  # a bug: this write fails, the line goes on
+                self.stats.write_failures += 1
+                error = w.ticket.unexpected(exc)
+                if not w.done.done():
+                    w.done.set_exception(error)
             else:
                 self.stats.writes += 1
                 if not w.done.done():
@@ -416,30 +465,50 @@ class ModbusLine:
                         group.next_due = time.monotonic()
 
     async def _do_write(self, w: _Write) -> None:
+        """Encode, connect, wait for the unit's quiet time, then `ticket.send()` right before the
+        request frame goes out: nothing is sent after the write's deadline."""
         cfg = w.device.cfg
         enc = w.device.encodings[w.point.name]
+        ticket = w.ticket
         self.link.timeout = cfg.timeout
         try:
-            if enc.bit is not None:
-                if cfg.fc22:
-                    and_mask, or_mask = bit_masks(enc.bit, bool(w.value))
-                    await self.link.mask_write(cfg.unit_id, enc.address, and_mask, or_mask)
-                else:  # read-modify-write of the register holding the bit
-                    words = await self.link.read(cfg.unit_id, Table.HOLDING, enc.address, 1)
-                    word = set_bit(int(words[0]), enc.bit, bool(w.value))
-                    await self.link.write(cfg.unit_id, Table.HOLDING, enc.address, [word])
-                return
-            values = encode(enc, w.value)
-            await self.link.write(cfg.unit_id, enc.table, enc.address, values)
+            values = None if enc.bit is not None else encode(enc, w.value)
         except CodecError as exc:
             code = ErrorCode.OUT_OF_RANGE if exc.code == "out_of_range" else ErrorCode.BAD_TYPE
             raise WriteError(code, f"{w.point.key}: {exc}") from exc
+        try:
+            ticket.check()
+            if not self.link.connected:
+                await self.link.connect()
+            quiet = self.link.quiet_until(cfg.unit_id) - time.monotonic()
+            if quiet > 0:  # after a timeout on RTU: a late reply must not be taken for ours
+                await asyncio.sleep(quiet)
+            if values is not None:
+                ticket.send()
+                await self.link.write(cfg.unit_id, enc.table, enc.address, values)
+                return
+            assert enc.bit is not None
+            if cfg.fc22:
+                and_mask, or_mask = bit_masks(enc.bit, bool(w.value))
+                ticket.send()
+                await self.link.mask_write(cfg.unit_id, enc.address, and_mask, or_mask)
+            else:  # read-modify-write of the register holding the bit
+                ticket.check()
+                words = await self.link.read(cfg.unit_id, Table.HOLDING, enc.address, 1)
+                word = set_bit(int(words[0]), enc.bit, bool(w.value))
+                ticket.send()
+                await self.link.write(cfg.unit_id, Table.HOLDING, enc.address, [word])
         except ModbusFailure as exc:
-            if exc.kind is FailKind.TIMEOUT:
-                raise WriteError(ErrorCode.TIMEOUT, f"{w.point.key}: {exc}") from exc
-            if exc.kind is FailKind.DISCONNECTED:
-                raise WriteError(ErrorCode.DEVICE_OFFLINE, f"{w.point.key}: {exc}") from exc
-            raise WriteError(ErrorCode.DEVICE_ERROR, f"{w.point.key}: {exc}") from exc
+            if not ticket.sent:
+                if exc.kind is FailKind.EXCEPTION:  # the read of a read-modify-write was refused
+                    raise WriteError(ErrorCode.DEVICE_ERROR, f"{w.point.key}: {exc}") from exc
+                raise WriteError(ErrorCode.DEVICE_OFFLINE, f"{w.point.key}: {exc} (nothing written)") from exc
+            if exc.kind is FailKind.EXCEPTION:
+                raise WriteError(ErrorCode.DEVICE_ERROR, f"{w.point.key}: {exc}") from exc
+            raise WriteError(
+                ErrorCode.OUTCOME_UNKNOWN,
+                f"{w.point.key}: {exc}: the write was sent and may or may not have been applied",
+            ) from exc
 
 
 class _DeviceWriter:
@@ -449,9 +518,9 @@ class _DeviceWriter:
         self._line = line
         self._device = device
 
-    async def write(self, point: PointInfo, value: Value) -> None:
+    async def write(self, point: PointInfo, value: Value, ticket: WriteTicket) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._line.submit(_Write(self._device, point, value, fut))
+        await self._line.submit(_Write(self._device, point, value, fut, ticket))
 
 
 def build_lines(

@@ -498,9 +498,11 @@ class MqttClient:
 
     # -- subscribing -------------------------------------------------------------------------------
 
-    def subscribe(self, topic: str, qos: int = 1) -> None:
+    def subscribe(self, topic: str, qos: int = 1, *, retain_as_published: bool = False) -> None:
         """Send SUBSCRIBE; a refusal in the SUBACK is logged.  Each connection starts clean, so
-        the caller subscribes again after reconnecting."""
+        the caller subscribes again after reconnecting.  `retain_as_published` (MQTT 5; ignored
+        in 3.1.1, which has no such option) keeps the retain flag of messages published while we
+        are subscribed, so that a retained message can be told from a live one."""
         if self._state != _CONNECTED:
             raise MqttLost(self._why or "not connected")
         packet_id = self._next_id
@@ -510,7 +512,15 @@ class MqttClient:
                 break
         self._next_id = packet_id
         self._subscribing[packet_id] = topic
-        self._send(encode_subscribe(packet_id, topic, qos, version=self._version))
+        self._send(
+            encode_subscribe(
+                packet_id,
+                topic,
+                qos,
+                version=self._version,
+                retain_as_published=retain_as_published and self._v5,
+            )
+        )
 
     # -- receiving ---------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -14,7 +15,7 @@ import orjson
 from picogate._model import Reading
 from picogate._outbox import Envelope, Record, Refused
 from picogate._registry import DeviceStatus
-from picogate._router import CommandRouter, ErrorCode, WriteRequest, WriteResult
+from picogate._router import CommandRouter, ErrorCode, WriteRequest, WriteResult, clip
 from picogate._sink import SinkUnavailable
 from picogate.mqtt._client import (
     IncomingMessage,
@@ -105,90 +106,132 @@ class MqttEncoder:
         return [Envelope(SINK_NAME, self.topics.device_status(status.name), payload, 1, True)]
 
 
-class CommandIngress:
-    """Validates MQTT set commands and hands them to the command router; replies on `…/result`."""
+MAX_ID_LENGTH = 256
+"""Characters of a command's `id`, at most."""
 
-    def __init__(
-        self,
-        topics: Topics,
-        router: CommandRouter,
-        *,
-        ttl_s: float,
-        reply: Callable[[str, bytes], None],
-        max_concurrent: int = 64,
-    ) -> None:
+
+class CommandIngress:
+    """Checks MQTT set commands and hands them to the command router; replies on `…/result`.
+
+    Bounded: a command larger than `commands.max_payload` is refused unread, and when
+    `commands.max_pending` commands are in progress the next one is refused `busy` at once
+    (nothing waits without bound).  Every command, refused here or not, leaves one audit line.
+    """
+
+    def __init__(self, topics: Topics, router: CommandRouter, *, reply: Callable[[str, bytes], None]) -> None:
         self.topics = topics
         self.router = router
-        self.ttl_s = ttl_s
         self._reply = reply
-        self._sem = asyncio.Semaphore(max_concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.refused = 0
+        self.pending = 0  # commands in progress
+        self.refused = 0  # refused here (malformed, retained, too large, busy)
+        self.ignored = 0  # empty messages (deleting a retained command)
 
     def handle(self, msg: IncomingMessage) -> None:
+        received = time.monotonic()
         parsed = self.topics.parse_cmd(msg.topic)
         if parsed is None:
             return
-        task = asyncio.create_task(self._handle(parsed[0], parsed[1], msg), name="mqtt-command")
+        device, point = parsed
+        if not msg.payload:  # what MQTT sends to delete a retained message: not a command
+            self.ignored += 1
+            log.info(
+                "empty message on %s ignored (it deletes a retained message; it is not a command)", msg.topic
+            )
+            return
+        request = self.check(device, point, msg, received)
+        if isinstance(request, WriteResult):  # refused (audited, answered)
+            return
+        limit = self.router.policy.max_pending
+        if self.pending >= limit:
+            self._refuse(
+                request,
+                msg.topic,
+                ErrorCode.BUSY,
+                f"{limit} commands already in progress (commands.max_pending)",
+            )
+            return
+        self.pending += 1
+        task = asyncio.create_task(self._handle(request), name="mqtt-command")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def check(
-        self, device: str, point: str, msg: IncomingMessage
-    ) -> tuple[WriteRequest | None, WriteResult | None]:
-        """Parse and check a command; return the request, or the error result to send back."""
+        self, device: str, point: str, msg: IncomingMessage, received: float
+    ) -> WriteRequest | WriteResult:
+        """Parse and check a command: the request to write, or the refusal to send back (audited)."""
+        size = len(msg.payload)
 
-        def bad(code: ErrorCode, error: str, rid: str = "") -> tuple[None, WriteResult]:
-            return None, WriteResult(False, code, error, request_id=rid)
+        def refuse(code: ErrorCode, error: str, rid: str = "", value: object = None) -> WriteResult:
+            shown = value if value is not None else msg.payload
+            request = WriteRequest(device, point, shown, origin="mqtt", request_id=rid, received=received)
+            return self._refuse(request, msg.topic, code, error)
 
+        limit = self.router.policy.max_payload
+        if size > limit:
+            return refuse(
+                ErrorCode.BAD_REQUEST,
+                f"command of {size} bytes is larger than {limit} (commands.max_payload); not read",
+                value=f"<{size} bytes>",
+            )
         if not (valid_name(device) and valid_name(point)):
-            return bad(ErrorCode.UNKNOWN_POINT, f"unknown point {device}.{point}")
+            return refuse(ErrorCode.UNKNOWN_POINT, f"unknown point {clip(device)}.{clip(point)}")
         try:
             body = orjson.loads(msg.payload)
         except orjson.JSONDecodeError as exc:
-            return bad(ErrorCode.BAD_REQUEST, f"payload is not valid JSON: {exc}")
+            return refuse(ErrorCode.BAD_REQUEST, f"payload is not valid JSON: {exc}")
         if not isinstance(body, dict):
-            return bad(ErrorCode.BAD_REQUEST, 'payload must be a JSON object such as {"v": 1, "id": "..."}')
+            return refuse(
+                ErrorCode.BAD_REQUEST, 'payload must be a JSON object such as {"v": 1, "id": "..."}'
+            )
         raw_id = body.get("id", "")
         rid = str(raw_id) if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else ""
+        value = body.get("v")
+        if len(rid) > MAX_ID_LENGTH:
+            return refuse(
+                ErrorCode.BAD_REQUEST, f'"id" is longer than {MAX_ID_LENGTH} characters', value=value
+            )
         if msg.retain:
-            return bad(
+            return refuse(
                 ErrorCode.BAD_REQUEST,
-                "retained commands are refused (publish set commands with retain=false)",
+                "retained commands are refused (publish set commands with retain=false); delete this one "
+                "from the broker with an empty retained message on the same topic",
                 rid,
+                value,
             )
         unknown = set(body) - {"v", "id", "ts"}
         if unknown:
-            return bad(
+            return refuse(
                 ErrorCode.BAD_REQUEST,
-                f"unknown field(s): {', '.join(sorted(unknown))}; expected v, id, ts",
+                f"unknown field(s): {clip(', '.join(sorted(unknown)))}; expected v, id, ts",
                 rid,
+                value,
             )
         if "v" not in body:
-            return bad(ErrorCode.BAD_REQUEST, 'missing "v" (the value to write)', rid)
+            return refuse(ErrorCode.BAD_REQUEST, 'missing "v" (the value to write)', rid)
         if "id" in body and not rid:
-            return bad(ErrorCode.BAD_REQUEST, '"id" must be a string or an integer')
+            return refuse(ErrorCode.BAD_REQUEST, '"id" must be a string or an integer', value=value)
         ts = body.get("ts")
+        age = 0.0
         if ts is not None:
-            if isinstance(ts, bool) or not isinstance(ts, int | float):
-                return bad(ErrorCode.BAD_REQUEST, '"ts" must be milliseconds since the epoch', rid)
-            age_s = time.time() - ts / 1000.0
-            if age_s > self.ttl_s:
-                return bad(
-                    ErrorCode.STALE, f"command is {age_s:.1f} s old; the limit is {self.ttl_s:g} s", rid
-                )
-        return WriteRequest(device, point, body["v"], origin="mqtt", request_id=rid), None
+            if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+                return refuse(ErrorCode.BAD_REQUEST, '"ts" must be milliseconds since the epoch', rid, value)
+            age = time.time() - ts / 1000.0
+        return WriteRequest(device, point, value, origin="mqtt", request_id=rid, received=received, age=age)
 
-    async def _handle(self, device: str, point: str, msg: IncomingMessage) -> None:
-        request, result = self.check(device, point, msg)
-        if request is not None:
-            async with self._sem:
-                result = await self.router.write(request)
-        else:
-            self.refused += 1
-            assert result is not None
-            log.warning("command on %s refused: %s", msg.topic, result.error)
-        self._reply(self.topics.cmd_result(device, point), result.as_json())
+    def _refuse(self, request: WriteRequest, topic: str, code: ErrorCode, error: str) -> WriteResult:
+        self.refused += 1
+        result = self.router.refuse(request, code, error)
+        log.warning("command on %s refused: %s", clip(topic, 200), error)
+        self._reply(self.topics.cmd_result(request.device, request.point), result.as_json())
+        return result
+
+    async def _handle(self, request: WriteRequest) -> None:
+        try:
+            result = await self.router.write(request)
+        finally:
+            self.pending -= 1
+        self._reply(self.topics.cmd_result(request.device, request.point), result.as_json())
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -230,7 +273,9 @@ class MqttSink:
             raise SinkUnavailable(str(exc)) from exc
         self.client = client
         if self.commands is not None:
-            client.subscribe(self.topics.cmd_filter, qos=1)
+            # MQTT 5: keep the retain flag of commands published while we are subscribed, so that
+            # a retained one is refused (3.1.1 clears it: see docs/mqtt.md).
+            client.subscribe(self.topics.cmd_filter, qos=1, retain_as_published=True)
         self.publish_status("online")
 
     def alive(self) -> bool:

@@ -31,7 +31,7 @@ from picogate import __version__
 from picogate._model import PointInfo, Quality, Reading, Value
 from picogate._outbox import OutboxUnavailable
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
-from picogate._router import ErrorCode, WriteError
+from picogate._router import ErrorCode, WriteError, WriteTicket
 from picogate.config._boards import BoardConfig
 from picogate.modbus._codec import CodecError, Table, encode
 from picogate.pico._boardtext import TextLimiter, escape
@@ -105,6 +105,8 @@ class _Pending:
     future: asyncio.Future[dict[str, Any]]
     sent_at: float
     tries: int = 0
+    deadline: float = float("inf")
+    """A write's deadline: it is not sent again after it."""
 
 
 @dataclass(slots=True)
@@ -153,14 +155,24 @@ class _Session:
         self.o.stats.frames_out += 1
         return seq
 
-    async def request(self, type_: str, body: str | None = None) -> dict[str, Any]:
-        """Send a reliable frame and wait for its ack's result ({} when it carries none)."""
+    async def request(
+        self, type_: str, body: str | None = None, ticket: WriteTicket | None = None
+    ) -> dict[str, Any]:
+        """Send a reliable frame and wait for its ack's result ({} when it carries none).
+
+        A write's `ticket` is checked right before the frame first goes out (after the wait for
+        a slot in the window), and it is not sent again once its deadline has passed."""
         async with self.window:
+            if ticket is not None:
+                ticket.send()  # WriteError(STALE) once the deadline has passed
             seq = self.seq
             self.seq = (self.seq + 1) & 0xFFFF
             line = encode_frame(HOST, seq, type_, body)
             fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-            self.pending[seq] = _Pending(seq, line, fut, time.monotonic())
+            pending = _Pending(seq, line, fut, time.monotonic())
+            if ticket is not None:
+                pending.deadline = ticket.deadline
+            self.pending[seq] = pending
             try:
                 self.t.write(line)
                 self.o.stats.frames_out += 1
@@ -215,7 +227,7 @@ class _Session:
             await asyncio.sleep(0.05)
             now = time.monotonic()
             for p in list(self.pending.values()):
-                if p.future.done() or now - p.sent_at < RESEND_AFTER:
+                if p.future.done() or now - p.sent_at < RESEND_AFTER or now >= p.deadline:
                     continue
                 if p.tries >= RESENDS:
                     log.warning("%s: no ack after %d resends; handshake again", o.name, RESENDS)
@@ -814,7 +826,9 @@ class PicoBoard:
 
     # ------------------------------------------------------------------ writes
 
-    async def write(self, device: str, point: PointInfo, value: Value) -> None:
+    async def write(
+        self, device: str, point: PointInfo, value: Value, ticket: WriteTicket | None = None
+    ) -> None:
         session = self.session
         if session is None or not session.established:
             raise WriteError(ErrorCode.DEVICE_OFFLINE, f"board {self.cfg.name} is not connected")
@@ -837,15 +851,31 @@ class PicoBoard:
             ).decode()
             type_ = "mbw"
         try:
-            result = await session.request(type_, body)
-        except LinkDown as exc:
+            result = await session.request(type_, body, ticket)
+        except ConnectionError as exc:
+            # LinkDown fails frames already sent (their ack did not come); another error is the
+            # port failing, maybe in the middle of sending.
+            if isinstance(exc, LinkDown) or (ticket is not None and ticket.sent):
+                raise WriteError(
+                    ErrorCode.OUTCOME_UNKNOWN,
+                    f"{point.key}: link lost after the write was sent ({exc}): "
+                    "it may or may not have been applied",
+                ) from exc
             raise WriteError(ErrorCode.DEVICE_OFFLINE, f"{point.key}: {exc}") from exc
         if not result.get("ok"):
+            raw = result.get("code", "device_error")
+            message = result.get("msg") or raw
+            if raw == "timeout":  # the board sent it to the Modbus device, which did not answer
+                raise WriteError(
+                    ErrorCode.OUTCOME_UNKNOWN, f"{point.key}: {message}: it may or may not have been applied"
+                )
             try:
-                code = ErrorCode(result.get("code", "device_error"))
-            except ValueError:
+                code = ErrorCode(raw)
+            except (ValueError, TypeError):
                 code = ErrorCode.DEVICE_ERROR
-            raise WriteError(code, f"{point.key}: {result.get('msg') or code.value}")
+            if code is ErrorCode.OK:
+                code = ErrorCode.DEVICE_ERROR
+            raise WriteError(code, f"{point.key}: {message}")
 
 
 class _Writer:
@@ -855,8 +885,8 @@ class _Writer:
         self._board = board
         self._device = device
 
-    async def write(self, point: PointInfo, value: Value) -> None:
-        await self._board.write(self._device, point, value)
+    async def write(self, point: PointInfo, value: Value, ticket: WriteTicket) -> None:
+        await self._board.write(self._device, point, value, ticket)
 
 
 __all__ = ["LinkDown", "LinkStats", "PicoBoard"]

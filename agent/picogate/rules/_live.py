@@ -39,7 +39,7 @@ import watchfiles  # (imported at start: its first import, anyio's, would hold t
 from picogate._model import Reading
 from picogate._outbox import Envelope
 from picogate._registry import RegistryEvent
-from picogate._router import WriteRequest
+from picogate._router import ErrorCode, WriteRequest, brief
 from picogate.config._rules import RulesSection
 from picogate.rules import RuleEngine, RuleError, RuleSet, _worker
 from picogate.rules._worker import CompileJob, CompileOutcome, PointRow, file_error, point_rows, run_job
@@ -290,6 +290,8 @@ class LiveActions:
     def set(self, rule: str, device: str, point: str, value: object) -> None:
         live = self._live
         loop = asyncio.get_running_loop()
+        # The write's deadline (commands.deadline.rules) counts from now, when the rule fired.
+        request = WriteRequest(device, point, value, origin=f"rule:{rule}")
         if len(self.writes) >= live.config.max_pending_writes:
             live.stats.writes_refused += 1
             message = (
@@ -297,18 +299,20 @@ class LiveActions:
                 "(rules.max_pending_writes)"
             )
             log.error("rule %s: %s", rule, message)
+            live.gw.router.refuse(request, ErrorCode.BUSY, message)  # its audit line
             # not from inside the engine's own evaluation: on the next turn of the loop
             loop.call_soon(live.write_result, rule, False, message)
             return
         live.stats.writes += 1
-        task = loop.create_task(self._write(rule, device, point, value), name=f"rule-write-{rule}")
+        task = loop.create_task(self._write(rule, request), name=f"rule-write-{rule}")
         self.writes.add(task)
         task.add_done_callback(self.writes.discard)
 
-    async def _write(self, rule: str, device: str, point: str, value: object) -> None:
+    async def _write(self, rule: str, request: WriteRequest) -> None:
         live = self._live
+        device, point, value = request.device, request.point, request.value
         try:
-            result = await live.router_write(WriteRequest(device, point, value, origin=f"rule:{rule}"))
+            result = await live.router_write(request)
         except Exception as exc:  # the router reports failures as results; anything else is a bug
             log.exception("rule %s: set(%s.%s) failed", rule, device, point)
             live.stats.writes_failed += 1
@@ -318,7 +322,7 @@ class LiveActions:
             live.write_result(rule, True, "")
         else:
             live.stats.writes_failed += 1
-            message = f"set({device}.{point}, {value!r}) failed: {result.code.value}: {result.error}"
+            message = f"set({device}.{point}, {brief(value)}) failed: {result.code.value}: {result.error}"
             log.debug("rule %s: %s", rule, message)  # the audit log and the engine report it
             live.write_result(rule, False, message)
 
