@@ -175,6 +175,7 @@ class _SinkState:
     lost: int = 0  # messages never committed (commits failed and memory ran out)
     parked: int = 0  # messages refused by the peer, waiting in the parked table
     parked_dropped: int = 0  # parked messages dropped because the parked table was full
+    unsettled: int = 0  # acknowledged records whose delete is not committed yet
     tail: deque[Record] = field(default_factory=deque)
     floor: int = 0  # every record of this sink with id >= floor is in `tail`
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -469,9 +470,12 @@ class Outbox:
         return list(self._sinks)
 
     def depth(self, sink: str | None = None) -> int:
+        """Records waiting for their sink (acknowledged ones no longer count, even before their
+        delete is committed)."""
         if sink is None:
-            return sum(st.depth for st in self._sinks.values())
-        return self._state(sink).depth
+            return sum(max(0, st.depth - st.unsettled) for st in self._sinks.values())
+        st = self._state(sink)
+        return max(0, st.depth - st.unsettled)
 
     def dropped(self, sink: str | None = None) -> int:
         if sink is None:
@@ -530,6 +534,7 @@ class Outbox:
             if rec.id not in self._acked_ids:
                 self._acked_ids.add(rec.id)
                 self._acks.append((rec.sink, rec.id))
+                self._state(rec.sink).unsettled += 1
         self._trim_tails()
         if len(self._acks) >= _ACK_BATCH:
             self._kick.set()
@@ -632,7 +637,7 @@ class Outbox:
         for b in batches:
             pending.extend(b.envelopes)
         created = time.time_ns()
-        depth = self.depth()
+        depth = sum(st.depth for st in self._sinks.values())  # rows in the table
         self._last_attempt = time.monotonic()
         try:
             first_id, deleted, dropped, parked, requeued = await loop.run_in_executor(
@@ -650,6 +655,8 @@ class Outbox:
         self.appended += len(pending)
         for sink, n in deleted.items():
             self._sinks[sink].depth -= n
+        for sink, _ in acks:
+            self._sinks[sink].unsettled -= 1
         self._acked_ids.difference_update(rid for _, rid in acks)
         touched: set[str] = set()
         for i, env in enumerate(pending):

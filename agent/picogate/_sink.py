@@ -89,7 +89,13 @@ class RunningSink:
         return self.sink.name
 
     async def run(self) -> None:
+        # Two backoffs.  `delay` paces connection attempts that fail, and starts again at a
+        # successful connect.  `lost` counts connections in a row that ended before anything was
+        # delivered: a peer that accepts the connection and drops it at the first message (a
+        # message it will never take) must not be reconnected to as fast as it answers, so the
+        # wait after such a connection doubles each time, and starts again only after a delivery.
         delay = self.min_delay
+        lost = 0
         while True:
             try:
                 await self.sink.open()
@@ -100,12 +106,10 @@ class RunningSink:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # full jitter, never zero
                 delay = min(delay * 2, self.max_delay)
                 continue
+            delay = self.min_delay
             self.stats.connects += 1
             self.stats.connected = True
             log.info("sink %s: connected", self.name)
-            # The backoff starts again only once something was delivered (or nothing waits): a
-            # peer that accepts the connection and then drops it at the first message must not
-            # be reconnected to as fast as it answers.
             delivered = self.stats.delivered
             try:
                 await self._pump()
@@ -119,10 +123,9 @@ class RunningSink:
                 self.stats.connected = False
                 with contextlib.suppress(Exception):
                     await self.sink.close()
-            if self.stats.delivered > delivered or self._was_idle:
-                delay = self.min_delay
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self.max_delay)
+            lost = 0 if self.stats.delivered > delivered or self._was_idle else lost + 1
+            wait = min(self.min_delay * (1 << min(lost, 16)), self.max_delay)
+            await asyncio.sleep(wait * random.uniform(0.5, 1.0))
 
     async def _pump(self) -> None:
         """Deliver until the sink fails.  Up to `window` batches are in flight at once."""
