@@ -21,6 +21,7 @@ import orjson
 from picogate import __version__
 from picogate._clock import Clock
 from picogate._component import Component
+from picogate._datadir import DataDirLock
 from picogate._metrics import Metrics, MetricsServer, counter, gauge
 from picogate._outbox import Outbox
 from picogate._pipeline import Pipeline
@@ -64,6 +65,7 @@ class Gateway:
         self.started_ns = time.time_ns()
         self.ready = asyncio.Event()
         self._password: str | None = None
+        self._lock = DataDirLock(config.gateway.data_dir)
 
     @property
     def parts(self) -> _Parts:
@@ -87,14 +89,24 @@ class Gateway:
         self._stop.set()
 
     async def __aenter__(self) -> Gateway:
-        await self._build()
+        # First of all: a second agent on this data_dir stops here (DataDirInUse), before it
+        # touches the outbox, a device or the broker.
+        self._lock.acquire()
+        try:
+            await self._build()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._parts is not None:
-            await self._parts.outbox.close()
-        if self.metrics_server is not None:
-            await self.metrics_server.close()
+        try:
+            if self._parts is not None:
+                await self._parts.outbox.close()
+            if self.metrics_server is not None:
+                await self.metrics_server.close()
+        finally:
+            self._lock.release()
 
     # ------------------------------------------------------------------ build
 

@@ -125,6 +125,7 @@ def _event_loop_run(coro: Coroutine[Any, Any, None]) -> None:
 
 
 def _run(path: Path) -> int:
+    from picogate._datadir import DataDirInUse
     from picogate._gateway import Gateway
     from picogate._secrets import redact
     from picogate.config import ConfigError, load_config
@@ -143,8 +144,9 @@ def _run(path: Path) -> int:
         _event_loop_run(go())
     except KeyboardInterrupt:
         pass
-    except (ValueError, OSError, sqlite3.Error) as exc:
-        # Start-up problems an operator can fix: unreadable secret, data_dir not writable, port in use.
+    except (DataDirInUse, ValueError, OSError, sqlite3.Error) as exc:
+        # Start-up problems an operator can fix: another agent on data_dir, unreadable secret,
+        # data_dir not writable, port in use.
         print(f"picogate: cannot start: {redact(str(exc))}", file=sys.stderr)
         return 1
     return 0
