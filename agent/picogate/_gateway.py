@@ -22,7 +22,8 @@ from picogate import __version__
 from picogate._clock import Clock
 from picogate._component import Component
 from picogate._datadir import DataDirLock
-from picogate._metrics import Metrics, MetricsServer, counter, gauge
+from picogate._http import HttpServer
+from picogate._metrics import Metrics, counter, gauge
 from picogate._outbox import Outbox
 from picogate._pipeline import Pipeline
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
@@ -61,7 +62,8 @@ class Gateway:
         self.drain_timeout = drain_timeout
         self._stop = asyncio.Event()
         self._parts: _Parts | None = None
-        self.metrics_server: MetricsServer | None = None
+        self.http = HttpServer(host=config.metrics.host, port=config.metrics.port, name="metrics and health")
+        """The local HTTP server (on the `metrics` address, when enabled): parts add routes in attach."""
         self.started_ns = time.time_ns()
         self.ready = asyncio.Event()
         self._password: str | None = None
@@ -103,8 +105,7 @@ class Gateway:
         try:
             if self._parts is not None:
                 await self._parts.outbox.close()
-            if self.metrics_server is not None:
-                await self.metrics_server.close()
+            await self.http.close()
         finally:
             self._lock.release()
 
@@ -128,6 +129,7 @@ class Gateway:
         pipeline = Pipeline(registry, outbox, clock)
         topics = Topics(cfg.mqtt.base_topic, cfg.gateway.id)
         metrics = Metrics()
+        self.http.app.add_routes(metrics.routes())
         parts = _Parts(outbox, registry, router, pipeline, clock, topics, metrics)
         self._parts = parts
 
@@ -178,6 +180,7 @@ class Gateway:
         router.observe(self._observe_write)
         clock.listeners.append(lambda _synced: self._publish_status())
         metrics.add_collector(self._collect)
+        metrics.add_collector(self.http.collect)
         metrics.health = self.health
 
     def _mqtt_client(self, **kwargs: Any) -> MqttClient:
@@ -321,8 +324,7 @@ class Gateway:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self.stop)
         if self.config.metrics.enabled:
-            self.metrics_server = MetricsServer(p.metrics, self.config.metrics.host, self.config.metrics.port)
-            await self.metrics_server.start()
+            await self.http.start()
         # Announce every device's state once (unknown until first poll).
         # (in one outbox commit: one commit per device would cost 25 s for 500 devices)
         now = time.time_ns()

@@ -247,7 +247,7 @@ class _Demo:
                 gw.stop()
                 await asyncio.gather(run, return_exceptions=True)
                 raise DemoError(f"the gateway did not start within {READY_TIMEOUT_S:g} s")
-            metrics = gw.metrics_server
+            metrics = gw.http if gw.http.running else None
             info = DemoInfo(
                 gateway_id=cfg.gateway.id,
                 root=topics.root,
