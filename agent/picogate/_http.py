@@ -59,6 +59,7 @@ KEEPALIVE = 15.0
 """Seconds an idle kept-alive connection stays open."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_MAX_BODY_KEY = web.AppKey("picogate_max_body", int)
 
 
 def _text(status: int, reason: str) -> web.Response:
@@ -70,7 +71,7 @@ def _text(status: int, reason: str) -> web.Response:
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Unknown paths get a 404 that says what there is; a route that raises gets a 500 and one
     log line with its traceback; the server goes on."""
-    limit = request.app._client_max_size
+    limit = request.app.get(_MAX_BODY_KEY, MAX_BODY)
     if request.content_length is not None and request.content_length > limit:
         response = _text(413, f"the body is longer than {limit} bytes")
         response.force_close()  # without reading (or lingering over) what was announced
@@ -91,7 +92,9 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def new_app(*, max_body: int = MAX_BODY) -> web.Application:
     """An aiohttp application with the bounds and the error handling of the gateway's servers."""
-    return web.Application(client_max_size=max_body, middlewares=[_guard])
+    app = web.Application(client_max_size=max_body, middlewares=[_guard])
+    app[_MAX_BODY_KEY] = max_body
+    return app
 
 
 class _Protocol(web.RequestHandler):  # aiohttp's, one method replaced
