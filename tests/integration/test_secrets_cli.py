@@ -45,6 +45,7 @@ def write(tmp_path: Path, mqtt: str) -> Path:
 def test_misspelled_password_keys(key: str, tmp_path: Path) -> None:
     f = write(tmp_path, f"  {key}: {SECRET}\n")
     check = picogate("config", "check", str(f))
+    assert SECRET not in check.stdout + check.stderr
     assert check.returncode == 1
     assert f"mqtt.{key}: unknown key '{key}': put the password in an environment variable" in check.stderr
     for fmt in ("text", "json"):
