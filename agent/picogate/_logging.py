@@ -116,6 +116,9 @@ class JsonFormatter(logging.Formatter):
     def _bounded(self, out: dict[str, Any], why: str) -> str:
         """The record again, depth, items and text cut so that it always encodes."""
         safe = {str(k): _safe(v, 0) for k, v in out.items()}
+        for key in ("msg", "exc"):  # ours, and what says what happened: cut much later
+            if isinstance(out.get(key), str):
+                safe[key] = _text(out[key], MAX_LINE // 4)
         safe["log_truncated"] = True
         safe["log_truncated_why"] = _safe(why, 0)
         line = orjson.dumps(safe).decode()
@@ -161,8 +164,8 @@ def _int_text(value: int) -> str:
         return f"<integer of {value.bit_length()} bits>"
 
 
-def _text(text: str) -> str:
-    text = _cut(text)
+def _text(text: str, limit: int = _MAX_TEXT) -> str:
+    text = _cut(text, limit)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate (bytes decoded with surrogateescape, …)

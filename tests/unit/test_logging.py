@@ -154,3 +154,13 @@ def test_the_password_read_at_start_is_masked_in_every_log_line(monkeypatch: pyt
             log.removeHandler(handler)
         assert "read-at-start-9" not in out.getvalue()
         assert MASK in out.getvalue()
+
+
+def test_json_a_cut_record_keeps_a_long_message(captured: tuple[io.StringIO, logging.Handler]) -> None:
+    out, handler = captured
+    handler.setFormatter(JsonFormatter())
+    message = "rule errors: " + "x" * 5000
+    logging.getLogger("picogate.rules").error("%s", message, extra={"audit": {"value": nested(300)}})
+    record = json.loads(out.getvalue())
+    assert record["log_truncated"] is True
+    assert record["msg"] == message
