@@ -163,3 +163,18 @@ def test_config_check_and_run_never_print_a_misspelled_password(
     out = capsys.readouterr()
     assert SECRET not in out.out + out.err
     assert f"mqtt.{key}: unknown key" in out.err
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        ("mqtt: {pw: 'it''s mine', qos: 7}", f"mqtt: {{pw: {MASK}, qos: 7}}"),
+        ('mqtt: {pw: "a\\"b, c", qos: 7}', f"mqtt: {{pw: {MASK}, qos: 7}}"),
+        ("mqtt: {pw: [ab, cd], qos: 7}", f"mqtt: {{pw: {MASK}, qos: 7}}"),
+        ("mqtt: {pw: ab, qos: 7}  # a comment", f"mqtt: {{pw: {MASK}, qos: 7}}  # a comment"),
+    ],
+)
+def test_quoted_lines_mask_the_whole_value(line: str, shown: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(line + "\n")
+    assert f" 1 | {shown}" in str(exc.value).splitlines()

@@ -50,11 +50,13 @@ _NULL_TAG = "tag:yaml.org,2002:null"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _LEADING_ZERO_INT = re.compile(r"^[-+]?0[0-7_]+$")  # what YAML 1.1 reads as octal
 
-# `key: value` in a source line, block or flow style; the value of a secret's key is masked.
-_KEY_VALUE = re.compile(
-    r"""(?<![^\s{,\[])(?P<key>"[^"\n]*"|'[^'\n]*'|[^\s:{}\[\],'"#][^:{}\[\],#\n]*?)[ \t]*:(?=[ \t]|$)[ \t]*"""
-    r"""(?P<value>"[^"]*"?|'[^']*'?|[^\s,{}\[\]'"](?:(?!\s+\#)[^,}\]])*)?"""
+# `key:` in a source line, block or flow style (keys are bounded: linear in the line's length);
+# the value of a secret's key is masked up to the end of its scalar.
+_KEY = re.compile(
+    r"""(?<![^\s{,\[])(?P<key>"[^"\n]{0,128}"|'[^'\n]{0,128}'|[^\s:{}\[\],'"#][^:{}\[\],#\n]{0,127}?)"""
+    r"""[ \t]*:(?=[ \t]|$)"""
 )
+_PLAIN_END = re.compile(r"[,}\]]|\s#")  # where a plain scalar ends (flow style, or a comment)
 _SUBPATH = re.compile(
     r"^(?P<path>[A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): (?P<rest>.*)$", re.DOTALL
 )
@@ -123,9 +125,11 @@ class ConfigError(Exception):
 def _secret_spans(line: str, secrets: Iterable[str]) -> list[tuple[int, int]]:
     """Where `line` shows a secret: the value of a secret's key, or one of `secrets` anywhere."""
     spans: list[tuple[int, int]] = []
-    for m in _KEY_VALUE.finditer(line):
-        if m.group("value") and is_secret_key(m.group("key")):
-            spans.append(m.span("value"))
+    for m in _KEY.finditer(line):
+        if is_secret_key(m.group("key")):
+            value = _value_span(line, m.end())
+            if value is not None:
+                spans.append(value)
     for secret in secrets:
         start = line.find(secret)
         while start != -1:
@@ -138,6 +142,36 @@ def _secret_spans(line: str, secrets: Iterable[str]) -> list[tuple[int, int]]:
         else:
             merged.append((start, end))
     return merged
+
+
+def _value_span(line: str, at: int) -> tuple[int, int] | None:
+    """The value that starts after `key:` at `at` (spaces skipped): a quoted scalar, a flow
+    collection, or a plain scalar up to a `,` `}` `]`, a comment or the end of the line.  None
+    when there is none on this line (a block follows)."""
+    start = at
+    while start < len(line) and line[start] in " \t":
+        start += 1
+    if start >= len(line) or line[start] == "#":
+        return None
+    if line[start] in "{[":  # a flow collection: all of it (to its first closing bracket)
+        close = line.find("]" if line[start] == "[" else "}", start)
+        return start, (close + 1 if close != -1 else len(line))
+    quote = line[start]
+    if quote in "\"'":
+        i = start + 1
+        while i < len(line):
+            if quote == '"' and line[i] == "\\":
+                i += 2  # an escape: \" does not close it
+                continue
+            if line[i] == quote:
+                if quote == "'" and line.startswith("''", i):
+                    i += 2  # '' is a quote inside single quotes
+                    continue
+                return start, i + 1
+            i += 1
+        return start, len(line)
+    end = _PLAIN_END.search(line, start)
+    return start, (end.start() if end is not None else len(line))
 
 
 def _mask_secrets(line: str, column: int | None, secrets: Iterable[str] = ()) -> tuple[str, int | None]:
