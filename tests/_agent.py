@@ -39,7 +39,15 @@ class MqttRecorder:
     """Subscribes (QoS 1) and records every message; thread-safe waits with bounded timeouts."""
 
     def __init__(
-        self, host: str, port: int, topic: str = "#", *, client_id: str = "", clean: bool = True
+        self,
+        host: str,
+        port: int,
+        topic: str = "#",
+        *,
+        client_id: str = "",
+        clean: bool = True,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.host, self.port, self.topic = host, port, topic
         self.messages: list[Msg] = []
@@ -47,6 +55,8 @@ class MqttRecorder:
         self._client = paho.Client(
             paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean, protocol=paho.MQTTv311
         )
+        if username is not None:
+            self._client.username_pw_set(username, password)
         self._client.on_message = self._on_message
         self._client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(self.topic, qos=1)
         self._client.reconnect_delay_set(0.1, 1)

@@ -79,7 +79,7 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("GatewayConfig", "gateway"): "This gateway: its id and where it keeps state.",
     ("GatewayConfig", "mqtt"): "The MQTT broker the readings go to and commands come from.",
     ("GatewayConfig", "outbox"): "The store-and-forward queue between the sources and MQTT.",
-    ("GatewayConfig", "metrics"): "The Prometheus metrics endpoint.",
+    ("GatewayConfig", "metrics"): "The gateway's local HTTP server: Prometheus metrics and health.",
     ("GatewayConfig", "clock"): "How the system clock is trusted.",
     ("GatewayConfig", "devices"): "The field devices polled over Modbus TCP or RTU.",
     ("GatewayConfig", "boards"): "Raspberry Pi Pico I/O boards; see `boards` and docs/pico.md.",
@@ -182,8 +182,11 @@ MEANINGS: dict[tuple[str, str], str] = {
         "ReconnectSection",
         "max_delay",
     ): "Longest wait: the wait grows (with jitter) from `min_delay` up to this.",
-    ("MetricsSection", "enabled"): "Serve Prometheus metrics.",
-    ("MetricsSection", "host"): "Address to listen on (`0.0.0.0` for every interface).",
+    ("MetricsSection", "enabled"): "Serve `/metrics` and `/healthz` (the local HTTP server).",
+    ("MetricsSection", "host"): (
+        "Address to listen on: the gateway itself only by default; `0.0.0.0` for every interface "
+        "(no authentication: firewall it)."
+    ),
     ("MetricsSection", "port"): "Port to listen on.",
     ("_DeviceBase", "name"): "Device name: the `<device>` level of topics and rule names.",
     ("_DeviceBase", "description"): "Free text, for people.",

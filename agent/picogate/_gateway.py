@@ -22,7 +22,9 @@ import orjson
 from picogate import __version__
 from picogate._clock import Clock
 from picogate._component import Component
-from picogate._metrics import Metrics, MetricsServer, counter, gauge
+from picogate._datadir import DataDirLock
+from picogate._http import HttpServer
+from picogate._metrics import Metrics, counter, gauge
 from picogate._outbox import Outbox
 from picogate._pipeline import Pipeline
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
@@ -61,10 +63,12 @@ class Gateway:
         self.drain_timeout = drain_timeout
         self._stop = asyncio.Event()
         self._parts: _Parts | None = None
-        self.metrics_server: MetricsServer | None = None
+        self.http = HttpServer(host=config.metrics.host, port=config.metrics.port, name="metrics and health")
+        """The local HTTP server (on the `metrics` address, when enabled): parts add routes in attach."""
         self.started_ns = time.time_ns()
         self.ready = asyncio.Event()
         self._password: str | None = None
+        self._lock = DataDirLock(config.gateway.data_dir)
 
     @property
     def parts(self) -> _Parts:
@@ -88,14 +92,23 @@ class Gateway:
         self._stop.set()
 
     async def __aenter__(self) -> Gateway:
-        await self._build()
+        # First of all: a second agent on this data_dir stops here (DataDirInUse), before it
+        # touches the outbox, a device or the broker.
+        self._lock.acquire()
+        try:
+            await self._build()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._parts is not None:
-            await self._parts.outbox.close()
-        if self.metrics_server is not None:
-            await self.metrics_server.close()
+        try:
+            if self._parts is not None:
+                await self._parts.outbox.close()
+            await self.http.close()
+        finally:
+            self._lock.release()
 
     # ------------------------------------------------------------------ build
 
@@ -122,6 +135,7 @@ class Gateway:
         pipeline = Pipeline(registry, outbox, clock)
         topics = Topics(cfg.mqtt.base_topic, cfg.gateway.id)
         metrics = Metrics()
+        self.http.app.add_routes(metrics.routes())
         parts = _Parts(outbox, registry, router, pipeline, clock, topics, metrics)
         self._parts = parts
 
@@ -180,6 +194,7 @@ class Gateway:
         outbox.listeners.append(self._publish_status)  # commits failing or back, messages parked
         metrics.add_collector(self._collect)
         metrics.add_collector(router.collect)
+        metrics.add_collector(self.http.collect)
         metrics.health = self.health
 
     def _mqtt_client(self, **kwargs: Any) -> MqttClient:
@@ -386,8 +401,7 @@ class Gateway:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self.stop)
         if self.config.metrics.enabled:
-            self.metrics_server = MetricsServer(p.metrics, self.config.metrics.host, self.config.metrics.port)
-            await self.metrics_server.start()
+            await self.http.start()
         # Announce every device's state once (unknown until first poll).
         # (in one outbox commit: one commit per device would cost 25 s for 500 devices)
         now = time.time_ns()

@@ -1,4 +1,4 @@
-"""Prometheus metrics and `/healthz`, served by a small asyncio HTTP endpoint.
+"""Prometheus metrics and `/healthz`, two routes of the gateway's HTTP server (`picogate._http`).
 
 Counters that move on every reading are read from the components' own statistics when Prometheus
 scrapes (a custom collector), so the hot path pays nothing for them.  Request latency is a real
@@ -7,19 +7,19 @@ histogram, observed per Modbus request.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 log = logging.getLogger("picogate.metrics")
 
 Collect = Callable[[], Iterable[Any]]
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _Collector:
@@ -58,6 +58,18 @@ class Metrics:
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
 
+    def routes(self) -> list[web.RouteDef]:
+        """GET /metrics (Prometheus text format) and GET /healthz (JSON; 503 while failing)."""
+        return [web.get("/metrics", self._serve_metrics), web.get("/healthz", self._serve_health)]
+
+    async def _serve_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def _serve_health(self, request: web.Request) -> web.Response:
+        health = self.health()
+        status = 503 if health.get("status") == "failing" else 200
+        return web.Response(body=orjson.dumps(health) + b"\n", status=status, content_type="application/json")
+
 
 def counter(name: str, doc: str, labels: list[str], samples: Iterable[tuple[list[str], float]]) -> Any:
     fam = CounterMetricFamily(name, doc, labels=labels)
@@ -71,61 +83,3 @@ def gauge(name: str, doc: str, labels: list[str], samples: Iterable[tuple[list[s
     for values, v in samples:
         fam.add_metric(values, v)
     return fam
-
-
-class MetricsServer:
-    """GET /metrics (Prometheus text format) and GET /healthz (JSON)."""
-
-    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
-        self.metrics = metrics
-        self.host = host
-        self.port = port
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
-        sock = self._server.sockets[0].getsockname()
-        self.port = sock[1]
-        log.info("metrics on http://%s:%d/metrics", self.host, self.port)
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(5):
-                request = await reader.readline()
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
-            parts = request.decode("latin-1").split()
-            path = parts[1].split("?")[0] if len(parts) >= 2 else ""
-            if len(parts) < 2 or parts[0] != "GET":
-                status, ctype, body = "405 Method Not Allowed", "text/plain", b"only GET\n"
-            elif path == "/metrics":
-                status, ctype, body = (
-                    "200 OK",
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    self.metrics.render(),
-                )
-            elif path == "/healthz":
-                health = self.metrics.health()
-                ok = health.get("status") != "failing"
-                status = "200 OK" if ok else "503 Service Unavailable"
-                ctype, body = "application/json", orjson.dumps(health) + b"\n"
-            else:
-                status, ctype, body = "404 Not Found", "text/plain", b"try /metrics or /healthz\n"
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        except (TimeoutError, OSError, UnicodeDecodeError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()

@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import sqlite3
 import sys
+import traceback
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from picogate import __version__
@@ -63,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from picogate._logging import setup_logging
 
     setup_logging(args.log_level, args.log_format)
+    sys.excepthook = _excepthook
     func = getattr(args, "func", None)
     if func is not None:
         status: int = func(args)
@@ -76,6 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(tui=not args.no_tui, duration=args.duration, workdir=args.workdir)
     return 2
+
+
+def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """A traceback that reaches the top is printed without the secrets it may carry."""
+    from picogate._secrets import redact
+
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, exc, tb))))
 
 
 def _config_check(path: Path) -> int:
@@ -115,8 +125,10 @@ def _event_loop_run(coro: Coroutine[Any, Any, None]) -> None:
 
 
 def _run(path: Path) -> int:
+    from picogate._datadir import DataDirInUse
     from picogate._gateway import Gateway
     from picogate._outbox import OutboxError
+    from picogate._secrets import redact
     from picogate.config import ConfigError, load_config
 
     try:
@@ -133,9 +145,9 @@ def _run(path: Path) -> int:
         _event_loop_run(go())
     except KeyboardInterrupt:
         pass
-    except (ValueError, OSError, sqlite3.Error, OutboxError) as exc:
-        # Start-up problems an operator can fix: unreadable secret, data_dir not writable, port in
-        # use, a damaged or read-only outbox.
-        print(f"picogate: cannot start: {exc}", file=sys.stderr)
+    except (DataDirInUse, ValueError, OSError, sqlite3.Error, OutboxError) as exc:
+        # Start-up problems an operator can fix: another agent on data_dir, unreadable secret,
+        # data_dir not writable, port in use, a damaged or read-only outbox.
+        print(f"picogate: cannot start: {redact(str(exc))}", file=sys.stderr)
         return 1
     return 0

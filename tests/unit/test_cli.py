@@ -81,7 +81,8 @@ def test_run_with_missing_password_variable(
     assert main(["run", "-c", str(f)]) == 1
     err = capsys.readouterr().err
     assert "cannot start" in err
-    assert "PG_TEST_PW is not set" in err
+    assert "mqtt.password_env: the environment variable it names is not set" in err
+    assert "PG_TEST_PW" not in err  # the name may be the password itself, put in the wrong place
 
 
 def test_run_with_unwritable_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -39,6 +39,7 @@ from picogate.coap._payload import (
     split_name,
 )
 from picogate.coap._points import node_points
+from picogate.coap._policy import is_loopback, write_refusal
 from picogate.config._coap import CoapSection
 
 log = logging.getLogger("picogate.coap")
@@ -167,6 +168,19 @@ class CoapServer:
             what = f"reports of {device}" if device is not None else "writes"
             raise _Refused("4.01", f"{what} must be protected with OSCORE")
 
+    def check_write(self, request: aiocoap.Message) -> None:
+        """Refuse a PUT that `coap.writes` does not allow (coap/_policy.py): 4.01 or 4.05."""
+        context = getattr(request.remote, "security_context", None)
+        protected = context is not None and id(context) in self._contexts
+        refusal = write_refusal(
+            self.section.writes,
+            protected=protected,
+            oscore_configured=bool(self._oscore_nodes),
+            peer=_peer_ip(request.remote),
+        )
+        if refusal is not None:
+            raise _Refused(*refusal)
+
     async def run(self) -> None:
         site, credentials = self._secured
         ctx = await aiocoap.Context.create_server_context(
@@ -176,6 +190,12 @@ class CoapServer:
             server_credentials=credentials,
         )
         log.info("CoAP server on udp %s:%d", self.section.bind, self.section.port)
+        if self.section.writes == "open" and not self._oscore_nodes and not is_loopback(self.section.bind):
+            log.warning(
+                "CoAP: anyone who reaches udp %s:%d may write every writable point (coap.writes: open)",
+                self.section.bind,
+                self.section.port,
+            )
         self.ready.set()
         try:
             await self._stop.wait()
@@ -328,7 +348,7 @@ class CoapServer:
         received = time.monotonic()
         origin = f"coap:{request.remote.hostinfo}"
         try:
-            self.check_peer(request, None)
+            self.check_write(request)
             if len(request.payload) > self.section.max_payload:
                 raise _Refused("4.13", f"payload exceeds {self.section.max_payload} bytes")
             try:
@@ -383,6 +403,14 @@ class CoapServer:
             )
             for p in sorted(self.registry, key=lambda p: p.key)
         ]
+
+
+def _peer_ip(remote: Any) -> str | None:
+    """The sender's IP address as text (aiocoap's UDP remote keeps the socket address)."""
+    sockaddr = getattr(remote, "sockaddr", None)
+    if isinstance(sockaddr, tuple) and sockaddr and isinstance(sockaddr[0], str):
+        return sockaddr[0]
+    return None
 
 
 def _infer(value: Value) -> PointType:

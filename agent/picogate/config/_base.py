@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from picogate._model import NAME_PATTERN
 
@@ -28,11 +28,27 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _env_name(value: Any) -> Any:
+    """The name of an environment variable; the message never repeats the value (it may be the
+    password itself, put where its variable's name belongs)."""
+    if isinstance(value, str) and not _ENV_NAME_RE.match(value):
+        raise ValueError(
+            "must be the name of an environment variable (letters, digits and '_', e.g. MQTT_PASSWORD) "
+            "that holds the password, not the password itself"
+        )
+    return value
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 UnitId = Annotated[int, Field(ge=0, le=255)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+"""The name of an environment variable (that holds a secret)."""
 
 
 class _Model(BaseModel):

@@ -4,6 +4,7 @@ observes devices that serve CoAP themselves).  See docs/coap.md."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -86,11 +87,16 @@ class CoapSection(_Model):
 
     server: bool = True
     """Run the CoAP server (nodes POST readings, GET/observe/PUT points)."""
-    bind: str = "0.0.0.0"
-    """Address the server listens on (UDP)."""
+    bind: str = "127.0.0.1"
+    """Address the server listens on (UDP): the gateway itself only, by default; the node network's
+    interface address (or `0.0.0.0`, every interface) to take reports from nodes."""
     port: Port = 5683
     auto_register: bool = False
     """Accept readings of devices and points not declared under `nodes` (type from the value)."""
+    writes: Literal["protected", "open", "off"] = "protected"
+    """Who may write points with PUT: `protected`: a request protected by an `oscore` context, or
+    from the gateway itself (loopback) while none is configured; `open`: anyone who reaches the
+    port (unless `oscore` is configured); `off`: nobody."""
     max_payload: int = Field(default=1024, ge=64, le=65536)
     """Largest request payload in bytes; larger gets 4.13."""
     nodes: list[CoapNode] = Field(default_factory=list)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from picogate.config._base import Duration, Port, PositiveDuration, _Model
+from picogate.config._base import Duration, EnvName, Port, PositiveDuration, _Model
 
 # EdgeX names travel in topics and URL paths: no '/', '+', '#', '.' (see docs/edgex.md).
 _EDGEX_NAME = r"^[A-Za-z0-9_~:;=-]+$"
@@ -38,7 +38,7 @@ class BusSection(_Model):
     client_id: str = ""
     """Default: `picogate-edgex-<gateway id>`."""
     username: str | None = None
-    password_env: str | None = None
+    password_env: EnvName | None = None
     """Environment variable holding the bus password."""
     qos: Literal[0, 1] = 1
     protocol: Literal["5", "3.1.1"] = "3.1.1"

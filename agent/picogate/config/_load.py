@@ -19,8 +19,8 @@ import difflib
 import enum
 import re
 import types
-from collections.abc import Hashable
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -30,6 +30,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from picogate._model import NAME_PATTERN
+from picogate._secrets import MASK, is_secret_key, maskable, redact_with, remember
 from picogate.config._base import parse_duration
 from picogate.config._schema import GatewayConfig
 
@@ -49,22 +50,17 @@ _NULL_TAG = "tag:yaml.org,2002:null"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _LEADING_ZERO_INT = re.compile(r"^[-+]?0[0-7_]+$")  # what YAML 1.1 reads as octal
 
-_SECRET_VALUE = re.compile(
-    r"""(?P<head>\b(?:password|passwd|pass|pwd|secret|token|api_key)['"]?\s*:[ \t]*)"""
-    r"""(?P<value>"[^"]*"?|'[^']*'?|[^\s,}'"](?:(?!\s+\#)[^,}])*)""",
-    re.IGNORECASE,
+# `key:` in a source line, block or flow style (keys are bounded: linear in the line's length);
+# the value of a secret's key is masked up to the end of its scalar.
+_KEY = re.compile(
+    r"""(?<![^\s{,\[])(?P<key>"[^"\n]{0,128}"|'[^'\n]{0,128}'|[^\s:{}\[\],'"#][^:{}\[\],#\n]{0,127}?)"""
+    r"""[ \t]*:(?=[ \t]|$)"""
 )
+_PLAIN_END = re.compile(r"[,}\]]|\s#")  # where a plain scalar ends (flow style, or a comment)
 _SUBPATH = re.compile(
     r"^(?P<path>[A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): (?P<rest>.*)$", re.DOTALL
 )
 _SUBPATH_PART = re.compile(r"([A-Za-z_]\w*)|\[(\d+)\]")
-
-_MASK = "********"
-_SECRET_HINT = (
-    "put the password in an environment variable (password_env) or a file (password_file), "
-    "never in gateway.yaml"
-)
-
 
 # --------------------------------------------------------------------------- issues and the error
 
@@ -95,13 +91,18 @@ class ConfigError(Exception):
     """The configuration cannot be used.  `issues` lists every problem found, in file order.
 
     `str()` gives one line per issue (`file:line:column: path: message`), each followed by the
-    offending source line and a caret under the column, as a compiler prints them.
+    offending source line and a caret under the column, as a compiler prints them.  No secret is
+    ever shown: the values of secrets' keys (`password`, `pw`, `mqtt_password`, …) are masked in
+    the quoted lines, and so is every value in `secrets` wherever it appears.
     """
 
-    def __init__(self, issues: list[ConfigIssue], *, source: str | None = None) -> None:
+    def __init__(
+        self, issues: list[ConfigIssue], *, source: str | None = None, secrets: Iterable[str] = ()
+    ) -> None:
         super().__init__(issues)
         self.issues = issues
         self.source = source
+        self.secrets = frozenset(s for s in secrets if s)
 
     def __str__(self) -> str:
         source_lines = self.source.splitlines() if self.source is not None else []
@@ -109,10 +110,10 @@ class ConfigError(Exception):
         width = len(str(max(shown))) if shown else 1
         out: list[str] = []
         for issue in self.issues:
-            out.append(str(issue))
+            out.append(redact_with(str(issue), self.secrets))
             if issue.line is None or not 1 <= issue.line <= len(source_lines):
                 continue
-            text, column = _mask_secret(source_lines[issue.line - 1], issue.column)
+            text, column = _mask_secrets(source_lines[issue.line - 1], issue.column, self.secrets)
             out.append(f" {issue.line:>{width}} | {text}")
             if column is not None:
                 # Copy tabs so that the caret lines up whatever the terminal's tab width.
@@ -121,7 +122,59 @@ class ConfigError(Exception):
         return "\n".join(out)
 
 
-def _mask_secret(line: str, column: int | None) -> tuple[str, int | None]:
+def _secret_spans(line: str, secrets: Iterable[str]) -> list[tuple[int, int]]:
+    """Where `line` shows a secret: the value of a secret's key, or one of `secrets` anywhere."""
+    spans: list[tuple[int, int]] = []
+    for m in _KEY.finditer(line):
+        if is_secret_key(m.group("key")):
+            value = _value_span(line, m.end())
+            if value is not None:
+                spans.append(value)
+    for secret in secrets:
+        start = line.find(secret)
+        while start != -1:
+            spans.append((start, start + len(secret)))
+            start = line.find(secret, start + len(secret))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _value_span(line: str, at: int) -> tuple[int, int] | None:
+    """The value that starts after `key:` at `at` (spaces skipped): a quoted scalar, a flow
+    collection, or a plain scalar up to a `,` `}` `]`, a comment or the end of the line.  None
+    when there is none on this line (a block follows)."""
+    start = at
+    while start < len(line) and line[start] in " \t":
+        start += 1
+    if start >= len(line) or line[start] == "#":
+        return None
+    if line[start] in "{[":  # a flow collection: all of it (to its first closing bracket)
+        close = line.find("]" if line[start] == "[" else "}", start)
+        return start, (close + 1 if close != -1 else len(line))
+    quote = line[start]
+    if quote in "\"'":
+        i = start + 1
+        while i < len(line):
+            if quote == '"' and line[i] == "\\":
+                i += 2  # an escape: \" does not close it
+                continue
+            if line[i] == quote:
+                if quote == "'" and line.startswith("''", i):
+                    i += 2  # '' is a quote inside single quotes
+                    continue
+                return start, i + 1
+            i += 1
+        return start, len(line)
+    end = _PLAIN_END.search(line, start)
+    return start, (end.start() if end is not None else len(line))
+
+
+def _mask_secrets(line: str, column: int | None, secrets: Iterable[str] = ()) -> tuple[str, int | None]:
     """`password: hunter2` → `password: ********`, in block or flow style: never echo a secret.
 
     Returns the masked line and `column` (1-based) moved to where it now falls.
@@ -130,14 +183,13 @@ def _mask_secret(line: str, column: int | None) -> tuple[str, int | None]:
     done = 0
     moved = 0  # how far the column moves: the change in length of the secrets before it
     inside: int | None = None  # the column falls in a secret: where the mask starts
-    for m in _SECRET_VALUE.finditer(line):
-        start, end = m.span("value")
-        out += [line[done:start], _MASK]
+    for start, end in _secret_spans(line, secrets):
+        out += [line[done:start], MASK]
         done = end
         if column is not None and start < column <= end:
             inside = start + 1 + moved
         if column is not None and end < column:
-            moved += len(_MASK) - (end - start)
+            moved += len(MASK) - (end - start)
     out.append(line[done:])
     if column is None:
         return "".join(out), None
@@ -188,7 +240,13 @@ def parse_config(text: str, *, filename: str = "<string>") -> GatewayConfig:
             issue = ConfigIssue(filename, None, None, "", "nested too deeply")
             raise ConfigError([issue], source=text) from None
         tree = _Tree(loader, filename)
-        data = tree.convert_root(root)
+        try:
+            data = tree.convert_root(root)
+        finally:
+            # The values of secrets' keys (`password: …`, `pw: …`, also unknown or misspelled ones)
+            # are masked wherever they would be shown: in this error, and in every log line.
+            secrets = maskable(tree.secrets)
+            remember(secrets)
     finally:
         loader.dispose()
 
@@ -206,7 +264,8 @@ def parse_config(text: str, *, filename: str = "<string>") -> GatewayConfig:
                 return config
     if not issues:  # pragma: no cover - a YAML problem always leaves an issue
         issues.append(ConfigIssue(filename, None, None, "", "invalid configuration"))
-    raise ConfigError(_ordered(issues), source=text)
+    issues = [replace(i, message=redact_with(i.message, secrets)) for i in issues]
+    raise ConfigError(_ordered(issues), source=text, secrets=secrets)
 
 
 def _ordered(issues: list[ConfigIssue]) -> list[ConfigIssue]:
@@ -297,6 +356,8 @@ class _Tree:
     issues: list[ConfigIssue] = field(default_factory=list)
     broken: set[str] = field(default_factory=set)
     """Key paths whose value could not be read; validation errors under them are noise."""
+    secrets: set[str] = field(default_factory=set)
+    """The text of every scalar under a secret's key (`password`, `pw`, `mqtt_password`, …)."""
     _budget: int = _MAX_NODES
     _active: set[int] = field(default_factory=set)
 
@@ -414,6 +475,8 @@ class _Tree:
                 self.issue(key_node.start_mark, _path_text(path), "a key must be plain text")
                 continue
             sub = (*path, _key_text(key))
+            if is_secret_key(key_node.value):
+                self._collect_secrets(value_node)
             earlier = first_seen.get(key)
             if earlier is not None:
                 self.issue(
@@ -426,6 +489,21 @@ class _Tree:
                 first_seen[key] = key_node.start_mark
             result[key] = self.convert(value_node, sub, key_node.start_mark)
         return result
+
+    def _collect_secrets(self, node: yaml.Node) -> None:
+        stack: list[yaml.Node] = [node]
+        seen: set[int] = set()
+        while stack and len(seen) < _MAX_NODES:
+            n = stack.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            if isinstance(n, yaml.ScalarNode):
+                self.secrets.add(str(n.value))
+            elif isinstance(n, yaml.SequenceNode):
+                stack.extend(n.value)
+            elif isinstance(n, yaml.MappingNode):
+                stack.extend(value for _key, value in n.value)
 
 
 def _short_tag(tag: str) -> str:
@@ -649,14 +727,26 @@ def _strip_prefix(message: str) -> str:
 
 def _unknown_key(key: str, owner: type[BaseModel] | None, variants: dict[str, type[BaseModel]]) -> str:
     known = list(owner.model_fields) if owner is not None else []
-    if key.lower() in ("password", "passwd", "pass", "pwd") and "password_env" in known:
-        return f"unknown key '{key}': {_SECRET_HINT}"
+    if is_secret_key(key) and key not in known:
+        # Never "did you mean 'password_env'?": that is where the password would go next.
+        return f"unknown key '{key}': {_password_hint(known)}"
     # `baudrate` on a modbus_tcp device: say which type it belongs to.
     elsewhere = [tag for tag, model in variants.items() if model is not owner and key in model.model_fields]
     if owner is not None and elsewhere:
         here = next((tag for tag, model in variants.items() if model is owner), "this")
         return f"unknown key '{key}' for a {here} device (it is a key of {' and '.join(elsewhere)})"
     return f"unknown key '{key}'{_did_you_mean(key, known)}"
+
+
+def _password_hint(known: list[str]) -> str:
+    ways = []
+    if "password_env" in known:
+        ways.append("in an environment variable named by password_env (e.g. password_env: MQTT_PASSWORD)")
+    if "password_file" in known:
+        ways.append("in a file named by password_file")
+    if not ways:
+        return "this section takes no password, and gateway.yaml never holds one"
+    return f"put the password {' or '.join(ways)}, never in gateway.yaml"
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:

@@ -19,8 +19,10 @@ from pydantic import (
 )
 
 from picogate._model import PointType
+from picogate._secrets import remember
 from picogate.config._base import (
     Duration,
+    EnvName,
     Name,
     Port,
     PositiveDuration,
@@ -82,7 +84,7 @@ class MqttSection(_Model):
     client_id: str | None = None
     """Default: `picogate-<gateway id>`."""
     username: str | None = None
-    password_env: str | None = None
+    password_env: EnvName | None = None
     """Name of an environment variable holding the password."""
     password_file: Path | None = None
     """A file whose first line is the password (e.g. a systemd credential)."""
@@ -107,17 +109,34 @@ class MqttSection(_Model):
         return self
 
     def password(self) -> str | None:
-        """Read the secret now; it is never stored in the config object nor logged."""
+        """Read the secret now; it is never stored in the config object nor logged.
+
+        Neither the variable's name nor the file's path is repeated in an error: either may be the
+        password itself, written where its name belongs."""
         if self.password_env:
             value = os.environ.get(self.password_env)
             if value is None:
-                raise ValueError(f"mqtt.password_env: environment variable {self.password_env} is not set")
+                raise ValueError(
+                    "mqtt.password_env: the environment variable it names is not set: set it in the "
+                    "agent's environment (systemd: Environment= or EnvironmentFile=); password_env holds "
+                    "the variable's name, the variable holds the password"
+                )
+            remember([value])
             return value
         if self.password_file:
             try:
-                return self.password_file.read_text(encoding="utf-8").splitlines()[0]
-            except (OSError, IndexError) as exc:
-                raise ValueError(f"mqtt.password_file: cannot read {self.password_file}: {exc}") from exc
+                value = self.password_file.read_text(encoding="utf-8").splitlines()[0]
+            except OSError as exc:
+                raise ValueError(
+                    f"mqtt.password_file: cannot read the file it names: {exc.strerror or type(exc).__name__}"
+                ) from None
+            except (IndexError, UnicodeDecodeError):
+                raise ValueError(
+                    "mqtt.password_file: cannot read a password from the file it names: it is empty or "
+                    "not UTF-8 text (its first line must be the password)"
+                ) from None
+            remember([value])
+            return value
         return None
 
 

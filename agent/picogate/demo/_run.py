@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.live import Live
 
 from picogate._gateway import Gateway
+from picogate._logging import TextFormatter
 from picogate._paths import data_dir
 from picogate.config import ConfigError, GatewayConfig, ModbusRtuDevice, ModbusTcpDevice, load_config
 from picogate.demo._broker import Broker, make_broker
@@ -196,7 +197,7 @@ class _Demo:
         root = logging.getLogger()
         saved = root.handlers[:]
         log_file = logging.FileHandler(self.workdir / "demo.log", encoding="utf-8")
-        log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        log_file.setFormatter(TextFormatter())  # one line per record, secrets masked
         root.handlers[:] = [self.log_tail, log_file]
         try:
             yield
@@ -246,7 +247,7 @@ class _Demo:
                 gw.stop()
                 await asyncio.gather(run, return_exceptions=True)
                 raise DemoError(f"the gateway did not start within {READY_TIMEOUT_S:g} s")
-            metrics = gw.metrics_server
+            metrics = gw.http if gw.http.running else None
             info = DemoInfo(
                 gateway_id=cfg.gateway.id,
                 root=topics.root,

@@ -7,6 +7,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from picogate._component import Component
+from picogate._secrets import remember
 from picogate._sink import RunningSink
 from picogate.config._edgex import EdgexSection
 from picogate.edgex._commands import Commands, EdgexNames
@@ -68,7 +69,13 @@ async def attach(gw: Gateway) -> list[Component]:
         b = cfg.bus
         password = os.environ.get(b.password_env) if b.password_env else None
         if b.password_env and password is None:
-            raise ValueError(f"edgex.bus.password_env: environment variable {b.password_env} is not set")
+            # The name is not repeated: it may be the password itself, put where the name belongs.
+            raise ValueError(
+                "edgex.bus.password_env: the environment variable it names is not set: set it in the "
+                "agent's environment; password_env holds the variable's name, the variable the password"
+            )
+        if password is not None:
+            remember([password])
 
         def client(**kwargs: Any) -> MqttClient:
             return MqttClient(

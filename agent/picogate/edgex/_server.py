@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from picogate import __version__
+from picogate._http import HttpServer, new_app
 from picogate.edgex._commands import CommandError, Commands
 from picogate.edgex._model import API_VERSION
 
@@ -33,26 +34,22 @@ class DeviceServiceApi:
         self.name = "edgex-api"
         self.commands = commands
         self.host, self.port = host, port
-        self._runner: web.AppRunner | None = None
         self._stopped: Any = None
-        # A body larger than commands.max_payload is refused (413) before it is read in full.
-        self.app = web.Application(client_max_size=commands.router.policy.max_payload)
+        # Bounded requests, 414/431/400 for what is not HTTP, as the gateway's own server; a body
+        # larger than commands.max_payload is refused (413) before it is read in full.
+        self.app = new_app(max_body=commands.router.policy.max_payload)
+        self.http = HttpServer(host=host, port=port, name="EdgeX device-service API", app=self.app)
         self.app.router.add_get("/api/v3/ping", self._ping)
         self.app.router.add_get("/api/v3/version", self._version)
         self.app.router.add_get("/api/v3/device/name/{name}/{command}", self._get)
         self.app.router.add_put("/api/v3/device/name/{name}/{command}", self._put)
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        log.info("EdgeX device-service API on http://%s:%d", self.host, self.port)
+        await self.http.start()
+        self.port = self.http.port
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.http.close()
 
     async def run(self) -> None:
         import asyncio
