@@ -60,7 +60,8 @@ async def test_a_write_with_a_value_255_levels_deep_leaves_one_json_audit_line(
     assert record["audit"]["device"] == "boiler"
     assert record["audit"]["id"] == "r1"
     assert record["audit"]["code"] == result.code.value
-    assert record["log_truncated"] is True
+    # cut short: by the router (its audit value) or, failing that, by the formatter
+    assert record["audit"].get("truncated") is True or record.get("log_truncated") is True
 
 
 @pytest.mark.parametrize(
