@@ -29,6 +29,7 @@ from picogate.modbus._wire import (
     frame_gap,
     mask_write_request,
     mbap_frame,
+    mbap_one,
     mbap_split,
     read_request,
     rtu_frame,
@@ -181,9 +182,11 @@ def test_mbap_split(case: dict[str, Any]) -> None:
         )
         assert not frames
     else:
+        one = mbap_one(bytes(buf))
         got = mbap_split(buf)
         assert [[t, u, p.hex()] for t, u, p in got] == case["frames"]
         assert len(buf) == case["left"]
+        assert (one is not None) == (len(got) == 1 and not case["left"])
 
 
 # -- RTU streams -----------------------------------------------------------------------------------
@@ -263,6 +266,9 @@ def test_any_reply_pdu_gives_values_or_a_wire_error(req: Request, pdu: bytes) ->
 @settings(max_examples=400, deadline=None)
 @given(stream=st.binary(max_size=600))
 def test_any_stream_gives_frames_or_a_desync(stream: bytes) -> None:
+    one = mbap_one(stream)  # the shortcut for a chunk that is exactly one frame
+    if one is not None:
+        assert mbap_split(bytearray(stream)) == [one]
     buf = bytearray(stream)
     try:
         frames = mbap_split(buf)

@@ -17,14 +17,18 @@ import asyncio
 import contextlib
 from typing import cast
 
-from picogate.modbus._wire import Desync, Mismatch, Request, WireStats, check_reply, mbap_frame, mbap_split
+from picogate.modbus._wire import (
+    Desync,
+    Mismatch,
+    Request,
+    WireStats,
+    check_reply,
+    mbap_frame,
+    mbap_one,
+    mbap_split,
+)
 
 Values = list[int] | list[bool] | None
-
-
-def _expire(fut: asyncio.Future[Values]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
 
 
 class MbapConnection(asyncio.Protocol):
@@ -32,9 +36,13 @@ class MbapConnection(asyncio.Protocol):
         self.stats = stats
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
-        self._pending: dict[int, tuple[Request, asyncio.Future[Values]]] = {}
+        self._pending: dict[int, tuple[Request, asyncio.Future[Values], float]] = {}
         self._tid = 0
         self._loop = asyncio.get_running_loop()
+        # One timer for the connection rather than one per request: it fires at the earliest
+        # deadline it knows of, fails what is due, and sets itself again for what is not.
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watch_at = 0.0
 
     @classmethod
     async def open(cls, host: str, port: int, timeout: float, stats: WireStats) -> MbapConnection:
@@ -54,6 +62,11 @@ class MbapConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if not self._buf:
+            one = mbap_one(data)
+            if one is not None:
+                self._deliver(*one)
+                return
         buf = self._buf
         buf += data
         try:
@@ -63,34 +76,57 @@ class MbapConnection(asyncio.Protocol):
             self._fail_all(exc)
             self.close()
             return
-        pending = self._pending
         for tid, unit, pdu in frames:
-            entry = pending.get(tid)
-            if entry is None:
-                self.stats.late += 1
-                continue
-            req, fut = entry
-            if unit != req.unit:
-                self.stats.foreign += 1
-                continue
-            if fut.done():
-                continue
-            try:
-                fut.set_result(check_reply(req, pdu))
-            except Mismatch as exc:
-                self.stats.mismatched += 1
-                fut.set_exception(exc)
-            except Exception as exc:  # ExceptionReply
-                fut.set_exception(exc)
+            self._deliver(tid, unit, pdu)
+
+    def _deliver(self, tid: int, unit: int, pdu: bytes) -> None:
+        entry = self._pending.get(tid)
+        if entry is None:
+            self.stats.late += 1
+            return
+        req, fut, _ = entry
+        if unit != req.unit:
+            self.stats.foreign += 1
+            return
+        if fut.done():
+            return
+        try:
+            fut.set_result(check_reply(req, pdu))
+        except Mismatch as exc:
+            self.stats.mismatched += 1
+            fut.set_exception(exc)
+        except Exception as exc:  # ExceptionReply
+            fut.set_exception(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._fail_all(ConnectionError(str(exc) if exc else "closed by the peer"))
 
     def _fail_all(self, exc: Exception) -> None:
-        for _, fut in self._pending.values():
+        for _, fut, _ in self._pending.values():
             if not fut.done():
                 fut.set_exception(exc)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        now = self._loop.time()
+        earliest = 0.0
+        for _, fut, deadline in self._pending.values():
+            if deadline <= now:
+                if not fut.done():
+                    fut.set_exception(TimeoutError())
+            elif not earliest or deadline < earliest:
+                earliest = deadline
+        if earliest:
+            self._arm(earliest)
+
+    def _arm(self, when: float) -> None:
+        if self._watchdog is not None:
+            if self._watch_at <= when:
+                return
+            self._watchdog.cancel()
+        self._watch_at = when
+        self._watchdog = self._loop.call_at(when, self._watch)
 
     # -- requests
 
@@ -102,18 +138,19 @@ class MbapConnection(asyncio.Protocol):
             raise ConnectionError("not connected")
         self._tid = tid = (self._tid + 1) & 0xFFFF
         fut: asyncio.Future[Values] = self._loop.create_future()
-        self._pending[tid] = (req, fut)
+        deadline = self._loop.time() + timeout
+        self._pending[tid] = (req, fut, deadline)
         try:
             transport.write(mbap_frame(tid, req))
-            timer = self._loop.call_later(timeout, _expire, fut)
-            try:
-                return await fut
-            finally:
-                timer.cancel()
+            self._arm(deadline)
+            return await fut
         finally:
             del self._pending[tid]
 
     def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         transport, self._transport = self._transport, None
         if transport is not None:
             with contextlib.suppress(Exception):

@@ -257,43 +257,52 @@ class ModbusLink:
     ) -> list[int] | list[bool] | None:
         req, frame = built
         timeout = self.timeout
-        async with self._lock:
-            try:
-                if not self.connected:
+        lock = self._lock
+        await lock.acquire()
+        try:
+            rtu = self._rtu
+            if rtu is not None:
+                if rtu.carrier is None:
                     await self.connect()
-                if self._rtu is not None:
-                    return await self._rtu.request(req, frame, timeout, self.late_reply(unit, timeout))
-                assert self._mbap is not None
-                return await self._mbap.request(req, timeout)
-            except TimeoutError as exc:
-                raise ModbusFailure(
-                    FailKind.TIMEOUT,
-                    f"{_what(kind, unit, table, address, count)}: no reply within {timeout:g} s",
-                ) from exc
-            except ExceptionReply as exc:
-                raise ModbusFailure(
-                    FailKind.EXCEPTION,
-                    f"{_what(kind, unit, table, address, count)}: {exc}",
-                    exception_code=exc.code,
-                ) from exc
-            except Desync as exc:
-                self.close()
-                raise ModbusFailure(
-                    FailKind.PROTOCOL,
-                    f"{_what(kind, unit, table, address, count)}: {exc}; connection dropped",
-                ) from exc
-            except Mismatch as exc:
-                raise ModbusFailure(
-                    FailKind.PROTOCOL, f"{_what(kind, unit, table, address, count)}: {exc}"
-                ) from exc
-            except (OSError, RuntimeError) as exc:
-                # ConnectionError; or a peer that closed under us: uvloop raises RuntimeError
-                # ("unable to perform operation on <TCPTransport closed=True>") from the write.
-                self.close()
-                raise ModbusFailure(
-                    FailKind.DISCONNECTED,
-                    f"{_what(kind, unit, table, address, count)}: connection to {self.description} lost ({exc})",
-                ) from exc
+                return await rtu.request(req, frame, timeout, self.late_reply(unit, timeout))
+            mbap = self._mbap
+            if mbap is None or not mbap.connected:
+                await self.connect()
+                mbap = self._mbap
+                assert mbap is not None
+            return await mbap.request(req, timeout)
+        except TimeoutError as exc:
+            raise ModbusFailure(
+                FailKind.TIMEOUT,
+                f"{_what(kind, unit, table, address, count)}: no reply within {timeout:g} s",
+            ) from exc
+        except ExceptionReply as exc:
+            raise ModbusFailure(
+                FailKind.EXCEPTION,
+                f"{_what(kind, unit, table, address, count)}: {exc}",
+                exception_code=exc.code,
+            ) from exc
+        except Desync as exc:
+            self.close()
+            raise ModbusFailure(
+                FailKind.PROTOCOL,
+                f"{_what(kind, unit, table, address, count)}: {exc}; connection dropped",
+            ) from exc
+        except Mismatch as exc:
+            raise ModbusFailure(
+                FailKind.PROTOCOL, f"{_what(kind, unit, table, address, count)}: {exc}"
+            ) from exc
+        except (OSError, RuntimeError) as exc:
+            # ConnectionError; or a peer that closed under us: uvloop raises RuntimeError
+            # ("unable to perform operation on <TCPTransport closed=True>") from the write.
+            self.close()
+            raise ModbusFailure(
+                FailKind.DISCONNECTED,
+                f"{_what(kind, unit, table, address, count)}: connection to {self.description} lost ({exc})",
+            ) from exc
+
+        finally:
+            lock.release()
 
 
 def _what(kind: str, unit: int, table: Table, address: int, count: int) -> str:

@@ -44,6 +44,7 @@ __all__ = [
     "frame_gap",
     "mask_write_request",
     "mbap_frame",
+    "mbap_one",
     "mbap_split",
     "read_request",
     "rtu_frame",
@@ -268,6 +269,16 @@ _MBAP = struct.Struct(">HHHB")
 
 def mbap_frame(tid: int, req: Request) -> bytes:
     return _MBAP.pack(tid, 0, len(req.pdu) + 1, req.unit) + req.pdu
+
+
+def mbap_one(data: bytes) -> tuple[int, int, bytes] | None:
+    """(tid, unit, PDU) when `data` is exactly one well-formed frame (the usual chunk), else None."""
+    if len(data) < 7:
+        return None
+    tid, proto, length, unit = _MBAP.unpack_from(data)
+    if proto != 0 or len(data) != 6 + length or not 2 <= length <= MAX_PDU + 1:
+        return None
+    return tid, unit, data[7:]
 
 
 def mbap_split(buf: bytearray) -> list[tuple[int, int, bytes]]:
