@@ -307,6 +307,8 @@ class RtuLine:
         self._owed[unit] = owed + 1
         if owed:  # a retry while the first try is owed: its answer may come as late
             self._quiet[unit] = max(self._quiet.get(unit, 0.0), deadline + late_reply)
+        stats = self.stats
+        before = (stats.mismatched, stats.foreign, stats.late, stats.garbage)
         answered = False
         try:
             carrier.write(frame)
@@ -320,6 +322,10 @@ class RtuLine:
         except ExceptionReply:
             answered = True  # an exception reply is an answer too
             raise
+        except TimeoutError:
+            if self._buf:
+                self._discard(len(self._buf))
+            raise TimeoutError(_skipped(before, stats)) from None
         finally:
             if not answered:  # timed out, line lost, or the caller gave up: the reply is owed
                 self._quiet[unit] = max(self._quiet.get(unit, 0.0), deadline + late_reply)
@@ -329,6 +335,23 @@ class RtuLine:
             elif self._timed_out.get(unit) == frame and self._owed.get(unit, 0) <= 0:
                 del self._timed_out[unit]
             self._pending = None
+
+
+def _skipped(before: tuple[int, int, int, int], stats: WireStats) -> str:
+    """What arrived while a request waited in vain, for the timeout's message."""
+    counts = (
+        stats.mismatched - before[0],
+        stats.foreign - before[1],
+        stats.late - before[2],
+        stats.garbage - before[3],
+    )
+    words = (
+        "frame(s) of the unit that did not fit the request",
+        "frame(s) of other units",
+        "late reply(ies)",
+        "byte(s) of garbage",
+    )
+    return ", ".join(f"{n} {w}" for n, w in zip(counts, words, strict=True) if n)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -272,9 +272,10 @@ class ModbusLink:
                 assert mbap is not None
             return await mbap.request(req, timeout)
         except TimeoutError as exc:
+            seen = f" (received {exc})" if str(exc) else ""
             raise ModbusFailure(
                 FailKind.TIMEOUT,
-                f"{_what(kind, unit, table, address, count)}: no reply within {timeout:g} s",
+                f"{_what(kind, unit, table, address, count)}: no reply within {timeout:g} s{seen}",
             ) from exc
         except ExceptionReply as exc:
             raise ModbusFailure(

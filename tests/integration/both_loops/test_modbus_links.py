@@ -395,7 +395,9 @@ async def test_rtu_broken_crc_is_no_reply(carrier: Carrier, tmp_path: Path) -> N
 
         slave.script = script
         link = ModbusLink(params, timeout=0.2, late_reply={1: 0.2})
-        assert (await failure(link.read(1, HR, 0, 2))).kind is FailKind.TIMEOUT
+        f = await failure(link.read(1, HR, 0, 2))
+        assert f.kind is FailKind.TIMEOUT
+        assert str(f) == "read holding 0+2 from unit 1: no reply within 0.2 s (received 9 byte(s) of garbage)"
         assert link.stats.garbage == 9
         assert await link.read(1, HR, 0, 2) == [value(1, 0), value(1, 1)]  # a retry
         assert await link.read(1, HR, 7, 1) == [value(1, 7)]
