@@ -364,8 +364,10 @@ def agent_config(
     publish: str,
     synchronous: str = "full",
     check_sync: bool = False,
+    modbus_driver: str = "builtin",
 ) -> dict[str, Any]:
-    """500 devices × 30 uint16 holding registers (addresses 0..29, one merged read per poll)."""
+    """500 devices × 30 uint16 holding registers (addresses 0..29, one merged read per poll).
+    `modbus_driver` other than the default is written as each device's `driver`."""
     points = [
         {"name": f"r{i:02d}", "table": "holding", "address": i, "type": "uint16"}
         | ({"writable": True} if f"r{i:02d}" == WRITABLE_POINT else {})
@@ -378,6 +380,7 @@ def agent_config(
             "host": LOOPBACK,
             "port": port,
             "poll": f"{round(poll * 1000)}ms",
+            **({"driver": modbus_driver} if modbus_driver != "builtin" else {}),
             "points": points,  # the same list object: YAML writes it once, as an anchor
         }
         for i, port in enumerate(device_ports)
