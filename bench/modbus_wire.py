@@ -77,7 +77,8 @@ async def _client(impl: str, port: int, registers: int, seconds: float) -> dict[
     if impl == "pymodbus":
         from pymodbus.client import AsyncModbusTcpClient
 
-        client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=0, reconnect_delay=0)
+        # 5 s: a server stalled by a loaded machine must not end the measurement
+        client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=5, retries=0, reconnect_delay=0)
         if not await client.connect():
             raise SystemExit(f"cannot connect to 127.0.0.1:{port}")
 
@@ -90,7 +91,7 @@ async def _client(impl: str, port: int, registers: int, seconds: float) -> dict[
     else:
         link = ModbusLink(
             TcpParams("127.0.0.1", port),
-            timeout=1.0,
+            timeout=5.0,
             driver="pymodbus" if impl == "link-pymodbus" else "builtin",
         )
 

@@ -190,7 +190,8 @@ class RtuLine:
         self._discard(match.start)
         del buf[: match.end - match.start]
         self._paid_by(req.unit)
-        if fut.done():
+        if fut.done():  # it came just after the timeout, before the request gave up
+            self.stats.late += 1
             return
         try:
             fut.set_result(check_reply(req, pdu))
