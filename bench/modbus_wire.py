@@ -23,9 +23,11 @@ real line at the configured baud rate, plus the t3.5 silence it needs to see the
 `wire(8) + t3.5 + wire(5 + 2n)` after the request was written.  The master polls 10 registers
 from the four units in turn, back to back.  A transaction cannot take less than
 `wire(8) + t3.5 + wire(5 + 2n) + t3.5` on a real line (the master's own t3.5 before the next
-request): the bus utilisation is transactions/s × that limit.  Masters: the agent's ModbusLink
-(builtin and pymodbus drivers), and the agent's poller (ModbusLine: scheduling, decoding, readings
-handed to a counting stub instead of the outbox) over the builtin driver.
+request): the bus utilisation is transactions/s × that limit.  Masters: a reference (blocking
+reads and a sleep of exactly t3.5, nothing else: the ceiling of the set-up itself, with its pty,
+socat and the machine's load), the agent's ModbusLink (builtin and pymodbus drivers), and the
+agent's poller (ModbusLine: scheduling, decoding, readings handed to a counting stub instead of
+the outbox) over the builtin driver.
 """
 
 from __future__ import annotations
@@ -359,7 +361,49 @@ async def _master(kind: str, pty: str, baud: int, registers: int, seconds: float
     }
 
 
+def _reference_master(pty: str, baud: int, registers: int, seconds: float) -> dict[str, Any]:
+    """The least a master can do on this pty: blocking reads, a sleep of exactly t3.5 after each
+    reply, nothing else.  What it reaches is the ceiling of the set-up (pty, socat, the slave's
+    timing, the machine's load), against which the agent's masters are compared."""
+    from picogate.modbus._wire import frame_gap, read_request, rtu_frame, wire_time
+
+    fd = _open_raw(pty)
+    frames = [rtu_frame(read_request(u, 3, 0, registers)) for u in range(1, UNITS + 1)]
+    size, gap = 5 + 2 * registers, frame_gap(baud)
+    done = 0
+    c0, t0 = time.process_time(), time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        os.write(fd, frames[done % UNITS])
+        got = b""
+        while len(got) < size:
+            if not select.select([fd], [], [], 1.0)[0]:
+                raise SystemExit("reference master: no reply within 1 s")
+            got += os.read(fd, 4096)
+        ready = time.perf_counter() + gap
+        while (left := ready - time.perf_counter()) > 0:
+            time.sleep(left)
+        done += 1
+    t1, c1 = time.perf_counter(), time.process_time()
+    os.close(fd)
+    limit = wire_time(8, baud) + 2 * gap + wire_time(size, baud)
+    rate = done / (t1 - t0)
+    return {
+        "master": "reference",
+        "baud": baud,
+        "registers": registers,
+        "transactions": done,
+        "per_s": rate,
+        "limit_per_s": 1 / limit,
+        "utilisation_pct": 100 * rate * limit,
+        "cpu_us_per_tx": 1e6 * (c1 - c0) / max(done, 1),
+        "discarded": {},
+    }
+
+
 def cmd_master(args: argparse.Namespace) -> None:
+    if args.kind == "reference":
+        _emit(_reference_master(args.pty, args.baud, args.registers, args.seconds))
+        return
     _emit(_run_loop("uvloop", _master(args.kind, args.pty, args.baud, args.registers, args.seconds)))
 
 
@@ -371,7 +415,7 @@ def run_rtu(seconds: float, place: Any, registers: int = 10) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for baud in (115200, 9600):
-            for kind in ("link-builtin", "line-builtin", "link-pymodbus"):
+            for kind in ("reference", "link-builtin", "line-builtin", "link-pymodbus"):
                 pair = SocatPtyPair(workdir / f"pty-{baud}-{kind}").start()
                 slave = master = None
                 try:
@@ -399,11 +443,15 @@ def report_rtu(result: dict[str, Any]) -> None:
     print(
         f"   RTU bus over a socat pty, slave answering after the real wire time, 4 units, 10 registers; cores: {result['cores']}"
     )
-    print("     baud    master          tx/s   wire limit   utilisation   µs CPU/tx   load   discarded")
+    print(
+        "     baud    master          tx/s   wire limit   utilisation   of reference   µs CPU/tx   load   discarded"
+    )
+    ref = {r["baud"]: r["utilisation_pct"] for r in result["rows"] if r["master"] == "reference"}
     for r in result["rows"]:
+        of_ref = 100 * r["utilisation_pct"] / ref[r["baud"]] if ref.get(r["baud"]) else 0.0
         print(
             f"     {r['baud']:>6}  {r['master']:<14} {r['per_s']:6.1f}   {r['limit_per_s']:6.1f}/s    {r['utilisation_pct']:5.1f} %"
-            f"   {r['cpu_us_per_tx']:9.0f}   {r['load']:.1f}   {sum(r['discarded'].values())}"
+            f"       {of_ref:5.1f} %   {r['cpu_us_per_tx']:9.0f}   {r['load']:.1f}   {sum(r['discarded'].values())}"
         )
 
 
