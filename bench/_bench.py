@@ -365,11 +365,13 @@ def agent_config(
     synchronous: str = "full",
     check_sync: bool = False,
     units: int = 0,
+    modbus_driver: str = "builtin",
 ) -> dict[str, Any]:
     """500 devices × 30 uint16 holding registers (addresses 0..29, one merged read per poll).
 
     `units` > 0: that many devices behind the one port of `device_ports` (unit ids 1..N), one
-    Modbus line for all of them (a TCP to RS-485 bridge)."""
+    Modbus line for all of them (a TCP to RS-485 bridge). `modbus_driver` other than the default
+    is written as each device's `driver`."""
     points = [
         {"name": f"r{i:02d}", "table": "holding", "address": i, "type": "uint16"}
         | ({"writable": True} if f"r{i:02d}" == WRITABLE_POINT else {})
@@ -388,6 +390,7 @@ def agent_config(
             "port": port,
             "unit_id": unit,
             "poll": f"{poll * 1000:g}ms",
+            **({"driver": modbus_driver} if modbus_driver != "builtin" else {}),
             "points": points,  # the same list object: YAML writes it once, as an anchor
         }
         for i, (port, unit) in enumerate(targets)

@@ -11,6 +11,8 @@ Scenarios (docs/benchmarks.md says what each measures and how):
     e  building blocks: gmqtt vs paho-mqtt, pymodbus client round trips, the simulator, orjson vs json
     f  flashing simulated boards: one from clean, unchanged re-flash, factory boards/minute (bench/flash.py)
     m  the firmware's Modbus RTU master on MicroPython over a pty (bench/fw_modbus.py)
+    w  Modbus TCP client CPU per request: pymodbus against the agent's links (bench/modbus_wire.py)
+    rtu  an RTU bus over a pty at 115200 and 9600 baud: utilisation of the wire (bench/modbus_wire.py)
     r  the rule engine alone (bench/rules.py): readings/s through 1,000 stateful rules
     x  EdgeX: CPU per reading on the message bus and over core-data REST vs plain MQTT (bench/edgex.py)
     reload  rules hot reload: 1,000 rules, reload time and longest event-loop pause (bench/rules_reload.py)
@@ -154,6 +156,7 @@ def load_env(
                 synchronous=ctx.args.synchronous,
                 check_sync=ctx.args.check_sync,
                 units=devices if units else 0,
+                modbus_driver=ctx.args.modbus_driver,
             ),
         )
         agent = B.Agent(
@@ -856,6 +859,29 @@ def scenario_coap(ctx: Ctx) -> dict[str, Any]:
     return result
 
 
+def scenario_w(ctx: Ctx) -> dict[str, Any]:
+    """The Modbus wire path: client CPU per request, pymodbus against ours (bench/modbus_wire.py cpu)."""
+    import modbus_wire
+
+    say(
+        "\n== w. Modbus TCP client CPU per request: pymodbus against the agent's links (bench/modbus_wire.py)"
+    )
+    quick = ctx.args.quick
+    result = modbus_wire.run_cpu(2.0, 1 if quick else 2, ctx.place)
+    modbus_wire.report_cpu(result)
+    return result
+
+
+def scenario_rtu(ctx: Ctx) -> dict[str, Any]:
+    """An RTU bus over a pty, slave answering after the real wire time (bench/modbus_wire.py rtu)."""
+    import modbus_wire
+
+    say("\n== rtu. Modbus RTU bus utilisation at 115200 and 9600 baud (bench/modbus_wire.py)")
+    result = modbus_wire.run_rtu(3.0 if ctx.args.quick else 5.0, ctx.place)
+    modbus_wire.report_rtu(result)
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "a": scenario_a,
     "b": scenario_b,
@@ -866,6 +892,8 @@ SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "e": scenario_e,
     "f": scenario_f,
     "m": scenario_m,
+    "w": scenario_w,
+    "rtu": scenario_rtu,
     "r": scenario_r,
     "p": scenario_p,
     "x": scenario_x,
@@ -1237,6 +1265,28 @@ def summary(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "e: simulator CPU/request, bench vs pymodbus",
             f"{mb['bench']['server_cpu_us_per_request']:.0f} vs {mb['pymodbus']['server_cpu_us_per_request']:.0f} µs",
         )
+    w = results.get("w")
+    if w:
+        med = {
+            (x["impl"], x["registers"]): x["cpu_us_median"]
+            for x in w["summary"]
+            if x["server"] == "pymodbus" and x["loop"] == "uvloop"
+        }
+        for regs in (10, 30):
+            row(
+                f"w: Modbus TCP µs CPU/request, {regs} regs, pymodbus / ours (uvloop)",
+                f"{med[('pymodbus', regs)]:.0f} / {med[('link-builtin', regs)]:.0f}",
+            )
+    rtu = results.get("rtu")
+    if rtu:
+        for x in rtu["rows"]:
+            if x["master"] in ("link-builtin", "line-builtin"):
+                row(
+                    f"rtu: bus utilisation {x['baud']} baud, {x['master']}",
+                    f"{x['utilisation_pct']:.0f} %",
+                    "≥ 90 %",
+                    x["utilisation_pct"] >= 90,
+                )
     rr = results.get("r")
     if rr:
         std, heavy = rr["standard"], rr["heavy"]
@@ -1302,6 +1352,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1000,
         help="mosquitto max_inflight_messages, also its MQTT 5 Receive Maximum (default 1000; mosquitto's own is 20)",
+    )
+    p.add_argument(
+        "--modbus-driver",
+        choices=["builtin", "pymodbus"],
+        default="builtin",
+        help="a..d: the devices' Modbus driver (default builtin; pymodbus to compare on the same bench)",
     )
     p.add_argument(
         "--check-sync",

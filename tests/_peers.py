@@ -364,7 +364,8 @@ TableSpec = Sequence[int] | Sequence[bool] | Mapping[int, "int | bool | Sequence
 """Initial values for a table: a sequence starting at address 0, or {address: value or values}."""
 
 UnitSpec = Mapping[str, Any]
-"""{"hr": TableSpec, "ir": ..., "co": ..., "di": ..., "size": int, "silent": bool, "delay": float}"""
+"""{"hr": TableSpec, "ir": ..., "co": ..., "di": ..., "size": int, "silent": bool, "delay": float,
+"slow": {address: seconds}}"""
 
 
 @dataclass(frozen=True)
@@ -390,6 +391,9 @@ class ModbusUnit:
     """Drop every request addressed to this unit (an absent or dead RS-485 slave)."""
     delay: float = 0.0
     """Seconds to wait before answering (a slow slave); the reply still comes, late."""
+    slow: dict[int, float] = field(default_factory=dict)
+    """Seconds to wait before answering a request that starts at one of these addresses, instead
+    of ``delay`` (a slave that is slow on chosen requests only)."""
     tables: dict[Table, list[Any]] = field(default_factory=dict)
     invalid: dict[Table, set[int]] = field(default_factory=dict)
     """Addresses that answer ILLEGAL_ADDRESS when a request touches them (holes in a device map)."""
@@ -432,7 +436,7 @@ class ModbusUnit:
 
 def _build_unit(unit_id: int, spec: UnitSpec | None, size: int) -> ModbusUnit:
     spec = dict(spec or {})
-    unknown = set(spec) - {*TABLES, "size", "silent", "delay", "invalid"}
+    unknown = set(spec) - {*TABLES, "size", "silent", "delay", "slow", "invalid"}
     if unknown:
         raise ValueError(f"unit {unit_id}: unknown keys {sorted(unknown)} (tables are {TABLES})")
     unit = ModbusUnit(
@@ -440,6 +444,7 @@ def _build_unit(unit_id: int, spec: UnitSpec | None, size: int) -> ModbusUnit:
         size=int(spec.get("size", size)),
         silent=bool(spec.get("silent", False)),
         delay=float(spec.get("delay", 0.0)),
+        slow={int(a): float(s) for a, s in dict(spec.get("slow", {})).items()},
     )
     for table in TABLES:
         initial = spec.get(table)
@@ -526,8 +531,9 @@ def _handler_class() -> type:
             peer.requests[request.dev_id] += 1
             if unit is None or unit.silent:
                 return
-            if unit.delay > 0:
-                await asyncio.sleep(unit.delay)
+            delay = unit.slow.get(getattr(request, "address", -1), unit.delay)
+            if delay > 0:
+                await asyncio.sleep(delay)
                 if unit.silent:
                     return
             try:

@@ -111,8 +111,9 @@ async def modbus_tcp_server() -> AsyncIterator[Callable[..., Awaitable[ModbusTcp
     """Factory: ``await modbus_tcp_server(units=None, *, size=1000, port=None)`` → started peer.
 
     ``units`` maps a device id to ``{"hr": ..., "ir": ..., "co": ..., "di": ..., "silent": bool,
-    "delay": seconds, "size": n, "invalid": {"hr": {addresses}}}``; a table is a sequence from
-    address 0 or ``{address: value or values}``. ``None`` means unit 1 with zeroed tables.
+    "delay": seconds, "slow": {address: seconds}, "size": n, "invalid": {"hr": {addresses}}}``;
+    a table is a sequence from address 0 or ``{address: value or values}``. ``None`` means unit 1
+    with zeroed tables.
     """
     peers: list[ModbusTcpPeer] = []
 

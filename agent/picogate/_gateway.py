@@ -281,6 +281,17 @@ class Gateway:
             + [([ln.name, "any"], ln.stats.failures) for ln in lines],
         )
         yield counter(
+            "picogate_modbus_discarded",
+            "What Modbus links received and discarded: late replies, frames of other units, replies "
+            "that did not fit their request, garbage bytes, broken Modbus TCP streams",
+            ["line", "reason"],
+            [
+                ([ln.name, reason], getattr(ln.link.stats, reason))
+                for ln in lines
+                for reason in ("late", "foreign", "mismatched", "garbage", "desync")
+            ],
+        )
+        yield counter(
             "picogate_readings_received", "Readings from all sources", [], [([], p.pipeline.received)]
         )
         yield counter(

@@ -167,6 +167,7 @@ async def test_metrics_and_healthz(mosquitto: Any, modbus_tcp_server: Any, tmp_p
         for name in (
             "picogate_polls_total",
             "picogate_modbus_requests_total",
+            "picogate_modbus_discarded_total",
             "picogate_modbus_request_seconds_bucket",
             "picogate_outbox_depth",
             "picogate_messages_delivered_total",

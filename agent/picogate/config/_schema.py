@@ -306,7 +306,15 @@ class _DeviceBase(_Model):
     description: str = ""
     unit_id: UnitId = 1
     timeout: PositiveDuration = 1.0
-    """Time allowed for one reply."""
+    """Time allowed for one reply (on a serial line, counted from the end of the request on the
+    wire, plus the reply's own time on the wire)."""
+    late_reply: PositiveDuration | None = None
+    """RTU framing (serial, or `framing: rtu`): after a timeout, how much longer the device's
+    reply may still come.  Until then the unit is asked nothing else, so that its late reply is
+    never taken for another request's (docs/modbus.md).  Default: 3 × `timeout`."""
+    driver: Literal["builtin", "pymodbus"] = "builtin"
+    """Who speaks Modbus on this device's connection: the agent's own frames, or pymodbus
+    (docs/modbus.md); devices sharing a connection must use the same."""
     retries: Annotated[int, Field(ge=0, le=10)] = 1
     """Further tries of a failed request, within one poll."""
     offline_after: Annotated[int, Field(ge=1, le=100)] = 3
@@ -415,10 +423,25 @@ class GatewayConfig(_Model):
         seen: set[str] = set()
         lines: dict[str, ModbusRtuDevice] = {}
         units: dict[tuple[str, int], str] = {}  # (serial port, unit id) → device name
+        drivers: dict[tuple[str, ...], ModbusTcpDevice | ModbusRtuDevice] = {}  # connection → first device
         for i, d in enumerate(devices):
             if d.name in seen:
                 raise ValueError(f"devices[{i}].name: {d.name!r} is used twice")
             seen.add(d.name)
+            if isinstance(d, ModbusTcpDevice) and d.framing == "rtu" and d.unit_id == 0:
+                raise ValueError(
+                    f"devices[{i}].unit_id: 0 is broadcast on an RTU line and gets no reply; "
+                    "use the device's address, 1..247"
+                )
+            link = (
+                ("rtu", d.port) if isinstance(d, ModbusRtuDevice) else ("tcp", d.host, str(d.port), d.framing)
+            )
+            first = drivers.setdefault(link, d)
+            if first.driver != d.driver:
+                raise ValueError(
+                    f"devices[{i}].driver: {d.name} shares its connection with {first.name} "
+                    f"but not its driver ({d.driver} vs {first.driver})"
+                )
             if isinstance(d, ModbusRtuDevice):
                 other = lines.setdefault(d.port, d)
                 if (other.baudrate, other.parity, other.stopbits, other.bytesize) != (

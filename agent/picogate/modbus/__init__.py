@@ -1,4 +1,4 @@
-"""Modbus TCP/RTU: value codec, request planner, pymodbus transport, pollers."""
+"""Modbus TCP/RTU: value codec, request planner, wire codec and links (builtin, or pymodbus), pollers."""
 
 from picogate.modbus._codec import ByteOrder, CodecError, Encoding, Table, decode, encode
 from picogate.modbus._planner import Request, plan

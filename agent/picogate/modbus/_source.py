@@ -221,7 +221,12 @@ class ModbusLine:
             params: TcpParams | SerialParams = TcpParams(first.host, first.port, first.framing)
         else:
             params = SerialParams(first.port, first.baudrate, first.parity, first.stopbits, first.bytesize)
-        self.link = ModbusLink(params, timeout=max(d.timeout for d in devices))
+        self.link = ModbusLink(
+            params,
+            timeout=max(d.timeout for d in devices),
+            late_reply={d.unit_id: d.late_reply for d in devices},
+            driver=first.driver,
+        )
         self.name = self.link.description
         self.devices = {d.name: _build_device(d) for d in devices}
         self.registry = registry
@@ -410,8 +415,8 @@ class ModbusLine:
             dev.backoff = min(max(dev.backoff * 2, cfg.poll), cfg.backoff_max)
         if dev.offline:
             dev.retry_at = time.monotonic() + dev.backoff
-        # RTU: the link keeps a timed-out unit quiet for a while (a late reply must not be taken
-        # for the next answer); poll the other devices meanwhile instead of waiting for it.
+        # RTU: a unit that timed out may still answer until its late-reply window ends, and is
+        # asked nothing else meanwhile (the link would wait); poll the other devices instead.
         dev.retry_at = max(dev.retry_at, self.link.quiet_until(cfg.unit_id))
 
     async def _recovered(self, dev: _Device) -> None:
