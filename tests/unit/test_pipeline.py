@@ -13,7 +13,7 @@ import pytest
 
 from picogate._clock import Clock
 from picogate._model import PointInfo, PointType, Quality, Reading
-from picogate._outbox import Envelope, Outbox, Record
+from picogate._outbox import Envelope, Outbox, OutboxUnavailable, Record
 from picogate._pipeline import Pipeline, ReportFilter
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
 from picogate.mqtt._sink import MqttEncoder
@@ -312,3 +312,69 @@ async def test_nothing_to_publish_commits_nothing() -> None:
     n = len(outbox.appended)
     await pipe.emit([rd("other", 2, 1)])
     assert len(outbox.appended) == n
+
+
+class RefusingOutbox(FakeOutbox):
+    """Refuses the next `refuse` waiting appends, as an outbox whose commits fail (disk full)."""
+
+    def __init__(self, refuse: int) -> None:
+        super().__init__()
+        self.refuse = refuse
+
+    async def append(self, envelopes: Sequence[Envelope], *, prompt: bool = False) -> None:
+        if self.refuse:
+            self.refuse -= 1
+            raise OutboxUnavailable(Path("o.sqlite"), "outbox o.sqlite: disk full")
+        await super().append(envelopes)
+
+
+async def test_a_reading_whose_commit_failed_is_published_again() -> None:
+    """The report filter marks a value as published before the commit; when the commit fails the
+    value was never published, so the next reading of that point (even unchanged) must be."""
+    outbox = RefusingOutbox(refuse=1)
+    pipe = Pipeline(registry(pt("p")), outbox, Clock(check_sync=False))  # type: ignore[arg-type]
+    pipe.encoders.append(
+        MqttEncoder(Topics("pg", "gw"), per_point=True, per_device=False, qos=1, retain=False)
+    )
+    with pytest.raises(OutboxUnavailable):
+        await pipe.emit([rd("p", 5, 0)])
+    await pipe.emit([rd("p", 5, 1)])  # unchanged, but never published
+    assert decoded(outbox.appended) == [("pg/gw/data/d/p", 5, "good")]
+
+
+async def test_values_no_sink_can_carry_are_bad_readings_and_counted() -> None:
+    pipe, outbox = make()
+    await pipe.emit([rd("p", math.inf, 0), rd("other", 10**30, 0), rd("double", 1.5, 0)])
+    assert decoded(outbox.appended) == [
+        ("pg/gw/data/d/p", None, "bad"),
+        ("pg/gw/data/d/other", None, "bad"),
+        ("pg/gw/data/d/double", 1.5, "good"),
+    ]
+    assert pipe.unfit == {"not a finite number": 1, "an integer outside 64 bits": 1}
+
+
+async def test_a_failing_processor_or_encoder_does_not_stop_the_readings() -> None:
+    class Broken:
+        def process(self, readings: Sequence[Reading]) -> Sequence[Reading]:
+            raise RuntimeError("a bug")
+
+    class Picky:
+        sink = "picky"
+
+        def readings(self, readings: Sequence[Reading]) -> list[Envelope]:
+            if any(r.point == "p" for r in readings):
+                raise ValueError("cannot encode p")
+            return [Envelope("picky", r.point, b"") for r in readings]
+
+        def device_status(self, status: DeviceStatus) -> list[Envelope]:
+            return []
+
+    pipe, outbox = make()
+    pipe.processors.append(Broken())
+    pipe.encoders.append(Picky())  # type: ignore[arg-type]
+    await pipe.emit([rd("p", 1, 0), rd("other", 2, 0)])
+    assert ("pg/gw/data/d/p", 1, "good") in decoded([e for e in outbox.appended if e.sink == "mqtt"])
+    # encoded one by one: p (even made bad) is not encodable for this sink, counted; other goes on
+    assert [e.key for e in outbox.appended if e.sink == "picky"] == ["other"]
+    assert pipe.unfit == {"not encodable for picky": 1}
+    assert pipe.failures == {"processor:Broken": 1, "encoder:picky": 1}
