@@ -71,8 +71,8 @@ def _text(status: int, reason: str) -> web.Response:
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Unknown paths get a 404 that says what there is; a route that raises gets a 500 and one
     log line with its traceback; the server goes on."""
-    limit = request.app.get(_MAX_BODY_KEY, MAX_BODY)
-    if request.content_length is not None and request.content_length > limit:
+    limit = request.app.get(_MAX_BODY_KEY)
+    if limit is not None and request.content_length is not None and request.content_length > limit:
         response = _text(413, f"the body is longer than {limit} bytes")
         response.force_close()  # without reading (or lingering over) what was announced
         return response
@@ -90,10 +90,15 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _text(500, "the request failed; see the gateway's log")
 
 
-def new_app(*, max_body: int = MAX_BODY) -> web.Application:
-    """An aiohttp application with the bounds and the error handling of the gateway's servers."""
+def new_app(*, max_body: int = MAX_BODY, routes_refuse_large: bool = False) -> web.Application:
+    """An aiohttp application with the bounds and the error handling of the gateway's servers.
+
+    `routes_refuse_large`: a body over `max_body` reaches the route, whose `request.read()` raises
+    `HTTPRequestEntityTooLarge` (for a route that answers in its own format and audits the refusal,
+    like EdgeX's command PUT); otherwise the middleware answers 413 before the route runs."""
     app = web.Application(client_max_size=max_body, middlewares=[_guard])
-    app[_MAX_BODY_KEY] = max_body
+    if not routes_refuse_large:
+        app[_MAX_BODY_KEY] = max_body
     return app
 
 

@@ -149,7 +149,10 @@ async def test_the_edgex_device_service_api_is_bounded_the_same_way() -> None:
     from picogate.edgex._commands import EdgexNames
     from picogate.edgex._server import DeviceServiceApi
 
-    commands: Any = SimpleNamespace(names=EdgexNames("picogate", "picogate-", "Readings"))
+    commands: Any = SimpleNamespace(
+        names=EdgexNames("picogate", "picogate-", "Readings"),
+        router=SimpleNamespace(policy=SimpleNamespace(max_payload=64 * 1024)),
+    )
     api = DeviceServiceApi(commands, host="127.0.0.1", port=0)
     await api.start()
     try:

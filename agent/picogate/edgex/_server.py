@@ -36,8 +36,9 @@ class DeviceServiceApi:
         self.host, self.port = host, port
         self._stopped: Any = None
         # Bounded requests, 414/431/400 for what is not HTTP, as the gateway's own server; a body
-        # larger than commands.max_payload is refused (413) before it is read in full.
-        self.app = new_app(max_body=commands.router.policy.max_payload)
+        # larger than commands.max_payload is refused (413, EdgeX's JSON, audited) by the route,
+        # before it is read in full.
+        self.app = new_app(max_body=commands.router.policy.max_payload, routes_refuse_large=True)
         self.http = HttpServer(host=host, port=port, name="EdgeX device-service API", app=self.app)
         self.app.router.add_get("/api/v3/ping", self._ping)
         self.app.router.add_get("/api/v3/version", self._version)
