@@ -198,6 +198,7 @@ class Gateway:
             protocol=m.protocol,
             keepalive=m.keepalive,
             max_inflight=m.max_inflight,
+            max_packet_size=m.max_packet_size,
             **kwargs,
         )
 
