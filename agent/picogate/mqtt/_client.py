@@ -763,6 +763,8 @@ class MqttClient:
             why += f": {exc}"
         if self._state == _CONNECTING:
             why = f"broker {self._where} closed the connection before CONNACK"
+            if self._v5:  # RabbitMQ 3.x, for one, answers an MQTT 5 CONNECT so
+                why += " (a broker without MQTT 5 may do that: try protocol 3.1.1)"
         elif self._inflight:
             why += self._unacknowledged()
         if not self._closing:
@@ -770,20 +772,22 @@ class MqttClient:
         self._shutdown(why)
 
     def _unacknowledged(self) -> str:
-        """'; 3 messages unacknowledged, the oldest on topic …': a broker that refuses a message
-        without reason codes (MQTT 3.1.1) may close the connection instead, so name it."""
+        """'; 5 message(s) unacknowledged, the oldest on 'a', 'b', 'c'': a broker that refuses a
+        message without reason codes (MQTT 3.1.1) may close the connection instead, so name the
+        topics of the first three in the order they were sent."""
         pending = self._pending
         count = 0
-        oldest = ""
+        oldest: list[str] = []
         after = self._next_id  # ids are handed out in order from 1 to 65535, then again from 1
         for packet_id in itertools.chain(range(after + 1, 0x10000), range(1, after + 1)):
             if pending[packet_id] is not None:
-                if not count:
-                    oldest = self._pending_topic[packet_id]
                 count += 1
+                topic = self._pending_topic[packet_id]
+                if len(oldest) < 3 and topic not in oldest:
+                    oldest.append(topic)
         if not count:
             return ""
-        return f"; {count} message(s) unacknowledged, the oldest on {oldest!r}"
+        return f"; {count} message(s) unacknowledged, the oldest on {', '.join(map(repr, oldest))}"
 
     # -- keepalive ---------------------------------------------------------------------------------
 
