@@ -24,7 +24,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _peers import LOOPBACK, MosquittoBroker, PeerError, _die_with_parent, _tail, free_port, port_accepts
+from _peers import (
+    LOOPBACK,
+    MosquittoBroker,
+    PeerError,
+    _die_with_parent,
+    _tail,
+    free_port,
+    mosquitto_binary,
+    port_accepts,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 USER, PASSWORD = "gateway", "secret"
@@ -154,7 +163,7 @@ class SecureMosquitto(MosquittoBroker):
 
 
 def mosquitto_version() -> str:
-    out = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True, timeout=10).stdout
+    out = subprocess.run([mosquitto_binary(), "-h"], capture_output=True, text=True, timeout=10).stdout
     return out.split("version", 1)[1].split()[0] if "version" in out else "?"
 
 

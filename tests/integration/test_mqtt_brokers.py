@@ -46,7 +46,9 @@ from _brokers import (
     aedes_version,
     amqtt_version,
     make_client_cert,
+    mosquitto_version,
     rabbitmq_available,
+    rabbitmq_version,
 )
 from _peers import PeerError
 from picogate.mqtt._client import IncomingMessage, MqttClient, MqttLost, MqttPublishRefused, Will, tls_context
@@ -417,3 +419,17 @@ async def test_rabbitmq_311_refusal_closes_the_connection_and_the_outbox_retries
         assert f"'picogate/{gw_id}/data/boiler/" in sink.stats.last_error.split("the oldest on")[1]
         node.ctl("set_topic_permissions", "-p", "/", user, "amq.topic", ".*", ".*")
         await eventually(lambda: outbox.depth("mqtt") == 0, 30, "everything delivered once allowed")
+
+
+def test_the_conformance_table_names_the_versions_tested() -> None:
+    """docs/mqtt.md names each broker's version: the one installed here, that these tests ran."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "mqtt.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip().split()[0]: line.split("|")[2].strip() for line in doc.splitlines()
+            if line.startswith(("| mosquitto", "| RabbitMQ", "| amqtt", "| aedes"))}  # fmt: skip
+    installed = {
+        "mosquitto": mosquitto_version(),
+        "RabbitMQ": rabbitmq_version(),
+        "amqtt": amqtt_version(),
+        "aedes": aedes_version(),
+    }
+    assert rows == installed
