@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from picogate.mqtt._codec import (
+    MAX_PACKET_SIZE,
     MQTT_5,
     MQTT_311,
     PINGREQ,
@@ -600,9 +601,14 @@ def test_any_split_gives_the_same_packets(data: Any, version: int) -> None:
 
 
 @settings(max_examples=500)
-@given(st.binary(max_size=200), st.sampled_from([MQTT_311, MQTT_5]), st.integers(1, 20))
-def test_random_bytes_raise_only_protocol_errors(data: bytes, version: int, chunk: int) -> None:
-    decoder = MqttDecoder(version)
+@given(
+    st.binary(max_size=200),
+    st.sampled_from([MQTT_311, MQTT_5]),
+    st.integers(1, 20),
+    st.sampled_from([MAX_PACKET_SIZE, 16]),  # 16: oversized PUBLISHes skipped (3.1.1)
+)
+def test_random_bytes_raise_only_protocol_errors(data: bytes, version: int, chunk: int, limit: int) -> None:
+    decoder = MqttDecoder(version, max_packet_size=limit)
     error = ""
     try:
         for i in range(0, len(data), chunk):
