@@ -116,6 +116,57 @@ if [ "${PICOGATE_SKIP_SYSTEM:-0}" != 1 ]; then
     fi
 fi
 
+# --- MQTT test brokers (tests/integration/test_mqtt_brokers.py) ---------------------------------
+# The broker matrix runs the MQTT client against more brokers than mosquitto:
+# - RabbitMQ 3.10 with its MQTT plugin (Debian's rabbitmq-server): installed with apt-get only when
+#   missing, its system service kept from starting like mosquitto's (the tests run a node of their
+#   own, with its own name, ports and data in a temp dir);
+# - aedes (npm, on the machine's Node.js; Debian's nodejs and npm when missing): `npm ci` from
+#   tests/brokers/aedes/package-lock.json into .brokers/aedes/, only when that copy is missing or
+#   the lock file changed;
+# - amqtt (PyPI) comes with the dev extras, into .venv, like the codec's oracle, mqtt5.
+# PICOGATE_SKIP_BROKERS=1 leaves all of this alone (the matrix then skips what is missing).
+
+have_rabbitmq() { [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; }
+
+# Stop and disable the service the rabbitmq-server package may have started anyway (a systemd
+# host without policy-rc.d support), and its epmd: nothing of ours uses them.
+quiet_system_rabbitmq() {
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        systemctl disable --now rabbitmq-server.service >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/rabbitmq-server ]; then
+        /etc/init.d/rabbitmq-server stop >/dev/null 2>&1 || true
+    fi
+    # The package's set-up starts Erlang's port mapper as user rabbitmq, on every interface.
+    local pid
+    for pid in $(pgrep -u rabbitmq -x epmd 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+}
+
+if [ "${PICOGATE_SKIP_BROKERS:-0}" != 1 ]; then
+    if [ "${PICOGATE_SKIP_SYSTEM:-0}" != 1 ]; then
+        brokers_missing=()
+        have_rabbitmq || brokers_missing+=(rabbitmq-server)
+        { have_exe node && have_exe npm; } || brokers_missing+=(nodejs npm)
+        if [ "${#brokers_missing[@]}" -gt 0 ]; then
+            apt_install "${brokers_missing[@]}"
+            case " ${brokers_missing[*]} " in *" rabbitmq-server "*) quiet_system_rabbitmq ;; esac
+            have_rabbitmq || die "rabbitmq-server still not found after installing it"
+        fi
+    fi
+    AEDES_SRC="$ROOT/tests/brokers/aedes"
+    AEDES_DIR="$ROOT/.brokers/aedes"
+    aedes_hash="$(cat "$AEDES_SRC/package.json" "$AEDES_SRC/package-lock.json" | sha256sum | cut -d' ' -f1)"
+    if have_exe npm && { [ ! -d "$AEDES_DIR/node_modules/aedes" ] \
+        || [ "$(cat "$AEDES_DIR/.installed" 2>/dev/null)" != "$aedes_hash" ]; }; then
+        mkdir -p "$AEDES_DIR"
+        rm -f "$AEDES_DIR/.installed"
+        cp "$AEDES_SRC/package.json" "$AEDES_SRC/package-lock.json" "$AEDES_DIR/"
+        say "installing aedes (npm ci)"
+        (cd "$AEDES_DIR" && quiet npm ci --no-audit --no-fund --ignore-scripts)
+        printf '%s\n' "$aedes_hash" >"$AEDES_DIR/.installed"
+    fi
+fi
+
 # --- the project's venv --------------------------------------------------------------------------
 
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (Python 3.11+ is needed)"

@@ -217,6 +217,7 @@ class Gateway:
             protocol=m.protocol,
             keepalive=m.keepalive,
             max_inflight=m.max_inflight,
+            max_packet_size=m.max_packet_size,
             **kwargs,
         )
 

@@ -14,13 +14,14 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
 
+from _mqtt_scripted import ScriptedBroker
 from _peers import MosquittoBroker, free_port
 from picogate.mqtt._client import (
     IncomingMessage,
@@ -30,7 +31,7 @@ from picogate.mqtt._client import (
     Will,
     tls_context,
 )
-from picogate.mqtt._codec import decode_varint, encode_varint
+from picogate.mqtt._codec import encode_varint
 
 PROTOCOLS = ["3.1.1", "5"]
 
@@ -462,68 +463,6 @@ def test_runs_on_uvloop(mosquitto: Any) -> None:
 # --------------------------------------------------------------------------------------------------
 # against scripted brokers
 # --------------------------------------------------------------------------------------------------
-
-
-class ScriptedBroker:
-    """A TCP server speaking just enough MQTT: it answers CONNECT with `connack`, records the
-    packets it receives as (first byte, body), and runs `script(self, reader, writer)`."""
-
-    def __init__(
-        self,
-        connack: bytes | None = b"\x20\x02\x00\x00",
-        script: Callable[[ScriptedBroker, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-        | None = None,
-    ) -> None:
-        self.connack = connack
-        self.script = script
-        self.received: list[tuple[int, bytes]] = []
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> ScriptedBroker:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    @staticmethod
-    async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-        first = (await reader.readexactly(1))[0]
-        header = b""
-        while True:
-            header += await reader.readexactly(1)
-            got = decode_varint(header)
-            if got is not None:
-                break
-        return first, await reader.readexactly(got[0])
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            self.received.append(await self.read_packet(reader))  # CONNECT
-            if self.connack is not None:
-                writer.write(self.connack)
-            if self.script is not None:
-                await self.script(self, reader, writer)
-            else:
-                while True:
-                    self.received.append(await self.read_packet(reader))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    def types(self) -> list[int]:
-        return [first >> 4 for first, _ in self.received]
 
 
 async def test_connect_timeout() -> None:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from picogate.mqtt._codec import (
+    MAX_PACKET_SIZE,
     MQTT_5,
     MQTT_311,
     PINGREQ,
@@ -23,6 +24,7 @@ from picogate.mqtt._codec import (
     Disconnect,
     MqttDecoder,
     MqttProtocolError,
+    OversizedPublish,
     Packet,
     Pingresp,
     Puback,
@@ -440,10 +442,41 @@ def test_malformed(version: int, hexa: str, message: str) -> None:
 
 
 def test_packet_size_limit_is_checked_before_buffering() -> None:
-    decoder = MqttDecoder(MQTT_311, max_packet_size=100)
-    assert decoder.feed(b"\x30\x61" + b"\x00\x01t" + b"x" * 94) == [Publish("t", b"x" * 94)]  # 99 bytes
-    with pytest.raises(MqttProtocolError, match="exceeds the maximum packet size of 100"):
+    """MQTT 5: the client announced its limit, so a larger packet is the server's protocol error
+    (reason code 0x95), found from the fixed header alone."""
+    decoder = MqttDecoder(MQTT_5, max_packet_size=100)
+    assert decoder.feed(b"\x30\x62" + b"\x00\x01t\x00" + b"x" * 94) == [Publish("t", b"x" * 94)]  # 100 bytes
+    with pytest.raises(MqttProtocolError, match="exceeds the maximum packet size of 100") as err:
         decoder.feed(b"\x30\xff\xff\x7f")  # the fixed header of a 2 MB PUBLISH: refused at once
+    assert err.value.reason_code == 0x95
+
+
+def test_mqtt311_oversized_publish_is_skipped() -> None:
+    """MQTT 3.1.1: the server cannot know the limit; a larger PUBLISH comes back as its head
+    (enough to acknowledge it) and the rest is skipped as it arrives, however it is split."""
+    body = b"\x00\x03big\x00\x09" + b"y" * 500
+    big = b"\x33" + encode_varint(len(body)) + body  # QoS 1, retained, packet id 9
+    small = encode_publish("s", b"ok", version=MQTT_311, qos=1, packet_id=10)
+    stream = b"\x40\x02\x00\x01" + big + small
+    expected = [
+        Puback(1),
+        OversizedPublish("big", len(big), 1, True, 9),
+        Publish("s", b"ok", 1, packet_id=10),
+    ]
+    for step in (1, 2, 3, 7, 64, 100, len(stream)):
+        decoder = MqttDecoder(MQTT_311, max_packet_size=100)
+        got: list[Packet] = []
+        for i in range(0, len(stream), step):
+            got += decoder.feed(stream[i : i + step])
+            assert decoder.buffered <= 100
+        assert got == expected, step
+    # any other packet over the limit is an error
+    decoder = MqttDecoder(MQTT_311, max_packet_size=100)
+    with pytest.raises(MqttProtocolError, match="SUBACK of 204 bytes exceeds"):
+        decoder.feed(b"\x90\xc9\x01\x00\x01")
+    decoder = MqttDecoder(MQTT_311, max_packet_size=100)
+    with pytest.raises(MqttProtocolError, match="QoS 3"):
+        decoder.feed(b"\x36\xc9\x01\x00\x01t")
 
 
 def test_puback_runs() -> None:
@@ -568,9 +601,14 @@ def test_any_split_gives_the_same_packets(data: Any, version: int) -> None:
 
 
 @settings(max_examples=500)
-@given(st.binary(max_size=200), st.sampled_from([MQTT_311, MQTT_5]), st.integers(1, 20))
-def test_random_bytes_raise_only_protocol_errors(data: bytes, version: int, chunk: int) -> None:
-    decoder = MqttDecoder(version)
+@given(
+    st.binary(max_size=200),
+    st.sampled_from([MQTT_311, MQTT_5]),
+    st.integers(1, 20),
+    st.sampled_from([MAX_PACKET_SIZE, 16]),  # 16: oversized PUBLISHes skipped (3.1.1)
+)
+def test_random_bytes_raise_only_protocol_errors(data: bytes, version: int, chunk: int, limit: int) -> None:
+    decoder = MqttDecoder(version, max_packet_size=limit)
     error = ""
     try:
         for i in range(0, len(data), chunk):

@@ -4,6 +4,7 @@ a lost connection makes the whole batch unavailable (to be re-sent)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -58,3 +59,34 @@ async def test_lost_connection_makes_the_batch_unavailable() -> None:
     with pytest.raises(SinkUnavailable, match="gone"):
         await sink.deliver([bundle(1)])
     assert sink.refused == 0
+
+
+async def test_direct_publishes_leave_no_unretrieved_future_and_say_why_they_were_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """publish_now (status, command results) awaits no PUBACK: a failure must not be left for
+    asyncio to report as "Future exception was never retrieved", and a refusal is a warning."""
+    gc.collect()
+    caplog.clear()
+    acks: list[asyncio.Future[None]] = []
+
+    class Client(FakeClient):
+        async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> Any:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            acks.append(fut)
+            return fut
+
+    sink = sink_with(Client({}))
+    assert sink.publish_now("pg/gw/status", b"{}", retain=True)
+    assert sink.publish_now("pg/gw/big", b"{}")
+    await asyncio.sleep(0.01)
+    acks[0].set_exception(MqttLost("gone"))
+    acks[1].set_exception(
+        MqttPublishRefused("pg/gw/big", 0x95, "1000 bytes exceed max_packet_size of 300", local=True)
+    )
+    await asyncio.sleep(0.01)
+    del acks[:]
+    gc.collect()
+    await asyncio.sleep(0)
+    assert "never retrieved" not in caplog.text
+    assert "'pg/gw/big' refused by the client before sending: packet too large (0x95)" in caplog.text

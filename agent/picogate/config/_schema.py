@@ -100,7 +100,12 @@ class MqttSection(_Model):
     """Deprecated: the old name of `commands.deadline.mqtt` (used as such when that is not given)."""
     reconnect: ReconnectSection = ReconnectSection()
     max_inflight: Annotated[int, Field(ge=1, le=65535)] = 1000
-    """QoS 1 messages sent but not yet acknowledged, at most."""
+    """QoS 1 messages sent but not yet acknowledged, at most (65,519 at most in effect: a few
+    packet ids are kept for subscriptions)."""
+    max_packet_size: Annotated[int, Field(ge=128, le=268_435_460)] = 1_048_576
+    """Largest MQTT packet, in bytes, the gateway sends or accepts. Set it to the broker's limit
+    under MQTT 3.1.1 (MQTT 5 brokers announce theirs): a larger message is then parked, not sent
+    to a broker that would close the connection."""
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttSection:

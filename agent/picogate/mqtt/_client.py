@@ -20,19 +20,32 @@ Behaviour:
 
 - In-flight window: at most `inflight_limit` QoS 1 messages await their PUBACK, the smaller of
   `max_inflight` and (MQTT 5) the broker's Receive Maximum.  `publish()` waits for a free slot,
-  first come first served.
+  first come first served.  Packet ids are shared with SUBSCRIBE: the window is at most 65,519,
+  so that the 16 ids kept for SUBSCRIBEs awaiting their SUBACK leave one free for every publish
+  holding a slot (a broker that leaves 16 SUBSCRIBEs unanswered is disconnected).
 - Flow control: when the transport's buffer is over its high-water mark (the broker reads slower
   than we write), `publish()` waits for the transport to drain before queuing more.
 - Keepalive: a PINGREQ goes out when nothing was sent for `keepalive` seconds (or nothing was
   received for as long); when nothing at all arrives for 1.5 × `keepalive` the connection is
   presumed dead and closed, which fails every pending future with `MqttLost`.  In MQTT 5 a Server
-  Keep Alive from the broker shortens ours.
+  Keep Alive from the broker replaces ours, longer or shorter (§3.2.2.3.14); 0 turns keepalive
+  off (no PINGREQ, no dead-connection check: TCP's own keepalive is switched on instead).
+- Sessions: every connection starts clean (Clean Start / Clean Session 1, Session Expiry 0), so
+  a CONNACK with Session Present 1 is a broker's error: the client closes the connection
+  (§3.2.2.1.1 / §3.2.2.2), after a DISCONNECT 0x82 in MQTT 5.
 - Refusals: a message the broker refuses (MQTT 5 PUBACK reason code 0x80 or more, e.g. "not
   authorized" from an ACL) fails its future with `MqttPublishRefused`, which is not a lost
   connection: the connection stays up and resending the same message would be refused again.
   `publish()` itself raises `MqttPublishRefused` for a message no broker could take (a topic with
-  a wildcard) or that this broker announced it would refuse (larger than its Maximum Packet
-  Size, retained when retain is unavailable, QoS 1 above its Maximum QoS).
+  a wildcard), larger than our own `max_packet_size`, or that this broker announced it would
+  refuse (larger than its Maximum Packet Size, retained when retain is unavailable, QoS 1 above
+  its Maximum QoS).  An MQTT 3.1.1 broker cannot announce a limit nor say that it refused a
+  message: mosquitto acknowledges and drops what its ACL refuses, RabbitMQ and others close the
+  connection (the `MqttLost` message then names the oldest unacknowledged message's topic).
+- Maximum Packet Size: `max_packet_size` bounds what we send (with the broker's, the smaller
+  wins) and what we accept: MQTT 5 announces it in CONNECT, so the broker does not send larger
+  messages; an MQTT 3.1.1 broker cannot know it, so a larger incoming PUBLISH is acknowledged,
+  skipped as it arrives (never buffered) and logged, and not handed to `on_message`.
 - Reading: when PUBACKs trickle in a few at a time (a broker acknowledges as it reads), reading
   pauses for a millisecond so that they gather in the socket: one wake-up then handles dozens of
   them instead of a handful, and the next write carries as many new messages.  With a small
@@ -41,7 +54,9 @@ Behaviour:
   and more messages per second (bench/mqtt_clients.py).
 - Incoming PUBLISH: QoS 1 is acknowledged at once, then handed to `on_message`; QoS 2 (which a
   broker should not send to our QoS 1 subscriptions) is answered PUBREC/PUBCOMP and delivered
-  once.  An exception in `on_message` is logged and never takes the connection down.
+  once; a PUBREL for a packet id we hold no PUBREC for is answered PUBCOMP 0x92 (packet
+  identifier not found) in MQTT 5.  An exception in `on_message` is logged and never takes the
+  connection down.
 - A malformed packet or protocol error from the broker closes the connection (in MQTT 5 after a
   DISCONNECT with reason 0x81 or 0x82); topic aliases are not used in either direction.
 """
@@ -51,8 +66,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import os
+import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,6 +89,7 @@ from picogate.mqtt._codec import (
     Disconnect,
     MqttDecoder,
     MqttProtocolError,
+    OversizedPublish,
     Packet,
     Pingresp,
     Puback,
@@ -91,7 +109,18 @@ from picogate.mqtt._codec import (
 
 log = logging.getLogger("picogate.mqtt")
 
-__all__ = ["IncomingMessage", "MqttClient", "MqttLost", "MqttPublishRefused", "Will", "tls_context"]
+__all__ = [
+    "DEFAULT_MAX_PACKET_SIZE",
+    "IncomingMessage",
+    "MqttClient",
+    "MqttLost",
+    "MqttPublishRefused",
+    "Will",
+    "tls_context",
+]
+
+DEFAULT_MAX_PACKET_SIZE: Final = 1 << 20  # bytes: the largest packet sent or accepted, by default
+MIN_MAX_PACKET_SIZE: Final = 128  # a smaller limit would refuse the gateway's own status messages
 
 
 class MqttLost(ConnectionError):
@@ -139,6 +168,8 @@ _COALESCE_BELOW: Final = 64  # PUBACKs per read: fewer, and reading pauses for _
 _COALESCE_DELAY: Final = 0.001  # seconds
 _COALESCE_MIN_WINDOW: Final = 256  # in-flight slots; a smaller window pauses only when nobody waits
 _DISCONNECT_WAIT: Final = 2.0  # seconds `disconnect()` waits for the socket to close
+_SUBSCRIBE_IDS: Final = 16  # packet ids kept for SUBSCRIBEs awaiting their SUBACK
+_MAX_WINDOW: Final = 0xFFFF - _SUBSCRIBE_IDS  # so a publish holding a slot always finds a free id
 
 
 class _Protocol(asyncio.Protocol):
@@ -186,6 +217,7 @@ class MqttClient:
         will: Will | None = None,
         on_message: Callable[[IncomingMessage], None] | None = None,
         max_inflight: int = 1000,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
     ) -> None:
         if protocol not in ("5", "3.1.1"):
             raise ValueError(f'MQTT protocol must be "5" or "3.1.1", not {protocol!r}')
@@ -193,6 +225,10 @@ class MqttClient:
             raise ValueError(f"keepalive must be positive, not {keepalive!r}")
         if will is not None and will.qos not in (0, 1, 2):
             raise ValueError(f"will QoS must be 0, 1 or 2, not {will.qos!r}")
+        if not MIN_MAX_PACKET_SIZE <= max_packet_size <= MAX_PACKET_SIZE:
+            raise ValueError(
+                f"max_packet_size must be {MIN_MAX_PACKET_SIZE}..{MAX_PACKET_SIZE} bytes, not {max_packet_size!r}"
+            )
         self.host = host
         self.port = port
         self.client_id = client_id
@@ -206,15 +242,17 @@ class MqttClient:
         self._keepalive = min(float(keepalive), float(self._keepalive_wire))
         self._will = will
         self._on_message = on_message
-        self._max_inflight = max(1, min(0xFFFF, max_inflight))
+        self._max_inflight = max(1, min(_MAX_WINDOW, max_inflight))
         self.inflight_limit = self._max_inflight
+        self.max_packet_size = max_packet_size
+        self.dropped = 0  # incoming messages over max_packet_size, skipped (MQTT 3.1.1)
         self.lost: asyncio.Future[None] | None = None
 
         self._state = _IDLE
         self._loop: asyncio.AbstractEventLoop  # set by connect(), used only after it
         self._up = False  # connected: CONNACK accepted, not yet closed
         self._transport: asyncio.Transport | None = None
-        self._decoder = MqttDecoder(self._version)
+        self._decoder = MqttDecoder(self._version, max_packet_size=max_packet_size)
         self._connack: asyncio.Future[Connack] | None = None
         self._closed: asyncio.Future[None] | None = None  # the socket is closed
         self._why = ""  # why the connection ended, for MqttLost messages
@@ -226,8 +264,9 @@ class MqttClient:
         self._read_paused = False
         self._resume_waiters: list[asyncio.Future[None]] = []
         self._topics: dict[str, bytes] = {}
-        self._max_packet = MAX_PACKET_SIZE
-        self._payload_room = MAX_PACKET_SIZE - 8  # below this, topic + payload always fit
+        self._max_packet = max_packet_size  # what we send: ours, or the broker's when smaller
+        self._max_packet_broker = False  # the limit is the broker's (for the refusal's message)
+        self._payload_room = max_packet_size - 8  # below this, topic + payload always fit
         self._qos1_ok = True  # MQTT 5: the broker's Maximum QoS is not 0
         self._retain_ok = True
         # QoS 1 in flight, indexed by packet id (a list: cheaper than a dict on the hot path):
@@ -245,6 +284,7 @@ class MqttClient:
         self._last_recv = 0.0
         self._ping_sent = False
         self._timer: asyncio.TimerHandle | None = None
+        self._keepalive_on = True
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -305,24 +345,46 @@ class MqttClient:
             connack.set_result(ack)
             self._shutdown(why)
             return
+        if ack.session_present:
+            # We always start clean: a broker that says it kept a session is wrong (§3.2.2.1.1,
+            # 3.1.1 §3.2.2.2), and may replay messages of another life.  Close, after telling it.
+            self._state = _CONNECTED  # the CONNACK made the connection: DISCONNECT may be sent
+            self._protocol_error("CONNACK with Session Present 1 in answer to a clean start", 0x82)
+            return
         if self._v5:
             self.inflight_limit = max(1, min(self._max_inflight, ack.receive_maximum))
-            if ack.maximum_packet_size is not None:
-                self._max_packet = ack.maximum_packet_size
+            broker_max = ack.maximum_packet_size
+            if broker_max is not None and broker_max < self._max_packet:
+                self._max_packet = broker_max
+                self._max_packet_broker = True
                 self._payload_room = self._max_packet - 8
             self._qos1_ok = ack.maximum_qos >= 1
             self._retain_ok = ack.retain_available
             server_keepalive = ack.server_keep_alive
-            if server_keepalive:  # the broker's value replaces ours (§3.2.2.3.14)
-                self._keepalive = min(self._keepalive, float(server_keepalive))
+            if server_keepalive is not None:  # the broker's value replaces ours (§3.2.2.3.14)
+                self._keepalive = float(server_keepalive)
+                self._keepalive_on = server_keepalive > 0
         loop = self._loop
         self._state = _CONNECTED
         self._up = True
         self._create_future = loop.create_future
         self._call_soon = loop.call_soon
         self._last_recv = loop.time()
-        self._timer = loop.call_later(self._tick_interval(), self._keepalive_tick)
+        if self._keepalive_on:
+            self._timer = loop.call_later(self._tick_interval(), self._keepalive_tick)
+        else:
+            log.info(
+                "broker %s turned keepalive off (Server Keep Alive 0): relying on TCP keepalive", self._where
+            )
+            self._tcp_keepalive()
         connack.set_result(ack)
+
+    def _tcp_keepalive(self) -> None:
+        transport = self._transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
     async def disconnect(self) -> None:
         """Send DISCONNECT (the will is not published), close the socket, and fail whatever is
@@ -425,11 +487,9 @@ class MqttClient:
         length = len(topic_field) + len(payload) + (2 if qos else 0) + (1 if self._v5 else 0)
         size = 1 + len(encode_varint(min(length, 268_435_455))) + length
         if size > self._max_packet:
+            whose = "the broker's Maximum Packet Size" if self._max_packet_broker else "max_packet_size"
             raise MqttPublishRefused(
-                topic,
-                0x95,
-                f"{size} bytes exceed the broker's Maximum Packet Size of {self._max_packet}",
-                local=True,
+                topic, 0x95, f"{size} bytes exceed {whose} of {self._max_packet}", local=True
             )
 
     async def _wait_slot(self) -> None:
@@ -505,6 +565,9 @@ class MqttClient:
         are subscribed, so that a retained message can be told from a live one."""
         if self._state != _CONNECTED:
             raise MqttLost(self._why or "not connected")
+        if len(self._subscribing) >= _SUBSCRIBE_IDS:
+            self._shutdown(f"broker {self._where} left {_SUBSCRIBE_IDS} SUBSCRIBEs unanswered")
+            raise MqttLost(self._why)
         packet_id = self._next_id
         while True:
             packet_id = packet_id + 1 if packet_id < 0xFFFF else 1
@@ -545,6 +608,7 @@ class MqttClient:
                 password=self._password,
                 session_expiry=0,
                 receive_maximum=0xFFFF,  # incoming messages are acknowledged as they arrive
+                maximum_packet_size=self.max_packet_size,
             )
         )
 
@@ -556,7 +620,7 @@ class MqttClient:
         try:
             acked, packets = self._decoder.feed_acks(data)
         except MqttProtocolError as exc:
-            self._protocol_error(str(exc), 0x81)
+            self._protocol_error(str(exc), exc.reason_code)
             return
         if acked:  # the hot path: plain PUBACKs, as packet ids
             if self._state != _CONNECTED:
@@ -623,8 +687,14 @@ class MqttClient:
         elif isinstance(packet, Publish):
             self._incoming(packet)
         elif isinstance(packet, Pubrel):
-            self._qos2_in.discard(packet.packet_id)
-            self._send(encode_ack(PUBCOMP, packet.packet_id, version=self._version))
+            if packet.packet_id in self._qos2_in:
+                self._qos2_in.discard(packet.packet_id)
+                self._send(encode_ack(PUBCOMP, packet.packet_id, version=self._version))
+            else:  # MQTT 5: "packet identifier not found" (3.1.1 has no reason codes)
+                reason = 0x92 if self._v5 else 0
+                self._send(encode_ack(PUBCOMP, packet.packet_id, version=self._version, reason_code=reason))
+        elif isinstance(packet, OversizedPublish):
+            self._oversized(packet)
         elif isinstance(packet, Suback) and not isinstance(packet, Unsuback):
             sub_topic = self._subscribing.pop(packet.packet_id, None)
             if sub_topic is None:
@@ -667,6 +737,23 @@ class MqttClient:
         except Exception:  # a bad message must never take the connection down
             log.exception("error handling message on %s", msg.topic)
 
+    def _oversized(self, msg: OversizedPublish) -> None:
+        """An MQTT 3.1.1 broker sent a message over our max_packet_size: acknowledge it (or it
+        would be sent again at once), drop it, say so."""
+        if msg.qos == 1:
+            self._send(encode_ack(PUBACK, msg.packet_id, version=self._version))
+        elif msg.qos == 2:
+            self._send(encode_ack(PUBREC, msg.packet_id, version=self._version))
+            self._qos2_in.add(msg.packet_id)
+        self.dropped += 1
+        log.warning(
+            "dropped a message of %d bytes on %s from broker %s: larger than max_packet_size (%d)",
+            msg.size,
+            msg.topic,
+            self._where,
+            self.max_packet_size,
+        )
+
     def _protocol_error(self, what: str, reason_code: int) -> None:
         why = f"protocol error from broker {self._where}: {what}"
         log.error("%s; closing the connection", why)
@@ -686,9 +773,31 @@ class MqttClient:
             why += f": {exc}"
         if self._state == _CONNECTING:
             why = f"broker {self._where} closed the connection before CONNACK"
+            if self._v5:  # RabbitMQ 3.x, for one, answers an MQTT 5 CONNECT so
+                why += " (a broker without MQTT 5 may do that: try protocol 3.1.1)"
+        elif self._inflight:
+            why += self._unacknowledged()
         if not self._closing:
             log.warning("%s", why)
         self._shutdown(why)
+
+    def _unacknowledged(self) -> str:
+        """'; 5 message(s) unacknowledged, the oldest on 'a', 'b', 'c'': a broker that refuses a
+        message without reason codes (MQTT 3.1.1) may close the connection instead, so name the
+        topics of the first three in the order they were sent."""
+        pending = self._pending
+        count = 0
+        oldest: list[str] = []
+        after = self._next_id  # ids are handed out in order from 1 to 65535, then again from 1
+        for packet_id in itertools.chain(range(after + 1, 0x10000), range(1, after + 1)):
+            if pending[packet_id] is not None:
+                count += 1
+                topic = self._pending_topic[packet_id]
+                if len(oldest) < 3 and topic not in oldest:
+                    oldest.append(topic)
+        if not count:
+            return ""
+        return f"; {count} message(s) unacknowledged, the oldest on {', '.join(map(repr, oldest))}"
 
     # -- keepalive ---------------------------------------------------------------------------------
 
@@ -730,6 +839,9 @@ class MqttClient:
         connack = self._connack
         if connack is not None and not connack.done():
             connack.set_exception(MqttLost(self._why))
+            # connect() awaits it only once the socket is open: when that failed, nobody will,
+            # and asyncio would log "Future exception was never retrieved" for a handled error
+            connack.exception()
         pending = self._pending
         for packet_id, fut in enumerate(pending):
             if fut is not None:

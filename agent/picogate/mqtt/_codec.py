@@ -36,6 +36,7 @@ __all__ = [
     "Disconnect",
     "MqttDecoder",
     "MqttProtocolError",
+    "OversizedPublish",
     "Packet",
     "Pingresp",
     "Puback",
@@ -61,7 +62,13 @@ __all__ = [
 
 class MqttProtocolError(Exception):
     """The peer sent bytes that are not a valid MQTT packet stream (malformed packet or protocol
-    error); the message says what was wrong and where."""
+    error); the message says what was wrong and where.  `reason_code` is the MQTT 5 reason code a
+    client sends in its DISCONNECT before closing: 0x81 (malformed packet) unless said otherwise,
+    0x95 (packet too large) for a packet over the client's Maximum Packet Size."""
+
+    def __init__(self, message: str, reason_code: int = 0x81) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
 
 
 MQTT_311: Final = 4  # protocol level in CONNECT (§3.1.2.2)
@@ -407,10 +414,11 @@ def encode_connect(
     password: bytes | str | None = None,
     session_expiry: int | None = 0,
     receive_maximum: int | None = None,
+    maximum_packet_size: int | None = None,
 ) -> bytes:
-    """CONNECT (§3.1).  `session_expiry` and `receive_maximum` are MQTT 5 properties (None leaves
-    a property out; the spec's defaults are 0 and 65535); MQTT 3.1.1 ignores them.  In 3.1.1 a
-    password needs a user name (§3.1.2.9)."""
+    """CONNECT (§3.1).  `session_expiry`, `receive_maximum` and `maximum_packet_size` are MQTT 5
+    properties (None leaves a property out; the spec's defaults are 0, 65535 and no limit); MQTT
+    3.1.1 ignores them.  In 3.1.1 a password needs a user name (§3.1.2.9)."""
     _check_version(version)
     if not 0 <= keepalive <= 0xFFFF:
         raise ValueError(f"keep alive must be 0..65535 seconds, not {keepalive!r}")
@@ -441,6 +449,12 @@ def encode_connect(
             if not 1 <= receive_maximum <= 0xFFFF:
                 raise ValueError(f"receive maximum must be 1..65535, not {receive_maximum!r}")
             props[RECEIVE_MAXIMUM] = receive_maximum
+        if maximum_packet_size is not None:
+            if not 1 <= maximum_packet_size <= MAX_PACKET_SIZE:
+                raise ValueError(
+                    f"maximum packet size must be 1..{MAX_PACKET_SIZE}, not {maximum_packet_size!r}"
+                )
+            props[MAXIMUM_PACKET_SIZE] = maximum_packet_size
         head += encode_properties(props, CONNECT)
     return _packet(CONNECT << 4, head + bytes(payload))
 
@@ -805,7 +819,39 @@ class Disconnect:
         return f"Disconnect(reason_code=0x{self.reason_code:02X}, properties={self.properties})"
 
 
-Packet = Connack | Publish | Ack | Suback | Pingresp | Disconnect
+class OversizedPublish:
+    """A PUBLISH larger than the decoder's `max_packet_size` from an MQTT 3.1.1 server, which
+    cannot know the client's limit: its topic and packet id, for the acknowledgement; its
+    payload was skipped as it arrived, never buffered."""
+
+    __slots__ = ("packet_id", "qos", "retain", "size", "topic")
+
+    def __init__(self, topic: str, size: int, qos: int = 0, retain: bool = False, packet_id: int = 0) -> None:
+        self.topic = topic
+        self.size = size
+        self.qos = qos
+        self.retain = retain
+        self.packet_id = packet_id
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OversizedPublish) and (
+            self.topic,
+            self.size,
+            self.qos,
+            self.retain,
+            self.packet_id,
+        ) == (other.topic, other.size, other.qos, other.retain, other.packet_id)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"OversizedPublish(topic={self.topic!r}, size={self.size}, qos={self.qos}, "
+            f"retain={self.retain}, packet_id={self.packet_id})"
+        )
+
+
+Packet = Connack | Publish | Ack | Suback | Pingresp | Disconnect | OversizedPublish
 
 _PINGRESP: Final = Pingresp()
 _LITTLE_ENDIAN: Final = sys.byteorder == "little"
@@ -944,12 +990,19 @@ class MqttDecoder:
 
     `feed(data)` returns the packets completed by `data` (possibly none) and keeps any partial
     packet for the next call.  `version` is MQTT_311 or MQTT_5: the two differ in CONNACK,
-    PUBLISH and the acknowledgements.  A packet longer than `max_packet_size` bytes is refused as
-    soon as its fixed header arrives, before it is buffered.  Incoming PUBLISH packets may not use
-    topic aliases: a client that sends no Topic Alias Maximum allows none (§3.1.2.11.5).
+    PUBLISH and the acknowledgements.  Incoming PUBLISH packets may not use topic aliases: a
+    client that sends no Topic Alias Maximum allows none (§3.1.2.11.5).
+
+    A packet longer than `max_packet_size` bytes is never buffered.  In MQTT 5 the client
+    announced that limit in CONNECT, so a server that exceeds it commits a protocol error
+    (§3.1.2.11.4): MqttProtocolError with reason code 0x95 as soon as the fixed header arrives.
+    An MQTT 3.1.1 server cannot know the limit: a PUBLISH over it comes back as an
+    `OversizedPublish` (topic, size, packet id: enough to acknowledge it) once its variable
+    header is in, and the rest of it is skipped as it arrives; any other packet over it is an
+    error.
     """
 
-    __slots__ = ("_buf", "_error", "max_packet_size", "v5", "version")
+    __slots__ = ("_buf", "_error", "_skip", "max_packet_size", "v5", "version")
 
     def __init__(self, version: int = MQTT_5, *, max_packet_size: int = MAX_PACKET_SIZE) -> None:
         _check_version(version)
@@ -958,6 +1011,7 @@ class MqttDecoder:
         self.max_packet_size = max_packet_size
         self._buf = bytearray()
         self._error: str | None = None
+        self._skip = 0  # bytes of an oversized PUBLISH still to be skipped
 
     @property
     def buffered(self) -> int:
@@ -979,6 +1033,12 @@ class MqttDecoder:
     def _scan(self, data: bytes | bytearray | memoryview, acks: array[int] | None) -> list[Packet]:
         if self._error is not None:
             raise MqttProtocolError(f"decoder already failed: {self._error}")
+        if self._skip:
+            skipped = min(self._skip, len(data))
+            self._skip -= skipped
+            data = data[skipped:]
+            if not data:
+                return []
         buf = self._buf
         view: bytes | bytearray
         if buf:
@@ -1036,10 +1096,21 @@ class MqttDecoder:
                 length, start = got
                 end = start + length
                 if end - pos > self.max_packet_size:
-                    raise MqttProtocolError(
-                        f"{_TYPE_NAMES[first >> 4]} of {end - pos} bytes exceeds the maximum packet size "
-                        f"of {self.max_packet_size}"
-                    )
+                    if first >> 4 != PUBLISH or v5:
+                        raise MqttProtocolError(
+                            f"{_TYPE_NAMES[first >> 4]} of {end - pos} bytes exceeds the maximum packet "
+                            f"size of {self.max_packet_size}",
+                            0x95,
+                        )
+                    oversized = self._oversized(first, view, start, min(end, size), end - pos)
+                    if oversized is None:
+                        break  # its variable header is not complete yet (at most 65,539 bytes)
+                    append(oversized)
+                    if end > size:
+                        self._skip = end - size
+                        end = size
+                    pos = end
+                    continue
                 if end > size:
                     break
                 append(self._parse(first, view, start, end, v5))
@@ -1130,6 +1201,26 @@ class MqttDecoder:
                 props = r.properties(DISCONNECT)
         r.done()
         return Disconnect(reason, props)
+
+    @staticmethod
+    def _oversized(
+        first: int, data: bytes | bytearray, start: int, stop: int, size: int
+    ) -> OversizedPublish | None:
+        """The head of an MQTT 3.1.1 PUBLISH over the size limit, once it is in `data[:stop]`."""
+        qos = first >> 1 & 3
+        if qos == 3:
+            raise MqttProtocolError("malformed PUBLISH: QoS 3")
+        if start + 2 > stop:
+            return None
+        head_end = start + 2 + int.from_bytes(data[start : start + 2], "big") + (2 if qos else 0)
+        if head_end > stop:
+            return None
+        r = _Reader(data, start, head_end, "PUBLISH")
+        topic = r.text("topic name")
+        packet_id = r.uint(2, "packet identifier") if qos else 0
+        if qos and not packet_id:
+            raise r.fail("packet identifier 0")
+        return OversizedPublish(topic, size, qos, bool(first & 1), packet_id)
 
     def _publish(self, flags: int, r: _Reader, v5: bool) -> Publish:
         qos = flags >> 1 & 3

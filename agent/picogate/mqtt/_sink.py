@@ -298,8 +298,26 @@ class MqttSink:
 
     def _direct_done(self, task: asyncio.Future[asyncio.Future[None] | None]) -> None:
         self._direct.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("direct publish failed: %s", task.exception())
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._direct_failed(exc)
+            return
+        ack = task.result()
+        if ack is not None:  # nobody awaits the PUBACK: say why it failed, if it does
+            ack.add_done_callback(self._direct_acked)
+
+    def _direct_acked(self, ack: asyncio.Future[None]) -> None:
+        if not ack.cancelled() and ack.exception() is not None:
+            self._direct_failed(ack.exception())  # type: ignore[arg-type]
+
+    @staticmethod
+    def _direct_failed(exc: BaseException) -> None:
+        if isinstance(exc, MqttPublishRefused):  # too large, not authorised...: it will not go out
+            log.warning("%s", exc)
+        else:
+            log.debug("direct publish failed: %s", exc)
 
     def _on_message(self, msg: IncomingMessage) -> None:
         if self.commands is not None:
