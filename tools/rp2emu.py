@@ -387,6 +387,12 @@ class Pico:
         with self._wlock:
             proc.stdin.write(data)
 
+    def inject_host(self, data: bytes) -> None:
+        """Bytes to the host on the port, as if the board had sent them (line noise)."""
+        with self._cond:
+            if self._master is not None:
+                self._pending += data
+
     def exec(self, code: str, *, timeout: float = 60.0) -> str:
         """Run `code` at the board's raw REPL (the board must be at its REPL: a blank board, BOOTSEL
         held at boot, maintenance or safe mode) and return what it printed; PicoError with the
