@@ -45,8 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "tests" / "firmware"))
 
-import rp2emu  # noqa: E402
 from _host import Host, decode  # noqa: E402
+
+import rp2emu  # noqa: E402
 
 REGS = list(range(1000, 1010))
 
@@ -78,7 +79,9 @@ class Responder:
         u, fc = req[0], req[1]
         a, n = int.from_bytes(req[2:4], "big"), int.from_bytes(req[4:6], "big")
         if fc in (3, 4):
-            body = bytes([u, fc, 2 * n]) + b"".join(((1000 + a + i) & 0xFFFF).to_bytes(2, "big") for i in range(n))
+            body = bytes([u, fc, 2 * n]) + b"".join(
+                ((1000 + a + i) & 0xFFFF).to_bytes(2, "big") for i in range(n)
+            )
         else:
             bits = [(a + i) % 2 == 0 for i in range(n)]
             packed = bytes(sum(1 << k for k in range(8) if j + k < n and bits[j + k]) for j in range(0, n, 8))
@@ -203,7 +206,9 @@ class Run:
                     if f[2] == "rd":
                         self.rd.append((int(body.split(" ", 1)[0]), body.count("=")))
                     elif f[2] == "mb":
-                        self.mb.append((int(body.split(" ", 1)[0]), body.count(" ok ") + body.count(" timeout")))
+                        self.mb.append(
+                            (int(body.split(" ", 1)[0]), body.count(" ok ") + body.count(" timeout"))
+                        )
                 elif f[2] == "hb":
                     self.hb.append(json.loads(body))
             if time.monotonic() >= deadline:
@@ -276,8 +281,29 @@ print(json.dumps(s))
 """
 
 
+def fig_modbus_in_memory(image: Path, n: int = 300) -> dict[str, Any]:
+    """tests/firmware/mp/mb_cpu.py on the board: the master against an in-memory line (slaves that
+    answer at once), i.e. its own code alone, and check_reply (CRC-16 of a 25-byte reply)."""
+    mp = ROOT / "tests" / "firmware" / "mp"
+    board = rp2emu.Pico(image, bootsel=True).start()
+    try:
+        board.wait_output(b"maintenance mode (BOOTSEL held)")
+        # mpt.py reads os.getenv at import: the rp2 port's os has no getenv (no environment)
+        board.put("mpt.py", (mp / "mpt.py").read_bytes().replace(b'os.getenv("PICOGATE_REPO")', b"None"))
+        board.put("mp_mb_master.py", (mp / "mp_mb_master.py").read_bytes())
+        code = (
+            (mp / "mb_cpu.py")
+            .read_text()
+            .replace("N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000", f"N = {n}")
+        )
+        row: dict[str, Any] = json.loads(board.exec(code, timeout=600).strip().splitlines()[-1])
+        return row
+    finally:
+        board.close()
+
+
 def fig_modbus(image: Path, n: int = 500) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"in_memory": fig_modbus_in_memory(image)}
     board = rp2emu.Pico(image, bootsel=True, realtime=True, uart0=True).start()
     try:
         board.wait_output(b"maintenance mode (BOOTSEL held)")
@@ -327,7 +353,7 @@ def fig_modbus(image: Path, n: int = 500) -> dict[str, Any]:
 
 
 def fig_link(image: Path, points: int = 20, every_ms: int = 10) -> dict[str, Any]:
-    pins = [p for p in range(0, 23)][:points]
+    pins = list(range(23))[:points]
     io = [{"id": f"c{p}", "k": "cnt", "pin": p, "every_ms": every_ms} for p in pins]
     cfg = {"v": 1, "hb_ms": 1000, "safe_ms": 0, "io": io}
     board = rp2emu.Pico(image, bootsel=True, realtime=True).start()
@@ -372,7 +398,10 @@ def fig_boot(image: Path, source_image: Path, boots: int = 3) -> dict[str, Any]:
 # emulator models none, so they report bad quality every read, as a board with them unplugged)
 DENSE_IO: list[dict[str, Any]] = (
     [{"id": f"di{p}", "k": "di", "pin": p, "pull": "up", "deb_ms": 20, "inv": False} for p in range(7, 13)]
-    + [{"id": f"cnt{p}", "k": "cnt", "pin": p, "pull": "up", "edge": "rise", "every_ms": 1000} for p in range(13, 17)]
+    + [
+        {"id": f"cnt{p}", "k": "cnt", "pin": p, "pull": "up", "edge": "rise", "every_ms": 1000}
+        for p in range(13, 17)
+    ]
     + [{"id": f"do{p}", "k": "do", "pin": p, "init": False, "safe": False} for p in range(17, 20)]
     + [{"id": f"pwm{p}", "k": "pwm", "pin": p, "freq": 1000, "init": 0.0, "safe": 0.0} for p in range(20, 23)]
     + [{"id": f"adc{p}", "k": "adc", "pin": p, "os": 16, "every_ms": 1000} for p in (26, 27, 28)]
@@ -443,7 +472,9 @@ def fig_heap(image: Path, minutes: float, log: Any = print) -> dict[str, Any]:
                 board.ctl(adc=0, v=round(1.0 + rng.random(), 3))
             if mem and mem[-1][0] - last_log >= 300_000:
                 last_log = mem[-1][0]
-                log(f"   heap: {mem[-1][0] / 60000:.0f} board min, free {mem[-1][1]} bytes, wall {now - t0:.0f} s")
+                log(
+                    f"   heap: {mem[-1][0] / 60000:.0f} board min, free {mem[-1][1]} bytes, wall {now - t0:.0f} s"
+                )
             if mem and mem[-1][0] >= end_ms:
                 break
             if not board.running:
