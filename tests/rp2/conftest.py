@@ -34,8 +34,8 @@ import rp2emu  # noqa: E402
 HERE = Path(__file__).resolve().parent
 SOURCE = rp2emu.find_source()
 SKIP = (
-    f"rp2 tier: no emulated Pico here ({ROOT.parent / 'shared' / 'rp2'} is absent; "
-    "it holds the rp2 firmware image and the rp2040js runner)"
+    f"rp2 tier: no emulated Pico here ({os.environ.get('PICOGATE_RP2') or ROOT.parent / 'shared' / 'rp2'} "
+    "is absent; it holds the rp2 firmware image and the rp2040js runner)"
 )
 SLOW = os.environ.get("PICOGATE_SLOW") == "1"
 
