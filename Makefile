@@ -47,5 +47,5 @@ clean: ## remove build output and caches (keeps .venv)
 	rm -rf dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -path ./.venv -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
-distclean: clean ## clean, and remove .venv too
-	rm -rf $(VENV)
+distclean: clean ## clean, and remove .venv and .rp2 (the emulated Pico's runner) too
+	rm -rf $(VENV) .rp2

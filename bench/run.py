@@ -13,6 +13,7 @@ Scenarios (docs/benchmarks.md says what each measures and how):
     m  the firmware's Modbus RTU master on MicroPython over a pty (bench/fw_modbus.py)
     w  Modbus TCP client CPU per request: pymodbus against the agent's links (bench/modbus_wire.py)
     rtu  an RTU bus over a pty at 115200 and 9600 baud: utilisation of the wire (bench/modbus_wire.py)
+    rp2  the firmware on the real rp2 build, emulated RP2040, in board time (bench/fw_rp2.py; needs ../shared/rp2)
     r  the rule engine alone (bench/rules.py): readings/s through 1,000 stateful rules
     x  EdgeX: CPU per reading on the message bus and over core-data REST vs plain MQTT (bench/edgex.py)
     reload  rules hot reload: 1,000 rules, reload time and longest event-loop pause (bench/rules_reload.py)
@@ -798,6 +799,24 @@ def scenario_m(ctx: Ctx) -> dict[str, Any]:
     return {"rows": rows, "own_cost": cost}
 
 
+def scenario_rp2(ctx: Ctx) -> dict[str, Any]:
+    """The firmware on the rp2 build (bench/fw_rp2.py): Modbus, link and boot figures in board time;
+    the hour-long heap run only with `bench/fw_rp2.py --only heap`."""
+    say("\n== rp2. the firmware on the rp2 build (emulated RP2040), board time")
+    done = subprocess.run(
+        [B.PY, str(B.BENCH / "fw_rp2.py"), "--only", "modbus,link,boot", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=True,
+    )
+    *lines, last = done.stdout.strip().splitlines()
+    for line in lines:
+        say("   " + line)
+    result: dict[str, Any] = json.loads(last)
+    return result
+
+
 def scenario_r(ctx: Ctx) -> dict[str, Any]:
     """The rule engine alone (bench/rules.py, one process on the agent's CPU): two mixes of rules."""
     say("\n== r. rule engine: ready-made readings through 1,000 stateful rules, 3 rules per reading")
@@ -894,6 +913,7 @@ SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "m": scenario_m,
     "w": scenario_w,
     "rtu": scenario_rtu,
+    "rp2": scenario_rp2,
     "r": scenario_r,
     "p": scenario_p,
     "x": scenario_x,

@@ -10,6 +10,10 @@
 # 2. .venv in the repo root (python3 -m venv), then `pip install -e '.[EXTRAS]'`, skipped while
 #    pyproject.toml is unchanged since the last successful install (.venv/.picogate-installed holds
 #    its sha256 and the groups installed).
+# 3. Where ../shared/rp2 is beside the checkout (the rp2 MicroPython build and the rp2040js runner
+#    for tests/rp2, the emulated Pico): node and npm (Debian's nodejs and npm when missing), then
+#    `tools/rp2emu.py setup` copies that folder into .rp2/ and runs `npm ci` there from its lock
+#    file, only when the copy is missing or out of date.
 #
 # Quiet unless something fails. Environment: PYTHON (default python3), PICOGATE_SKIP_SYSTEM=1 to
 # leave system packages alone.
@@ -223,4 +227,14 @@ if ! up_to_date; then
     say "installing picogate[$groups] into .venv"
     (cd "$ROOT" && quiet "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e ".[$groups]")
     printf '%s %s\n' "$want_hash" "$groups" >"$STAMP"
+fi
+
+# --- the emulated Pico (tests/rp2) -----------------------------------------------------------------
+
+RP2_SRC="${PICOGATE_RP2:-$ROOT/../shared/rp2}"
+if [ -f "$RP2_SRC/rp2emu.mjs" ]; then
+    if [ "${PICOGATE_SKIP_SYSTEM:-0}" != 1 ] && { ! have_exe node || ! have_exe npm; }; then
+        apt_install nodejs npm
+    fi
+    quiet "$VENV/bin/python" "$ROOT/tools/rp2emu.py" setup --quiet
 fi

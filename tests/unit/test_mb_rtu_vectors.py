@@ -126,10 +126,9 @@ def _expected_shape(req: bytes, rep: bytes) -> bytes:
 
 
 def test_crc_table_is_the_modbus_one(mb_rtu: ModuleType) -> None:
-    assert len(mb_rtu._T) == 512
+    assert len(mb_rtu._T) == 256
     for i in range(256):
-        ours = mb_rtu._T[2 * i] | mb_rtu._T[2 * i + 1] << 8
-        assert ours == FramerRTU.crc16_table[i], i
+        assert mb_rtu._T[i] == FramerRTU.crc16_table[i], i
 
 
 def test_builders_reject_what_pymodbus_would_send_wrong(mb_rtu: ModuleType) -> None:

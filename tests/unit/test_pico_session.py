@@ -116,7 +116,7 @@ CFG = {
 
 
 class Harness:
-    def __init__(self, cfg: dict[str, Any] = CFG) -> None:
+    def __init__(self, cfg: dict[str, Any] = CFG, **overrides: Any) -> None:
         self.board = FakeBoard()
         self.registry = PointRegistry()
         self.readings: list[Reading] = []
@@ -124,7 +124,7 @@ class Harness:
         self.emit_gate = asyncio.Event()
         self.emit_gate.set()
         self.pico = PicoBoard(
-            BoardConfig.model_validate(cfg),
+            BoardConfig.model_validate({**cfg, **overrides}),
             registry=self.registry,
             emit=self._emit,
             status_changed=self._status,
@@ -150,8 +150,8 @@ async def until(cond: Callable[[], Any], timeout: float = 3.0) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(cfg: dict[str, Any] = CFG) -> AsyncIterator[Harness]:
-    h = Harness(cfg)
+async def running(cfg: dict[str, Any] = CFG, **overrides: Any) -> AsyncIterator[Harness]:
+    h = Harness(cfg, **overrides)
     task = asyncio.create_task(h.pico.run())
     try:
         await until(lambda: h.state() is DeviceState.ONLINE)
@@ -216,6 +216,20 @@ async def test_five_resends_without_ack_restart_the_handshake() -> None:
         assert exc.value.code is ErrorCode.OUTCOME_UNKNOWN
         assert len(h.board.of_type("set")) == 6
         await until(lambda: len(h.board.of_type("hello")) > hellos)
+
+
+async def test_a_slow_board_gets_longer_before_a_resend_when_configured() -> None:
+    """resend_after (default 0.3 s): a board that takes 2 s to acknowledge (5 resends at 0.3 s
+    would have given up at 1.8 s) keeps its link with 1 s."""
+    async with running(resend_after="1s") as h:
+        h.board.auto_ack = False
+        write = asyncio.create_task(h.pico.write("b1", h.registry.get("b1", "valve"), True))
+        await asyncio.sleep(2.0)
+        sets = h.board.of_type("set")
+        assert len(sets) in (2, 3)  # the first, then one a second
+        h.board.send("ack", f'{sets[0][0]} {{"ok":true,"v":true}}')
+        await write
+        assert h.state() is DeviceState.ONLINE
 
 
 async def test_write_results_carry_the_boards_code() -> None:

@@ -194,6 +194,10 @@ class BoardConfig(_Model):
     """How often each side sends a heartbeat (and the board a full report of its points)."""
     safe_timeout: Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=3600)] = 5.0
     """The board applies its outputs' safe values when it has heard nothing for this long (0: never)."""
+    resend_after: Annotated[float, BeforeValidator(parse_duration), Field(ge=0.05, le=10)] = 0.3
+    """How long the agent waits for the board's ack before it sends a frame again (5 times, then the
+    link is down and the handshake starts over). A Pico acknowledges within 0.3 s; raise it only for
+    a slower board, such as an emulated one."""
     max_silence: Duration = 0.0
     """Re-publish unchanged values after this long (0: never)."""
     io: list[IoPoint] = Field(default_factory=list)

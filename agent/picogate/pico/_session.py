@@ -223,11 +223,12 @@ class _Session:
         o = self.o
         hb = o.cfg.heartbeat
         silence = max(3 * hb, 3.0)
+        resend_after = o.cfg.resend_after  # RESEND_AFTER unless the board's config says otherwise
         while True:
             await asyncio.sleep(0.05)
             now = time.monotonic()
             for p in list(self.pending.values()):
-                if p.future.done() or now - p.sent_at < RESEND_AFTER or now >= p.deadline:
+                if p.future.done() or now - p.sent_at < resend_after or now >= p.deadline:
                     continue
                 if p.tries >= RESENDS:
                     log.warning("%s: no ack after %d resends; handshake again", o.name, RESENDS)
