@@ -62,6 +62,7 @@ class Gateway:
         self.config = config
         self.drain_timeout = drain_timeout
         self._stop = asyncio.Event()
+        self._latency_children: dict[str, Any] = {}
         self._parts: _Parts | None = None
         self.http = HttpServer(host=config.metrics.host, port=config.metrics.port, name="metrics and health")
         """The local HTTP server (on the `metrics` address, when enabled): parts add routes in attach."""
@@ -255,7 +256,11 @@ class Gateway:
             mqtt.publish_status("online")
 
     def _observe_latency(self, device: str, seconds: float) -> None:
-        self.parts.metrics.request_seconds.labels(device).observe(seconds)
+        # One labelled child per device, looked up once (labels() costs more than observe()).
+        child = self._latency_children.get(device)
+        if child is None:
+            child = self._latency_children[device] = self.parts.metrics.request_seconds.labels(device)
+        child.observe(seconds)
 
     def _observe_write(self, request: WriteRequest, result: WriteResult, seconds: float) -> None:
         origin = request.origin.split(":", 1)[0]

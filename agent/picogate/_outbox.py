@@ -4,11 +4,12 @@ A reading is *accepted* when the record carrying it is committed here (SQLite, W
 is deleted only when its sink confirmed delivery (MQTT PUBACK, EdgeX 201/409).  Records carry a
 sink's ready-made payload: `key` is the MQTT topic or the REST path, `payload` the bytes to send.
 
-Commits run one at a time on a dedicated thread, at most one per `commit_interval` (10 ms): an
-idle outbox commits a new record at once (one fsync, a few milliseconds), a busy one commits
-whatever arrived since the last commit in one transaction (group commit: each commit costs an
-fsync, about 150 µs of CPU with `synchronous: full`, so 15,000 readings a second cost at most a
-hundred transactions, not 15,000).  Producers choose how long
+Commits run one at a time on a dedicated thread, at most one per `commit_interval` (10 ms),
+each taking whatever arrived since the last one in one transaction (group commit: each commit
+costs an fsync, about 150 µs of CPU with `synchronous: full`, so 15,000 readings a second cost at
+most a hundred transactions, not 15,000).  Handed-over records wait half a `commit_interval`
+after the first of them arrived, so that the devices polled together share a commit; records
+whose producer waits for the commit are committed within 2 ms.  Producers choose how long
 they wait:
 
 - `append()` returns once its records are committed (a peer that is answered "accepted" — a Pico
@@ -215,6 +216,7 @@ class Outbox:
         self._pending: deque[_Batch] = deque()
         self._pending_bytes = 0
         self._waiting = 0  # pending batches whose producer waits for the commit
+        self._first_put = 0.0  # when the oldest pending batch arrived
         self._acks: list[tuple[str, int]] = []
         self._acked_ids: set[int] = set()  # acknowledged, delete not yet committed
         self._parks: list[tuple[str, Refused]] = []  # parked with the next commit
@@ -428,6 +430,8 @@ class Outbox:
         return sum(sum(e.parts or 1 for e in b.envelopes) for b in self._pending)
 
     def _enqueue(self, batch: _Batch) -> None:
+        if not self._pending:
+            self._first_put = time.monotonic()
         self._pending.append(batch)
         self._pending_bytes += batch.size
         if self._pending_bytes > self.max_pending_bytes:
@@ -605,12 +609,21 @@ class Outbox:
                 return
 
     async def _spacing(self) -> None:
-        """At most one commit per commit_interval: an idle outbox commits at once, a busy one
-        groups what arrives meanwhile (each commit costs an fsync).  Records whose producer waits
-        for the commit (a peer waits for its answer) are committed after at most _PROMPT_GAP."""
+        """Group commits (each costs an fsync).  Records only handed over (a poll) are committed
+        commit_interval / 2 after the first of them arrived (what arrives meanwhile, e.g. the rest
+        of the devices polled in the same slot, joins), and at most once per commit_interval.
+        Records whose producer waits for the commit (a peer waits for its answer) are committed
+        after at most _PROMPT_GAP."""
         while not self._closed and not self._flushed and len(self._acks) < _ACK_BATCH:
-            gap = _PROMPT_GAP if self._waiting else self.commit_interval
-            wait = self._last_attempt + min(gap, self.commit_interval) - time.monotonic()
+            if self._waiting:
+                at = self._last_attempt + min(_PROMPT_GAP, self.commit_interval)
+            elif self._pending:
+                at = max(
+                    self._last_attempt + self.commit_interval, self._first_put + self.commit_interval / 2
+                )
+            else:
+                at = self._last_attempt + self.commit_interval
+            wait = at - time.monotonic()
             if wait <= 0:
                 return
             self._kick.clear()

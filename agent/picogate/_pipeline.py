@@ -15,7 +15,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from picogate._clock import Clock
 from picogate._model import PointInfo, Quality, Reading
@@ -247,8 +247,16 @@ class Pipeline:
     def _fit(self, readings: Sequence[Reading]) -> list[Reading]:
         """The readings, with every value that no sink could carry made bad (and counted)."""
         out = list(readings)
+        bad = Quality.BAD
         for i, r in enumerate(out):
-            why = _unfit(r.value, r.quality)
+            v: Any = r.value
+            c = v.__class__
+            # the common case inline: a finite float or a 64-bit integer of a good reading
+            if (
+                (c is float and v - v == 0.0) or (c is int and _INT_MIN <= v <= _INT_MAX)
+            ) and r.quality is not bad:
+                continue
+            why = _unfit(v, r.quality)
             if why:
                 self.unfit[why] += 1
                 n = self.unfit[why]

@@ -55,7 +55,7 @@ class PollStats:
     latency_sum: float = 0.0
 
 
-POLL_SLOT = 0.01
+POLL_SLOT = 0.05
 """Seconds: the grid on which the polls of different devices are spread (see `build_lines`)."""
 _EPOCH: list[float] = []
 
@@ -125,6 +125,8 @@ class _Device:
     encodings: dict[str, Encoding]
     infos: dict[str, PointInfo]
     groups: list[_Group]
+    members: dict[int, list[tuple[str, int, int, Encoding, str]]] = field(default_factory=dict)
+    """The decoding plan of each request (by id), built at its first reply."""
     failures: int = 0
     offline: bool = False
     backoff: float = 0.0
@@ -195,6 +197,31 @@ def _build_device(cfg: DeviceConfig) -> _Device:
         for interval, members in sorted(by_interval.items())
     ]
     return _Device(cfg, encodings, infos, groups, status=DeviceStatus(cfg.name, origin="modbus"))
+
+
+_UINT16, _INT16, _OTHER = 0, 1, 2
+
+
+def _members(dev: _Device, req: Request[str]) -> list[tuple[str, int, int, Encoding, str]]:
+    """(point, offset, kind, encoding, unit) of each point a request reads; `kind` says whether
+    the value is one register read as is (uint16 or int16, big-endian bytes, unscaled)."""
+    out = []
+    for point, offset in req.members:
+        enc = dev.encodings[point]
+        kind = _OTHER
+        if (
+            enc.width == 1
+            and enc.bit is None
+            and enc.scale == 1.0
+            and enc.offset == 0.0
+            and not enc.table.is_bit
+        ):
+            if decode(enc, [0x1234]) == 0x1234 and decode(enc, [0xFEDC]) == 0xFEDC:
+                kind = _UINT16
+            elif decode(enc, [0x1234]) == 0x1234 and decode(enc, [0xFEDC]) == 0xFEDC - 0x10000:
+                kind = _INT16
+        out.append((point, offset, kind, enc, dev.infos[point].unit))
+    return out
 
 
 def link_key(cfg: DeviceConfig) -> tuple[str, ...]:
@@ -380,20 +407,29 @@ class ModbusLine:
     def _decode(
         self, dev: _Device, req: Request[str], words: list[int] | list[bool], ts: int
     ) -> list[Reading]:
+        members = dev.members.get(id(req))
+        if members is None:
+            members = dev.members[id(req)] = _members(dev, req)
         out: list[Reading] = []
         name = dev.cfg.name
-        for point, offset in req.members:
-            enc = dev.encodings[point]
-            unit = dev.infos[point].unit
+        good, bad = Quality.GOOD, Quality.BAD
+        for point, offset, kind, enc, unit in members:
+            # The common registers (a plain 16-bit integer) without a call into the codec.
+            if kind != _OTHER:
+                raw = words[offset]
+                if raw.__class__ is int and 0 <= raw <= 0xFFFF:
+                    v = int(raw) - 0x10000 if kind == _INT16 and raw >= 0x8000 else int(raw)
+                    out.append(Reading(name, point, v, ts, good, unit))
+                    continue
             try:
-                value = decode(enc, words[offset : offset + enc.width])
+                value: Value = decode(enc, words[offset : offset + enc.width])
             except (CodecError, ValueError, UnicodeDecodeError):
-                out.append(Reading(name, point, None, ts, Quality.BAD, unit))
+                out.append(Reading(name, point, None, ts, bad, unit))
                 continue
             if isinstance(value, float) and not math.isfinite(value):
-                out.append(Reading(name, point, None, ts, Quality.BAD, unit))
+                out.append(Reading(name, point, None, ts, bad, unit))
                 continue
-            out.append(Reading(name, point, value, ts, Quality.GOOD, unit))
+            out.append(Reading(name, point, value, ts, good, unit))
         return out
 
     def _bad(self, dev: _Device, req: Request[str], ts: int) -> list[Reading]:

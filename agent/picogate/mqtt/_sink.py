@@ -84,11 +84,13 @@ class MqttEncoder:
                         Envelope(SINK_NAME, prefix, b"\x00".join(parts), self.qos, self.retain, len(group))
                     )
             if self.per_device:
-                points = {
-                    r.point: {"v": r.value, "ts": r.ts // 1_000_000, "unit": r.unit, "q": r.quality}
-                    for r in group
-                }
-                newest = max(r.ts for r in group)
+                points = {}
+                newest = 0
+                for r in group:
+                    ts = r.ts
+                    if ts > newest:
+                        newest = ts
+                    points[r.point] = {"v": r.value, "ts": ts // 1_000_000, "unit": r.unit, "q": r.quality}
                 payload = dumps({"ts": _ms(newest), "points": points})
                 out.append(
                     Envelope(SINK_NAME, self.topics.data_device(device), payload, self.qos, self.retain)
