@@ -153,9 +153,9 @@ class OutboxSection(_Model):
     synchronous: Literal["full", "normal"] = "full"
     """`full`: a committed reading survives power loss; `normal`: survives a crash of the agent."""
     commit_interval: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=5)] = 0.01
-    """The shortest time between two commits: an idle outbox commits a reading at once, a busy one
-    commits what arrived meanwhile in one transaction (group commit). Shorter: less latency, more
-    fsyncs (CPU, disk wear)."""
+    """The shortest time between two commits, each taking what arrived meanwhile (group commit);
+    polled readings wait half of it for the rest of their slot, readings whose sender waits (Pico,
+    CoAP) at most 2 ms. Shorter: less latency, more fsyncs (CPU, disk wear)."""
     max_pending_mb: Annotated[int, Field(ge=1, le=4096)] = 64
     """Readings waiting for a commit, in MB. While commits work, polling waits when this much is
     waiting; while they fail (disk full), readings are kept in memory up to this much, then the
