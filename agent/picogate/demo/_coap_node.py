@@ -24,6 +24,7 @@ class CoapNode:
         self.sent = 0
         self.refused = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._rnd = random.Random(7)
         self._temp = 12.0
 
@@ -32,10 +33,17 @@ class CoapNode:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Stop between two reports: a request cancelled in flight makes aiocoap log an
+        # InvalidStateError when its answer comes in after all.
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            try:
+                async with asyncio.timeout(12):
+                    await self._task
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
 
     def _pack(self) -> bytes:
         self._temp += self._rnd.uniform(-0.3, 0.3)
@@ -48,7 +56,7 @@ class CoapNode:
     async def _run(self) -> None:
         ctx = await aiocoap.Context.create_client_context(transports=["udp6"])
         try:
-            while True:
+            while not self._stopping.is_set():
                 msg = aiocoap.Message(code=aiocoap.POST, uri=self.url, payload=self._pack())
                 msg.opt.content_format = 110  # application/senml+json
                 try:
@@ -61,6 +69,8 @@ class CoapNode:
                         log.warning("CoAP node %s: %s %s", self.name, response.code, response.payload[:200])
                 except (TimeoutError, aiocoap.error.Error, OSError) as exc:
                     log.warning("CoAP node %s: %s", self.name, exc or type(exc).__name__)
-                await asyncio.sleep(self.period)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.period):
+                        await self._stopping.wait()
         finally:
             await ctx.shutdown()
