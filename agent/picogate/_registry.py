@@ -11,6 +11,7 @@ import enum
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from picogate._errors import PicogateError
 from picogate._model import PointInfo, check_name
 
 
@@ -39,9 +40,9 @@ class RegistryEvent:
 Listener = Callable[[RegistryEvent], None]
 
 
-class UnknownPointError(KeyError):
+class UnknownPointError(PicogateError, KeyError):
     def __init__(self, device: str, point: str) -> None:
-        super().__init__(f"{device}.{point}")
+        super().__init__(f"{device}.{point}", where=f"{device}.{point}")
         self.device = device
         self.point = point
 

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
+from picogate._errors import PicogateError
 from picogate._model import NAME_PATTERN
 from picogate._secrets import MASK, is_secret_key, maskable, redact_with, remember
 from picogate.config._base import parse_duration
@@ -87,7 +88,7 @@ class ConfigIssue:
         return f"{where}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(PicogateError):
     """The configuration cannot be used.  `issues` lists every problem found, in file order.
 
     `str()` gives one line per issue (`file:line:column: path: message`), each followed by the
@@ -101,6 +102,7 @@ class ConfigError(Exception):
     ) -> None:
         super().__init__(issues)
         self.issues = issues
+        self.where = issues[0].file if issues else ""
         self.source = source
         self.secrets = frozenset(s for s in secrets if s)
 

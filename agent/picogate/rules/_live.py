@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 import watchfiles  # (imported at start: its first import, anyio's, would hold the loop ~100 ms)
 
+from picogate._errors import PicogateError
 from picogate._model import Reading
 from picogate._outbox import Envelope
 from picogate._registry import RegistryEvent
@@ -63,7 +64,7 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 # --------------------------------------------------------------------------- the compiler process
 
 
-class CompilerError(Exception):
+class CompilerError(PicogateError):
     """The compiler process could not deliver an outcome (it died, or took longer than allowed)."""
 
 
@@ -366,7 +367,7 @@ class _Attempt:
     digest: str = ""
 
 
-class RulesSetupError(ValueError):
+class RulesSetupError(PicogateError, ValueError):
     """The rules section cannot be used (reported at start as `picogate: cannot start: …`)."""
 
 
