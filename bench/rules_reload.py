@@ -43,7 +43,7 @@ from picogate._gateway import Gateway
 from picogate._model import PointInfo, PointType, Reading, Value
 from picogate._router import FunctionWriter
 from picogate.config import GatewayConfig
-from picogate.config._rules import RulesSection
+from picogate.rules._config import RulesSection
 from picogate.rules._live import LiveRules
 
 DEVICES = 30

@@ -29,15 +29,15 @@ from pydantic.fields import FieldInfo  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
 from picogate._model import NAME_PATTERN  # noqa: E402
+from picogate.coap import _config as coap  # noqa: E402
 from picogate.config import _base  # noqa: E402
-from picogate.config import _boards as boards  # noqa: E402
-from picogate.config import _coap as coap  # noqa: E402
 from picogate.config import _commands as commands  # noqa: E402
 from picogate.config import _schema as schema  # noqa: E402
-from picogate.config._edgex import BusReconnectSection as EdgexBusReconnectSection  # noqa: E402
-from picogate.config._edgex import BusSection as EdgexBusSection  # noqa: E402
-from picogate.config._edgex import DeviceServiceSection as EdgexDeviceServiceSection  # noqa: E402
-from picogate.config._edgex import EdgexSection  # noqa: E402
+from picogate.edgex._config import BusReconnectSection as EdgexBusReconnectSection  # noqa: E402
+from picogate.edgex._config import BusSection as EdgexBusSection  # noqa: E402
+from picogate.edgex._config import DeviceServiceSection as EdgexDeviceServiceSection  # noqa: E402
+from picogate.edgex._config import EdgexSection  # noqa: E402
+from picogate.pico import _config as boards  # noqa: E402
 
 _DEVICE_BASE: type[BaseModel] = schema._DeviceBase
 

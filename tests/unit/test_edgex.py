@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from _edgex import SPECS, check, check_envelope, decode_payload, errors, request_schema
 from picogate._model import PointInfo, PointType, Quality, Reading
 from picogate._registry import PointRegistry
-from picogate.config._edgex import EdgexSection
 from picogate.edgex._commands import EdgexNames
+from picogate.edgex._config import EdgexSection
 from picogate.edgex._forward import EdgexEncoder
 from picogate.edgex._model import (
     EnvelopeError,

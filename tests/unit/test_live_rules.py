@@ -1,4 +1,4 @@
-"""The rules service's own parts (rules/_live.py, rules/_worker.py, config/_rules.py): the rules
+"""The rules service's own parts (rules/_live.py, rules/_worker.py, rules/_config.py): the rules
 section, finding and reading rule files, the compiler process (timeout, death), publish() topics,
 and that a failing engine never breaks the pipeline.  Everything in a real gateway without a
 broker (MQTT disabled), the real compiler process, real files."""
@@ -19,8 +19,8 @@ import pytest
 from picogate._gateway import Gateway
 from picogate._model import PointInfo, PointType, Reading
 from picogate.config import ConfigError, GatewayConfig, parse_config
-from picogate.config._rules import RulesSection
 from picogate.rules import _worker
+from picogate.rules._config import RulesSection
 from picogate.rules._live import CompilerError, CompilerWorker, LiveRules, live_rules
 from picogate.rules._worker import CompileJob, point_rows, read_rule_files, rule_files, run_job
 

@@ -20,6 +20,7 @@ from pydantic import (
 
 from picogate._model import PointType
 from picogate._secrets import remember
+from picogate.coap._config import CoapSection
 from picogate.config._base import (
     Duration,
     EnvName,
@@ -30,11 +31,10 @@ from picogate.config._base import (
     _Model,
     parse_duration,
 )
-from picogate.config._coap import CoapSection
 from picogate.config._commands import CommandsSection
-from picogate.config._edgex import EdgexSection
-from picogate.config._rules import RulesSection
+from picogate.edgex._config import EdgexSection
 from picogate.modbus._codec import ByteOrder, Encoding, Table
+from picogate.rules._config import RulesSection
 
 # --------------------------------------------------------------------------- gateway, mqtt
 
@@ -376,7 +376,7 @@ Device = Annotated[ModbusTcpDevice | ModbusRtuDevice, Field(discriminator="type"
 # --------------------------------------------------------------------------- the whole file
 
 # Here, not at the top: the boards section reuses PointConfig (defined above).
-from picogate.config._boards import BoardConfig  # noqa: E402
+from picogate.pico._config import BoardConfig  # noqa: E402
 
 
 class GatewayConfig(_Model):
@@ -388,13 +388,13 @@ class GatewayConfig(_Model):
     devices: list[Device] = Field(default_factory=list)
     # The sections of the parts that plug into the core; each has its own module.
     boards: list[BoardConfig] = Field(default_factory=list)
-    """Pico boards (config/_boards.py)."""
+    """Pico boards (pico/_config.py)."""
     coap: CoapSection | None = None
-    """CoAP server and client (config/_coap.py)."""
+    """CoAP server and client (coap/_config.py)."""
     edgex: EdgexSection | None = None
-    """EdgeX Foundry forwarding (config/_edgex.py)."""
+    """EdgeX Foundry forwarding (edgex/_config.py)."""
     rules: RulesSection | None = None
-    """Rule files (config/_rules.py)."""
+    """Rule files (rules/_config.py)."""
     commands: CommandsSection = CommandsSection()
     """Deadlines, queues, sizes and rate limits of writes (config/_commands.py)."""
 

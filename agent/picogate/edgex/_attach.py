@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from picogate._component import Component
 from picogate._secrets import remember
 from picogate._sink import RunningSink
-from picogate.config._edgex import EdgexSection
 from picogate.edgex._commands import Commands, EdgexNames
+from picogate.edgex._config import EdgexSection
 from picogate.edgex._forward import BUS_SINK, REST_SINK, EdgexBusSink, EdgexEncoder, EdgexRestSink
 from picogate.edgex._register import Registrar
 from picogate.edgex._server import DeviceServiceApi

@@ -26,7 +26,7 @@ def profiles_of(cfg: Any) -> list[dict[str, Any]]:
     time, a rule's LET or a CoAP node's `auto_register`, are in the profiles the running gateway
     registers.)"""
     from picogate._declared import declared_points
-    from picogate.config._edgex import EdgexSection
+    from picogate.edgex._config import EdgexSection
     from picogate.edgex._model import device_profile
 
     edgex = cfg.edgex or EdgexSection()

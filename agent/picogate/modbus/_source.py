@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from picogate._model import PointInfo, PointType, Quality, Reading, Value
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
 from picogate._router import ErrorCode, WriteError, WriteTicket
-from picogate.config._boards import BoardDevice
 from picogate.config._schema import ModbusRtuDevice, ModbusTcpDevice, PointConfig
 from picogate.modbus._codec import CodecError, Encoding, Table, bit_masks, decode, encode, set_bit
 from picogate.modbus._planner import Request, plan
 from picogate.modbus._transport import FailKind, ModbusFailure, ModbusLink, SerialParams, TcpParams
+from picogate.pico._config import BoardDevice
 
 log = logging.getLogger("picogate.modbus")
 

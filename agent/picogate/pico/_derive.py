@@ -16,10 +16,10 @@ from typing import NamedTuple
 import orjson
 
 from picogate._model import PointInfo, PointType, Quality, Reading, Value
-from picogate.config._boards import TWO_VALUES, BoardConfig, BoardDevice, IoPoint
 from picogate.modbus._codec import CodecError, Encoding, decode
 from picogate.modbus._planner import Request, plan
 from picogate.modbus._source import point_info
+from picogate.pico._config import TWO_VALUES, BoardConfig, BoardDevice, IoPoint
 
 __all__ = ["BadValue", "BoardPlan", "IoMap", "MbRequest", "check_value", "derive"]
 

@@ -41,8 +41,8 @@ from picogate._model import Reading
 from picogate._outbox import Envelope
 from picogate._registry import RegistryEvent
 from picogate._router import ErrorCode, WriteRequest, brief
-from picogate.config._rules import RulesSection
 from picogate.rules import RuleEngine, RuleError, RuleSet, _worker
+from picogate.rules._config import RulesSection
 from picogate.rules._worker import CompileJob, CompileOutcome, PointRow, file_error, point_rows, run_job
 
 if TYPE_CHECKING:
