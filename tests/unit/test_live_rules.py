@@ -18,7 +18,8 @@ import pytest
 
 from picogate._gateway import Gateway
 from picogate._model import PointInfo, PointType, Reading
-from picogate.config import ConfigError, GatewayConfig, parse_config
+from picogate.config import ConfigError
+from picogate.gateway import GatewayConfig, parse_config
 from picogate.rules import _worker
 from picogate.rules._config import RulesSection
 from picogate.rules._live import CompilerError, CompilerWorker, LiveRules, live_rules
@@ -198,16 +199,28 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     async with Gateway(cfg) as gw:
         for p in POINTS:
             gw.registry.add(p)
-        live = LiveRules(gw, RulesSection(dir=rules_dir, watch=False))
+        live = LiveRules(gw.parts.hosts["rules"], RulesSection(dir=rules_dir, watch=False))
         live.setup()
         gw.parts.components.append(live)
         yield gw
 
 
+class _Broker:
+    """What the MQTT plug-in offers the rules (picogate._host.Messages), without a broker."""
+
+    sink, root, qos, connection = "mqtt", "picogate/gw", 1, None
+
+    def topic(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def publish_now(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
+        return False
+
+
 async def test_publish_refuses_wildcards_and_the_gateways_own_topics(gateway: Gateway) -> None:
     live = live_rules(gateway)
     assert live is not None
-    live.topics = gateway.parts.topics  # as with MQTT enabled
+    live.host.provide_messages(_Broker())  # as with MQTT enabled
     assert live.refuse_topic("plant/boiler/avg") == ""
     assert "wildcards" in live.refuse_topic("plant/+/avg")
     assert "wildcards" in live.refuse_topic("plant/#")

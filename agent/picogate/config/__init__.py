@@ -1,6 +1,11 @@
-"""`gateway.yaml`: the typed schema and the loader that reports every problem with its position.
+"""`gateway.yaml`: the core's sections, the building blocks of every plug-in's section, the
+composition of the whole file, and the loader that reports every problem with its position.
 
-    from picogate.config import ConfigError, load_config
+`config/` knows no protocol: the gateway composes the file's model from the sections its plug-ins
+register (`picogate.gateway.GatewayConfig`), and loads it with
+
+    from picogate.config import ConfigError
+    from picogate.gateway import load_config
 
     try:
         config = load_config("/etc/picogate/gateway.yaml")
@@ -10,90 +15,55 @@
 See docs/configuration.md for every key.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from picogate.config._base import Duration, PositiveDuration, parse_duration
-    from picogate.config._load import ConfigError, ConfigIssue, load_config, parse_config
-    from picogate.config._schema import (
-        ClockSection,
-        Deadband,
-        Device,
-        GatewayConfig,
-        GatewaySection,
-        MetricsSection,
-        ModbusRtuDevice,
-        ModbusTcpDevice,
-        MqttSection,
-        OutboxSection,
-        PointConfig,
-        PublishMode,
-        ReconnectSection,
-        TlsSection,
-        reference_to_address,
-    )
-
-# Loaded on first use: the plug-ins' sections (coap/_config.py, ...) import the building blocks
-# of config/_base.py, and config/_schema.py imports those sections.
-_WHERE = {
-    "Duration": "_base",
-    "PositiveDuration": "_base",
-    "parse_duration": "_base",
-    "ConfigError": "_load",
-    "ConfigIssue": "_load",
-    "load_config": "_load",
-    "parse_config": "_load",
-    "ClockSection": "_schema",
-    "Deadband": "_schema",
-    "Device": "_schema",
-    "GatewayConfig": "_schema",
-    "GatewaySection": "_schema",
-    "MetricsSection": "_schema",
-    "ModbusRtuDevice": "_schema",
-    "ModbusTcpDevice": "_schema",
-    "MqttSection": "_schema",
-    "OutboxSection": "_schema",
-    "PointConfig": "_schema",
-    "PublishMode": "_schema",
-    "ReconnectSection": "_schema",
-    "TlsSection": "_schema",
-    "reference_to_address": "_schema",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
+from picogate.config._base import (
+    Deadband,
+    Duration,
+    EnvName,
+    Name,
+    Port,
+    PositiveDuration,
+    StrictModel,
+    UnitId,
+    parse_deadband,
+    parse_duration,
+)
+from picogate.config._commands import CommandsSection, DeadlineSection, RateLimitSection
+from picogate.config._load import ConfigError, ConfigIssue, load_config, parse_config
+from picogate.config._schema import (
+    ClockSection,
+    CoreConfig,
+    GatewaySection,
+    Location,
+    MetricsSection,
+    OutboxSection,
+    Section,
+    compose,
+)
 
 __all__ = [
     "ClockSection",
+    "CommandsSection",
     "ConfigError",
     "ConfigIssue",
+    "CoreConfig",
     "Deadband",
-    "Device",
+    "DeadlineSection",
     "Duration",
-    "GatewayConfig",
+    "EnvName",
     "GatewaySection",
+    "Location",
     "MetricsSection",
-    "ModbusRtuDevice",
-    "ModbusTcpDevice",
-    "MqttSection",
+    "Name",
     "OutboxSection",
-    "PointConfig",
+    "Port",
     "PositiveDuration",
-    "PublishMode",
-    "ReconnectSection",
-    "TlsSection",
+    "RateLimitSection",
+    "Section",
+    "StrictModel",
+    "UnitId",
+    "compose",
     "load_config",
     "parse_config",
+    "parse_deadband",
     "parse_duration",
-    "reference_to_address",
 ]

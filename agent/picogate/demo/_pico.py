@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from picogate.demo._proc import DemoError
-from picogate.pico._config import BoardConfig
+from picogate.pico import BoardConfig
 
 SCENARIO = {
     "pins": {

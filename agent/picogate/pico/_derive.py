@@ -16,9 +16,7 @@ from typing import NamedTuple
 import orjson
 
 from picogate._model import PointInfo, PointType, Quality, Reading, Value
-from picogate.modbus._codec import CodecError, Encoding, decode
-from picogate.modbus._planner import Request, plan
-from picogate.modbus._source import point_info
+from picogate.modbus import CodecError, Encoding, PointConfig, Request, decode, plan, point_info
 from picogate.pico._config import TWO_VALUES, BoardConfig, BoardDevice, IoPoint
 
 __all__ = ["BadValue", "BoardPlan", "IoMap", "MbRequest", "check_value", "derive"]
@@ -198,10 +196,7 @@ def _io_infos(cfg: BoardConfig, p: IoPoint) -> list[tuple[str, PointInfo, IoMap]
     return [(p.name, point, IoMap(p.name, unit, scale, offset, point.type))]
 
 
-def _mb_info(cfg: BoardConfig, dev: BoardDevice, bus: int, pc: object, enc: Encoding) -> PointInfo:
-    from picogate.config._schema import PointConfig
-
-    assert isinstance(pc, PointConfig)
+def _mb_info(cfg: BoardConfig, dev: BoardDevice, bus: int, pc: PointConfig, enc: Encoding) -> PointInfo:
     attrs = {
         "board": cfg.name,
         "bus": str(bus),

@@ -33,7 +33,7 @@ from picogate._model import PointInfo, Quality, Reading, Value
 from picogate._outbox import OutboxUnavailable
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
 from picogate._router import ErrorCode, WriteError, WriteTicket
-from picogate.modbus._codec import CodecError, Table, encode
+from picogate.modbus import CodecError, Table, encode
 from picogate.pico._boardtext import TextLimiter, escape
 from picogate.pico._config import BoardConfig
 from picogate.pico._derive import BadValue, BoardPlan, check_value, decode_result, derive

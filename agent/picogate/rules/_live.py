@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 import watchfiles  # (imported at start: its first import, anyio's, would hold the loop ~100 ms)
@@ -41,16 +41,27 @@ from picogate._model import Reading
 from picogate._outbox import Envelope
 from picogate._registry import RegistryEvent
 from picogate._router import ErrorCode, WriteRequest, brief
-from picogate.rules import RuleEngine, RuleError, RuleSet, _worker
 from picogate.rules._config import RulesSection
-from picogate.rules._worker import CompileJob, CompileOutcome, PointRow, file_error, point_rows, run_job
+from picogate.rules._engine import RuleEngine
+from picogate.rules._errors import RuleError
+from picogate.rules._ruleset import RuleSet
+from picogate.rules._worker import (
+    HEADER,
+    MAX_FRAME,
+    CompileJob,
+    CompileOutcome,
+    PointRow,
+    file_error,
+    frame,
+    point_rows,
+    run_job,
+)
 
 if TYPE_CHECKING:
-    from picogate._gateway import Gateway
+    from picogate._host import Host
 
 log = logging.getLogger("picogate.rules")
 
-MQTT_SINK = "mqtt"
 _MAX_QUEUED = 10_000
 """Alerts/publishes/status messages waiting for the outbox at most (they wait only while the
 outbox commits; beyond this they are dropped, counted and logged)."""
@@ -130,9 +141,9 @@ class CompilerWorker:
     async def _receive(proc: asyncio.subprocess.Process) -> Any:
         assert proc.stdout is not None
         try:
-            header = await proc.stdout.readexactly(_worker.HEADER)
+            header = await proc.stdout.readexactly(HEADER)
             size = int.from_bytes(header, "big")
-            if size > _worker.MAX_FRAME:
+            if size > MAX_FRAME:
                 raise CompilerError(f"the compiler process's output is corrupt (a frame of {size} bytes)")
             data = await proc.stdout.readexactly(size)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
@@ -162,7 +173,7 @@ class CompilerWorker:
         proc = await self._ensure()
         assert proc.stdin is not None
         try:
-            proc.stdin.write(_worker.frame(job))
+            proc.stdin.write(frame(job))
             async with asyncio.timeout(timeout):
                 await proc.stdin.drain()
                 outcome = await self._receive(proc)
@@ -260,12 +271,15 @@ class LiveActions:
         live.stats.alerts += 1
         level = logging.INFO if state == "cleared" else logging.WARNING
         log.log(level, "alert %s: rule %s [%s]: %s", state, rule, severity, message)
-        if live.topics is None:
+        messages = live.host.messages
+        if messages is None:
             return
         payload = orjson.dumps(
             {"rule": rule, "severity": severity, "message": message, "state": state, "ts": _ms(ts)}
         )
-        self._enqueue(Envelope(MQTT_SINK, live.topics.alerts, payload, live.config.alert_qos, False))
+        self._enqueue(
+            Envelope(messages.sink, messages.topic("alerts"), payload, live.config.alert_qos, False)
+        )
 
     def publish(self, rule: str, topic: str, value: object, ts: int) -> None:
         live = self._live
@@ -275,14 +289,15 @@ class LiveActions:
             log.error("rule %s: publish(%r) refused: %s", rule, topic, problem)
             return
         live.stats.publishes += 1
-        if live.topics is None:
+        messages = live.host.messages
+        if messages is None:
             log.info("rule %s: publish %s %r (MQTT is disabled)", rule, topic, value)
             return
         try:
             payload = orjson.dumps({"v": value, "ts": _ms(ts), "rule": rule})
         except TypeError:
             payload = orjson.dumps({"v": str(value), "ts": _ms(ts), "rule": rule})
-        self._enqueue(Envelope(MQTT_SINK, topic, payload, live.qos, False))
+        self._enqueue(Envelope(messages.sink, topic, payload, messages.qos, False))
 
     def log(self, rule: str, message: str) -> None:
         self._live.stats.logs += 1
@@ -300,7 +315,7 @@ class LiveActions:
                 "(rules.max_pending_writes)"
             )
             log.error("rule %s: %s", rule, message)
-            live.gw.router.refuse(request, ErrorCode.BUSY, message)  # its audit line
+            live.host.router.refuse(request, ErrorCode.BUSY, message)  # its audit line
             # not from inside the engine's own evaluation: on the next turn of the loop
             loop.call_soon(live.write_result, rule, False, message)
             return
@@ -378,13 +393,10 @@ class LiveRules:
     name = "rules"
     kind: Literal["source", "service"] = "service"
 
-    def __init__(self, gw: Gateway, config: RulesSection, *, worker: CompilerWorker | None = None) -> None:
-        self.gw = gw
+    def __init__(self, host: Host, config: RulesSection, *, worker: CompilerWorker | None = None) -> None:
+        self.host = host
         self.config = config
         self.directory = config.dir.absolute()  # not resolve(): a symlink swapped by a deploy is followed
-        mqtt = gw.config.mqtt
-        self.topics = gw.parts.topics if mqtt.enabled else None
-        self.qos = mqtt.qos
         self.stats = RuleStats()
         self.actions = LiveActions(self)
         self.engine = RuleEngine(self.actions)
@@ -435,15 +447,15 @@ class LiveRules:
         self._loaded_identity = self._identity()
         outcome = run_job(self._job(last_digest=""))
         self._apply_sync(outcome, total_s=outcome.compile_s)
-        gw = self.gw
-        gw.pipeline.processors.append(self.processor)
-        gw.registry.subscribe(self._on_registry)
-        gw.parts.metrics.add_collector(self._collect)
+        host = self.host
+        host.add_processor(self.processor)
+        host.subscribe(self._on_registry)
+        host.add_collector(self._collect)
 
     def _job(self, *, last_digest: str) -> CompileJob:
         rows = self._point_rows
         if rows is None:  # built again only after the registry changed
-            points = (p for p in self.gw.registry if (p.device, p.name) not in self.let_keys)
+            points = (p for p in self.host.registry if (p.device, p.name) not in self.let_keys)
             rows = self._point_rows = point_rows(points)
         return CompileJob(
             str(self.directory), self.config.pattern, self.config.recursive, rows, last_digest=last_digest
@@ -455,8 +467,9 @@ class LiveRules:
             return "a topic must be non-empty, without wildcards (+, #) or NUL"
         if len(topic.encode()) > 65535:
             return "the topic is longer than MQTT allows"
-        if self.topics is not None:
-            root = self.topics.root
+        messages = self.host.messages
+        if messages is not None:
+            root = messages.root
             if topic == root or topic.startswith(root + "/"):
                 return (
                     f"the gateway's own topics ({root}/…) are not for publish(); use LET for derived points"
@@ -615,7 +628,7 @@ class LiveRules:
     def _let_clashes(self, ruleset: RuleSet) -> list[RuleError]:
         """A LET may not take the name of a point some source has (added since the compilation)."""
         errors = []
-        registry = self.gw.registry
+        registry = self.host.registry
         for let in ruleset.lets:
             key = (let.device, let.name)
             if key not in self.let_keys and key in registry:
@@ -634,7 +647,7 @@ class LiveRules:
         return errors
 
     def _update_lets(self, ruleset: RuleSet) -> None:
-        registry = self.gw.registry
+        registry = self.host.registry
         new = {(p.device, p.name): p for p in ruleset.lets}
         self._updating_registry = True
         try:
@@ -806,7 +819,7 @@ class LiveRules:
         """The engine's own LET readings: published like any reading, not evaluated again."""
         self.processor.skip_next = True
         try:
-            await self.gw.pipeline.emit(derived, wait=False)
+            await self.host.pipeline.emit(derived, wait=False)
         finally:
             self.processor.skip_next = False
 
@@ -819,7 +832,7 @@ class LiveRules:
     # ------------------------------------------------------------------ writes
 
     async def router_write(self, request: WriteRequest) -> Any:
-        return await self.gw.router.write(request)
+        return await self.host.router.write(request)
 
     def write_result(self, rule: str, ok: bool, message: str) -> None:
         try:
@@ -838,7 +851,7 @@ class LiveRules:
             actions.wakeup.clear()
             batch, actions.queue = actions.queue, []
             if batch:
-                await self.gw.pipeline.post(batch, wait=False)
+                await self.host.pipeline.post(batch, wait=False)
 
     # ------------------------------------------------------------------ status
 
@@ -873,20 +886,22 @@ class LiveRules:
         }
 
     def _publish_status(self, *, force: bool) -> None:
-        mqtt = self.gw.parts.mqtt
-        reconnected = mqtt is not None and mqtt.client is not None and mqtt.client is not self._status_client
+        messages = self.host.messages
+        connection = messages.connection if messages is not None else None
+        reconnected = connection is not None and connection is not self._status_client
         body = self.status()
         if not force and not reconnected and not self._status_unsent and body == self._last_status:
             return
         self._last_status = body
-        if self.topics is None or mqtt is None:
+        if messages is None:
             return
         # The status describes the present: it is not queued in the outbox while the broker is
         # away (a backlog of stale snapshots, 100 kB each with 1,000 rules, would only overwrite
         # one another), but sent on the live connection, and again as soon as the broker is back.
         payload = orjson.dumps({**body, "ts": _ms(time.time_ns())}, default=str)
-        self._status_unsent = not mqtt.publish_now(self.topics.rules_status, payload, qos=1, retain=True)
-        self._status_client = None if self._status_unsent else mqtt.client  # a new connection: again
+        topic = messages.topic("rules/status")
+        self._status_unsent = not messages.publish_now(topic, payload, qos=1, retain=True)
+        self._status_client = None if self._status_unsent else messages.connection  # new connection: again
 
     async def _status_loop(self) -> None:
         self._publish_status(force=True)
@@ -1001,7 +1016,7 @@ class LiveRules:
         batch, self.actions.queue = self.actions.queue, []
         if batch:
             with contextlib.suppress(Exception):
-                await self.gw.pipeline.post(batch, wait=False)
+                await self.host.pipeline.post(batch, wait=False)
 
     def stop(self) -> None:
         self._stop.set()
@@ -1054,9 +1069,14 @@ def _release_namespaces(old: object, new: object) -> int:
     return count
 
 
-def live_rules(gw: Gateway) -> LiveRules | None:
+class _Running(Protocol):
+    @property
+    def components(self) -> Sequence[object]: ...
+
+
+def live_rules(gw: _Running) -> LiveRules | None:
     """The rules service of a built gateway (for the demo's view and tests), None without rules."""
-    for c in gw.parts.components:
+    for c in gw.components:
         if isinstance(c, LiveRules):
             return c
     return None
