@@ -22,7 +22,7 @@ from picogate.config import ConfigError
 from picogate.gateway import GatewayConfig, parse_config
 from picogate.rules import _worker
 from picogate.rules._config import RulesSection
-from picogate.rules._live import CompilerError, CompilerWorker, LiveRules, live_rules
+from picogate.rules._live import CompilerError, CompilerWorker, live_rules
 from picogate.rules._worker import CompileJob, point_rows, read_rule_files, rule_files, run_job
 
 GOOD = 'RULE hot\n  ON boiler.temp > 85\n  THEN alert("hot")\nEND\n'
@@ -199,9 +199,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     async with Gateway(cfg) as gw:
         for p in POINTS:
             gw.registry.add(p)
-        live = LiveRules(gw.parts.hosts["rules"], RulesSection(dir=rules_dir, watch=False))
-        live.setup()
-        gw.parts.components.append(live)
+        await gw.reconfigure("rules", RulesSection(dir=rules_dir, watch=False))  # as attach does
         yield gw
 
 

@@ -19,9 +19,11 @@ async def attach(host: Host, config: RulesSection | None) -> None:
     if config is None or not config.enabled:
         return
     from picogate.rules._live import LiveRules
+    from picogate.rules._metrics import collector
 
     live = LiveRules(host, config)
     live.setup()
+    host.add_collector(collector(live))
     host.add_component(live)
 
 
