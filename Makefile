@@ -31,10 +31,11 @@ run: bootstrap ## run the demo (picogate demo)
 test: bootstrap ## run the tests (pass PYTEST_ARGS)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-lint: bootstrap ## ruff check, ruff format --check, mypy (strict, per pyproject.toml), firmware vs rp2 stubs
+lint: bootstrap ## ruff check, ruff format --check, mypy (strict), the import contract, firmware vs rp2 stubs
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) tools/fw_typecheck.py
 
 bench: bootstrap ## run the benchmarks (pass BENCH_ARGS)

@@ -65,7 +65,8 @@ async def _report_later(args: argparse.Namespace, ready: asyncio.Event) -> None:
 
 async def _main(args: argparse.Namespace) -> int:
     from picogate._gateway import Gateway
-    from picogate.config import ConfigError, load_config
+    from picogate.config import ConfigError
+    from picogate.gateway import load_config
 
     try:
         cfg = load_config(Path(args.config))

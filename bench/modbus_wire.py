@@ -286,7 +286,7 @@ def cmd_slave(args: argparse.Namespace) -> None:
 
 async def _master(kind: str, pty: str, baud: int, registers: int, seconds: float) -> dict[str, Any]:
     from picogate._registry import PointRegistry
-    from picogate.config._schema import ModbusRtuDevice
+    from picogate.modbus import ModbusRtuDevice
     from picogate.modbus._codec import Table
     from picogate.modbus._source import ModbusLine
     from picogate.modbus._transport import ModbusLink, SerialParams

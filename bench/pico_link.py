@@ -25,7 +25,7 @@ from typing import Any
 
 from picogate._model import Reading
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
-from picogate.config._boards import BoardConfig
+from picogate.pico._config import BoardConfig
 from picogate.pico._session import PicoBoard
 from picogate.simboard import SimBoard, install_firmware
 

@@ -42,8 +42,8 @@ except ImportError:
 from picogate._gateway import Gateway
 from picogate._model import PointInfo, PointType, Reading, Value
 from picogate._router import FunctionWriter
-from picogate.config import GatewayConfig
-from picogate.config._rules import RulesSection
+from picogate.gateway import GatewayConfig
+from picogate.rules._config import RulesSection
 from picogate.rules._live import LiveRules
 
 DEVICES = 30
@@ -123,7 +123,7 @@ async def bench(rules: int, files: int, reloads: int, seconds_between: float) ->
             for d in range(DEVICES):
                 gw.router.register_writer(f"dev{d}", FunctionWriter(_accept_write))
             section = RulesSection(dir=rules_dir, debounce=0.01)
-            live = LiveRules(gw, section)
+            live = LiveRules(gw.parts.hosts["rules"], section)
             t0 = time.perf_counter()
             live.setup()
             start_load_s = time.perf_counter() - t0

@@ -21,7 +21,7 @@ import paho.mqtt.client as paho
 import yaml
 
 from picogate._gateway import Gateway
-from picogate.config import GatewayConfig
+from picogate.gateway import GatewayConfig
 
 
 @dataclass(frozen=True)

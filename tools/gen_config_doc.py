@@ -1,4 +1,5 @@
-"""Regenerate the key tables of docs/configuration.md from the schema (picogate.config._schema).
+"""Regenerate the key tables of docs/configuration.md from the schema (the core's sections in
+picogate.config, each plug-in's in its `_config.py`, composed as picogate.gateway.GatewayConfig).
 
     python tools/gen_config_doc.py           # rewrite the tables in place
     python tools/gen_config_doc.py --check   # exit 1 if a table is out of date (tests do this)
@@ -29,32 +30,36 @@ from pydantic.fields import FieldInfo  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
 from picogate._model import NAME_PATTERN  # noqa: E402
+from picogate.coap import _config as coap  # noqa: E402
 from picogate.config import _base  # noqa: E402
-from picogate.config import _boards as boards  # noqa: E402
-from picogate.config import _coap as coap  # noqa: E402
 from picogate.config import _commands as commands  # noqa: E402
 from picogate.config import _schema as schema  # noqa: E402
-from picogate.config._edgex import BusReconnectSection as EdgexBusReconnectSection  # noqa: E402
-from picogate.config._edgex import BusSection as EdgexBusSection  # noqa: E402
-from picogate.config._edgex import DeviceServiceSection as EdgexDeviceServiceSection  # noqa: E402
-from picogate.config._edgex import EdgexSection  # noqa: E402
+from picogate.edgex._config import BusReconnectSection as EdgexBusReconnectSection  # noqa: E402
+from picogate.edgex._config import BusSection as EdgexBusSection  # noqa: E402
+from picogate.edgex._config import DeviceServiceSection as EdgexDeviceServiceSection  # noqa: E402
+from picogate.edgex._config import EdgexSection  # noqa: E402
+from picogate.gateway import GatewayConfig  # noqa: E402
+from picogate.modbus import _config as modbus  # noqa: E402
+from picogate.mqtt import _config as mqtt  # noqa: E402
+from picogate.pico import _config as boards  # noqa: E402
+from picogate.rules import _config as rules  # noqa: E402
 
-_DEVICE_BASE: type[BaseModel] = schema._DeviceBase
+_DEVICE_BASE: type[BaseModel] = modbus._DeviceBase
 
 SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     # name: (model, a base whose fields are left out because another table lists them)
-    "top": (schema.GatewayConfig, None),
+    "top": (GatewayConfig, None),
     "gateway": (schema.GatewaySection, None),
-    "mqtt": (schema.MqttSection, None),
-    "mqtt.tls": (schema.TlsSection, None),
-    "mqtt.reconnect": (schema.ReconnectSection, None),
+    "mqtt": (mqtt.MqttSection, None),
+    "mqtt.tls": (mqtt.TlsSection, None),
+    "mqtt.reconnect": (mqtt.ReconnectSection, None),
     "outbox": (schema.OutboxSection, None),
     "metrics": (schema.MetricsSection, None),
     "clock": (schema.ClockSection, None),
     "devices": (_DEVICE_BASE, None),
-    "modbus_tcp": (schema.ModbusTcpDevice, _DEVICE_BASE),
-    "modbus_rtu": (schema.ModbusRtuDevice, _DEVICE_BASE),
-    "points": (schema.PointConfig, None),
+    "modbus_tcp": (modbus.ModbusTcpDevice, _DEVICE_BASE),
+    "modbus_rtu": (modbus.ModbusRtuDevice, _DEVICE_BASE),
+    "points": (modbus.PointConfig, None),
     "boards": (boards.BoardConfig, None),
     "boards.io": (boards.IoPoint, None),
     "boards.modbus": (boards.BoardBus, None),
@@ -69,7 +74,7 @@ SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     "coap.clients": (coap.CoapClientDevice, None),
     "coap.clients.resources": (coap.CoapResource, None),
     "coap.oscore": (coap.CoapOscore, None),
-    "rules": (schema.RulesSection, None),
+    "rules": (rules.RulesSection, None),
     "commands": (commands.CommandsSection, None),
     "commands.deadline": (commands.DeadlineSection, None),
     "commands.rate_limit": (commands.RateLimitSection, None),
@@ -319,7 +324,7 @@ def type_text(info: FieldInfo) -> str:
         return "one of " + _code_list(list(get_args(annotation)))
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return "one of " + _code_list([m.value for m in annotation])
-    if annotation is schema.Deadband:
+    if annotation is _base.Deadband:
         return "number or percentage"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "section"
@@ -337,7 +342,7 @@ def type_text(info: FieldInfo) -> str:
     origin = get_origin(annotation)
     if origin is list:
         (item,) = get_args(annotation)
-        if item is schema.PointConfig:
+        if item is modbus.PointConfig:
             return "list of points"
         return "list of devices" if get_origin(item) is Annotated else "list"
     if origin is dict:
@@ -369,7 +374,7 @@ def default_text(info: FieldInfo) -> str:
     _unwrap(info.annotation, constraints)
     if isinstance(value, float) and _is_duration(constraints):
         return f"`{_duration_text(value)}`"
-    if isinstance(value, schema.Deadband):
+    if isinstance(value, _base.Deadband):
         return f"`{_number(value.value)}{'%' if value.percent else ''}`"
     if isinstance(value, BaseModel):
         return "(section)"

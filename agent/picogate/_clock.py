@@ -20,6 +20,11 @@ _TIME_ERROR = 5
 _TIMEX_SIZE = 512  # larger than struct timex on every Linux ABI; modes (the first field) stays 0 = read only
 
 
+def epoch_ms(ns: int) -> int:
+    """Nanoseconds since the Unix epoch (a `Reading.ts`) → milliseconds, as payloads carry time."""
+    return ns // 1_000_000
+
+
 def kernel_clock_synced() -> bool | None:
     """True/False from adjtimex(2); None where it cannot be asked (not Linux, no libc)."""
     if not sys.platform.startswith("linux"):

@@ -17,18 +17,21 @@ import fcntl
 import os
 from pathlib import Path
 
+from picogate._errors import PicogateError
+
 __all__ = ["LOCK_FILE", "DataDirInUse", "DataDirLock"]
 
 LOCK_FILE = "picogate.lock"
 
 
-class DataDirInUse(Exception):
+class DataDirInUse(PicogateError):
     """Another agent holds the data directory's lock."""
 
     def __init__(self, directory: Path, pid: int | None) -> None:
         super().__init__(directory, pid)
         self.directory = directory
         self.pid = pid
+        self.where = str(directory)
 
     def __str__(self) -> str:
         holder = f"PID {self.pid}" if self.pid is not None else "PID unknown"

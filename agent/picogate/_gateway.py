@@ -1,42 +1,52 @@
 """Assembles the gateway from its configuration and runs it.
 
-Sources (Modbus lines today; Pico boards, CoAP and rules plug in the same way) emit `Reading`s
-into the pipeline; the pipeline commits what is to be published to the outbox; one `RunningSink`
-per sink delivers from the outbox.  Writes from anywhere go through the one command router.
+The core (registry, router, pipeline, outbox, metrics, the HTTP server) is built here; everything
+else is a plug-in (`picogate._plugins.PLUGINS`: Modbus, MQTT, Pico boards, CoAP, rules, EdgeX),
+attached through a `Host` of its own (picogate._host).  Sources emit `Reading`s into the
+pipeline; the pipeline commits what is to be published to the outbox; one `RunningSink` per sink
+delivers from the outbox.  Writes from anywhere go through the one command router.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from picogate import __version__
 from picogate._clock import Clock
-from picogate._component import Component
 from picogate._datadir import DataDirLock
+from picogate._host import Component, Host, Plugin, Shared
 from picogate._http import HttpServer
 from picogate._metrics import Metrics, counter, gauge
 from picogate._outbox import Outbox
 from picogate._pipeline import Pipeline
+from picogate._plugins import PLUGINS
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
-from picogate._router import CommandRouter, WriteRequest, WriteResult
+from picogate._router import CommandRouter, RateLimit, WritePolicy, WriteRequest, WriteResult
 from picogate._sink import RunningSink
-from picogate.config._schema import GatewayConfig, PublishMode
-from picogate.modbus._source import ModbusLine, build_lines
-from picogate.mqtt._client import MqttClient, tls_context
-from picogate.mqtt._sink import CommandIngress, MqttEncoder, MqttSink
-from picogate.mqtt._topics import Topics
+from picogate.config import CommandsSection, CoreConfig
 
 log = logging.getLogger("picogate")
+
+
+def write_policy(commands: CommandsSection) -> WritePolicy:
+    """The command router's policy from the `commands:` section."""
+    d = commands.deadline
+    return WritePolicy(
+        deadlines={"mqtt": d.mqtt, "edgex": d.edgex, "coap": d.coap, "rule": d.rules},
+        default_deadline=d.other,
+        queue_per_device=commands.queue_per_device,
+        max_pending=commands.max_pending,
+        max_payload=commands.max_payload,
+        rate_limit=RateLimit(commands.rate_limit.interval, commands.rate_limit.burst),
+        point_limits={k: RateLimit(v.interval, v.burst) for k, v in commands.points.items()},
+    )
 
 
 @dataclass(slots=True)
@@ -46,30 +56,34 @@ class _Parts:
     router: CommandRouter
     pipeline: Pipeline
     clock: Clock
-    topics: Topics
     metrics: Metrics
-    lines: list[ModbusLine] = field(default_factory=list)
+    shared: Shared
     sinks: list[RunningSink] = field(default_factory=list)
-    mqtt: MqttSink | None = None
+    """Every plug-in's sinks."""
     components: list[Component] = field(default_factory=list)
-    """What the plug-ins (pico, coap, rules, edgex) asked the gateway to run."""
+    """What the plug-ins asked the gateway to run, in attach order."""
+    hosts: dict[str, Host] = field(default_factory=dict)
+    """The host of each plug-in, by name."""
 
 
 class Gateway:
     """`async with Gateway(cfg) as gw: await gw.run()`; `gw.stop()` asks for a clean shutdown."""
 
-    def __init__(self, config: GatewayConfig, *, drain_timeout: float = 10.0) -> None:
+    def __init__(
+        self, config: CoreConfig, *, drain_timeout: float = 10.0, plugins: Iterable[Plugin[Any]] = PLUGINS
+    ) -> None:
         self.config = config
         self.drain_timeout = drain_timeout
         self._stop = asyncio.Event()
-        self._latency_children: dict[str, Any] = {}
         self._parts: _Parts | None = None
         self.http = HttpServer(host=config.metrics.host, port=config.metrics.port, name="metrics and health")
         """The local HTTP server (on the `metrics` address, when enabled): parts add routes in attach."""
         self.started_ns = time.time_ns()
         self.ready = asyncio.Event()
-        self._password: str | None = None
+        self.plugins = {p.name: p for p in plugins}
         self._lock = DataDirLock(config.gateway.data_dir)
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: dict[int, asyncio.Task[None]] = {}
 
     @property
     def parts(self) -> _Parts:
@@ -88,6 +102,11 @@ class Gateway:
     @property
     def pipeline(self) -> Pipeline:
         return self.parts.pipeline
+
+    @property
+    def components(self) -> list[Component]:
+        """What the plug-ins run (pollers, boards, servers, the rules service, ...)."""
+        return self.parts.components
 
     def stop(self) -> None:
         self._stop.set()
@@ -115,9 +134,8 @@ class Gateway:
 
     async def _build(self) -> None:
         cfg = self.config
-        # Read the secret once, now: a missing variable or file is a start-up error, not a
-        # reconnect loop.  It is kept in memory only and never logged.
-        self._password = cfg.mqtt.password() if cfg.mqtt.enabled and cfg.mqtt.username else None
+        for note in cfg.deprecations():
+            log.warning("%s", note)
         outbox = Outbox(
             cfg.outbox_path(),
             max_records=cfg.outbox.max_records,
@@ -129,138 +147,84 @@ class Gateway:
         )
         await outbox.open()
         registry = PointRegistry()
-        router = CommandRouter(registry, policy=cfg.commands.policy(mqtt_ttl=cfg.mqtt.command_ttl))
-        if cfg.mqtt.command_ttl is not None:
-            log.warning("mqtt.command_ttl is deprecated: it is read as commands.deadline.mqtt; rename it")
+        router = CommandRouter(registry, policy=write_policy(cfg.commands))
         clock = Clock(check_sync=cfg.clock.check_sync)
         pipeline = Pipeline(registry, outbox, clock)
-        topics = Topics(cfg.mqtt.base_topic, cfg.gateway.id)
         metrics = Metrics()
         self.http.app.add_routes(metrics.routes())
-        parts = _Parts(outbox, registry, router, pipeline, clock, topics, metrics)
+        parts = _Parts(outbox, registry, router, pipeline, clock, metrics, Shared(self.status))
         self._parts = parts
-
-        # A poll is acknowledged to nobody: its readings are handed over without waiting for the
-        # commit, so that a line polls as fast as its devices answer.
-        for line in build_lines(
-            cfg.devices,
-            registry=registry,
-            emit=functools.partial(pipeline.emit, wait=False),
-            status_changed=functools.partial(pipeline.device_status, wait=False),
-        ):
-            line.register()
-            line.set_write_queue(cfg.commands.queue_per_device)
-            for name in line.devices:
-                router.register_writer(name, line.writer_for(name))
-            line.latency_observer = self._observe_latency
-            parts.lines.append(line)
-
-        if cfg.mqtt.enabled:
-            mode = cfg.mqtt.publish
-            pipeline.encoders.append(
-                MqttEncoder(
-                    topics,
-                    per_point=mode in (PublishMode.POINT, PublishMode.BOTH),
-                    per_device=mode in (PublishMode.DEVICE, PublishMode.BOTH),
-                    qos=cfg.mqtt.qos,
-                    retain=cfg.mqtt.retain,
-                )
-            )
-            sink = MqttSink(
-                client_factory=self._mqtt_client, topics=topics, status_payload=self._status_payload
-            )
-            sink.commands = CommandIngress(topics, router, reply=self._reply)
-            parts.mqtt = sink
-            parts.sinks.append(
-                RunningSink(
-                    sink,
-                    outbox,
-                    window=4,
-                    min_delay=cfg.mqtt.reconnect.min_delay,
-                    max_delay=cfg.mqtt.reconnect.max_delay,
-                )
-            )
-        # The plug-ins, in this order: sources first, then rules (which see every source's
-        # points), then EdgeX (which describes every point, LET points included).
-        from picogate.coap._attach import attach as attach_coap
-        from picogate.edgex._attach import attach as attach_edgex
-        from picogate.pico._attach import attach as attach_pico
-        from picogate.rules._attach import attach as attach_rules
-
-        for attach in (attach_pico, attach_coap, attach_rules, attach_edgex):
-            parts.components.extend(await attach(self))
+        for plugin in self.plugins.values():
+            await self._attach(plugin, cfg.section(plugin.section.key))
 
         router.observe(self._observe_write)
-        clock.listeners.append(lambda _synced: self._publish_status())
-        outbox.listeners.append(self._publish_status)  # commits failing or back, messages parked
+        clock.listeners.append(lambda _synced: parts.shared.status_changed())
+        outbox.listeners.append(parts.shared.status_changed)  # commits failing or back, messages parked
         metrics.add_collector(self._collect)
         metrics.add_collector(router.collect)
         metrics.add_collector(self.http.collect)
         metrics.health = self.health
 
-    def _mqtt_client(self, **kwargs: Any) -> MqttClient:
-        m = self.config.mqtt
-        tls = None
-        if m.tls is not None:
-            tls = tls_context(
-                ca_file=str(m.tls.ca_file) if m.tls.ca_file else None,
-                cert_file=str(m.tls.cert_file) if m.tls.cert_file else None,
-                key_file=str(m.tls.key_file) if m.tls.key_file else None,
-                insecure=m.tls.insecure,
-            )
-        return MqttClient(
-            host=m.host,
-            port=m.port,
-            client_id=self.config.client_id(),
-            username=m.username,
-            password=self._password,
-            tls=tls,
-            protocol=m.protocol,
-            keepalive=m.keepalive,
-            max_inflight=m.max_inflight,
-            max_packet_size=m.max_packet_size,
-            **kwargs,
+    def _host(self, name: str) -> Host:
+        p = self.parts
+        return Host(
+            name,
+            gateway_id=self.config.gateway.id,
+            registry=p.registry,
+            router=p.router,
+            pipeline=p.pipeline,
+            outbox=p.outbox,
+            metrics=p.metrics,
+            http_app=self.http.app,
+            shared=p.shared,
+            sinks=p.sinks,
+            components=p.components,
         )
 
-    def _reply(self, topic: str, payload: bytes) -> None:
-        mqtt = self.parts.mqtt
-        if mqtt is not None and not mqtt.publish_now(topic, payload, qos=1):
-            log.warning("command result for %s not sent: broker not connected", topic)
+    async def _attach(self, plugin: Plugin[Any], section: Any) -> Host:
+        host = self._host(plugin.name)
+        self.parts.hosts[plugin.name] = host
+        await plugin.attach(host, section)
+        if self._tg is not None:  # running: start what it added
+            host.spawn, host.task_of = self._spawn, self._task_of
+            for s in host.sinks:
+                self._spawn(s, f"sink-{s.name}", s.run())
+            for c in host.components:
+                self._spawn(c, c.name, c.run())
+        return host
 
-    def _status_payload(self, state: str) -> bytes:
-        p = self._parts
-        body: dict[str, Any] = {"state": state, "ts": time.time_ns() // 1_000_000, "version": __version__}
-        if p is not None and state == "online":
-            body["clock_synced"] = p.clock.synced
-            ob = p.outbox
-            body["outbox"] = {
-                "depth": ob.depth(),
-                "dropped": ob.dropped(),
-                "parked": ob.parked(),
-                "lost": ob.lost(),
-                "failing": ob.failing,
-            }
-            if p.pipeline.unfit:
-                body["unfit_readings"] = sum(p.pipeline.unfit.values())
-            devices = p.registry.devices()
-            body["devices"] = {
-                "online": sum(d.state is DeviceState.ONLINE for d in devices),
-                "offline": sum(d.state is DeviceState.OFFLINE for d in devices),
-            }
-            body["writes"] = p.router.summary()
-        return orjson.dumps(body)
+    async def stop_plugin(self, name: str) -> None:
+        """Take the plug-in `name` out of the running gateway (picogate._host.Host.stop)."""
+        host = self.parts.hosts.pop(name)
+        await host.stop()
 
-    def _publish_status(self) -> None:
-        mqtt = self._parts.mqtt if self._parts is not None else None
-        if mqtt is not None:
-            mqtt.publish_status("online")
+    async def reconfigure(self, name: str, section: Any) -> None:
+        """Stop the plug-in `name` and attach it again with `section` (its new configuration)."""
+        if name in self.parts.hosts:
+            await self.stop_plugin(name)
+        await self._attach(self.plugins[name], section)
 
-    def _observe_latency(self, device: str, seconds: float) -> None:
-        # One labelled child per device, looked up once (labels() costs more than observe()).
-        child = self._latency_children.get(device)
-        if child is None:
-            child = self._latency_children[device] = self.parts.metrics.request_seconds.labels(device)
-        child.observe(seconds)
+    def status(self) -> dict[str, Any]:
+        """The gateway's state as the status topic tells it: clock, outbox, devices, writes."""
+        p = self.parts
+        body: dict[str, Any] = {"clock_synced": p.clock.synced}
+        ob = p.outbox
+        body["outbox"] = {
+            "depth": ob.depth(),
+            "dropped": ob.dropped(),
+            "parked": ob.parked(),
+            "lost": ob.lost(),
+            "failing": ob.failing,
+        }
+        if p.pipeline.unfit:
+            body["unfit_readings"] = sum(p.pipeline.unfit.values())
+        devices = p.registry.devices()
+        body["devices"] = {
+            "online": sum(d.state is DeviceState.ONLINE for d in devices),
+            "offline": sum(d.state is DeviceState.OFFLINE for d in devices),
+        }
+        body["writes"] = p.router.summary()
+        return body
 
     def _observe_write(self, request: WriteRequest, result: WriteResult, seconds: float) -> None:
         origin = request.origin.split(":", 1)[0]
@@ -268,35 +232,6 @@ class Gateway:
 
     def _collect(self) -> Iterable[Any]:
         p = self.parts
-        lines = p.lines
-        yield counter(
-            "picogate_polls", "Polls started", ["line"], (([ln.name], ln.stats.polls) for ln in lines)
-        )
-        yield counter(
-            "picogate_modbus_requests",
-            "Modbus requests",
-            ["line"],
-            (([ln.name], ln.stats.requests) for ln in lines),
-        )
-        yield counter(
-            "picogate_modbus_errors",
-            "Failed Modbus requests",
-            ["line", "kind"],
-            [([ln.name, "timeout"], ln.stats.timeouts) for ln in lines]
-            + [([ln.name, "exception"], ln.stats.exceptions) for ln in lines]
-            + [([ln.name, "any"], ln.stats.failures) for ln in lines],
-        )
-        yield counter(
-            "picogate_modbus_discarded",
-            "What Modbus links received and discarded: late replies, frames of other units, replies "
-            "that did not fit their request, garbage bytes, broken Modbus TCP streams",
-            ["line", "reason"],
-            [
-                ([ln.name, reason], getattr(ln.link.stats, reason))
-                for ln in lines
-                for reason in ("late", "foreign", "mismatched", "garbage", "desync")
-            ],
-        )
         yield counter(
             "picogate_readings_received", "Readings from all sources", [], [([], p.pipeline.received)]
         )
@@ -432,31 +367,33 @@ class Gateway:
         )
         try:
             async with asyncio.TaskGroup() as tg:
-                sink_tasks = [tg.create_task(s.run(), name=f"sink-{s.name}") for s in p.sinks]
-                source_tasks = [tg.create_task(ln.run(), name=f"modbus-{ln.name}") for ln in p.lines]
+                self._tg = tg
+                for s in p.sinks:
+                    self._spawn(s, f"sink-{s.name}", s.run())
                 sources = [c for c in p.components if c.kind == "source"]
                 services = [c for c in p.components if c.kind != "source"]
-                source_tasks += [tg.create_task(c.run(), name=c.name) for c in sources]
-                service_tasks = [tg.create_task(c.run(), name=c.name) for c in services]
+                for c in [*sources, *services]:
+                    self._spawn(c, c.name, c.run())
+                for host in p.hosts.values():
+                    host.spawn, host.task_of = self._spawn, self._task_of
                 status_task = tg.create_task(self._status_ticker(), name="status")
                 self.ready.set()
                 log.info(
-                    "picogate %s: gateway %s up: %d devices on %d links, %d points",
+                    "picogate %s: gateway %s up: %d devices, %d points; plug-ins: %s",
                     __version__,
                     self.config.gateway.id,
-                    len(self.config.devices),
-                    len(p.lines),
+                    len(p.registry.devices()),
                     len(p.registry),
+                    ", ".join(p.hosts),
                 )
                 await self._stop.wait()
                 log.info(
                     "stopping: polls stop, then the outbox is flushed (up to %.0f s)", self.drain_timeout
                 )
-                for line in p.lines:
-                    line.stop()
+                sources = [c for c in p.components if c.kind == "source"]
                 for c in sources:
                     c.stop()
-                await _finish(source_tasks, grace=1.0)
+                await _finish(self._tasks_of(sources), grace=1.0)
                 for s in p.sinks:
                     if not await s.drained(self.drain_timeout):
                         log.warning(
@@ -464,16 +401,32 @@ class Gateway:
                             s.name,
                             p.outbox.depth(s.name),
                         )
+                services = [c for c in p.components if c.kind != "source"]
                 for c in services:
                     c.stop()
-                await _finish([status_task, *service_tasks, *sink_tasks])
+                await _finish([status_task, *self._tasks_of([*services, *p.sinks])])
         finally:
+            self._tg = None
+            self._tasks.clear()
             self.ready.clear()
+
+    def _spawn(self, owner: object, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        assert self._tg is not None, "gateway not running"
+        task = self._tg.create_task(coro, name=name)
+        self._tasks[id(owner)] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(id(owner), None))
+        return task
+
+    def _task_of(self, owner: object) -> asyncio.Task[None] | None:
+        return self._tasks.get(id(owner))
+
+    def _tasks_of(self, owners: Iterable[object]) -> list[asyncio.Task[None]]:
+        return [t for t in (self._tasks.get(id(o)) for o in owners) if t is not None]
 
     async def _status_ticker(self) -> None:
         while True:
             await asyncio.sleep(30)
-            self._publish_status()
+            self.parts.shared.status_changed()
 
 
 async def _finish(tasks: list[asyncio.Task[None]], *, grace: float = 3.0, tries: int = 50) -> None:

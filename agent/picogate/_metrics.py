@@ -52,8 +52,14 @@ class Metrics:
         )
         self.health: Callable[[], dict[str, Any]] = lambda: {"status": "ok"}
 
-    def add_collector(self, collect: Collect) -> None:
-        self.registry.register(_Collector(collect))
+    def add_collector(self, collect: Collect) -> Any:
+        """Read `collect` at every scrape; returns a handle for `remove_collector`."""
+        collector = _Collector(collect)
+        self.registry.register(collector)
+        return collector
+
+    def remove_collector(self, collector: Any) -> None:
+        self.registry.unregister(collector)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

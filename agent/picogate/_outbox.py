@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from picogate._errors import PicogateError
+
 log = logging.getLogger("picogate.outbox")
 
 _SCHEMA = """
@@ -139,11 +141,11 @@ class Refused:
     reason: str
 
 
-class OutboxError(RuntimeError):
+class OutboxError(PicogateError, RuntimeError):
     """The outbox cannot be opened or written; the message names the file and what to do."""
 
     def __init__(self, path: Path, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, where=str(path))
         self.path = path
 
 

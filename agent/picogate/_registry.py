@@ -11,6 +11,7 @@ import enum
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from picogate._errors import PicogateError
 from picogate._model import PointInfo, check_name
 
 
@@ -39,9 +40,9 @@ class RegistryEvent:
 Listener = Callable[[RegistryEvent], None]
 
 
-class UnknownPointError(KeyError):
+class UnknownPointError(PicogateError, KeyError):
     def __init__(self, device: str, point: str) -> None:
-        super().__init__(f"{device}.{point}")
+        super().__init__(f"{device}.{point}", where=f"{device}.{point}")
         self.device = device
         self.point = point
 
@@ -53,6 +54,7 @@ class PointRegistry:
     _points: dict[tuple[str, str], PointInfo] = field(default_factory=dict)
     _devices: dict[str, DeviceStatus] = field(default_factory=dict)
     _listeners: list[Listener] = field(default_factory=list)
+    _addresses: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
     def add(self, info: PointInfo, *, replace: bool = False) -> None:
         """Add a point; a second point of the same name is an error unless `replace`."""
@@ -116,6 +118,14 @@ class PointRegistry:
             status.since_ns = ts
             self._notify(RegistryEvent("device_state", name))
         return changed
+
+    def set_device_address(self, name: str, protocols: dict[str, dict[str, str]]) -> None:
+        """How the device is reached, by protocol, as its source knows it (for information: EdgeX
+        registers it as the device's `protocols`)."""
+        self._addresses[name] = protocols
+
+    def device_address(self, name: str) -> dict[str, dict[str, str]] | None:
+        return self._addresses.get(name)
 
     # ------------------------------------------------------------------ listeners
 

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from picogate._errors import PicogateError
 from picogate._model import PointInfo, PointType, Value
 from picogate._registry import DeviceState, PointRegistry
 
@@ -144,7 +145,7 @@ class WriteResult:
         )
 
 
-class WriteError(Exception):
+class WriteError(PicogateError):
     """Raised by a device writer; carries the code the router reports."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:

@@ -18,12 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from picogate._errors import PicogateError
 from picogate._outbox import Outbox, Record, Refused
 
 log = logging.getLogger("picogate.sink")
 
 
-class SinkUnavailable(Exception):
+class SinkUnavailable(PicogateError):
     """The sink cannot deliver now (not connected, connection lost, peer refused)."""
 
 

@@ -10,9 +10,14 @@ import traceback
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from picogate import __version__
+
+if TYPE_CHECKING:
+    from picogate._model import PointInfo
+    from picogate._registry import PointRegistry
+    from picogate.config import CoreConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,13 +56,30 @@ def _parser() -> argparse.ArgumentParser:
     # The plug-ins' commands (each module keeps its imports inside its handlers: `picogate --help`
     # must stay fast).  A handler is set with `parser.set_defaults(func=handler)`, where
     # `handler(args: argparse.Namespace) -> int` returns the exit status.
-    from picogate.edgex._cli import add_commands as edgex_commands
-    from picogate.flash._cli import add_commands as flash_commands
-    from picogate.rules._cli import add_commands as rules_commands
+    from picogate.edgex import add_commands as edgex_commands
+    from picogate.flash import add_commands as flash_commands
+    from picogate.rules import add_commands as rules_commands
 
-    for add_commands in (rules_commands, flash_commands, edgex_commands):
-        add_commands(sub)
+    rules_commands(sub, load_points=_load_points)
+    flash_commands(sub)
+    edgex_commands(sub, load_config=_load_config, declared_points=_declared_points)
     return p
+
+
+def _load_config(path: Path) -> CoreConfig:
+    from picogate.gateway import load_config
+
+    return load_config(path)
+
+
+def _declared_points(cfg: CoreConfig) -> PointRegistry:
+    from picogate.gateway import declared_points
+
+    return declared_points(cfg)
+
+
+def _load_points(path: Path) -> list[PointInfo]:
+    return list(_declared_points(_load_config(path)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,7 +111,8 @@ def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType
 
 
 def _config_check(path: Path) -> int:
-    from picogate.config import ConfigError, load_config
+    from picogate.config import ConfigError
+    from picogate.gateway import declared_points, load_config
 
     try:
         cfg = load_config(path)
@@ -98,14 +121,13 @@ def _config_check(path: Path) -> int:
         n = len(exc.issues)
         print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
         return 1
-    from picogate._declared import declared_points
-
     registry = declared_points(cfg)
-    parts = [_count(len(cfg.devices), "Modbus device")]
-    if cfg.boards:
-        parts.append(_count(len(cfg.boards), "Pico board"))
-    if cfg.coap is not None and (cfg.coap.nodes or cfg.coap.clients):
-        parts.append(_count(len(cfg.coap.nodes) + len(cfg.coap.clients), "CoAP device"))
+    devices, boards, coap = cfg.section("devices"), cfg.section("boards"), cfg.section("coap")
+    parts = [_count(len(devices), "Modbus device")]
+    if boards:
+        parts.append(_count(len(boards), "Pico board"))
+    if coap is not None and (coap.nodes or coap.clients):
+        parts.append(_count(len(coap.nodes) + len(coap.clients), "CoAP device"))
     print(f"{path}: OK ({', '.join(parts)}; {_count(len(registry), 'point')})")
     return 0
 
@@ -126,10 +148,10 @@ def _event_loop_run(coro: Coroutine[Any, Any, None]) -> None:
 
 def _run(path: Path) -> int:
     from picogate._datadir import DataDirInUse
-    from picogate._gateway import Gateway
     from picogate._outbox import OutboxError
     from picogate._secrets import redact
-    from picogate.config import ConfigError, load_config
+    from picogate.config import ConfigError
+    from picogate.gateway import Gateway, load_config
 
     try:
         cfg = load_config(path)

@@ -375,7 +375,7 @@ async def test_gateway_commands_results_and_replay(
             # the connection cut: what is accepted meanwhile waits in the outbox, then goes out
             sink = gw.parts.sinks[0]
             connects = sink.stats.connects
-            client = gw.parts.mqtt.client if gw.parts.mqtt is not None else None
+            client = sink.sink.client  # the MqttSink's live connection
             assert client is not None
             assert client._transport is not None
             client._transport.abort()

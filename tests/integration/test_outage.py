@@ -20,7 +20,7 @@ import orjson
 
 from _agent import AgentProcess, MqttRecorder, base_config, eventually, recorder, running_gateway, wait_msgs
 from _peers import ModbusTcpPeer
-from picogate.config import GatewayConfig
+from picogate.gateway import GatewayConfig
 
 ROOT = "picogate/gw1"
 TOPIC = f"{ROOT}/data/meter/n"

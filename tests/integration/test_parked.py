@@ -51,7 +51,7 @@ async def test_refused_messages_are_parked_and_sent_again_after_a_restart(
                 rec, lambda ms: any(m.topic == f"{ROOT}/data/meter/v" and m.json()["v"] == 8 for m in ms), 10
             )
             await eventually(lambda: outbox.depth("mqtt") == 0, 10, "nothing stuck in the outbox")
-            gw._publish_status()
+            gw.parts.shared.status_changed()  # as when the outbox or the clock changes
             await wait_msgs(
                 rec,
                 lambda ms: any(

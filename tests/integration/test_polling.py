@@ -21,6 +21,14 @@ from _agent import base_config, eventually, recorder, running_gateway, values_on
 from _peers import ModbusTcpPeer
 from picogate._registry import DeviceState
 from picogate._router import ErrorCode, WriteRequest
+from picogate.gateway import Gateway
+from picogate.modbus._source import ModbusLine
+
+
+def _lines(gw: Gateway) -> list[ModbusLine]:
+    """The Modbus plug-in's pollers, one per link."""
+    return [c for c in gw.components if isinstance(c, ModbusLine)]
+
 
 ROOT = "picogate/gw1"
 
@@ -338,7 +346,7 @@ async def test_deadband_and_max_silence(mosquitto: Any, modbus_tcp_server: Any, 
     cfg = base_config(tmp_path, mosquitto.port, [tcp_device("tank", dev.port, points)])
     with recorder(mosquitto.host, mosquitto.port, f"{ROOT}/data/#") as rec:
         async with running_gateway(cfg) as gw:
-            line = gw.parts.lines[0]
+            line = _lines(gw)[0]
             await wait_msgs(rec, lambda ms: len({m.topic for m in ms}) == len(points), 10, "first values")
             for i in range(1, max(len(r) for r, _ in steps.values())):
                 for name, (regs, _) in steps.items():
@@ -384,7 +392,7 @@ async def test_contiguous_points_are_read_in_one_request(
         ],
     )
     async with running_gateway(cfg) as gw:
-        line = gw.parts.lines[0]
+        line = _lines(gw)[0]
         await eventually(lambda: line.stats.polls >= 4, 5, "first polls")
         r0, p0 = dict(dev.requests), line.stats.polls
         await asyncio.sleep(1.5)
@@ -521,7 +529,7 @@ async def test_unit_ids_behind_one_tcp_gateway(
 
     with recorder(mosquitto.host, mosquitto.port, f"{ROOT}/#") as rec:
         async with running_gateway(base_config(tmp_path, mosquitto.port, devices)) as gw:
-            assert len(gw.parts.lines) == 2  # the gateway's three units, and the reference
+            assert len(_lines(gw)) == 2  # the gateway's three units, and the reference
             await wait_msgs(
                 rec,
                 lambda ms: any(
@@ -640,7 +648,7 @@ async def test_write_is_served_before_the_rest_of_the_poll(
     dev = await modbus_tcp_server({1: {"delay": 0.1}})
     device = tcp_device("slow", dev.port, points, poll="100ms", timeout="1s", no_merge=True)
     async with running_gateway(base_config(tmp_path, mosquitto.port, [device])) as gw:
-        line = gw.parts.lines[0]
+        line = _lines(gw)[0]
         await eventually(lambda: line.stats.polls >= 1 and dev.requests[1] >= 3, 10, "polling")
         between: list[int] = []
         for i, pause in enumerate((0.35, 0.75, 0.5)):

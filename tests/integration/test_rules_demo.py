@@ -9,7 +9,7 @@ from pathlib import Path
 
 from _agent import recorder
 from _demo import running_demo
-from picogate.config import load_config
+from picogate.gateway import load_config
 from picogate.rules import compile_rules
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,8 @@ from picogate.coap._payload import (
     encode_reading,
     split_name,
 )
-from picogate.config import ConfigError, parse_config
+from picogate.config import ConfigError
+from picogate.gateway import parse_config
 
 NOW = 1_800_000_000_000_000_000
 

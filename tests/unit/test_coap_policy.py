@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from picogate.coap._config import CoapSection
 from picogate.coap._policy import is_loopback, write_refusal
-from picogate.config import parse_config
-from picogate.config._coap import CoapSection
+from picogate.gateway import parse_config
 
 LAN = "192.0.2.7"  # TEST-NET-1: never a real peer
 

@@ -18,19 +18,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from picogate.config import (
-    ConfigError,
-    ConfigIssue,
-    Deadband,
-    GatewayConfig,
-    MqttSection,
-    PointConfig,
-    load_config,
-    parse_config,
-    parse_duration,
-    reference_to_address,
-)
+from picogate.config import ConfigError, ConfigIssue, Deadband, parse_duration
+from picogate.gateway import GatewayConfig, load_config, parse_config
+from picogate.modbus import PointConfig, reference_to_address
 from picogate.modbus._codec import Table
+from picogate.mqtt import MqttSection
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "config"
 BAD = sorted(p.name for p in CASES.iterdir() if (p / "expected.txt").exists())

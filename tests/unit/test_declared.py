@@ -10,7 +10,7 @@ import pytest
 from picogate._declared import declared_points
 from picogate._model import PointType
 from picogate.cli import main
-from picogate.config import load_config, parse_config
+from picogate.gateway import load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "gateway.yaml"

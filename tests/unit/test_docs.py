@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from picogate import ErrorCode
-from picogate.config import parse_config
+from picogate.gateway import parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -11,7 +11,8 @@ from types import ModuleType
 import pytest
 from pydantic import BaseModel
 
-from picogate.config import ConfigError, GatewayConfig, parse_config
+from picogate.config import ConfigError
+from picogate.gateway import GatewayConfig, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "configuration.md"

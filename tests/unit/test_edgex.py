@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from _edgex import SPECS, check, check_envelope, decode_payload, errors, request_schema
 from picogate._model import PointInfo, PointType, Quality, Reading
 from picogate._registry import PointRegistry
-from picogate.config._edgex import EdgexSection
 from picogate.edgex._commands import EdgexNames
+from picogate.edgex._config import EdgexSection
 from picogate.edgex._forward import EdgexEncoder
 from picogate.edgex._model import (
     EnvelopeError,
@@ -391,12 +391,13 @@ def _doc_blocks(lang: str) -> list[str]:
 
 
 def test_doc_profile_is_what_the_cli_writes_for_the_doc_config() -> None:
-    from picogate.config import parse_config
     from picogate.edgex._cli import profiles_of
+    from picogate.gateway import declared_points, parse_config
 
     (config,) = _doc_blocks("yaml")
     (profile_text,) = _doc_blocks("yml")
-    assert profiles_of(parse_config(config)) == [yaml.safe_load(profile_text)]
+    cfg = parse_config(config)
+    assert profiles_of(cfg, declared_points(cfg)) == [yaml.safe_load(profile_text)]
     check(
         "core-metadata",
         request_schema("core-metadata", "post", "/deviceprofile"),
@@ -436,7 +437,7 @@ def test_ids_are_version_4_uuids_and_distinct() -> None:
 async def test_a_missing_bus_password_variable_is_a_clear_start_up_error(tmp_path: Path) -> None:
     from _agent import base_config
     from picogate._gateway import Gateway
-    from picogate.config import GatewayConfig
+    from picogate.gateway import GatewayConfig
 
     cfg = base_config(
         tmp_path, 1, [], edgex={"bus": {"username": "u", "password_env": "PICOGATE_TEST_NO_SUCH_VAR"}}

@@ -1,4 +1,4 @@
-"""The rules service's own parts (rules/_live.py, rules/_worker.py, config/_rules.py): the rules
+"""The rules service's own parts (rules/_live.py, rules/_worker.py, rules/_config.py): the rules
 section, finding and reading rule files, the compiler process (timeout, death), publish() topics,
 and that a failing engine never breaks the pipeline.  Everything in a real gateway without a
 broker (MQTT disabled), the real compiler process, real files."""
@@ -18,10 +18,11 @@ import pytest
 
 from picogate._gateway import Gateway
 from picogate._model import PointInfo, PointType, Reading
-from picogate.config import ConfigError, GatewayConfig, parse_config
-from picogate.config._rules import RulesSection
+from picogate.config import ConfigError
+from picogate.gateway import GatewayConfig, parse_config
 from picogate.rules import _worker
-from picogate.rules._live import CompilerError, CompilerWorker, LiveRules, live_rules
+from picogate.rules._config import RulesSection
+from picogate.rules._live import CompilerError, CompilerWorker, live_rules
 from picogate.rules._worker import CompileJob, point_rows, read_rule_files, rule_files, run_job
 
 GOOD = 'RULE hot\n  ON boiler.temp > 85\n  THEN alert("hot")\nEND\n'
@@ -198,16 +199,26 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     async with Gateway(cfg) as gw:
         for p in POINTS:
             gw.registry.add(p)
-        live = LiveRules(gw, RulesSection(dir=rules_dir, watch=False))
-        live.setup()
-        gw.parts.components.append(live)
+        await gw.reconfigure("rules", RulesSection(dir=rules_dir, watch=False))  # as attach does
         yield gw
+
+
+class _Broker:
+    """What the MQTT plug-in offers the rules (picogate._host.Messages), without a broker."""
+
+    sink, root, qos, connection = "mqtt", "picogate/gw", 1, None
+
+    def topic(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def publish_now(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
+        return False
 
 
 async def test_publish_refuses_wildcards_and_the_gateways_own_topics(gateway: Gateway) -> None:
     live = live_rules(gateway)
     assert live is not None
-    live.topics = gateway.parts.topics  # as with MQTT enabled
+    live.host.provide_messages(_Broker())  # as with MQTT enabled
     assert live.refuse_topic("plant/boiler/avg") == ""
     assert "wildcards" in live.refuse_topic("plant/+/avg")
     assert "wildcards" in live.refuse_topic("plant/#")

@@ -13,7 +13,7 @@ import pytest
 from picogate import CommandRouter, PointInfo, PointRegistry, PointType, WriteRequest
 from picogate._logging import MAX_LINE, JsonFormatter, TextFormatter, escape_text
 from picogate._secrets import MASK
-from picogate.config import MqttSection
+from picogate.mqtt import MqttSection
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from picogate._model import Quality
 from picogate._registry import PointRegistry
-from picogate.config import ModbusTcpDevice
+from picogate.modbus import ModbusTcpDevice
 from picogate.modbus._codec import decode
 from picogate.modbus._source import ModbusLine
 

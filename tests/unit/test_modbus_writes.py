@@ -11,7 +11,7 @@ import pytest
 
 from picogate._registry import PointRegistry
 from picogate._router import ErrorCode, WriteError, WriteTicket
-from picogate.config import ModbusTcpDevice
+from picogate.modbus import ModbusTcpDevice
 from picogate.modbus._source import ModbusLine, _Write
 from picogate.modbus._transport import FailKind, ModbusFailure
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from picogate._model import PointType, Quality
-from picogate.config import ConfigError, parse_config
+from picogate.config import ConfigError
+from picogate.gateway import parse_config
 from picogate.modbus._codec import Table
 from picogate.pico._boards import BOARD_NAMES, board, pin_number
 from picogate.pico._derive import decode_result, derive

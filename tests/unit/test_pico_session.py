@@ -17,7 +17,7 @@ from _agent import eventually
 from picogate._model import Quality, Reading
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
 from picogate._router import ErrorCode, WriteError, WriteTicket
-from picogate.config._boards import BoardConfig
+from picogate.pico._config import BoardConfig
 from picogate.pico._link import FrameError, LineSplitter, decode, encode
 from picogate.pico._session import WINDOW, PicoBoard
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from picogate._model import PointType, Quality
 from picogate._registry import PointRegistry
-from picogate.config._boards import BoardConfig
 from picogate.pico._boardtext import TextLimiter, escape
+from picogate.pico._config import BoardConfig
 from picogate.pico._derive import BadValue, check_value
 from picogate.pico._session import PicoBoard
 

@@ -10,7 +10,8 @@ import pytest
 
 from picogate._secrets import MASK, is_secret_key, redact, remember
 from picogate.cli import main
-from picogate.config import ConfigError, GatewayConfig, parse_config
+from picogate.config import ConfigError
+from picogate.gateway import GatewayConfig, parse_config
 
 SECRET = "Tr0ub4dor-and-3"
 

@@ -19,10 +19,10 @@ from picogate._model import PointInfo, PointType, Quality, Reading, Value
 from picogate._pipeline import Pipeline
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
 from picogate._router import ErrorCode, WriteError, WriteTicket, coerce
+from picogate.coap._config import CoapClientDevice, CoapResource
 from picogate.coap._payload import CF_JSON, PayloadError, decode_value
 from picogate.coap._points import client_points
 from picogate.coap._points import url as resource_url
-from picogate.config._coap import CoapClientDevice, CoapResource
 
 log = logging.getLogger("picogate.coap")
 

@@ -16,6 +16,7 @@ from typing import Any
 import cbor2
 import orjson
 
+from picogate._errors import PicogateError
 from picogate._model import NAME_RE, Reading, Value
 
 # CoAP content formats (IANA registry; aiocoap.numbers.ContentFormat knows them by the same numbers)
@@ -41,7 +42,7 @@ _RELATIVE_LIMIT = 2**28  # RFC 8428 §4.5.3: times below this are relative to "n
 _LATEST = 2**33  # seconds: year 2242; later is a mistake, and would not fit in 64-bit nanoseconds
 
 
-class PayloadError(ValueError):
+class PayloadError(PicogateError, ValueError):
     """Bad input; `code` is the CoAP response code to answer with ("4.00", "4.15", ...)."""
 
     def __init__(self, code: str, message: str) -> None:

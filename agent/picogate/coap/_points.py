@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from picogate._model import PointInfo
-from picogate.config._coap import CoapClientDevice, CoapSection
+from picogate.coap._config import CoapClientDevice, CoapSection
 
 
 def url(device: CoapClientDevice, path: str) -> str:

@@ -28,6 +28,7 @@ from picogate._outbox import OutboxUnavailable
 from picogate._pipeline import Pipeline
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
 from picogate._router import CommandRouter, ErrorCode, WriteError, WriteRequest, coerce
+from picogate.coap._config import CoapSection
 from picogate.coap._payload import (
     CF_JSON,
     CF_SENML_CBOR,
@@ -40,7 +41,6 @@ from picogate.coap._payload import (
 )
 from picogate.coap._points import node_points
 from picogate.coap._policy import is_loopback, write_refusal
-from picogate.config._coap import CoapSection
 
 log = logging.getLogger("picogate.coap")
 

@@ -1,6 +1,11 @@
-"""`gateway.yaml`: the typed schema and the loader that reports every problem with its position.
+"""`gateway.yaml`: the core's sections, the building blocks of every plug-in's section, the
+composition of the whole file, and the loader that reports every problem with its position.
 
-    from picogate.config import ConfigError, load_config
+`config/` knows no protocol: the gateway composes the file's model from the sections its plug-ins
+register (`picogate.gateway.GatewayConfig`), and loads it with
+
+    from picogate.config import ConfigError
+    from picogate.gateway import load_config
 
     try:
         config = load_config("/etc/picogate/gateway.yaml")
@@ -10,47 +15,55 @@
 See docs/configuration.md for every key.
 """
 
-from picogate.config._base import Duration, PositiveDuration, parse_duration
+from picogate.config._base import (
+    Deadband,
+    Duration,
+    EnvName,
+    Name,
+    Port,
+    PositiveDuration,
+    StrictModel,
+    UnitId,
+    parse_deadband,
+    parse_duration,
+)
+from picogate.config._commands import CommandsSection, DeadlineSection, RateLimitSection
 from picogate.config._load import ConfigError, ConfigIssue, load_config, parse_config
 from picogate.config._schema import (
     ClockSection,
-    Deadband,
-    Device,
-    GatewayConfig,
+    CoreConfig,
     GatewaySection,
+    Location,
     MetricsSection,
-    ModbusRtuDevice,
-    ModbusTcpDevice,
-    MqttSection,
     OutboxSection,
-    PointConfig,
-    PublishMode,
-    ReconnectSection,
-    TlsSection,
-    reference_to_address,
+    Section,
+    compose,
 )
 
 __all__ = [
     "ClockSection",
+    "CommandsSection",
     "ConfigError",
     "ConfigIssue",
+    "CoreConfig",
     "Deadband",
-    "Device",
+    "DeadlineSection",
     "Duration",
-    "GatewayConfig",
+    "EnvName",
     "GatewaySection",
+    "Location",
     "MetricsSection",
-    "ModbusRtuDevice",
-    "ModbusTcpDevice",
-    "MqttSection",
+    "Name",
     "OutboxSection",
-    "PointConfig",
+    "Port",
     "PositiveDuration",
-    "PublishMode",
-    "ReconnectSection",
-    "TlsSection",
+    "RateLimitSection",
+    "Section",
+    "StrictModel",
+    "UnitId",
+    "compose",
     "load_config",
     "parse_config",
+    "parse_deadband",
     "parse_duration",
-    "reference_to_address",
 ]

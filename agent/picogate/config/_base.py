@@ -53,3 +53,22 @@ EnvName = Annotated[str, AfterValidator(_env_name)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+StrictModel = _Model
+"""The base of every section: unknown keys are errors, models are frozen."""
+
+
+class Deadband(_Model):
+    value: float = 0.0
+    percent: bool = False
+
+
+def parse_deadband(value: Any) -> Any:
+    if isinstance(value, Deadband | dict):
+        return value
+    if isinstance(value, str) and value.strip().endswith("%"):
+        return {"value": float(value.strip()[:-1]), "percent": True}
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("must be a number (absolute) or a percentage such as '2%'")
+    return {"value": float(value), "percent": False}

@@ -24,7 +24,6 @@ from typing import Annotated
 from pydantic import Field, field_validator
 
 from picogate._model import NAME_PATTERN
-from picogate._router import RateLimit, WritePolicy
 from picogate.config._base import Duration, PositiveDuration, _Model
 
 _NAME = NAME_PATTERN.strip("^$")
@@ -81,18 +80,3 @@ class CommandsSection(_Model):
                     f"{key!r} is not device.point (e.g. boiler.setpoint: {{burst: 2, interval: 1m}})"
                 )
         return points
-
-    def policy(self, *, mqtt_ttl: float | None = None) -> WritePolicy:
-        """The router's policy; `mqtt_ttl` is the deprecated `mqtt.command_ttl`, used as the MQTT
-        deadline when `deadline.mqtt` is not given."""
-        d = self.deadline
-        mqtt = d.mqtt if mqtt_ttl is None or "mqtt" in d.model_fields_set else mqtt_ttl
-        return WritePolicy(
-            deadlines={"mqtt": mqtt, "edgex": d.edgex, "coap": d.coap, "rule": d.rules},
-            default_deadline=d.other,
-            queue_per_device=self.queue_per_device,
-            max_pending=self.max_pending,
-            max_payload=self.max_payload,
-            rate_limit=RateLimit(self.rate_limit.interval, self.rate_limit.burst),
-            point_limits={k: RateLimit(v.interval, v.burst) for k, v in self.points.items()},
-        )

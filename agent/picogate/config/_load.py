@@ -22,19 +22,22 @@ import types
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
+from picogate._errors import PicogateError
 from picogate._model import NAME_PATTERN
 from picogate._secrets import MASK, is_secret_key, maskable, redact_with, remember
 from picogate.config._base import parse_duration
-from picogate.config._schema import GatewayConfig
+from picogate.config._schema import CoreConfig
 
 __all__ = ["ConfigError", "ConfigIssue", "load_config", "parse_config"]
+
+C = TypeVar("C", bound=CoreConfig)
 
 PathElement = str | int
 """A mapping key (always as text) or a list index."""
@@ -87,7 +90,7 @@ class ConfigIssue:
         return f"{where}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(PicogateError):
     """The configuration cannot be used.  `issues` lists every problem found, in file order.
 
     `str()` gives one line per issue (`file:line:column: path: message`), each followed by the
@@ -101,6 +104,7 @@ class ConfigError(Exception):
     ) -> None:
         super().__init__(issues)
         self.issues = issues
+        self.where = issues[0].file if issues else ""
         self.source = source
         self.secrets = frozenset(s for s in secrets if s)
 
@@ -199,8 +203,9 @@ def _mask_secrets(line: str, column: int | None, secrets: Iterable[str] = ()) ->
 # --------------------------------------------------------------------------- entry points
 
 
-def load_config(path: str | Path) -> GatewayConfig:
-    """Read and validate a `gateway.yaml`.  Raises ConfigError listing every problem found."""
+def load_config(path: str | Path, schema: type[C]) -> C:
+    """Read and validate a `gateway.yaml` against `schema` (the composed model of the whole file,
+    `picogate.gateway.GatewayConfig`).  Raises ConfigError listing every problem found."""
     name = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -218,11 +223,13 @@ def load_config(path: str | Path) -> GatewayConfig:
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         message = f"not UTF-8 text (byte 0x{raw[exc.start]:02x})"
         raise ConfigError([ConfigIssue(name, line, column, "", message)]) from None
-    return parse_config(text, filename=name)
+    return parse_config(text, schema, filename=name)
 
 
-def parse_config(text: str, *, filename: str = "<string>") -> GatewayConfig:
-    """Validate the text of a `gateway.yaml`.  Raises ConfigError listing every problem found."""
+def parse_config(text: str, schema: type[C], *, filename: str = "<string>") -> C:
+    """Validate the text of a `gateway.yaml` against `schema`.  Raises ConfigError listing every
+    problem found; what the sections check once the file is valid (`CoreConfig.after_load`) is
+    reported the same way."""
     try:
         loader = yaml.SafeLoader(text)  # checks for unprintable characters at once
     except yaml.reader.ReaderError as exc:
@@ -253,15 +260,20 @@ def parse_config(text: str, *, filename: str = "<string>") -> GatewayConfig:
     issues = list(tree.issues)
     if data is not None:
         try:
-            config = GatewayConfig.model_validate(data)
+            config = schema.model_validate(data)
         except ValidationError as exc:
             for err in exc.errors(include_url=False):
-                issue = _validation_issue(err, data, tree, filename)
+                issue = _validation_issue(err, data, tree, filename, schema)
                 if not any(_under(issue.path, broken) for broken in tree.broken):
                     issues.append(issue)
         else:
             if not issues:
-                return config
+                # Checks that run once the file is valid, reported as a validator's would be.
+                for loc, message in config.after_load():
+                    err = ErrorDetails(type="value_error", loc=loc, msg=message, input=None)
+                    issues.append(_validation_issue(err, data, tree, filename, schema))
+                if not issues:
+                    return config
     if not issues:  # pragma: no cover - a YAML problem always leaves an issue
         issues.append(ConfigIssue(filename, None, None, "", "invalid configuration"))
     issues = [replace(i, message=redact_with(i.message, secrets)) for i in issues]
@@ -590,8 +602,8 @@ def _tagged_members(annotation: Any, discriminator: str) -> dict[str, type[BaseM
     return members
 
 
-def _locate(loc: tuple[int | str, ...], data: Any) -> _Target:
-    target = _Target(annotation=GatewayConfig)
+def _locate(loc: tuple[int | str, ...], data: Any, schema: type[BaseModel]) -> _Target:
+    target = _Target(annotation=schema)
     for element in loc:
         annotation, discriminator = _unwrap(target.annotation, target.constraints)
         if discriminator is not None and _is_union(annotation):
@@ -643,8 +655,10 @@ def _child(data: Any, element: int | str) -> Any:
     return None
 
 
-def _validation_issue(err: ErrorDetails, data: Any, tree: _Tree, filename: str) -> ConfigIssue:
-    target = _locate(tuple(err["loc"]), data)
+def _validation_issue(
+    err: ErrorDetails, data: Any, tree: _Tree, filename: str, schema: type[BaseModel]
+) -> ConfigIssue:
+    target = _locate(tuple(err["loc"]), data, schema)
     path: list[PathElement] = target.path
     kind = err["type"]
     ctx: dict[str, Any] = dict(err.get("ctx") or {})

@@ -12,8 +12,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from picogate.config._boards import BoardConfig
 from picogate.demo._proc import DemoError
+from picogate.pico import BoardConfig
 
 SCENARIO = {
     "pins": {

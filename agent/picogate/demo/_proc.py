@@ -22,12 +22,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import IO
 
+from picogate._errors import PicogateError
+
 LOOPBACK = "127.0.0.1"
 
 _PR_SET_PDEATHSIG = 1
 
 
-class DemoError(RuntimeError):
+class DemoError(PicogateError, RuntimeError):
     """Something the demo needs is missing or would not start; the message says what to do."""
 
 

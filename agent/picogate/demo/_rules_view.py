@@ -15,7 +15,7 @@ _STATE_STYLE = {"active": "bold red", "idle": "green", "unknown": "yellow", "err
 def rules_panel(gw: Gateway, *, max_errors: int = 2) -> Text | None:
     """`rules v… (N from F files): ● name state …` and, after a failed reload, its first errors;
     None when the gateway runs no rules."""
-    from picogate.rules._live import live_rules
+    from picogate.rules import live_rules
 
     live = live_rules(gw)
     if live is None:
@@ -46,7 +46,7 @@ def rules_panel(gw: Gateway, *, max_errors: int = 2) -> Text | None:
 
 def rules_summary(gw: Gateway) -> str:
     """For the one-line summary: `rules 3 active, 4 idle` (empty without rules)."""
-    from picogate.rules._live import live_rules
+    from picogate.rules import live_rules
 
     live = live_rules(gw)
     if live is None:

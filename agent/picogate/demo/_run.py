@@ -23,18 +23,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
-from picogate._gateway import Gateway
 from picogate._logging import TextFormatter
 from picogate._paths import data_dir
-from picogate.config import ConfigError, GatewayConfig, ModbusRtuDevice, ModbusTcpDevice, load_config
+from picogate.config import ConfigError, CoreConfig
 from picogate.demo._broker import Broker, make_broker
 from picogate.demo._coap_node import CoapNode
 from picogate.demo._pico import simulated_boards
 from picogate.demo._plant import Plant
 from picogate.demo._proc import LOOPBACK, DemoError, free_port
 from picogate.demo._view import DemoInfo, DemoView, LogTail, hints
-from picogate.mqtt._client import MqttClient, MqttLost
-from picogate.mqtt._topics import Topics
+from picogate.gateway import Gateway, load_config
+from picogate.modbus import ModbusRtuDevice, ModbusTcpDevice
+from picogate.mqtt import MqttClient, MqttLost, Topics
 
 log = logging.getLogger("picogate.demo")
 
@@ -53,7 +53,7 @@ def example_config_path() -> Path:
 
 
 def demo_config(
-    base: GatewayConfig,
+    base: CoreConfig,
     *,
     plant: Plant,
     mqtt_port: int,
@@ -63,11 +63,11 @@ def demo_config(
     board_ports: dict[str, str] | None = None,
     coap_port: int | None = None,
     rules_dir: Path | None = None,
-) -> GatewayConfig:
+) -> CoreConfig:
     """The example config pointed at this run's broker, simulators and working directory."""
     devices: list[ModbusTcpDevice | ModbusRtuDevice] = []
     tcp_ports = {"boiler": plant.boiler_port, "pump": plant.pump_port}
-    for device in base.devices:
+    for device in base.section("devices"):
         if device.name in tcp_ports and isinstance(device, ModbusTcpDevice):
             devices.append(device.model_copy(update={"host": LOOPBACK, "port": tcp_ports[device.name]}))
         elif device.name == "tank" and isinstance(device, ModbusRtuDevice):
@@ -75,25 +75,25 @@ def demo_config(
     mqtt_update: dict[str, object] = {"host": LOOPBACK, "port": mqtt_port, "tls": None, "username": None}
     if mqtt_protocol is not None:
         mqtt_update["protocol"] = mqtt_protocol
-    coap = base.coap
+    coap = base.section("coap")
     if coap is not None:  # the simulated CoAP node reports to this port
         coap = coap.model_copy(update={"bind": LOOPBACK, "port": coap_port or free_port()})
     return base.model_copy(
         update={
             "coap": coap,
             "gateway": base.gateway.model_copy(update={"data_dir": state_dir}),
-            "mqtt": base.mqtt.model_copy(update=mqtt_update),
+            "mqtt": base.section("mqtt").model_copy(update=mqtt_update),
             "metrics": base.metrics.model_copy(update={"host": LOOPBACK, "port": metrics_port}),
             "outbox": base.outbox.model_copy(update={"path": None}),
             "devices": devices,
             "boards": [  # the simulated Picos (demo/_pico.py)
                 b.model_copy(update={"port": (board_ports or {})[b.name], "serial": None})
-                for b in base.boards
+                for b in base.section("boards")
                 if b.name in (board_ports or {})
             ],
-            "rules": base.rules.model_copy(update={"dir": rules_dir})
-            if base.rules is not None and rules_dir is not None
-            else base.rules,
+            "rules": base.section("rules").model_copy(update={"dir": rules_dir})
+            if base.section("rules") is not None and rules_dir is not None
+            else base.section("rules"),
         }
     )
 
@@ -107,9 +107,9 @@ def demo_rules(workdir: Path) -> Path:
     return target
 
 
-def _check_plant_devices(cfg: GatewayConfig, path: Path) -> dict[str, int]:
+def _check_plant_devices(cfg: CoreConfig, path: Path) -> dict[str, int]:
     """The example must describe the simulated plant; returns the unit id of each device."""
-    found = {d.name: d for d in cfg.devices}
+    found = {d.name: d for d in cfg.section("devices")}
     problems = []
     for name, kind in _PLANT_DEVICES.items():
         device = found.get(name)
@@ -219,7 +219,9 @@ class _Demo:
             if not self.tui:
                 print(BROKER_LINE.format(host=broker.host, port=broker.port), flush=True)
             async with Plant(self.workdir, unit_ids=unit_ids) as plant:
-                with simulated_boards(self.workdir, base.boards) as board_ports:  # starting is quick
+                with simulated_boards(
+                    self.workdir, base.section("boards")
+                ) as board_ports:  # starting is quick
                     cfg = demo_config(
                         base,
                         plant=plant,
@@ -234,8 +236,8 @@ class _Demo:
         finally:
             await broker.stop()
 
-    async def _with_gateway(self, cfg: GatewayConfig, broker: Broker, plant: Plant) -> int:
-        topics = Topics(cfg.mqtt.base_topic, cfg.gateway.id)
+    async def _with_gateway(self, cfg: CoreConfig, broker: Broker, plant: Plant) -> int:
+        topics = Topics(cfg.section("mqtt").base_topic, cfg.gateway.id)
         async with Gateway(cfg, drain_timeout=DRAIN_TIMEOUT_S) as gw:
             run = asyncio.create_task(gw.run(install_signals=False), name="gateway")
             ready = asyncio.create_task(gw.ready.wait(), name="gateway-ready")
@@ -260,10 +262,16 @@ class _Demo:
                     "boiler": f"tcp :{plant.boiler_port}",
                     "pump": f"tcp :{plant.pump_port}",
                     "tank": f"rtu unit {plant.tank.unit_id}",
-                    **({"yard": f"coap :{cfg.coap.port}"} if cfg.coap is not None else {}),
+                    **(
+                        {"yard": f"coap :{cfg.section('coap').port}"}
+                        if cfg.section("coap") is not None
+                        else {}
+                    ),
                 },
             )
-            coap_node = CoapNode(LOOPBACK, cfg.coap.port) if cfg.coap is not None else None
+            coap_node = (
+                CoapNode(LOOPBACK, cfg.section("coap").port) if cfg.section("coap") is not None else None
+            )
             if coap_node is not None:
                 await coap_node.__aenter__()
             view = DemoView(gw, info, log_tail=self.log_tail)

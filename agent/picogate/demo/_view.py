@@ -26,7 +26,7 @@ from picogate._model import PointInfo, PointType, Quality, Reading, Value
 from picogate._registry import DeviceState
 from picogate._router import WriteRequest, WriteResult
 from picogate.demo._rules_view import rules_panel, rules_summary
-from picogate.mqtt._client import IncomingMessage
+from picogate.mqtt import IncomingMessage
 
 _STATE_STYLE = {DeviceState.ONLINE: "green", DeviceState.OFFLINE: "red", DeviceState.UNKNOWN: "yellow"}
 _QUALITY_STYLE = {Quality.GOOD: "green", Quality.UNCERTAIN: "yellow", Quality.BAD: "red"}

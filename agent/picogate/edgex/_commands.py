@@ -11,13 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from picogate._errors import PicogateError
 from picogate._model import PointInfo, Quality, Reading
 from picogate._registry import PointRegistry
 from picogate._router import CommandRouter, ErrorCode, WriteRequest, clip
 from picogate.edgex._model import API_VERSION, event_dto, new_id, parse_value, reading_dto
 
 
-class CommandError(Exception):
+class CommandError(PicogateError):
     """A command that failed; `status` is the HTTP status the device-service API answers with."""
 
     def __init__(self, status: int, message: str) -> None:

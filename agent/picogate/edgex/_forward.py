@@ -34,7 +34,7 @@ from picogate.edgex._model import (
     reading_template,
     value_type,
 )
-from picogate.mqtt._client import (
+from picogate.mqtt import (
     IncomingMessage,
     MqttClient,
     MqttLost,

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from picogate._errors import PicogateError
 from picogate._model import PointInfo, PointType, Quality, Reading, Value
 
 API_VERSION = "v3"
@@ -215,7 +216,7 @@ _EVENT_HEAD = b'{"apiVersion":"v3","receivedTopic":"","correlationID":"'
 _EVENT_TAIL = b'","requestID":"","errorCode":0,"contentType":"application/json","payload":'
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(PicogateError, ValueError):
     """A bus message that is not a usable MessageEnvelope."""
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
+from picogate._errors import PicogateError
 from picogate._registry import PointRegistry, RegistryEvent
 from picogate.edgex._commands import EdgexNames
 from picogate.edgex._forward import point_infos
@@ -25,7 +26,7 @@ from picogate.edgex._model import API_VERSION, device_dto, device_profile, devic
 log = logging.getLogger("picogate.edgex")
 
 
-class RegistrationError(Exception):
+class RegistrationError(PicogateError):
     pass
 
 

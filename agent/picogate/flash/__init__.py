@@ -8,7 +8,15 @@ when a board is touched.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from picogate.flash._build import build_firmware
+    from picogate.flash._cli import add_commands
+    from picogate.flash._errors import FlashError
+    from picogate.flash._flash import Builder, FlashOptions, FlashResult, flash_board
+    from picogate.flash._select import BoardInfo, list_boards
+    from picogate.flash._uf2 import Uf2Image, check_uf2, parse_uf2
 
 __all__ = [
     "BoardInfo",
@@ -17,6 +25,7 @@ __all__ = [
     "FlashOptions",
     "FlashResult",
     "Uf2Image",
+    "add_commands",
     "build_firmware",
     "check_uf2",
     "flash_board",
@@ -25,6 +34,7 @@ __all__ = [
 ]
 
 _WHERE = {
+    "add_commands": "_cli",
     "BoardInfo": "_select",
     "list_boards": "_select",
     "Builder": "_flash",

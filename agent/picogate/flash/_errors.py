@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from picogate._errors import PicogateError
+
 __all__ = [
     "BoardNotAnswering",
     "FlashError",
@@ -13,12 +15,11 @@ __all__ = [
 ]
 
 
-class FlashError(Exception):
+class FlashError(PicogateError):
     """Base class: a message for the operator, and the port or file it is about (may be empty)."""
 
     def __init__(self, message: str, *, where: str = "") -> None:
-        super().__init__(f"{where}: {message}" if where else message)
-        self.where = where
+        super().__init__(f"{where}: {message}" if where else message, where=where)
 
 
 class NoBoard(FlashError):

@@ -8,7 +8,8 @@ import yaml
 from pydantic import Field, ValidationError
 
 from picogate._model import NAME_PATTERN, NAME_RE
-from picogate.config._base import Name, _Model
+from picogate.config import Name
+from picogate.config import StrictModel as _Model
 from picogate.flash._errors import FlashError
 
 __all__ = ["Tray", "load_tray"]

@@ -1,6 +1,34 @@
-"""Modbus TCP/RTU: value codec, request planner, wire codec and links (builtin, or pymodbus), pollers."""
+"""Modbus TCP/RTU: the value codec and the request planner (a protocol library: Pico boards use it
+too), the wire codec and the links (builtin, or pymodbus), and the Modbus plug-in: the
+`devices:` section, the pollers, their metrics (docs/modbus.md)."""
 
+from picogate.modbus._attach import PLUGIN
 from picogate.modbus._codec import ByteOrder, CodecError, Encoding, Table, decode, encode
+from picogate.modbus._config import (
+    Device,
+    ModbusRtuDevice,
+    ModbusTcpDevice,
+    PointConfig,
+    reference_to_address,
+)
 from picogate.modbus._planner import Request, plan
+from picogate.modbus._points import engineering_type, point_info
 
-__all__ = ["ByteOrder", "CodecError", "Encoding", "Request", "Table", "decode", "encode", "plan"]
+__all__ = [
+    "PLUGIN",
+    "ByteOrder",
+    "CodecError",
+    "Device",
+    "Encoding",
+    "ModbusRtuDevice",
+    "ModbusTcpDevice",
+    "PointConfig",
+    "Request",
+    "Table",
+    "decode",
+    "encode",
+    "engineering_type",
+    "plan",
+    "point_info",
+    "reference_to_address",
+]

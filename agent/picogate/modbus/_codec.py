@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from picogate._errors import PicogateError
 from picogate._model import PointType, Value
 
 __all__ = [
@@ -100,7 +101,7 @@ _BYTE_SWAPPED = frozenset({ByteOrder.BADC, ByteOrder.DCBA, ByteOrder.BADCFEHG, B
 CodecErrorCode = Literal["out_of_range", "bad_type"]
 
 
-class CodecError(ValueError):
+class CodecError(PicogateError, ValueError):
     """A value that cannot be written to a point.  `code` is "out_of_range" or "bad_type"."""
 
     def __init__(self, code: CodecErrorCode, message: str) -> None:

@@ -22,14 +22,15 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
-from picogate._model import PointInfo, PointType, Quality, Reading, Value
+from picogate._model import PointInfo, Quality, Reading, Value
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
 from picogate._router import ErrorCode, WriteError, WriteTicket
-from picogate.config._boards import BoardDevice
-from picogate.config._schema import ModbusRtuDevice, ModbusTcpDevice, PointConfig
 from picogate.modbus._codec import CodecError, Encoding, Table, bit_masks, decode, encode, set_bit
+from picogate.modbus._config import ModbusRtuDevice, ModbusTcpDevice
 from picogate.modbus._planner import Request, plan
+from picogate.modbus._points import point_info
 from picogate.modbus._transport import FailKind, ModbusFailure, ModbusLink, SerialParams, TcpParams
 
 log = logging.getLogger("picogate.modbus")
@@ -65,51 +66,6 @@ def _epoch() -> float:
     if not _EPOCH:
         _EPOCH.append(time.monotonic())
     return _EPOCH[0]
-
-
-def engineering_type(enc: Encoding) -> PointType:
-    """The type of the value a point delivers: a scaled integer register is a float."""
-    if enc.type.is_integer and (enc.scale != 1.0 or enc.offset != 0.0):
-        return PointType.FLOAT64
-    return enc.type
-
-
-def point_info(
-    device: DeviceConfig | BoardDevice,
-    p: PointConfig,
-    enc: Encoding,
-    *,
-    origin: str = "modbus",
-    attrs: dict[str, str] | None = None,
-) -> PointInfo:
-    """A Modbus point as the registry knows it (a device polled here, or one behind a Pico board:
-    `origin` "pico", with the board's `attrs`); `attrs` default to the point's encoding."""
-    if attrs is None:
-        attrs = {
-            "table": enc.table.value,
-            "address": str(enc.address),
-            "type": enc.type.value,
-            "order": enc.order.value,
-            "scale": repr(enc.scale),
-            "offset": repr(enc.offset),
-            **({"bit": str(enc.bit)} if enc.bit is not None else {}),
-            **({"count": str(enc.count)} if enc.count else {}),
-        }
-    return PointInfo(
-        device=device.name,
-        name=p.name,
-        type=engineering_type(enc),
-        unit=p.unit,
-        writable=p.writable,
-        min=p.min,
-        max=p.max,
-        description=p.description,
-        deadband=p.deadband.value,
-        deadband_percent=p.deadband.percent,
-        max_silence=p.max_silence if p.max_silence is not None else device.max_silence,
-        origin=origin,
-        attrs=attrs,
-    )
 
 
 @dataclass(slots=True)
@@ -232,7 +188,9 @@ def link_key(cfg: DeviceConfig) -> tuple[str, ...]:
 
 
 class ModbusLine:
-    """The poller of one link."""
+    """The poller of one link (a source component of the Modbus plug-in)."""
+
+    kind: Literal["source", "service"] = "source"
 
     def __init__(
         self,

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from picogate._errors import PicogateError
 from picogate.modbus._codec import Table
 from picogate.modbus._mbap import MbapConnection
 from picogate.modbus._rtu import RtuLine, SerialCarrier, SerialTiming, TcpCarrier
@@ -79,7 +80,7 @@ class FailKind(enum.StrEnum):
     PROTOCOL = "protocol"  # a reply that does not fit the request
 
 
-class ModbusFailure(Exception):
+class ModbusFailure(PicogateError):
     def __init__(self, kind: FailKind, message: str, *, exception_code: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind

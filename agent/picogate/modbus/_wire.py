@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 
+from picogate._errors import PicogateError
+
 __all__ = [
     "EXCEPTION_NAMES",
     "Desync",
@@ -90,7 +92,7 @@ class WireStats:
     """Modbus TCP streams with a header that cannot be Modbus (the connection is dropped)."""
 
 
-class WireError(ValueError):
+class WireError(PicogateError, ValueError):
     """A request that cannot be sent, or bytes that are not the reply they should be."""
 
 

@@ -1,6 +1,39 @@
-"""MQTT: topic map, encoder, sink and command ingress."""
+"""MQTT: our asyncio client and its codec (a protocol library: the EdgeX bus and the demo use it),
+and the MQTT plug-in: the topic map, the encoder, the sink, the command ingress (docs/mqtt.md)."""
 
+from picogate.mqtt._attach import PLUGIN
+from picogate.mqtt._client import (
+    IncomingMessage,
+    MqttClient,
+    MqttLost,
+    MqttPublishRefused,
+    Will,
+    await_acks,
+    drop_acks,
+    tls_context,
+)
+from picogate.mqtt._codec import MqttProtocolError
+from picogate.mqtt._config import MqttSection, PublishMode, ReconnectSection, TlsSection
 from picogate.mqtt._sink import CommandIngress, MqttEncoder, MqttSink
 from picogate.mqtt._topics import Topics
 
-__all__ = ["CommandIngress", "MqttEncoder", "MqttSink", "Topics"]
+__all__ = [
+    "PLUGIN",
+    "CommandIngress",
+    "IncomingMessage",
+    "MqttClient",
+    "MqttEncoder",
+    "MqttLost",
+    "MqttProtocolError",
+    "MqttPublishRefused",
+    "MqttSection",
+    "MqttSink",
+    "PublishMode",
+    "ReconnectSection",
+    "TlsSection",
+    "Topics",
+    "Will",
+    "await_acks",
+    "drop_acks",
+    "tls_context",
+]

@@ -76,6 +76,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, cast
 
+from picogate._errors import PicogateError
 from picogate.mqtt._codec import (
     MAX_PACKET_SIZE,
     MQTT_5,
@@ -123,11 +124,11 @@ DEFAULT_MAX_PACKET_SIZE: Final = 1 << 20  # bytes: the largest packet sent or ac
 MIN_MAX_PACKET_SIZE: Final = 128  # a smaller limit would refuse the gateway's own status messages
 
 
-class MqttLost(ConnectionError):
+class MqttLost(PicogateError, ConnectionError):
     """The connection to the broker dropped (or was never made); the message says why."""
 
 
-class MqttPublishRefused(Exception):
+class MqttPublishRefused(PicogateError):
     """The broker refused one message (MQTT 5 PUBACK reason code ≥ 0x80), or `publish()` refused
     it because the broker would.  The connection is still up; the same message would be refused
     again, so retrying it is pointless."""
@@ -136,6 +137,7 @@ class MqttPublishRefused(Exception):
         self, topic: str, reason_code: int, reason_string: str | None = None, *, local: bool = False
     ) -> None:
         self.topic = topic
+        self.where = topic
         self.reason_code = reason_code
         self.reason = reason_name(reason_code)
         self.reason_string = reason_string

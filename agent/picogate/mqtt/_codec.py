@@ -27,6 +27,8 @@ from array import array
 from collections.abc import Mapping
 from typing import Any, Final
 
+from picogate._errors import PicogateError
+
 __all__ = [
     "MQTT_5",
     "MQTT_311",
@@ -60,7 +62,7 @@ __all__ = [
 ]
 
 
-class MqttProtocolError(Exception):
+class MqttProtocolError(PicogateError):
     """The peer sent bytes that are not a valid MQTT packet stream (malformed packet or protocol
     error); the message says what was wrong and where.  `reason_code` is the MQTT 5 reason code a
     client sends in its DISCONNECT before closing: 0x81 (malformed packet) unless said otherwise,

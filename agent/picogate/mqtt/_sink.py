@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import orjson
 
+from picogate._clock import epoch_ms
 from picogate._model import Reading
 from picogate._outbox import Envelope, Record, Refused
 from picogate._registry import DeviceStatus
@@ -31,10 +32,6 @@ from picogate.mqtt._topics import Topics, valid_name
 log = logging.getLogger("picogate.mqtt")
 
 SINK_NAME = "mqtt"
-
-
-def _ms(ts_ns: int) -> int:
-    return ts_ns // 1_000_000
 
 
 class MqttEncoder:
@@ -91,7 +88,7 @@ class MqttEncoder:
                     if ts > newest:
                         newest = ts
                     points[r.point] = {"v": r.value, "ts": ts // 1_000_000, "unit": r.unit, "q": r.quality}
-                payload = dumps({"ts": _ms(newest), "points": points})
+                payload = dumps({"ts": epoch_ms(newest), "points": points})
                 out.append(
                     Envelope(SINK_NAME, self.topics.data_device(device), payload, self.qos, self.retain)
                 )
@@ -102,7 +99,7 @@ class MqttEncoder:
             {
                 "state": status.state.value,
                 "reason": status.reason,
-                "ts": _ms(status.since_ns or time.time_ns()),
+                "ts": epoch_ms(status.since_ns or time.time_ns()),
             }
         )
         return [Envelope(SINK_NAME, self.topics.device_status(status.name), payload, 1, True)]

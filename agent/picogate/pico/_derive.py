@@ -16,10 +16,8 @@ from typing import NamedTuple
 import orjson
 
 from picogate._model import PointInfo, PointType, Quality, Reading, Value
-from picogate.config._boards import TWO_VALUES, BoardConfig, BoardDevice, IoPoint
-from picogate.modbus._codec import CodecError, Encoding, decode
-from picogate.modbus._planner import Request, plan
-from picogate.modbus._source import point_info
+from picogate.modbus import CodecError, Encoding, PointConfig, Request, decode, plan, point_info
+from picogate.pico._config import TWO_VALUES, BoardConfig, BoardDevice, IoPoint
 
 __all__ = ["BadValue", "BoardPlan", "IoMap", "MbRequest", "check_value", "derive"]
 
@@ -114,7 +112,8 @@ MAX_CONFIG = 16 * 1024
 _UNITS = {"adc": "V", "temp": "°C", "ds18b20": "°C"}
 
 
-def _ms(seconds: float) -> int:
+def _period_ms(seconds: float) -> int:
+    """A period in seconds → whole milliseconds for the board, at least 1."""
     return max(1, round(seconds * 1000))
 
 
@@ -144,7 +143,7 @@ def _io_entry(p: IoPoint) -> dict[str, object]:
     if p.kind == "sht3x":
         e.update({"i2c": p.i2c, "sda": p.sda, "scl": p.scl, "addr": p.addr})
     if p.kind in ("cnt", "adc", "temp", "ds18b20", "dht22", "sht3x"):
-        e["every_ms"] = _ms(p.every)
+        e["every_ms"] = _period_ms(p.every)
     return e
 
 
@@ -198,10 +197,7 @@ def _io_infos(cfg: BoardConfig, p: IoPoint) -> list[tuple[str, PointInfo, IoMap]
     return [(p.name, point, IoMap(p.name, unit, scale, offset, point.type))]
 
 
-def _mb_info(cfg: BoardConfig, dev: BoardDevice, bus: int, pc: object, enc: Encoding) -> PointInfo:
-    from picogate.config._schema import PointConfig
-
-    assert isinstance(pc, PointConfig)
+def _mb_info(cfg: BoardConfig, dev: BoardDevice, bus: int, pc: PointConfig, enc: Encoding) -> PointInfo:
     attrs = {
         "board": cfg.name,
         "bus": str(bus),
@@ -260,7 +256,7 @@ def derive(cfg: BoardConfig) -> BoardPlan:
                             "fc": _FC_READ[r.table.value],
                             "a": r.start,
                             "n": r.count,
-                            "every_ms": max(10, _ms(interval)),
+                            "every_ms": max(10, _period_ms(interval)),
                         }
                     )
         entry: dict[str, object] = {
@@ -273,16 +269,16 @@ def derive(cfg: BoardConfig) -> BoardPlan:
             "bits": bus.bytesize,
             "parity": bus.parity,
             "stop": bus.stopbits,
-            "timeout_ms": _ms(bus.timeout),
+            "timeout_ms": _period_ms(bus.timeout),
             "retries": bus.retries,
-            "backoff_ms": _ms(bus.backoff),
+            "backoff_ms": _period_ms(bus.backoff),
             "reqs": reqs,
         }
         mb.append(entry)
     doc: dict[str, object] = {
         "v": 1,
         "name": cfg.name,
-        "hb_ms": _ms(cfg.heartbeat),
+        "hb_ms": _period_ms(cfg.heartbeat),
         "safe_ms": round(cfg.safe_timeout * 1000),
         "io": io,
         "mb": mb,

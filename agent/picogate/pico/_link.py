@@ -15,6 +15,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+from picogate._errors import PicogateError
+
 __all__ = [
     "BOARD",
     "HOST",
@@ -39,7 +41,7 @@ ErrorKind = Literal["garbage", "bad_crc", "oversize"]
 _FRAME_RE = re.compile(rb"^([#@])(0|[1-9][0-9]{0,4}) ([a-z]{1,8})(?: ([\x20-\x7e]*))? ([0-9a-f]{8})$")
 
 
-class FrameError(ValueError):
+class FrameError(PicogateError, ValueError):
     """A line that is not a valid frame; `kind` names the counter it goes to."""
 
     def __init__(self, kind: ErrorKind, message: str) -> None:

@@ -28,13 +28,14 @@ from typing import Any, Literal
 import orjson
 
 from picogate import __version__
+from picogate._errors import PicogateError
 from picogate._model import PointInfo, Quality, Reading, Value
 from picogate._outbox import OutboxUnavailable
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
 from picogate._router import ErrorCode, WriteError, WriteTicket
-from picogate.config._boards import BoardConfig
-from picogate.modbus._codec import CodecError, Table, encode
+from picogate.modbus import CodecError, Table, encode
 from picogate.pico._boardtext import TextLimiter, escape
+from picogate.pico._config import BoardConfig
 from picogate.pico._derive import BadValue, BoardPlan, check_value, decode_result, derive
 from picogate.pico._link import (
     BOARD,
@@ -65,11 +66,11 @@ _REPL_MARKERS = (b">>> ", b"MicroPython ", b"Traceback (most recent call last):"
 _SOFT_RESET = b"\x02\x03\x04\n"  # Ctrl-B (leave raw REPL), Ctrl-C, Ctrl-D (soft reset); LF ends the line
 
 
-class LinkDown(ConnectionError):
+class LinkDown(PicogateError, ConnectionError):
     """The board stopped acknowledging (5 resends) or the session was restarted."""
 
 
-class ConfigRefused(RuntimeError):
+class ConfigRefused(PicogateError, RuntimeError):
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         super().__init__("; ".join(f"{e.get('field')}: {e.get('msg')}" for e in errors) or "refused")
         self.errors = errors

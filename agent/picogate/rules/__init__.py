@@ -10,12 +10,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from picogate.rules._attach import PLUGIN
+    from picogate.rules._cli import add_commands
     from picogate.rules._compile import compile_rules
     from picogate.rules._engine import Actions, Prepared, RuleEngine
     from picogate.rules._errors import RuleError, RuleErrors
+    from picogate.rules._live import LiveRules, live_rules
     from picogate.rules._ruleset import RuleInfo, RuleSet
 
 _WHERE = {
+    "PLUGIN": "_attach",
+    "add_commands": "_cli",
+    "live_rules": "_live",
+    "LiveRules": "_live",
     "compile_rules": "_compile",
     "Actions": "_engine",
     "Prepared": "_engine",
@@ -37,12 +44,16 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "PLUGIN",
     "Actions",
+    "LiveRules",
     "Prepared",
     "RuleEngine",
     "RuleError",
     "RuleErrors",
     "RuleInfo",
     "RuleSet",
+    "add_commands",
     "compile_rules",
+    "live_rules",
 ]

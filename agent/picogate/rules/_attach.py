@@ -1,25 +1,30 @@
-"""Plugs the rules into the gateway (see picogate._component): the engine becomes a pipeline
-processor, LET points join the registry, and the "rules" service runs the timers, the actions'
-outbox, the status topic and hot reload (rules/_live.py)."""
+"""Plugs the rules into the gateway (see picogate._host): the engine becomes a pipeline processor,
+LET points join the registry, and the "rules" service runs the timers, the actions' outbox, the
+status topic and hot reload (rules/_live.py)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from picogate._component import Component
+from picogate._host import Plugin
+from picogate.rules._config import SECTION, RulesSection
 
 if TYPE_CHECKING:
-    from picogate._gateway import Gateway
+    from picogate._host import Host
 
 
-async def attach(gw: Gateway) -> list[Component]:
-    """Load the rule files once and return the service that keeps them running; nothing without a
+async def attach(host: Host, config: RulesSection | None) -> None:
+    """Load the rule files once and add the service that keeps them running; nothing without a
     `rules:` section (or with `enabled: false`)."""
-    config = gw.config.rules
     if config is None or not config.enabled:
-        return []
+        return
     from picogate.rules._live import LiveRules
+    from picogate.rules._metrics import collector
 
-    live = LiveRules(gw, config)
+    live = LiveRules(host, config)
     live.setup()
-    return [live]
+    host.add_collector(collector(live))
+    host.add_component(live)
+
+
+PLUGIN: Plugin[RulesSection | None] = Plugin("rules", SECTION, attach)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,8 +12,11 @@ if TYPE_CHECKING:
     from picogate._model import PointInfo, Reading
 
 
-def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add subparsers to `sub`; each sets `func=handler` (handler(args) -> exit status)."""
+def add_commands(
+    sub: argparse._SubParsersAction[Any], *, load_points: Callable[[Path], list[PointInfo]]
+) -> None:
+    """Add subparsers to `sub`; each sets `func=handler` (handler(args) -> exit status).
+    `load_points(path)` gives the points a gateway.yaml declares (raises ConfigError)."""
     rules = sub.add_parser("rules", help="check and test rule files (docs/rules.md)")
     rsub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
     check = rsub.add_parser(
@@ -23,7 +27,7 @@ def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     )
     check.add_argument("-c", "--config", type=Path, help="gateway.yaml whose devices' points the rules use")
     check.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    check.set_defaults(func=check_command)
+    check.set_defaults(func=check_command, load_points=load_points)
     test = rsub.add_parser(
         "test",
         help="replay recorded readings through rules on a virtual clock (touches nothing)",
@@ -34,7 +38,7 @@ def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     test.add_argument("-c", "--config", type=Path, help="gateway.yaml whose devices' points the rules use")
     test.add_argument("--replay", type=Path, required=True, metavar="READINGS.csv")
     test.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    test.set_defaults(func=test_command)
+    test.set_defaults(func=test_command, load_points=load_points)
 
 
 def _read_rules(paths: list[Path]) -> dict[str, str] | str:
@@ -66,27 +70,27 @@ def _read_rules(paths: list[Path]) -> dict[str, str] | str:
     return files
 
 
-def _points(config: Path | None) -> list[PointInfo] | str | None:
-    if config is None:
+def _points(args: argparse.Namespace) -> list[PointInfo] | str | None:
+    if args.config is None:
         return None
-    from picogate._declared import declared_points
-    from picogate.config import ConfigError, load_config
+    from picogate.config import ConfigError
 
     try:
-        cfg = load_config(config)
+        points: list[PointInfo] = args.load_points(args.config)
     except ConfigError as exc:
         return str(exc)
-    return list(declared_points(cfg))
+    return points
 
 
 def _compile(args: argparse.Namespace) -> Any:
-    from picogate.rules import RuleErrors, compile_rules
+    from picogate.rules._compile import compile_rules
+    from picogate.rules._errors import RuleErrors
 
     files = _read_rules(args.files)
     if isinstance(files, str):
         print(f"picogate rules: {files}", file=sys.stderr)
         return None
-    points = _points(args.config)
+    points = _points(args)
     if isinstance(points, str):
         print(points, file=sys.stderr)
         return None
@@ -231,7 +235,7 @@ class _Printer:
 
 
 def test_command(args: argparse.Namespace) -> int:
-    from picogate.rules import RuleEngine
+    from picogate.rules._engine import RuleEngine
 
     done = _compile(args)
     if done is None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from picogate._errors import PicogateError
+
 _SHOWN = 160
 """Characters of a long source line shown around the fault."""
 
@@ -41,10 +43,13 @@ class RuleError:
         return f"{head}\n  {line}\n  {caret}"
 
 
-class RuleErrors(Exception):
+class RuleErrors(PicogateError):
     """Every error of every rule file, in file/line order (and the warnings found meanwhile)."""
 
     def __init__(self, errors: list[RuleError], warnings: list[RuleError] | None = None) -> None:
         self.errors = sorted(errors, key=lambda e: (e.file, e.line, e.col))
         self.warnings = sorted(warnings or [], key=lambda e: (e.file, e.line, e.col))
         super().__init__("\n".join(e.format() for e in self.errors) or "no errors")
+        if self.errors:
+            first = self.errors[0]
+            self.where = f"{first.file}:{first.line}:{first.col}"

@@ -13,6 +13,12 @@ never holds the event loop; the engine prepares the new set in a thread while th
 goes on, and only the swap (about a millisecond) runs on the loop.  If any file has an
 error the last good set stays loaded; every attempt, good or bad, is reported on the retained
 `<base>/<gw>/rules/status` topic, in the log and in the metrics.
+
+This module is the service itself: its state, reload (compile, accept, prepare, swap, retire),
+LET points, watching, timers and status, which all share that state.  The parts with a seam of
+their own live beside it: the compiler process (_compiler.py), the actions and the pipeline
+processor (_actions.py), garbage collection of replaced sets (_gc.py) and the metrics
+(_metrics.py).
 """
 
 from __future__ import annotations
@@ -22,334 +28,45 @@ import contextlib
 import fnmatch
 import gc
 import logging
-import os
-import pickle
 import stat
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 import watchfiles  # (imported at start: its first import, anyio's, would hold the loop ~100 ms)
 
+from picogate._clock import epoch_ms
+from picogate._errors import PicogateError
 from picogate._model import Reading
-from picogate._outbox import Envelope
 from picogate._registry import RegistryEvent
-from picogate._router import ErrorCode, WriteRequest, brief
-from picogate.config._rules import RulesSection
-from picogate.rules import RuleEngine, RuleError, RuleSet, _worker
-from picogate.rules._worker import CompileJob, CompileOutcome, PointRow, file_error, point_rows, run_job
+from picogate._router import WriteRequest
+from picogate.rules._actions import LiveActions, RuleProcessor, RuleStats
+from picogate.rules._compiler import CompilerError, CompilerWorker
+from picogate.rules._config import RulesSection
+from picogate.rules._engine import RuleEngine
+from picogate.rules._errors import RuleError
+from picogate.rules._gc import release_namespaces as _release_namespaces
+from picogate.rules._ruleset import RuleSet
+from picogate.rules._worker import (
+    CompileJob,
+    CompileOutcome,
+    PointRow,
+    file_error,
+    point_rows,
+    run_job,
+)
 
 if TYPE_CHECKING:
-    from picogate._gateway import Gateway
+    from picogate._host import Host
 
 log = logging.getLogger("picogate.rules")
 
-MQTT_SINK = "mqtt"
-_MAX_QUEUED = 10_000
-"""Alerts/publishes/status messages waiting for the outbox at most (they wait only while the
-outbox commits; beyond this they are dropped, counted and logged)."""
 _MAX_DEBOUNCE_S = 1.0
 """A reload starts at the latest this long after the first change of a burst, however busy."""
-_WORKER_START_TIMEOUT_S = 30.0
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-"""The directory holding the picogate package, on the compiler process's PYTHONPATH."""
-
-
-# --------------------------------------------------------------------------- the compiler process
-
-
-class CompilerError(Exception):
-    """The compiler process could not deliver an outcome (it died, or took longer than allowed)."""
-
-
-class _Died(Exception):
-    pass
-
-
-class CompilerWorker:
-    """One long-lived compiler process (`picogate.rules._worker.main`), so that the event loop
-    never runs the parser.  Started again if it dies; killed when a compilation takes longer than
-    the timeout.  Its stderr is the gateway's."""
-
-    def __init__(self) -> None:
-        self._proc: asyncio.subprocess.Process | None = None
-        self._lock = asyncio.Lock()
-        self.started = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
-
-    async def start(self) -> None:
-        """Start the process now and wait until it is ready (so that the first reload is quick)."""
-        async with self._lock:
-            await self._ensure()
-
-    async def _ensure(self) -> asyncio.subprocess.Process:
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            return proc
-        await self._kill()
-        package_root = _PACKAGE_ROOT
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            "from picogate.rules._worker import main; main()",  # not -m: pickles name the real module
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=env,
-            limit=1 << 20,
-        )
-        self._proc = proc
-        self.started += 1
-        try:
-            async with asyncio.timeout(_WORKER_START_TIMEOUT_S):
-                hello = await self._receive(proc)
-        except TimeoutError:
-            await self._kill()
-            raise CompilerError(
-                f"the compiler process did not start within {_WORKER_START_TIMEOUT_S:g} s"
-            ) from None
-        except CompilerError:
-            code = await self._kill()
-            raise CompilerError(f"the compiler process failed to start (exit code {code})") from None
-        if hello != "ready":
-            await self._kill()
-            raise CompilerError(f"the compiler process said {hello!r} instead of ready")
-        return proc
-
-    @staticmethod
-    async def _receive(proc: asyncio.subprocess.Process) -> Any:
-        assert proc.stdout is not None
-        try:
-            header = await proc.stdout.readexactly(_worker.HEADER)
-            size = int.from_bytes(header, "big")
-            if size > _worker.MAX_FRAME:
-                raise CompilerError(f"the compiler process's output is corrupt (a frame of {size} bytes)")
-            data = await proc.stdout.readexactly(size)
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            raise CompilerError("the compiler process closed its output") from exc
-        try:
-            if len(data) > 65536:  # in a thread: the loop runs between the Python-level parts of it
-                return await asyncio.to_thread(pickle.loads, data)
-            return pickle.loads(data)
-        except Exception as exc:  # a stream out of step, or a stray write to its stdout
-            raise CompilerError(f"the compiler process sent something unreadable ({exc!r})") from exc
-
-    async def compile(self, job: CompileJob, *, timeout: float) -> CompileOutcome:
-        """The outcome of `job`.  A process that died since the last job (killed by the OOM killer,
-        say) is replaced and the job tried once more; one that dies on this job twice is reported,
-        as is one that takes longer than `timeout` (it is killed)."""
-        async with self._lock:
-            try:
-                return await self._compile_once(job, timeout)
-            except _Died as exc:
-                log.warning("rules: %s; starting it again", exc)
-            try:
-                return await self._compile_once(job, timeout)
-            except _Died as exc:
-                raise CompilerError(f"{exc}, twice, on these rule files") from None
-
-    async def _compile_once(self, job: CompileJob, timeout: float) -> CompileOutcome:
-        proc = await self._ensure()
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(_worker.frame(job))
-            async with asyncio.timeout(timeout):
-                await proc.stdin.drain()
-                outcome = await self._receive(proc)
-        except TimeoutError:
-            await self._kill()
-            raise CompilerError(f"compiling took longer than {timeout:g} s (rules.compile_timeout)") from None
-        except (CompilerError, ConnectionError) as exc:
-            code = await self._kill()
-            raise _Died(f"the compiler process died (exit code {code})") from exc
-        if not isinstance(outcome, CompileOutcome):
-            await self._kill()
-            raise CompilerError(f"the compiler process sent {type(outcome).__name__}")
-        return outcome
-
-    async def _kill(self) -> int | None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return None
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        try:
-            async with asyncio.timeout(5):
-                return await proc.wait()
-        except TimeoutError:
-            return None
-
-    async def close(self) -> None:
-        """Ask the process to end (closing its input), kill it if it does not."""
-        proc = self._proc
-        if proc is not None and proc.returncode is None and proc.stdin is not None:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                proc.stdin.close()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2):
-                    await proc.wait()
-        await self._kill()
-
-
-# --------------------------------------------------------------------------- actions
-
-
-def _ms(ns: int) -> int:
-    return ns // 1_000_000
-
-
-@dataclass(slots=True)
-class RuleStats:
-    """Counters for the metrics and the status topic."""
-
-    reloads_ok: int = 0
-    reloads_failed: int = 0
-    reloads_unchanged: int = 0
-    last_reload_s: float = 0.0
-    last_compile_s: float = 0.0
-    last_prepare_s: float = 0.0
-    last_swap_s: float = 0.0
-    alerts: int = 0
-    publishes: int = 0
-    writes: int = 0
-    writes_failed: int = 0
-    writes_refused: int = 0
-    logs: int = 0
-    dropped: int = 0
-    engine_errors: int = 0
-    publish_refused: int = 0
-
-
-class LiveActions:
-    """What the rules do to the world, in the gateway (the `Actions` of picogate.rules).
-
-    Called synchronously from the engine, inside the pipeline: alerts and publish() are queued here
-    and handed to the outbox by the service's `_flush` task; set() starts a write through the
-    command router whose outcome goes back to the engine.
-    """
-
-    def __init__(self, live: LiveRules) -> None:
-        self._live = live
-        self.queue: list[Envelope] = []
-        self.wakeup = asyncio.Event()
-        self.writes: set[asyncio.Task[None]] = set()
-
-    def _enqueue(self, envelope: Envelope) -> None:
-        stats = self._live.stats
-        if len(self.queue) >= _MAX_QUEUED:
-            stats.dropped += 1
-            if stats.dropped == 1 or stats.dropped % 1000 == 0:
-                log.error("rules: %d messages dropped: the outbox does not keep up", stats.dropped)
-            return
-        self.queue.append(envelope)
-        self.wakeup.set()
-
-    def alert(self, rule: str, severity: str, message: str, state: str, ts: int) -> None:
-        live = self._live
-        live.stats.alerts += 1
-        level = logging.INFO if state == "cleared" else logging.WARNING
-        log.log(level, "alert %s: rule %s [%s]: %s", state, rule, severity, message)
-        if live.topics is None:
-            return
-        payload = orjson.dumps(
-            {"rule": rule, "severity": severity, "message": message, "state": state, "ts": _ms(ts)}
-        )
-        self._enqueue(Envelope(MQTT_SINK, live.topics.alerts, payload, live.config.alert_qos, False))
-
-    def publish(self, rule: str, topic: str, value: object, ts: int) -> None:
-        live = self._live
-        problem = live.refuse_topic(topic)
-        if problem:
-            live.stats.publish_refused += 1
-            log.error("rule %s: publish(%r) refused: %s", rule, topic, problem)
-            return
-        live.stats.publishes += 1
-        if live.topics is None:
-            log.info("rule %s: publish %s %r (MQTT is disabled)", rule, topic, value)
-            return
-        try:
-            payload = orjson.dumps({"v": value, "ts": _ms(ts), "rule": rule})
-        except TypeError:
-            payload = orjson.dumps({"v": str(value), "ts": _ms(ts), "rule": rule})
-        self._enqueue(Envelope(MQTT_SINK, topic, payload, live.qos, False))
-
-    def log(self, rule: str, message: str) -> None:
-        self._live.stats.logs += 1
-        log.info("rule %s: %s", rule, message)
-
-    def set(self, rule: str, device: str, point: str, value: object) -> None:
-        live = self._live
-        loop = asyncio.get_running_loop()
-        # The write's deadline (commands.deadline.rules) counts from now, when the rule fired.
-        request = WriteRequest(device, point, value, origin=f"rule:{rule}")
-        if len(self.writes) >= live.config.max_pending_writes:
-            live.stats.writes_refused += 1
-            message = (
-                f"set({device}.{point}) refused: {len(self.writes)} writes already wait for their devices "
-                "(rules.max_pending_writes)"
-            )
-            log.error("rule %s: %s", rule, message)
-            live.gw.router.refuse(request, ErrorCode.BUSY, message)  # its audit line
-            # not from inside the engine's own evaluation: on the next turn of the loop
-            loop.call_soon(live.write_result, rule, False, message)
-            return
-        live.stats.writes += 1
-        task = loop.create_task(self._write(rule, request), name=f"rule-write-{rule}")
-        self.writes.add(task)
-        task.add_done_callback(self.writes.discard)
-
-    async def _write(self, rule: str, request: WriteRequest) -> None:
-        live = self._live
-        device, point, value = request.device, request.point, request.value
-        try:
-            result = await live.router_write(request)
-        except Exception as exc:  # the router reports failures as results; anything else is a bug
-            log.exception("rule %s: set(%s.%s) failed", rule, device, point)
-            live.stats.writes_failed += 1
-            live.write_result(rule, False, f"set({device}.{point}): {type(exc).__name__}: {exc}")
-            return
-        if result.ok:
-            live.write_result(rule, True, "")
-        else:
-            live.stats.writes_failed += 1
-            message = f"set({device}.{point}, {brief(value)}) failed: {result.code.value}: {result.error}"
-            log.debug("rule %s: %s", rule, message)  # the audit log and the engine report it
-            live.write_result(rule, False, message)
-
-
-# --------------------------------------------------------------------------- the processor
-
-
-class _Processor:
-    """The engine's place in `pipeline.processors`."""
-
-    def __init__(self, live: LiveRules) -> None:
-        self._live = live
-        self.skip_next = False
-        """Set while the service emits the LET readings of a tick: the engine made them itself."""
-
-    def process(self, readings: Sequence[Reading]) -> Sequence[Reading]:
-        if self.skip_next:
-            self.skip_next = False
-            return ()
-        live = self._live
-        try:
-            derived = live.engine.process(readings)
-        except Exception:
-            live.engine_failed("process")
-            return ()
-        live.deadline_may_have_moved()
-        return derived
 
 
 # --------------------------------------------------------------------------- the service
@@ -366,7 +83,7 @@ class _Attempt:
     digest: str = ""
 
 
-class RulesSetupError(ValueError):
+class RulesSetupError(PicogateError, ValueError):
     """The rules section cannot be used (reported at start as `picogate: cannot start: …`)."""
 
 
@@ -377,17 +94,14 @@ class LiveRules:
     name = "rules"
     kind: Literal["source", "service"] = "service"
 
-    def __init__(self, gw: Gateway, config: RulesSection, *, worker: CompilerWorker | None = None) -> None:
-        self.gw = gw
+    def __init__(self, host: Host, config: RulesSection, *, worker: CompilerWorker | None = None) -> None:
+        self.host = host
         self.config = config
         self.directory = config.dir.absolute()  # not resolve(): a symlink swapped by a deploy is followed
-        mqtt = gw.config.mqtt
-        self.topics = gw.parts.topics if mqtt.enabled else None
-        self.qos = mqtt.qos
         self.stats = RuleStats()
         self.actions = LiveActions(self)
         self.engine = RuleEngine(self.actions)
-        self.processor = _Processor(self)
+        self.processor = RuleProcessor(self)
         self.worker = worker or CompilerWorker()
         self.loaded: RuleSet | None = None
         self.loaded_ts = 0
@@ -434,15 +148,14 @@ class LiveRules:
         self._loaded_identity = self._identity()
         outcome = run_job(self._job(last_digest=""))
         self._apply_sync(outcome, total_s=outcome.compile_s)
-        gw = self.gw
-        gw.pipeline.processors.append(self.processor)
-        gw.registry.subscribe(self._on_registry)
-        gw.parts.metrics.add_collector(self._collect)
+        host = self.host
+        host.add_processor(self.processor)
+        host.subscribe(self._on_registry)
 
     def _job(self, *, last_digest: str) -> CompileJob:
         rows = self._point_rows
         if rows is None:  # built again only after the registry changed
-            points = (p for p in self.gw.registry if (p.device, p.name) not in self.let_keys)
+            points = (p for p in self.host.registry if (p.device, p.name) not in self.let_keys)
             rows = self._point_rows = point_rows(points)
         return CompileJob(
             str(self.directory), self.config.pattern, self.config.recursive, rows, last_digest=last_digest
@@ -454,8 +167,9 @@ class LiveRules:
             return "a topic must be non-empty, without wildcards (+, #) or NUL"
         if len(topic.encode()) > 65535:
             return "the topic is longer than MQTT allows"
-        if self.topics is not None:
-            root = self.topics.root
+        messages = self.host.messages
+        if messages is not None:
+            root = messages.root
             if topic == root or topic.startswith(root + "/"):
                 return (
                     f"the gateway's own topics ({root}/…) are not for publish(); use LET for derived points"
@@ -614,7 +328,7 @@ class LiveRules:
     def _let_clashes(self, ruleset: RuleSet) -> list[RuleError]:
         """A LET may not take the name of a point some source has (added since the compilation)."""
         errors = []
-        registry = self.gw.registry
+        registry = self.host.registry
         for let in ruleset.lets:
             key = (let.device, let.name)
             if key not in self.let_keys and key in registry:
@@ -633,7 +347,7 @@ class LiveRules:
         return errors
 
     def _update_lets(self, ruleset: RuleSet) -> None:
-        registry = self.gw.registry
+        registry = self.host.registry
         new = {(p.device, p.name): p for p in ruleset.lets}
         self._updating_registry = True
         try:
@@ -805,7 +519,7 @@ class LiveRules:
         """The engine's own LET readings: published like any reading, not evaluated again."""
         self.processor.skip_next = True
         try:
-            await self.gw.pipeline.emit(derived, wait=False)
+            await self.host.pipeline.emit(derived, wait=False)
         finally:
             self.processor.skip_next = False
 
@@ -818,7 +532,7 @@ class LiveRules:
     # ------------------------------------------------------------------ writes
 
     async def router_write(self, request: WriteRequest) -> Any:
-        return await self.gw.router.write(request)
+        return await self.host.router.write(request)
 
     def write_result(self, rule: str, ok: bool, message: str) -> None:
         try:
@@ -837,7 +551,7 @@ class LiveRules:
             actions.wakeup.clear()
             batch, actions.queue = actions.queue, []
             if batch:
-                await self.gw.pipeline.post(batch, wait=False)
+                await self.host.pipeline.post(batch, wait=False)
 
     # ------------------------------------------------------------------ status
 
@@ -852,16 +566,16 @@ class LiveRules:
         for rule_id, rule in engine_status.get("rules", {}).items():
             fired = rule.get("last_fired")
             # milliseconds, as every ts on MQTT (the engine keeps nanoseconds)
-            rules[rule_id] = {**rule, "last_fired": _ms(fired) if isinstance(fired, int) else fired}
+            rules[rule_id] = {**rule, "last_fired": epoch_ms(fired) if isinstance(fired, int) else fired}
         counts = Counter(str(r.get("state", "unknown")) for r in rules.values())
         attempt = self.attempt
         return {
             "ok": attempt.ok,
             "version": self.loaded.version if self.loaded is not None else None,
-            "loaded_ts": _ms(self.loaded_ts) if self.loaded_ts else None,
+            "loaded_ts": epoch_ms(self.loaded_ts) if self.loaded_ts else None,
             "files": list(self.loaded.files) if self.loaded is not None else [],
             "attempt": {
-                "ts": _ms(attempt.ts) if attempt.ts else None,
+                "ts": epoch_ms(attempt.ts) if attempt.ts else None,
                 "ok": attempt.ok,
                 "files": attempt.files,
             },
@@ -872,20 +586,22 @@ class LiveRules:
         }
 
     def _publish_status(self, *, force: bool) -> None:
-        mqtt = self.gw.parts.mqtt
-        reconnected = mqtt is not None and mqtt.client is not None and mqtt.client is not self._status_client
+        messages = self.host.messages
+        connection = messages.connection if messages is not None else None
+        reconnected = connection is not None and connection is not self._status_client
         body = self.status()
         if not force and not reconnected and not self._status_unsent and body == self._last_status:
             return
         self._last_status = body
-        if self.topics is None or mqtt is None:
+        if messages is None:
             return
         # The status describes the present: it is not queued in the outbox while the broker is
         # away (a backlog of stale snapshots, 100 kB each with 1,000 rules, would only overwrite
         # one another), but sent on the live connection, and again as soon as the broker is back.
-        payload = orjson.dumps({**body, "ts": _ms(time.time_ns())}, default=str)
-        self._status_unsent = not mqtt.publish_now(self.topics.rules_status, payload, qos=1, retain=True)
-        self._status_client = None if self._status_unsent else mqtt.client  # a new connection: again
+        payload = orjson.dumps({**body, "ts": epoch_ms(time.time_ns())}, default=str)
+        topic = messages.topic("rules/status")
+        self._status_unsent = not messages.publish_now(topic, payload, qos=1, retain=True)
+        self._status_client = None if self._status_unsent else messages.connection  # new connection: again
 
     async def _status_loop(self) -> None:
         self._publish_status(force=True)
@@ -896,68 +612,6 @@ class LiveRules:
             force = self._status_now.is_set()
             self._status_now.clear()
             self._publish_status(force=force)
-
-    # ------------------------------------------------------------------ metrics
-
-    def _collect(self) -> Iterable[Any]:
-        from picogate._metrics import counter, gauge
-
-        s = self.stats
-        yield counter(
-            "picogate_rules_reloads",
-            "Reloads of the rule files",
-            ["result"],
-            [(["ok"], s.reloads_ok), (["error"], s.reloads_failed), (["unchanged"], s.reloads_unchanged)],
-        )
-        yield gauge(
-            "picogate_rules_errors",
-            "Errors in the rule files at the last reload",
-            [],
-            [([], len(self.attempt.errors))],
-        )
-        yield gauge(
-            "picogate_rules_warnings",
-            "Warnings about the rule set loaded (ON and CLEAR conditions that can both be true)",
-            [],
-            [([], len(self.loaded.warnings) if self.loaded is not None else 0)],
-        )
-        yield counter(
-            "picogate_rules_let_bad",
-            "LET readings published bad because their value could not be computed, by reason",
-            ["reason"],
-            [([reason], n) for reason, n in sorted(self.engine.let_bad.items())],
-        )
-        yield gauge(
-            "picogate_rules_reload_seconds", "Duration of the last reload", [], [([], s.last_reload_s)]
-        )
-        yield gauge(
-            "picogate_rules_swap_seconds", "Event-loop time of the last swap", [], [([], s.last_swap_s)]
-        )
-        body = self._last_status if isinstance(self._last_status, dict) else self.status()
-        yield gauge(
-            "picogate_rules",
-            "Rules by state",
-            ["state"],
-            [([k], float(v)) for k, v in body.get("counts", {}).items()],
-        )
-        yield counter(
-            "picogate_rules_actions",
-            "Actions of the rules",
-            ["action"],
-            [(["alert"], s.alerts), (["publish"], s.publishes), (["set"], s.writes), (["log"], s.logs)],
-        )
-        yield counter(
-            "picogate_rules_failures",
-            "Failed or refused rule actions, dropped messages and engine failures",
-            ["kind"],
-            [
-                (["write_failed"], s.writes_failed),
-                (["write_refused"], s.writes_refused),
-                (["publish_refused"], s.publish_refused),
-                (["dropped"], s.dropped),
-                (["engine"], s.engine_errors),
-            ],
-        )
 
     # ------------------------------------------------------------------ the component
 
@@ -1000,7 +654,7 @@ class LiveRules:
         batch, self.actions.queue = self.actions.queue, []
         if batch:
             with contextlib.suppress(Exception):
-                await self.gw.pipeline.post(batch, wait=False)
+                await self.host.pipeline.post(batch, wait=False)
 
     def stop(self) -> None:
         self._stop.set()
@@ -1018,44 +672,14 @@ def _problem(e: RuleError) -> dict[str, Any]:
     }
 
 
-def _namespaces(prepared: object) -> dict[int, dict[str, Any]] | None:
-    """The namespaces of a prepared set's generated functions (never a module's); None if the set
-    does not look as expected."""
-    namespaces: dict[int, dict[str, Any]] = {}
-    handlers = getattr(prepared, "handlers", None)
-    if not isinstance(handlers, dict):
-        return None
-    for by_point in handlers.values():
-        if not isinstance(by_point, dict):
-            return None
-        for function in by_point.values():
-            ns = getattr(function, "__globals__", None)
-            if not isinstance(ns, dict):
-                continue
-            module = sys.modules.get(str(ns.get("__name__", "")))
-            if module is not None and getattr(module, "__dict__", None) is ns:
-                continue  # a module's: never
-            namespaces[id(ns)] = ns
-    return namespaces
+class _Running(Protocol):
+    @property
+    def components(self) -> Sequence[object]: ...
 
 
-def _release_namespaces(old: object, new: object) -> int:
-    """Clear the namespaces of the replaced set `old` that the running set `new` does not use;
-    returns how many.  Nothing runs the old set's functions any more: the engine swapped."""
-    released, running = _namespaces(old), _namespaces(new)
-    if released is None or running is None:
-        return 0
-    count = 0
-    for key, ns in released.items():
-        if key not in running:
-            ns.clear()
-            count += 1
-    return count
-
-
-def live_rules(gw: Gateway) -> LiveRules | None:
+def live_rules(gw: _Running) -> LiveRules | None:
     """The rules service of a built gateway (for the demo's view and tests), None without rules."""
-    for c in gw.parts.components:
+    for c in gw.components:
         if isinstance(c, LiveRules):
             return c
     return None

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from picogate._model import PointInfo, PointType
-from picogate.rules import RuleError, RuleErrors, RuleSet, compile_rules
+from picogate.rules._compile import compile_rules
+from picogate.rules._errors import RuleError, RuleErrors
 from picogate.rules._limits import MAX_FILE_BYTES, MAX_TOTAL_BYTES
 from picogate.rules._limits import size as limit_size
+from picogate.rules._ruleset import RuleSet
 
 PointRow = tuple[str, str, str, str, bool, float | None, float | None, str]
 """device, name, type, unit, writable, min, max, origin: what the checker needs of a point."""

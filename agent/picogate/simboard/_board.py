@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+from picogate._errors import PicogateError
 from picogate._paths import data_dir
 
 __all__ = ["EXIT_BOOTLOADER", "EXIT_RESET", "SimBoard", "SimBoardError", "install_firmware"]
@@ -40,7 +41,7 @@ _CONSOLE_KEEP = 256 * 1024
 Mode = Literal["off", "main", "repl", "raw", "bootloader"]
 
 
-class SimBoardError(RuntimeError):
+class SimBoardError(PicogateError, RuntimeError):
     """The simulated board could not be started or driven (carries the board directory)."""
 
 

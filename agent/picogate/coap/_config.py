@@ -9,7 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from picogate._model import PointType
-from picogate.config._base import Name, Port, PositiveDuration, _Model
+from picogate.config import Name, Port, PositiveDuration, Section
+from picogate.config import StrictModel as _Model
 
 
 class CoapPoint(_Model):
@@ -122,3 +123,6 @@ class CoapSection(_Model):
         if len({o.node for o in self.oscore}) != len(self.oscore):
             raise ValueError("oscore: a node has two contexts")
         return self
+
+
+SECTION = Section("coap", CoapSection | None, default=None, doc="CoAP server and client (coap/_config.py).")

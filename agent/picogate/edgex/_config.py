@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from picogate.config._base import Duration, EnvName, Port, PositiveDuration, _Model
+from picogate.config import Duration, EnvName, Port, PositiveDuration, Section
+from picogate.config import StrictModel as _Model
 
 # EdgeX names travel in topics and URL paths: no '/', '+', '#', '.' (see docs/edgex.md).
 _EDGEX_NAME = r"^[A-Za-z0-9_~:;=-]+$"
@@ -132,3 +133,8 @@ class EdgexSection(_Model):
     @property
     def uses_rest(self) -> bool:
         return Transport.REST in self.transports
+
+
+SECTION = Section(
+    "edgex", EdgexSection | None, default=None, doc="EdgeX Foundry forwarding (edgex/_config.py)."
+)

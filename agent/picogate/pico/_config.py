@@ -9,13 +9,22 @@ its line and column, before anything reaches a board.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
-from picogate.config._base import Duration, Name, PositiveDuration, _Model, parse_duration
-from picogate.config._schema import Deadband, PointConfig, _parse_deadband
-from picogate.modbus._codec import ByteOrder
+from picogate.config import (
+    Deadband,
+    Duration,
+    Name,
+    PositiveDuration,
+    Section,
+    parse_deadband,
+    parse_duration,
+)
+from picogate.config import StrictModel as _Model
+from picogate.modbus import ByteOrder, PointConfig
 from picogate.pico._boards import BOARD_NAMES, Board, board, pin_number
 
 __all__ = ["BoardBus", "BoardConfig", "BoardDevice", "IoKind", "IoPoint"]
@@ -81,7 +90,7 @@ class IoPoint(_Model):
     """do/pwm: whether commands may set it."""
     unit: str = ""
     description: str = ""
-    deadband: Annotated[Deadband, BeforeValidator(_parse_deadband)] = Deadband()
+    deadband: Annotated[Deadband, BeforeValidator(parse_deadband)] = Deadband()
     max_silence: Duration | None = None
 
     @model_validator(mode="after")
@@ -211,9 +220,8 @@ class BoardConfig(_Model):
             raise ValueError(
                 f"safe_timeout: {self.safe_timeout:g}s is less than two heartbeats ({self.heartbeat:g}s)"
             )
-        from picogate.pico._derive import derive  # here: it imports this module
-
-        derive(self)  # what would be pushed: the planner's limits, the board's 16 KB
+        # What would be pushed (the planner's limits, the board's 16 KB) is checked once the file is
+        # valid: the plug-in's `after_load` (pico/_attach.py).
         return self
 
     @field_validator("io")
@@ -299,4 +307,21 @@ def _check_pins(defn: Board, p: IoPoint) -> None:
         raise ValueError(msg if msg.startswith(("sda:", "scl:")) else f"pin: {msg}") from None
 
 
-__all__ += ["BOARD_NAMES", "TWO_VALUES"]
+def _board_devices(boards: list[BoardConfig]) -> Iterator[tuple[str, str]]:
+    """A board's own device and the Modbus devices behind it share the gateway's device names."""
+    for i, b in enumerate(boards):
+        yield f"boards[{i}].name", b.name
+        for j, bus in enumerate(b.modbus):
+            for k, d in enumerate(bus.devices):
+                yield f"boards[{i}].modbus[{j}].devices[{k}].name", d.name
+
+
+SECTION = Section(
+    "boards",
+    list[BoardConfig],
+    default_factory=list,
+    doc="Pico boards (pico/_config.py).",
+    devices=_board_devices,
+)
+
+__all__ += ["BOARD_NAMES", "SECTION", "TWO_VALUES"]

@@ -16,7 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
 
-from picogate.config._base import PositiveDuration, _Model, parse_duration
+from picogate.config import PositiveDuration, Section, parse_duration
+from picogate.config import StrictModel as _Model
 
 
 class RulesSection(_Model):
@@ -53,3 +54,6 @@ class RulesSection(_Model):
         if not value or "/" in value or value.strip() != value:
             raise ValueError(f"must be a file-name pattern such as '*.rules', not {value!r}")
         return value
+
+
+SECTION = Section("rules", RulesSection | None, default=None, doc="Rule files (rules/_config.py).")
