@@ -170,3 +170,13 @@ def test_a_thermostat_cycle_is_not_chattering() -> None:
     (rule,) = [r.id for r in h.ruleset.rules]
     assert h.state(rule)["fired"] == 10
     assert h.state(rule)["chattering"] is False
+
+
+def test_a_value_excluded_by_not_equal_leaves_room_below() -> None:
+    """`level != 0 AND level < 1` holds for 0.5 (and -1): found by the property test above, when
+    the analysis only looked above the excluded value."""
+    rs = compile_rules(
+        {"t.rules": 'ON door.open CLEAR NOT (tank.level == 0 OR NOT tank.level < 1) THEN log("x")'}, POINTS
+    )
+    (w,) = rs.warnings
+    assert "door.open = true" in w.message

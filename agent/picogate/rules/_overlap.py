@@ -465,7 +465,12 @@ def _pick(
         candidates += [float(math.ceil(hi) - 1), hi - 1.0, hi]
     else:
         candidates += [0.0, 1.0, -1.0]
-    candidates += [c + d for c in candidates[:1] for d in range(1, len(excluded) + 2)]
+    # Values next to the first candidate, on both sides (whole and half steps), for when the
+    # excluded values (`!=`) took the first ones: `x != 0 AND x < 1` has no room above 0 but below.
+    steps = [float(d) for d in range(1, len(excluded) + 2)] + [
+        d / 2 for d in range(1, 2 * len(excluded) + 3, 2)
+    ]
+    candidates += [c + sign * d for c in candidates[:1] for d in steps for sign in (1.0, -1.0)]
 
     def inside(v: float) -> bool:
         if whole and not v.is_integer():
