@@ -124,8 +124,16 @@ async def test_firmware_killed_and_restarted_mid_stream_resyncs(
             await eventually(lambda: state(gw) is DeviceState.ONLINE, 30, "online")
             pico = pico_of(gw)
             sessions = pico.stats.sessions
+            # Every state the device goes through (the registry's events): offline and online again
+            # can follow each other faster than a test polls the state.
+            seen: list[DeviceState | None] = []
+            gw.registry.subscribe(
+                lambda ev: (
+                    seen.append(state(gw)) if ev.kind == "device_state" and ev.device == "line1" else None
+                )
+            )
             board.kill()
-            await eventually(lambda: state(gw) is DeviceState.OFFLINE, 15, "offline after the crash")
+            await eventually(lambda: DeviceState.OFFLINE in seen, 15, "offline after the crash")
             bad = [m.json() for m in rec.on(f"{ROOT}/data/line1/level")]
             await eventually(
                 lambda: any(m.json()["q"] == "bad" for m in rec.on(f"{ROOT}/data/line1/level")), 10, "bad"
