@@ -4,6 +4,7 @@ the codec gives, for every register value and byte order; anything else goes thr
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import pytest
@@ -64,3 +65,32 @@ def test_a_register_that_is_not_a_register_is_bad() -> None:
         ("u", None, Quality.BAD),
         ("s", None, Quality.BAD),
     ]
+
+
+async def test_poll_0_polls_again_as_soon_as_the_reply_came() -> None:
+    """`poll: 0` means as fast as the device answers: after a poll the next one is due at once,
+    not on a grid (a 1 ms grid caps a device at 1,000 polls a second, and any jitter loses turns)."""
+    cfg = ModbusTcpDevice.model_validate(
+        {"name": "d", "type": "modbus_tcp", "host": "127.0.0.1", "poll": 0, "points": POINTS[:2]}
+    )
+    line = ModbusLine([cfg], registry=PointRegistry(), emit=_nothing, status_changed=_nothing)
+
+    class Link:
+        timeout = 1.0
+
+        async def read(self, unit: int, table: Any, start: int, count: int) -> list[int]:
+            return [1] * count
+
+    line.link = Link()  # type: ignore[assignment]
+    dev = line.devices["d"]
+    (group,) = dev.groups
+    assert group.interval == 0
+    for _ in range(3):
+        await line._poll(dev, group)
+        assert group.next_due <= time.monotonic()
+    assert line.stats.polls == 3
+
+
+def test_poll_below_0_is_refused() -> None:
+    with pytest.raises(ValueError, match="poll"):
+        ModbusTcpDevice.model_validate({"name": "d", "type": "modbus_tcp", "host": "127.0.0.1", "poll": -1})

@@ -22,8 +22,12 @@ from picogate.config import (
     StrictModel,
     UnitId,
     parse_deadband,
+    parse_duration,
 )
 from picogate.modbus._codec import ByteOrder, Encoding, Table
+
+PollInterval = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+"""A poll interval: a duration, or 0 for "as fast as the device answers"."""
 
 _Model = StrictModel
 
@@ -169,7 +173,9 @@ class _DeviceBase(_Model):
     fc22: bool = False
     """The device supports Mask Write Register (FC 22) for bit writes."""
     byte_order: ByteOrder = ByteOrder.ABCD
-    poll: PositiveDuration = 1.0
+    poll: PollInterval = 1.0
+    """Poll interval; `0`: as fast as the device answers (the next request as soon as the reply
+    came, still one at a time on its line)."""
     max_silence: Duration = 0.0
     """Re-publish unchanged values after this long (0: never; deadband 0 publishes every change)."""
     points: list[PointConfig] = Field(default_factory=list)

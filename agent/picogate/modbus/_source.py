@@ -399,14 +399,14 @@ class ModbusLine:
         reason = str(failure) if failure else "no reply"
         if not dev.offline and dev.failures >= cfg.offline_after:
             dev.offline = True
-            dev.backoff = min(cfg.poll, cfg.backoff_max)
+            dev.backoff = min(cfg.poll or 1.0, cfg.backoff_max)  # poll 0: from 1 s
             log.warning("device %s offline after %d failed polls: %s", cfg.name, dev.failures, reason)
             ts = self._now_ns()
             await self._set_state(dev, DeviceState.OFFLINE, reason, ts)
             bad = [Reading(cfg.name, p, None, ts, Quality.BAD, info.unit) for p, info in dev.infos.items()]
             await self._emit(bad)
         elif dev.offline:
-            dev.backoff = min(max(dev.backoff * 2, cfg.poll), cfg.backoff_max)
+            dev.backoff = min(max(dev.backoff * 2, cfg.poll or 1.0), cfg.backoff_max)
         if dev.offline:
             dev.retry_at = time.monotonic() + dev.backoff
         # RTU: a unit that timed out may still answer until its late-reply window ends, and is
