@@ -260,10 +260,10 @@ def test_merge_keys_and_x_keys() -> None:
 
 
 def test_errors_in_merged_values_point_at_the_anchor() -> None:
-    text = "x-tcp: &tcp\n  type: modbus_tcp\n  host: h\n  poll: 0\ndevices:\n  - {<<: *tcp, name: a}\n"
+    text = "x-tcp: &tcp\n  type: modbus_tcp\n  host: h\n  timeout: 0\ndevices:\n  - {<<: *tcp, name: a}\n"
     with pytest.raises(ConfigError) as exc:
         parse_config(text)
-    assert issues_of(exc) == ["<string>:4:9: devices[0].poll: must be > 0s"]
+    assert issues_of(exc) == ["<string>:4:12: devices[0].timeout: must be > 0s"]
 
 
 _IO = "devices:\n  - name: io\n    type: modbus_tcp\n    host: h\n    unit_id: 010\n    points:\n"
