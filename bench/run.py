@@ -217,7 +217,9 @@ def steady(env: Env, warmup: float, duration: float) -> dict[str, Any]:
     rss = [s.rss_mb for s in samples]
     depths = [s.depth for s in samples if s.depth is not None]
     depth_t = [s.t - a.t for s in samples if s.depth is not None]
-    offered = env.devices * B.POINTS_PER_DEVICE / env.poll if env.poll else None  # poll 0: as fast as it answers
+    offered = (
+        env.devices * B.POINTS_PER_DEVICE / env.poll if env.poll else None
+    )  # poll 0: as fast as it answers
     out: dict[str, Any] = {
         "warmup_s": warmup,
         "window_s": round(wall, 2),
