@@ -2,13 +2,16 @@
 (127.0.0.1:9108 by default), that the gateway owns and the parts fill with their own routes.
 
     http = HttpServer(host="127.0.0.1", port=9108)
-    http.app.router.add_get("/metrics", serve_metrics)   # before start(): each part adds its own
+    http.add_routes([web.get("/metrics", serve_metrics)])   # before start(): each part adds its own
+    http.add_middleware(authenticate)                       # optional: runs inside the bounds below
+    http.ssl = ssl_context                                  # optional: serve HTTPS
     await http.start()
     ...
     await http.close()
 
-Today it serves `/metrics` and `/healthz` (`picogate._metrics`); it is the server that a local API
-(devices, points, rules, writes) and an operator console (authentication, TLS, pages) extend.
+It serves `/metrics` and `/healthz` (`picogate._metrics`) and the local API (`/api/v1/…`,
+`picogate.api`); an operator console adds its pages, its authentication (a middleware) and TLS
+(`ssl`) to the same application through these three seams, without touching the others' routes.
 
 Requests are bounded, and whatever arrives gets a clear answer, never an unhandled exception in
 the log:
@@ -36,12 +39,14 @@ import asyncio
 import collections
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.typedefs import Middleware
 
 from picogate._metrics import counter
 
@@ -159,6 +164,8 @@ class HttpServer:
         self.app = app if app is not None else new_app()
         self.refused: collections.Counter[int] = collections.Counter()
         """Requests refused before they reached a route, by status (414, 431, 400, …)."""
+        self.ssl: ssl.SSLContext | None = None
+        """Set before `start()` to serve HTTPS with this context (a server certificate and key)."""
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
 
@@ -169,7 +176,17 @@ class HttpServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.ssl is not None else 'http'}://{host}:{self.port}"
+
+    def add_routes(self, routes: Iterable[web.AbstractRouteDef]) -> None:
+        """Add routes (before `start()`); a path another part already serves is an error."""
+        self.app.add_routes(routes)
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Add an aiohttp middleware (before `start()`), e.g. authentication.  It runs inside the
+        server's own bounds and error handling (a body too large is refused before it; what it
+        raises is answered like what a route raises), around every route, in the order added."""
+        self.app.middlewares.append(middleware)
 
     async def start(self) -> None:
         """Listen; raises OSError (address in use, …)."""
@@ -193,7 +210,9 @@ class HttpServer:
             return protocol
 
         try:
-            self._server = await loop.create_server(connection, self.host, self.port, reuse_address=True)
+            self._server = await loop.create_server(
+                connection, self.host, self.port, reuse_address=True, ssl=self.ssl
+            )
         except BaseException:
             await runner.cleanup()
             raise
