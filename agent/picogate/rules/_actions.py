@@ -19,6 +19,7 @@ from picogate._clock import epoch_ms
 from picogate._model import Reading
 from picogate._outbox import Envelope
 from picogate._router import ErrorCode, WriteRequest, WriteResult, brief
+from picogate.rules._alerts import AlertBook
 from picogate.rules._config import RulesSection
 from picogate.rules._engine import RuleEngine
 
@@ -39,6 +40,7 @@ class Service(Protocol):
     config: RulesSection
     stats: RuleStats
     engine: RuleEngine
+    alerts: AlertBook
 
     def refuse_topic(self, topic: str) -> str: ...
 
@@ -100,6 +102,7 @@ class LiveActions:
     def alert(self, rule: str, severity: str, message: str, state: str, ts: int) -> None:
         live = self._live
         live.stats.alerts += 1
+        live.alerts.record(rule, severity, message, state, ts)
         level = logging.INFO if state == "cleared" else logging.WARNING
         log.log(level, "alert %s: rule %s [%s]: %s", state, rule, severity, message)
         messages = live.host.messages

@@ -22,6 +22,25 @@ from picogate.rules._ruleset import RuleInfo, RuleSet
 _LET_TYPES = {NUM: PointType.FLOAT64, BOOL: PointType.BOOL, STR: PointType.STRING, ANY: PointType.FLOAT64}
 
 
+RULE_TEXT_MAX = 2000
+"""Characters of a rule's text kept in its RuleInfo (the API and `picogate watch` show it)."""
+
+
+def _written(files: Mapping[str, str], starts: Mapping[str, list[int]], st: A.Rule | A.Let) -> str:
+    """The statement as written: its lines, up to the next statement of its file, without the
+    blank and comment lines that follow it."""
+    text = files.get(st.file, "")
+    if len(text) > MAX_FILE_BYTES:
+        return ""
+    lines = text.split("\n")
+    after = [n for n in starts.get(st.file, []) if n > st.pos.line]
+    own = lines[st.pos.line - 1 : (after[0] - 1) if after else len(lines)]
+    while own and (not own[-1].strip() or own[-1].lstrip().startswith("#")):
+        own.pop()
+    written = "\n".join(line.rstrip() for line in own)
+    return written if len(written) <= RULE_TEXT_MAX else written[:RULE_TEXT_MAX] + "..."
+
+
 def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -214,6 +233,11 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
     if errors:
         raise RuleErrors(errors, warnings)
 
+    starts: dict[str, list[int]] = {}
+    for st in every:
+        starts.setdefault(st.file, []).append(st.pos.line)
+    for lines in starts.values():
+        lines.sort()
     g = Gen()
     rules_plan: list[dict[str, object]] = []
     infos_out: list[RuleInfo] = []
@@ -257,7 +281,7 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
             "clear": isinstance(st, A.Rule) and st.clear is not None,
         }
         rules_plan.append(plan)
-        infos_out.append(RuleInfo(rid, kind, st.file, st.pos.line, th, keys))
+        infos_out.append(RuleInfo(rid, kind, st.file, st.pos.line, th, keys, _written(files, starts, st)))
     # handlers: for each point, the LETs (in dependency order) then the rules it triggers
     by_point: dict[int, tuple[list[int], list[int]]] = {}
     for j, rp in enumerate(rules_plan):

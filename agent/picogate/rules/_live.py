@@ -45,6 +45,7 @@ from picogate._model import Reading
 from picogate._registry import RegistryEvent
 from picogate._router import WriteRequest
 from picogate.rules._actions import LiveActions, RuleProcessor, RuleStats
+from picogate.rules._alerts import AlertBook
 from picogate.rules._compiler import CompilerError, CompilerWorker
 from picogate.rules._config import RulesSection
 from picogate.rules._engine import RuleEngine
@@ -99,6 +100,8 @@ class LiveRules:
         self.config = config
         self.directory = config.dir.absolute()  # not resolve(): a symlink swapped by a deploy is followed
         self.stats = RuleStats()
+        self.alerts = AlertBook()
+        """The active alerts and the last alert events (the local API, `picogate watch`)."""
         self.actions = LiveActions(self)
         self.engine = RuleEngine(self.actions)
         self.processor = RuleProcessor(self)
@@ -307,6 +310,7 @@ class LiveRules:
         self.stats.last_swap_s = swap_s
         self.stats.reloads_ok += 1
         self.loaded, self.loaded_ts, self.loaded_digest = ruleset, now, outcome.digest
+        self.alerts.retain(r.id for r in ruleset.rules)
         self.attempt = _Attempt(now, True, [], outcome.files, outcome.digest)
         log.info(
             "rules: loaded version %s: %d rules from %d files (compiled in %.0f ms, loaded in %.0f ms)",

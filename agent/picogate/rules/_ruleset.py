@@ -19,6 +19,7 @@ class RuleInfo:
     line: int
     text_hash: str  # hash of the normalized text: unchanged => state kept across a reload
     points: tuple[str, ...]  # device.point keys it references
+    text: str = ""  # the rule as written in its file (its lines, without trailing comments and blanks)
 
 
 @dataclass(slots=True)
