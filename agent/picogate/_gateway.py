@@ -30,7 +30,9 @@ from picogate._plugins import PLUGINS
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
 from picogate._router import CommandRouter, RateLimit, WritePolicy, WriteRequest, WriteResult
 from picogate._sink import RunningSink
+from picogate.api import Api
 from picogate.config import CommandsSection, CoreConfig
+from picogate.rules import live_rules
 
 log = logging.getLogger("picogate")
 
@@ -76,8 +78,11 @@ class Gateway:
         self.drain_timeout = drain_timeout
         self._stop = asyncio.Event()
         self._parts: _Parts | None = None
-        self.http = HttpServer(host=config.metrics.host, port=config.metrics.port, name="metrics and health")
-        """The local HTTP server (on the `metrics` address, when enabled): parts add routes in attach."""
+        self.http = HttpServer(host=config.metrics.host, port=config.metrics.port, name="local API")
+        """The local HTTP server (on the `metrics` address, when enabled): metrics, health, the
+        local API; parts add routes in attach, a console its routes, middleware and TLS before
+        `run()` (picogate._http)."""
+        self._api: Api | None = None
         self.started_ns = time.time_ns()
         self.ready = asyncio.Event()
         self.plugins = {p.name: p for p in plugins}
@@ -102,6 +107,12 @@ class Gateway:
     @property
     def pipeline(self) -> Pipeline:
         return self.parts.pipeline
+
+    @property
+    def api(self) -> Api:
+        """The local API (`/api/v1/…`): its JSON model, and who may write through it."""
+        assert self._api is not None, "gateway not started"
+        return self._api
 
     @property
     def components(self) -> list[Component]:
@@ -158,6 +169,17 @@ class Gateway:
             await self._attach(plugin, cfg.section(plugin.section.key))
 
         router.observe(self._observe_write)
+        self._api = Api(
+            gateway_id=cfg.gateway.id,
+            started_ns=self.started_ns,
+            registry=registry,
+            pipeline=pipeline,
+            router=router,
+            rules=lambda: live_rules(self),
+            status=self.status,
+            health=self.health,
+        )
+        self.http.add_routes(self._api.routes())
         clock.listeners.append(lambda _synced: parts.shared.status_changed())
         outbox.listeners.append(parts.shared.status_changed)  # commits failing or back, messages parked
         metrics.add_collector(self._collect)
