@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import marshal
 import re
@@ -26,15 +27,14 @@ RULE_TEXT_MAX = 2000
 """Characters of a rule's text kept in its RuleInfo (the API and `picogate watch` show it)."""
 
 
-def _written(files: Mapping[str, str], starts: Mapping[str, list[int]], st: A.Rule | A.Let) -> str:
-    """The statement as written: its lines, up to the next statement of its file, without the
-    blank and comment lines that follow it."""
-    text = files.get(st.file, "")
-    if len(text) > MAX_FILE_BYTES:
-        return ""
-    lines = text.split("\n")
-    after = [n for n in starts.get(st.file, []) if n > st.pos.line]
-    own = lines[st.pos.line - 1 : (after[0] - 1) if after else len(lines)]
+def _written(lines: Mapping[str, list[str]], starts: Mapping[str, list[int]], st: A.Rule | A.Let) -> str:
+    """The statement as written: its lines (`lines`: each file's, split once), up to the next
+    statement of its file (`starts`: the first lines of its statements, sorted), without the blank
+    and comment lines that follow it."""
+    src = lines.get(st.file, [])
+    first = starts.get(st.file, [])
+    i = bisect.bisect_right(first, st.pos.line)
+    own = src[st.pos.line - 1 : first[i] - 1 if i < len(first) else len(src)]
     while own and (not own[-1].strip() or own[-1].lstrip().startswith("#")):
         own.pop()
     written = "\n".join(line.rstrip() for line in own)
@@ -236,8 +236,9 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
     starts: dict[str, list[int]] = {}
     for st in every:
         starts.setdefault(st.file, []).append(st.pos.line)
-    for lines in starts.values():
-        lines.sort()
+    for first_lines in starts.values():
+        first_lines.sort()
+    texts = {f: files[f].split("\n") for f in starts if f in files and len(files[f]) <= MAX_FILE_BYTES}
     g = Gen()
     rules_plan: list[dict[str, object]] = []
     infos_out: list[RuleInfo] = []
@@ -281,7 +282,7 @@ def compile_rules(files: Mapping[str, str], points: Iterable[PointInfo] | None) 
             "clear": isinstance(st, A.Rule) and st.clear is not None,
         }
         rules_plan.append(plan)
-        infos_out.append(RuleInfo(rid, kind, st.file, st.pos.line, th, keys, _written(files, starts, st)))
+        infos_out.append(RuleInfo(rid, kind, st.file, st.pos.line, th, keys, _written(texts, starts, st)))
     # handlers: for each point, the LETs (in dependency order) then the rules it triggers
     by_point: dict[int, tuple[list[int], list[int]]] = {}
     for j, rp in enumerate(rules_plan):
