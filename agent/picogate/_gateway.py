@@ -179,7 +179,7 @@ class Gateway:
             status=self.status,
             health=self.health,
         )
-        self.http.add_routes(self._api.routes())
+        self._api.add_to(self.http)
         clock.listeners.append(lambda _synced: parts.shared.status_changed())
         outbox.listeners.append(parts.shared.status_changed)  # commits failing or back, messages parked
         metrics.add_collector(self._collect)

@@ -483,3 +483,91 @@ async def test_the_docs_examples_are_what_the_api_answers(plant: tuple[Any, Gate
         status, real_answer = await post(http, url, {**write, "id": "doc"})
         assert status == 200, real_answer
         same_fields(answer, real_answer, "write")
+
+
+# --------------------------------------------------------------------------- live updates
+
+
+async def next_event(stream: aiohttp.ClientResponse, within: float = 10.0) -> tuple[str, Any]:
+    """The next server-sent event (name, JSON data); keep-alive comments are skipped."""
+    name, data = "", b""
+    async with asyncio.timeout(within):
+        while True:
+            line = await stream.content.readline()
+            if not line:
+                raise EOFError("the stream ended")
+            line = line.rstrip(b"\n")
+            if line.startswith(b"event: "):
+                name = line[7:].decode()
+            elif line.startswith(b"data: "):
+                data = line[6:]
+            elif not line and name:
+                return name, json.loads(data)
+
+
+async def event_where(
+    stream: aiohttp.ClientResponse, name: str, pred: Callable[[Any], bool], within: float = 10.0
+) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        got, data = await next_event(stream, max(0.1, deadline - time.monotonic()))
+        if got == name and pred(data):
+            return data
+
+
+async def test_live_updates_send_what_changed(plant: tuple[Any, Gateway, str]) -> None:
+    dev, gw, url = plant
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}{API}/events?interval=0.25") as stream:
+            assert stream.status == 200
+            assert stream.headers["Content-Type"] == "text/event-stream"
+            name, snapshot = await next_event(stream)
+            assert name == "snapshot"
+            assert set(snapshot) == {"gateway", "status", "devices", "rules", "alerts", "writes"}
+            assert snapshot["devices"][0]["name"] == "boiler"
+
+            dev.set_holding(1, 0, 55)
+            points = await event_where(stream, "points", lambda b: any(p["value"] == 55 for p in b["points"]))
+            assert [p["key"] for p in points["points"]] == ["boiler.temp"]  # only what changed
+            assert gw.api.streams.open == 1
+
+            dev.set_holding(1, 0, 90)
+            seen: dict[str, Any] = {}
+            wanted = {
+                "alerts": lambda b: len(b["active"]) == 2,
+                "rules": lambda b: any(r["state"] == "active" for r in b["rules"]),
+                "writes": lambda b: bool(b["writes"]),
+            }
+            while set(seen) != set(wanted):
+                name, data = await next_event(stream)
+                if name in wanted and wanted[name](data):
+                    seen[name] = data
+            assert seen["writes"]["writes"][0]["origin"] == "rule:overheat"
+
+            dev.set_silent(1)
+            devices = await event_where(stream, "devices", lambda b: b["devices"][0]["state"] == "offline")
+            assert devices["devices"][0]["name"] == "boiler"
+
+        # Bad requests get a clear answer.
+        status, body = await get(http, f"{url}{API}/events?interval=soon")
+        assert (status, body["code"]) == (400, "bad_request")
+        status, body = await get(http, f"{url}{API}/events?devices=boiler,kettle")
+        assert (status, body["code"]) == (404, "unknown_device")
+        assert "kettle" in body["error"]
+
+
+async def test_a_stream_ends_when_the_gateway_stops(
+    mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
+) -> None:
+    dev = await modbus_tcp_server({1: {"hr": [20, 50], "co": [True]}})
+    port = free_port()
+    async with aiohttp.ClientSession() as http:
+        async with gateway(config(tmp_path, mosquitto.port, dev.port, port)) as gw:
+            stream = await http.get(f"http://127.0.0.1:{port}{API}/events?devices=boiler")
+            assert (await next_event(stream))[0] == "snapshot"
+            assert gw.api.streams.open == 1
+        # The gateway stopped and closed its server: the stream ended (not cut after a grace time).
+        assert gw.api.streams.open == 0
+        with pytest.raises((EOFError, aiohttp.ClientPayloadError)):
+            await event_where(stream, "never", lambda b: False, within=5)
+        stream.release()

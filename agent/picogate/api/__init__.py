@@ -13,8 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from picogate.api._cli import add_commands
-    from picogate.api._model import WriteLog, alerts_json, device_json, point_json, rules_json, write_json
-    from picogate.api._server import API_PREFIX, STATUS_OF_CODE, Api, is_loopback, json_error, json_response
+    from picogate.api._model import (
+        WriteLog,
+        alerts_json,
+        device_json,
+        json_error,
+        json_response,
+        point_json,
+        rules_json,
+        write_json,
+    )
+    from picogate.api._server import API_PREFIX, STATUS_OF_CODE, Api, is_loopback
 
 _WHERE = {
     "add_commands": "_cli",
@@ -28,8 +37,8 @@ _WHERE = {
     "STATUS_OF_CODE": "_server",
     "Api": "_server",
     "is_loopback": "_server",
-    "json_error": "_server",
-    "json_response": "_server",
+    "json_error": "_model",
+    "json_response": "_model",
 }
 
 

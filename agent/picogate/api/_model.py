@@ -1,4 +1,5 @@
-"""The local API's JSON model (docs/api.md): plain dicts built from the gateway's own state, no I/O.
+"""The local API's JSON model (docs/api.md): plain dicts built from the gateway's own state, no I/O,
+and the shape of its answers (`json_response`, `json_error`).
 
 Every time is milliseconds since the Unix epoch (as on MQTT), or null.  The model only grows:
 fields are added, never renamed or removed, so that `picogate watch`, the operator console and
@@ -12,6 +13,9 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import orjson
+from aiohttp import web
+
 from picogate._clock import epoch_ms
 from picogate._model import PointInfo, Reading
 from picogate._registry import DeviceStatus
@@ -19,6 +23,16 @@ from picogate._router import WriteRequest, WriteResult, clip
 
 if TYPE_CHECKING:
     from picogate.rules import LiveRules
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body) + b"\n", status=status, content_type="application/json")
+
+
+def json_error(status: int, code: str, error: str) -> web.Response:
+    """`{"error": "<what to do>", "code": "<stable code>"}`."""
+    return json_response({"error": error, "code": code}, status)
+
 
 MAX_WRITES = 100
 """Writes kept for `GET /api/v1/writes`, the newest last."""
@@ -71,12 +85,20 @@ class WriteLog:
 
     def __init__(self, size: int = MAX_WRITES) -> None:
         self._writes: deque[dict[str, Any]] = deque(maxlen=size)
+        self.total = 0
+        """Writes seen since the start."""
 
     def __call__(self, request: WriteRequest, result: WriteResult, seconds: float) -> None:
         self._writes.append(write_json(request, result, seconds, ts=time.time_ns()))
+        self.total += 1
 
     def writes(self) -> list[dict[str, Any]]:
         return list(self._writes)
+
+    def since(self, total: int) -> list[dict[str, Any]]:
+        """The writes after the first `total` (those still kept)."""
+        n = self.total - total
+        return list(self._writes)[-n:] if n > 0 else []
 
 
 def write_json(request: WriteRequest, result: WriteResult, seconds: float, *, ts: int) -> dict[str, Any]:

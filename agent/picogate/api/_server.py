@@ -23,13 +23,17 @@ import orjson
 from aiohttp import web
 
 from picogate import __version__
+from picogate._http import HttpServer
 from picogate._pipeline import Pipeline
 from picogate._registry import PointRegistry
 from picogate._router import CommandRouter, ErrorCode, WriteRequest, WriteResult, clip
+from picogate.api._events import Streams
 from picogate.api._model import (
     WriteLog,
     alerts_json,
     device_json,
+    json_error,
+    json_response,
     point_json,
     rules_json,
     write_json,
@@ -61,15 +65,6 @@ STATUS_OF_CODE: dict[ErrorCode, int] = {
 """The HTTP status of a write's answer, by the router's result code (the body carries the code)."""
 
 _WRITE_FIELDS = ("device", "point", "value", "id")
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body) + b"\n", status=status, content_type="application/json")
-
-
-def json_error(status: int, code: str, error: str) -> web.Response:
-    """`{"error": "<what to do>", "code": "<stable code>"}`."""
-    return json_response({"error": error, "code": code}, status)
 
 
 def loopback_only(request: web.Request) -> str | None:
@@ -133,6 +128,13 @@ class Api:
         """Writes through the API in progress (at most `commands.max_pending`: beyond, busy)."""
         self.refused_writers = 0
         """Writes refused by `may_write`."""
+        self.streams = Streams(self)
+        """The open live streams (`GET /api/v1/events`)."""
+
+    def add_to(self, http: HttpServer) -> None:
+        """Serve the API on `http` (before it starts); its live streams end when it closes."""
+        http.add_routes(self.routes())
+        http.app.on_shutdown.append(self.streams.on_shutdown)
 
     def routes(self) -> list[web.RouteDef]:
         p = API_PREFIX
@@ -140,6 +142,7 @@ class Api:
             web.get(p, self._index),
             web.get(f"{p}/snapshot", self._snapshot),
             web.get(f"{p}/status", self._status),
+            web.get(f"{p}/events", self.streams.handle),
             web.get(f"{p}/devices", self._devices),
             web.get(f"{p}/devices/{{device}}", self._device),
             web.get(f"{p}/points", self._points),
@@ -176,6 +179,9 @@ class Api:
 
     def status_json(self) -> dict[str, Any]:
         return {**self.status(), "health": self.health()}
+
+    def alerts_json(self) -> dict[str, Any]:
+        return alerts_json(self.rules())
 
     def snapshot_json(self) -> dict[str, Any]:
         """Everything `picogate watch` shows, in one answer."""
