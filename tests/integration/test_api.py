@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import re
 import ssl
 import sys
@@ -571,3 +572,47 @@ async def test_a_stream_ends_when_the_gateway_stops(
         with pytest.raises((EOFError, aiohttp.ClientPayloadError)):
             await event_where(stream, "never", lambda b: False, within=5)
         stream.release()
+
+
+async def test_whatever_is_posted_gets_a_json_answer_and_writes_nothing_it_should_not(
+    plant: tuple[Any, Gateway, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    dev, _gw, url = plant
+    rng = random.Random(17)
+    leaves: list[Any] = [
+        None,
+        True,
+        0,
+        -1,
+        2**70,
+        1e308,
+        "",
+        "boiler",
+        "setpoint",
+        "x" * 300,
+        "é\u0000",
+        [],
+        {},
+    ]
+    keys = ["device", "point", "value", "id", "v", ""]
+
+    def anything(depth: int = 0) -> Any:
+        pick = rng.random()
+        if depth > 3 or pick < 0.5:
+            return rng.choice(leaves)
+        if pick < 0.75:
+            return [anything(depth + 1) for _ in range(rng.randint(0, 3))]
+        return {rng.choice(keys): anything(depth + 1) for _ in range(rng.randint(0, 4))}
+
+    bodies: list[Any] = [anything() for _ in range(150)]
+    bodies += [b"", b"\xff\xfe", b"[" * 5000, b'{"device": "boiler", "point": "setpoint", "value": NaN}']
+    async with aiohttp.ClientSession() as http:
+        for body in bodies:
+            status, answer = await post(http, url, body)
+            assert 400 <= status < 500, (body, answer)
+            assert isinstance(answer, dict), answer
+            assert answer["code"] in {"bad_request", "unknown_point", "bad_type", "out_of_range", "read_only"}
+            assert answer["ok"] is False
+            assert answer["error"]
+    assert dev.get_holding(1, 1) == [50]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

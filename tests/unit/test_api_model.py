@@ -291,3 +291,20 @@ def test_rule_label() -> None:
     assert rule_label(
         {"name": None, "id": "anon-1", "file": "a.rules", "line": 4, "text": 'ON a.b > 1 THEN log("x")'}
     ) == ('a.rules:4 ON a.b > 1 THEN log("x")')
+
+
+def test_every_write_code_has_an_http_status_and_is_in_the_docs() -> None:
+    from pathlib import Path
+
+    from picogate._router import ErrorCode
+    from picogate.api import STATUS_OF_CODE
+
+    assert set(STATUS_OF_CODE) == set(ErrorCode)
+    assert STATUS_OF_CODE[ErrorCode.OK] == 200
+    assert all(400 <= s < 600 for c, s in STATUS_OF_CODE.items() if c is not ErrorCode.OK)
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
+    table = doc.split("The HTTP status follows the code:", 1)[1].split("\n\n", 2)[1]
+    for code, status in STATUS_OF_CODE.items():
+        row = next((line for line in table.splitlines() if f"`{code.value}`" in line), None)
+        assert row is not None, f"docs/api.md does not give the HTTP status of {code.value}"
+        assert f"| {status}" in row, row
