@@ -616,3 +616,25 @@ async def test_whatever_is_posted_gets_a_json_answer_and_writes_nothing_it_shoul
             assert answer["error"]
     assert dev.get_holding(1, 1) == [50]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_picogate_write_never_says_not_written_when_the_request_may_have_arrived(
+    tmp_path: Path,
+) -> None:
+    """A gateway that takes the request and closes the connection without an answer (it died, it
+    was restarted): the write may have been applied, so `picogate write` must not say that no
+    gateway answered (exit 3, "nothing happened")."""
+
+    async def take_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(take_and_close, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        code, _out, err = await picogate(
+            "write", "boiler.setpoint", "70", "--url", f"http://127.0.0.1:{port}"
+        )
+    assert code == 1, err
+    assert "the write may or may not have been applied" in err
+    assert "no gateway answers" not in err

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG = Path("/etc/picogate/gateway.yaml")
 NO_GATEWAY = 3
+WRITE_TIMEOUT = 300.0
+"""Seconds `picogate write` waits for the answer (the router answers by the write's deadline)."""
 
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
 
@@ -126,12 +128,20 @@ def _write(args: argparse.Namespace) -> int:
     if args.id:
         body["id"] = args.id
     try:
-        client = ApiClient(resolve_url(args), timeout=60.0)
+        client = ApiClient(resolve_url(args), timeout=WRITE_TIMEOUT)
         status, answer = client.post("/writes", body)
     except ValueError as exc:
         print(f"picogate write: {exc}", file=sys.stderr)
         return 2
     except GatewayUnreachable as exc:
+        if exc.maybe_sent:  # it may have reached the router: never say "not written"
+            print(
+                f"picogate write: {device}.{point}: the gateway at {exc.url} did not answer ({exc.why}): "
+                "the write may or may not have been applied; its audit line and `picogate watch` "
+                "(last writes) tell",
+                file=sys.stderr,
+            )
+            return 1
         print(f"picogate write: {exc}", file=sys.stderr)
         return NO_GATEWAY
     if not isinstance(answer, dict) or "code" not in answer:

@@ -22,7 +22,7 @@ API = "/api/v1"
 class GatewayUnreachable(PicogateError, ConnectionError):
     """No gateway answers at the address (or what answers is not a Picogate local API)."""
 
-    def __init__(self, url: str, why: str) -> None:
+    def __init__(self, url: str, why: str, *, maybe_sent: bool = False) -> None:
         super().__init__(
             f"no gateway answers at {url} ({why}). Is it running (`picogate run`, or "
             "`systemctl status picogate`)? Its address is metrics.host:metrics.port in its gateway.yaml "
@@ -30,6 +30,10 @@ class GatewayUnreachable(PicogateError, ConnectionError):
             where=url,
         )
         self.url = url
+        self.why = why
+        self.maybe_sent = maybe_sent
+        """The request may have reached the gateway (no answer, the connection lost): a write
+        may or may not have been applied."""
 
 
 def url_of(cfg: CoreConfig) -> str:
@@ -75,13 +79,14 @@ class ApiClient:
             status, data = exc.code, exc.read()
         except (urllib.error.URLError, OSError) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            not_sent = isinstance(reason, ConnectionRefusedError | socket.gaierror)
             if isinstance(reason, ConnectionRefusedError):
                 why = "connection refused"
             elif isinstance(reason, TimeoutError | socket.timeout):
                 why = f"no answer within {self.timeout:g} s"
             else:
-                why = str(reason)
-            raise GatewayUnreachable(self.url, why) from None
+                why = str(reason) or type(reason).__name__
+            raise GatewayUnreachable(self.url, why, maybe_sent=not not_sent) from None
         try:
             return status, json.loads(data)
         except ValueError:
