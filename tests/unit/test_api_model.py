@@ -308,3 +308,33 @@ def test_every_write_code_has_an_http_status_and_is_in_the_docs() -> None:
         row = next((line for line in table.splitlines() if f"`{code.value}`" in line), None)
         assert row is not None, f"docs/api.md does not give the HTTP status of {code.value}"
         assert f"| {status}" in row, row
+
+
+def test_watch_redraws_and_says_when_the_gateway_stops_answering() -> None:
+    from picogate.api._client import GatewayUnreachable
+    from picogate.api._watch import watch
+
+    answers: list[Any] = [
+        snapshot(),
+        snapshot(),
+        GatewayUnreachable("http://127.0.0.1:9108", "connection refused"),
+        KeyboardInterrupt(),
+    ]
+
+    class Client:
+        url = "http://127.0.0.1:9108"
+
+        def get(self, path: str) -> Any:
+            assert path == "/snapshot"
+            answer = answers.pop(0)
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+
+    out = io.StringIO()
+    console = Console(file=out, width=100, height=30, force_terminal=True, color_system=None)
+    assert watch(Client(), interval=0, console=console) == 0  # type: ignore[arg-type]
+    assert answers == []
+    text = out.getvalue()
+    assert "Boiler at 90 °C" in text
+    assert "no gateway answers at http://127.0.0.1:9108 (connection refused); showing the last view" in text
