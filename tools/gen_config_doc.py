@@ -84,7 +84,10 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("GatewayConfig", "gateway"): "This gateway: its id and where it keeps state.",
     ("GatewayConfig", "mqtt"): "The MQTT broker the readings go to and commands come from.",
     ("GatewayConfig", "outbox"): "The store-and-forward queue between the sources and MQTT.",
-    ("GatewayConfig", "metrics"): "The gateway's local HTTP server: Prometheus metrics, health and the local API (docs/api.md).",
+    (
+        "GatewayConfig",
+        "metrics",
+    ): "The gateway's local HTTP server: Prometheus metrics, health and the local API (docs/api.md).",
     ("GatewayConfig", "clock"): "How the system clock is trusted.",
     ("GatewayConfig", "devices"): "The field devices polled over Modbus TCP or RTU.",
     ("GatewayConfig", "boards"): "Raspberry Pi Pico I/O boards; see `boards` and docs/pico.md.",
@@ -187,7 +190,10 @@ MEANINGS: dict[tuple[str, str], str] = {
         "ReconnectSection",
         "max_delay",
     ): "Longest wait: the wait grows (with jitter) from `min_delay` up to this.",
-    ("MetricsSection", "enabled"): "Serve `/metrics`, `/healthz` and the local API `/api/v1` (the local HTTP server).",
+    (
+        "MetricsSection",
+        "enabled",
+    ): "Serve `/metrics`, `/healthz` and the local API `/api/v1` (the local HTTP server).",
     ("MetricsSection", "host"): (
         "Address to listen on: the gateway itself only by default; `0.0.0.0` for every interface "
         "(no authentication: firewall it)."
