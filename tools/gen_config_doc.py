@@ -84,10 +84,7 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("GatewayConfig", "gateway"): "This gateway: its id and where it keeps state.",
     ("GatewayConfig", "mqtt"): "The MQTT broker the readings go to and commands come from.",
     ("GatewayConfig", "outbox"): "The store-and-forward queue between the sources and MQTT.",
-    (
-        "GatewayConfig",
-        "metrics",
-    ): "The gateway's local HTTP server: Prometheus metrics, health and the local API (docs/api.md).",
+    ("GatewayConfig", "metrics"): "The gateway's local HTTP server: metrics, health, the local API.",
     ("GatewayConfig", "clock"): "How the system clock is trusted.",
     ("GatewayConfig", "devices"): "The field devices polled over Modbus TCP or RTU.",
     ("GatewayConfig", "boards"): "Raspberry Pi Pico I/O boards; see `boards` and docs/pico.md.",
