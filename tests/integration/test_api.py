@@ -638,3 +638,18 @@ async def test_picogate_write_never_says_not_written_when_the_request_may_have_a
     assert code == 1, err
     assert "the write may or may not have been applied" in err
     assert "no gateway answers" not in err
+
+
+async def test_a_write_to_a_name_no_point_can_have_is_unknown_point_with_the_name_cut_short(
+    plant: tuple[Any, Gateway, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    _dev, _gw, url = plant
+    caplog.set_level(logging.INFO, logger="picogate.audit")
+    async with aiohttp.ClientSession() as http:
+        for device, point in (("Boiler", "setpoint"), ("boiler", "set point"), ("b" * 5000, "x\ny")):
+            status, body = await post(http, url, {"device": device, "point": point, "value": 1})
+            assert (status, body["code"]) == (404, "unknown_point"), body
+            assert len(body["error"]) < 400
+            assert "lower-case letters" in body["error"]
+    audit = [r for r in caplog.records if r.name == "picogate.audit"]
+    assert all(len(r.getMessage()) < 1000 for r in audit)

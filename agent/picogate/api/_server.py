@@ -24,6 +24,7 @@ from aiohttp import web
 
 from picogate import __version__
 from picogate._http import HttpServer
+from picogate._model import NAME_RE
 from picogate._pipeline import Pipeline
 from picogate._registry import PointRegistry
 from picogate._router import CommandRouter, ErrorCode, WriteRequest, WriteResult, clip
@@ -296,8 +297,8 @@ class Api:
             if isinstance(raw_id, int) and not isinstance(raw_id, bool)
             else ""
         )
-        dev = device if isinstance(device, str) else ""
-        pt = point if isinstance(point, str) else ""
+        dev = clip(device) if isinstance(device, str) else ""
+        pt = clip(point) if isinstance(point, str) else ""
         unknown = sorted(set(body) - set(_WRITE_FIELDS))
         problem = ""
         if unknown:
@@ -316,6 +317,14 @@ class Api:
             )
         limit = self.router.policy.max_pending
         write = WriteRequest(dev, pt, value, origin=origin, request_id=rid, received=received)
+        if not (NAME_RE.match(dev) and NAME_RE.match(pt)):
+            # not a name any point can have (and nothing for the audit line to quote at length)
+            result = self.router.refuse(
+                write,
+                ErrorCode.UNKNOWN_POINT,
+                f"unknown point {dev}.{pt}: names are lower-case letters, digits and _ (GET {API_PREFIX}/points lists them)",
+            )
+            return self._answer(write, result)
         if self.pending >= limit:
             result = self.router.refuse(
                 write,
