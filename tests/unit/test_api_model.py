@@ -338,3 +338,21 @@ def test_watch_redraws_and_says_when_the_gateway_stops_answering() -> None:
     text = out.getvalue()
     assert "Boiler at 90 °C" in text
     assert "no gateway answers at http://127.0.0.1:9108 (connection refused); showing the last view" in text
+
+
+def test_watch_once_prints_all_of_the_view() -> None:
+    from picogate.api._watch import watch
+
+    class Client:
+        url = "http://127.0.0.1:9108"
+
+        def get(self, path: str) -> Any:
+            return snapshot(points=60)
+
+    out = io.StringIO()
+    console = Console(file=out, width=100, height=20, color_system=None)
+    assert watch(Client(), once=True, console=console) == 0  # type: ignore[arg-type]
+    text = out.getvalue()
+    assert "extra56" in text
+    assert "more points" not in text
+    assert "boiler.setpoint = 700" in text

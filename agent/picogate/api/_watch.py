@@ -23,6 +23,9 @@ from rich.text import Text
 if TYPE_CHECKING:
     from picogate.api._client import ApiClient
 
+UNFITTED = 1_000_000
+"""The height of a view printed once: every line of it."""
+
 _STATE = {"online": "green", "offline": "red", "unknown": "yellow"}
 _QUALITY = {"good": "green", "uncertain": "yellow", "bad": "red"}
 _RULE = {"active": "bold red", "idle": "green", "unknown": "yellow", "errored": "bold magenta"}
@@ -287,15 +290,8 @@ def watch(
     console = console or Console()
     snapshot = client.get("/snapshot")
     if once or not console.is_terminal:
-        size = console.size
-        console.print(
-            render(
-                snapshot,
-                url=client.url,
-                width=size.width,
-                height=max(size.height, 40) if not console.is_terminal else size.height,
-            )
-        )
+        # printed once (or into a file, a pipe): all of it, however long
+        console.print(render(snapshot, url=client.url, width=console.size.width, height=UNFITTED))
         return 0
     problem = ""
     try:
