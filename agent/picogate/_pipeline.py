@@ -122,6 +122,11 @@ class ReportFilter:
             if last is not None and last.ts == r.ts and last.value == r.value:
                 del last_map[(r.device, r.point)]
 
+    def published_ts(self, device: str, point: str) -> int | None:
+        """The ts of the point's last published reading (None before the first)."""
+        last = self._last.get((device, point))
+        return None if last is None else last.ts
+
     def forget(self, device: str, point: str | None = None) -> None:
         for key in [k for k in self._last if k[0] == device and (point is None or k[1] == point)]:
             del self._last[key]

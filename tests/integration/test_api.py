@@ -154,6 +154,8 @@ async def test_devices_and_points_with_their_last_values(plant: tuple[Any, Gatew
             "int16",
         )
         assert abs(temp["ts"] - time.time() * 1000) < 10_000
+        assert temp["published"] is not None
+        assert temp["published"] <= temp["ts"]
         assert points["setpoint"]["writable"] is True
         assert (points["setpoint"]["min"], points["setpoint"]["max"]) == (0, 90)
         assert points["burner"]["value"] is True

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 from aiohttp import web
 
-from picogate._model import Reading
+from picogate._model import PointInfo, Reading
 from picogate._pipeline import Pipeline
-from picogate._registry import PointRegistry
-from picogate.api._model import WriteLog, device_json, json_error, point_json, rules_json
+from picogate._registry import DeviceStatus, PointRegistry
+from picogate.api._model import WriteLog, json_error, rules_json
 
 if TYPE_CHECKING:
     from picogate.rules import LiveRules
@@ -57,6 +57,10 @@ class Model(Protocol):
     rules: Callable[[], LiveRules | None]
 
     def snapshot_json(self) -> dict[str, Any]: ...
+
+    def device_of(self, status: DeviceStatus) -> dict[str, Any]: ...
+
+    def point_of(self, info: PointInfo) -> dict[str, Any]: ...
 
     def alerts_json(self) -> dict[str, Any]: ...
 
@@ -148,17 +152,14 @@ class Streams:
                             sent[key] = r
                             info = api.registry.find(*key)
                             if info is not None:
-                                changed.append(point_json(info, r))
+                                changed.append(api.point_of(info))
                     if changed:
                         chunks.append(_event("points", {"points": changed}))
                     moved = []
                     for d in api.registry.devices():
                         if mine(d.name) and states.get(d.name) != (d.state.value, d.reason):
                             states[d.name] = (d.state.value, d.reason)
-                            reg = api.registry
-                            moved.append(
-                                device_json(d, reg.points_of(d.name), latest, reg.device_address(d.name))
-                            )
+                            moved.append(api.device_of(d))
                     if moved:
                         chunks.append(_event("devices", {"devices": moved}))
                     live = api.rules()

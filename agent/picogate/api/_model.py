@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -42,8 +42,9 @@ def _ms(ns: int | None) -> int | None:
     return epoch_ms(ns) if ns else None
 
 
-def point_json(info: PointInfo, reading: Reading | None) -> dict[str, Any]:
-    """A point, its definition and its last reading (value, quality and ts null before the first)."""
+def point_json(info: PointInfo, reading: Reading | None, published: int | None = None) -> dict[str, Any]:
+    """A point, its definition, its last reading (value, quality and ts null before the first) and
+    when a reading of it was last published (`published`, ns)."""
     return {
         "device": info.device,
         "point": info.name,
@@ -58,6 +59,7 @@ def point_json(info: PointInfo, reading: Reading | None) -> dict[str, Any]:
         "value": None if reading is None else reading.value,
         "quality": None if reading is None else reading.quality.value,
         "ts": None if reading is None else _ms(reading.ts),
+        "published": _ms(published),
     }
 
 
@@ -66,6 +68,7 @@ def device_json(
     points: Iterable[PointInfo],
     latest: Mapping[tuple[str, str], Reading],
     address: Mapping[str, Mapping[str, str]] | None,
+    published: Callable[[str, str], int | None] = lambda device, point: None,
 ) -> dict[str, Any]:
     """A device: its state (`unknown` before the first poll, `online`, `offline` with the reason),
     since when, how the gateway reaches it, and its points."""
@@ -76,7 +79,9 @@ def device_json(
         "since": _ms(status.since_ns),
         "origin": status.origin,
         "address": {k: dict(v) for k, v in address.items()} if address else None,
-        "points": [point_json(p, latest.get((p.device, p.name))) for p in points],
+        "points": [
+            point_json(p, latest.get((p.device, p.name)), published(p.device, p.name)) for p in points
+        ],
     }
 
 

@@ -24,9 +24,9 @@ from aiohttp import web
 
 from picogate import __version__
 from picogate._http import HttpServer
-from picogate._model import NAME_RE
+from picogate._model import NAME_RE, PointInfo
 from picogate._pipeline import Pipeline
-from picogate._registry import PointRegistry
+from picogate._registry import DeviceStatus, PointRegistry
 from picogate._router import CommandRouter, ErrorCode, WriteRequest, WriteResult, clip
 from picogate.api._events import Streams
 from picogate.api._model import (
@@ -164,19 +164,27 @@ class Api:
             "uptime_s": round((time.time_ns() - self.started_ns) / 1e9, 1),
         }
 
+    def device_of(self, status: DeviceStatus) -> dict[str, Any]:
+        """One device of the model, with its points."""
+        reg, pipeline = self.registry, self.pipeline
+        return device_json(
+            status,
+            reg.points_of(status.name),
+            pipeline.latest,
+            reg.device_address(status.name),
+            pipeline.filter.published_ts,
+        )
+
+    def point_of(self, info: PointInfo) -> dict[str, Any]:
+        """One point of the model, with its last reading."""
+        key = (info.device, info.name)
+        return point_json(info, self.pipeline.latest.get(key), self.pipeline.filter.published_ts(*key))
+
     def devices_json(self) -> list[dict[str, Any]]:
-        latest, reg = self.pipeline.latest, self.registry
-        return [
-            device_json(d, reg.points_of(d.name), latest, reg.device_address(d.name)) for d in reg.devices()
-        ]
+        return [self.device_of(d) for d in self.registry.devices()]
 
     def points_json(self, device: str | None = None) -> list[dict[str, Any]]:
-        latest = self.pipeline.latest
-        return [
-            point_json(p, latest.get((p.device, p.name)))
-            for p in self.registry
-            if device is None or p.device == device
-        ]
+        return [self.point_of(p) for p in self.registry if device is None or p.device == device]
 
     def status_json(self) -> dict[str, Any]:
         return {**self.status(), "health": self.health()}
@@ -218,9 +226,7 @@ class Api:
         status = self.registry.device(name)
         if status is None:
             return self._no_device(name)
-        reg = self.registry
-        body = device_json(status, reg.points_of(name), self.pipeline.latest, reg.device_address(name))
-        return json_response(body)
+        return json_response(self.device_of(status))
 
     async def _points(self, request: web.Request) -> web.Response:
         device = request.query.get("device")
@@ -238,7 +244,7 @@ class Api:
                 "unknown_point",
                 f"no point {clip(key)}: a point is named device.point (GET {API_PREFIX}/points lists them)",
             )
-        return json_response(point_json(info, self.pipeline.latest.get((device, point))))
+        return json_response(self.point_of(info))
 
     def _no_device(self, name: str) -> web.Response:
         known = ", ".join(d.name for d in self.registry.devices()) or "none"
