@@ -356,3 +356,37 @@ def test_watch_once_prints_all_of_the_view() -> None:
     assert "extra56" in text
     assert "more points" not in text
     assert "boiler.setpoint = 700" in text
+
+
+@pytest.mark.parametrize(
+    ("peer", "local", "allowed"),
+    [
+        ("127.0.0.1", "127.0.0.1", True),
+        ("::1", "::1", True),
+        ("192.168.1.5", "192.168.1.5", True),  # picogate write on the gateway, metrics.host its LAN address
+        ("::ffff:192.168.1.5", "192.168.1.5", True),
+        ("192.168.1.7", "192.168.1.5", False),
+        ("10.0.0.9", "0.0.0.0", False),
+        ("0.0.0.0", "0.0.0.0", False),
+        (None, "192.168.1.5", False),
+        ("192.168.1.7", None, False),
+    ],
+)
+def test_who_may_write_by_default(peer: str | None, local: str | None, allowed: bool) -> None:
+    from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from picogate.api._server import from_this_machine, loopback_only
+
+    assert from_this_machine(peer, local) is allowed
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: {
+        "peername": (peer, 51000) if peer else None,
+        "sockname": (local, 9108) if local else None,
+    }.get(name, default)
+    request = make_mocked_request("POST", "/api/v1/writes", transport=transport)
+    refusal = loopback_only(request)
+    assert (refusal is None) is allowed
+    if not allowed:
+        assert "only from this machine" in str(refusal)

@@ -69,26 +69,44 @@ _WRITE_FIELDS = ("device", "point", "value", "id")
 
 
 def loopback_only(request: web.Request) -> str | None:
-    """The default `Api.may_write`: writes only from this machine (loopback), while the API has no
-    authentication."""
-    if is_loopback(request.remote):
+    """The default `Api.may_write`: writes only from this machine, while the API has no
+    authentication: from a loopback address, or from the very address the request came in on
+    (`picogate write` on the gateway, when `metrics.host` is one of its own addresses)."""
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    local = sockname[0] if isinstance(sockname, tuple) and sockname else None
+    if from_this_machine(request.remote, local):
         return None
     return (
-        f"writes through the local API are accepted only from this machine (loopback), not from "
+        f"writes through the local API are accepted only from this machine, not from "
         f"{request.remote}; run `picogate write` on the gateway itself"
     )
 
 
+def from_this_machine(peer: str | None, local: str | None) -> bool:
+    """Does a connection from `peer` to our address `local` come from this machine?  A loopback
+    peer does; so does a peer with our own address (only we can open a connection from it)."""
+    if is_loopback(peer):
+        return True
+    a, b = _ip(peer), _ip(local)
+    return a is not None and a == b and not a.is_unspecified
+
+
 def is_loopback(address: str | None) -> bool:
+    ip = _ip(address)
+    return ip is not None and ip.is_loopback
+
+
+def _ip(address: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if not address:
-        return False
+        return None
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
-        return False
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+        return ip.ipv4_mapped
+    return ip
 
 
 def peer_origin(request: web.Request) -> str:
