@@ -4,8 +4,8 @@
 #   tools/bootstrap.sh [EXTRAS]      EXTRAS: comma-separated optional-dependency groups, default "dev"
 #
 # 1. mosquitto and socat (Debian packages) for the real-peer tests, and mosquitto-clients, tmux and
-#    openssl for the demo and its tests; installed with apt-get only when
-#    missing. The broker service the package would start is kept from starting: tests run their own
+#    openssl for the demo and its tests, chromium and chromium-driver for the console's browser
+#    tests; installed with apt-get only when missing. The broker service the package would start is kept from starting: tests run their own
 #    mosquitto on a free loopback port.
 # 2. .venv in the repo root (python3 -m venv), then `pip install -e '.[EXTRAS]'`, skipped while
 #    pyproject.toml is unchanged since the last successful install (.venv/.picogate-installed holds
@@ -112,6 +112,12 @@ if [ "${PICOGATE_SKIP_SYSTEM:-0}" != 1 ]; then
     have_exe mosquitto_sub || missing+=(mosquitto-clients)
     have_exe tmux || missing+=(tmux)
     have_exe openssl || missing+=(openssl)
+    # chromium and its chromedriver: the operator console's browser tests (tests/browser), driven
+    # by Selenium through /usr/bin/chromedriver (no driver download). PICOGATE_SKIP_BROWSER=1: not.
+    if [ "${PICOGATE_SKIP_BROWSER:-0}" != 1 ]; then
+        have_exe chromium || missing+=(chromium)
+        have_exe chromedriver || missing+=(chromium-driver)
+    fi
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
         case " ${missing[*]} " in *" mosquitto "*) quiet_system_broker ;; esac

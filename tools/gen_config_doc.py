@@ -34,6 +34,7 @@ from picogate.coap import _config as coap  # noqa: E402
 from picogate.config import _base  # noqa: E402
 from picogate.config import _commands as commands  # noqa: E402
 from picogate.config import _schema as schema  # noqa: E402
+from picogate.console import _config as console  # noqa: E402
 from picogate.edgex._config import BusReconnectSection as EdgexBusReconnectSection  # noqa: E402
 from picogate.edgex._config import BusSection as EdgexBusSection  # noqa: E402
 from picogate.edgex._config import DeviceServiceSection as EdgexDeviceServiceSection  # noqa: E402
@@ -78,10 +79,18 @@ SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     "commands": (commands.CommandsSection, None),
     "commands.deadline": (commands.DeadlineSection, None),
     "commands.rate_limit": (commands.RateLimitSection, None),
+    "console": (console.ConsoleSection, None),
+    "console.session": (console.SessionSection, None),
+    "console.login": (console.LoginSection, None),
+    "console.tls": (console.TlsSection, None),
+    "console.alarms": (console.AlarmsSection, None),
+    "console.trend": (console.TrendSection, None),
+    "console.live": (console.LiveSection, None),
 }
 
 MEANINGS: dict[tuple[str, str], str] = {
     ("GatewayConfig", "gateway"): "This gateway: its id and where it keeps state.",
+    ("GatewayConfig", "console"): "The operator console in a browser; see [console.md](console.md).",
     ("GatewayConfig", "mqtt"): "The MQTT broker the readings go to and commands come from.",
     ("GatewayConfig", "outbox"): "The store-and-forward queue between the sources and MQTT.",
     ("GatewayConfig", "metrics"): "The gateway's local HTTP server: metrics, health, the local API.",

@@ -180,6 +180,7 @@ class Gateway:
             health=self.health,
         )
         self._api.add_to(self.http)
+        parts.shared.provide("api", self._api)  # the console sets who may write through it
         clock.listeners.append(lambda _synced: parts.shared.status_changed())
         outbox.listeners.append(parts.shared.status_changed)  # commits failing or back, messages parked
         metrics.add_collector(self._collect)
@@ -197,7 +198,7 @@ class Gateway:
             pipeline=p.pipeline,
             outbox=p.outbox,
             metrics=p.metrics,
-            http_app=self.http.app,
+            http=self.http,
             shared=p.shared,
             sinks=p.sinks,
             components=p.components,

@@ -27,6 +27,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from aiohttp import web
 
+from picogate._http import HttpServer
 from picogate._metrics import Collect, Metrics
 from picogate._outbox import Outbox
 from picogate._pipeline import Encoder, Pipeline, Processor
@@ -97,6 +98,13 @@ class Shared:
         self.status = status
         self.status_listeners: list[Callable[[], None]] = []
         self.messages: Messages | None = None
+        self.services: dict[str, object] = {}
+        self.service_listeners: dict[str, list[Callable[[object], None]]] = {}
+
+    def provide(self, name: str, service: object) -> None:
+        self.services[name] = service
+        for listener in list(self.service_listeners.get(name, ())):
+            listener(service)
 
     def status_changed(self) -> None:
         for listener in list(self.status_listeners):
@@ -116,7 +124,7 @@ class Host:
         pipeline: Pipeline,
         outbox: Outbox,
         metrics: Metrics,
-        http_app: web.Application,
+        http: HttpServer,
         shared: Shared,
         sinks: list[RunningSink],
         components: list[Component],
@@ -128,7 +136,9 @@ class Host:
         self.router = router
         self.pipeline = pipeline
         self.metrics = metrics
-        self.http_app = http_app
+        self.http = http
+        """The gateway's local HTTP server: routes, middleware and TLS (`ssl`), before it starts."""
+        self.http_app: web.Application = http.app
         """The gateway's local HTTP application: add routes in `attach` (before the server starts)."""
         self._outbox = outbox
         self._shared = shared
@@ -143,6 +153,8 @@ class Host:
         self._unsubscribe: list[Callable[[], None]] = []
         self._status_listeners: list[Callable[[], None]] = []
         self._points: set[tuple[str, str]] = set()
+        self._provided: list[str] = []
+        self._service_listeners: list[tuple[str, Callable[[object], None]]] = []
         self.task_of: Callable[[object], asyncio.Task[None] | None] = lambda _owner: None
         """Set by the gateway while it runs: the task running a component or a sink."""
         self.spawn: Callable[[object, str, Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
@@ -220,6 +232,25 @@ class Host:
         """The gateway's message sink (MQTT), None when there is none."""
         return self._shared.messages
 
+    def provide(self, name: str, service: object) -> None:
+        """Offer a service of this plug-in by name to the others (the rules service as "rules");
+        the gateway offers its local API as "api".  Withdrawn when the plug-in stops."""
+        self._shared.provide(name, service)
+        self._provided.append(name)
+
+    def service(self, name: str) -> object | None:
+        """The service offered as `name` now, None while there is none."""
+        return self._shared.services.get(name)
+
+    def on_service(self, name: str, listener: Callable[[object], None]) -> None:
+        """Call `listener(service)` with the service offered as `name`: now if it is offered
+        already, and whenever it is offered again."""
+        self._shared.service_listeners.setdefault(name, []).append(listener)
+        self._service_listeners.append((name, listener))
+        service = self._shared.services.get(name)
+        if service is not None:
+            listener(service)
+
     # ------------------------------------------------------------------ taking it out again
 
     async def stop(self, *, grace: float = 3.0) -> None:
@@ -254,6 +285,13 @@ class Host:
         for listener in self._status_listeners:
             with contextlib.suppress(ValueError):
                 self._shared.status_listeners.remove(listener)
+        for name in self._provided:
+            self._shared.services.pop(name, None)
+        for name, service_listener in self._service_listeners:
+            with contextlib.suppress(ValueError):
+                self._shared.service_listeners.get(name, []).remove(service_listener)
+        self._provided.clear()
+        self._service_listeners.clear()
         for c in self.components:
             with contextlib.suppress(ValueError):
                 self._all_components.remove(c)

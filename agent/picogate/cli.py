@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     # must stay fast).  A handler is set with `parser.set_defaults(func=handler)`, where
     # `handler(args: argparse.Namespace) -> int` returns the exit status.
     from picogate.api import add_commands as api_commands
+    from picogate.console import add_commands as console_commands
     from picogate.edgex import add_commands as edgex_commands
     from picogate.flash import add_commands as flash_commands
     from picogate.rules import add_commands as rules_commands
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     flash_commands(sub)
     edgex_commands(sub, load_config=_load_config, declared_points=_declared_points)
     api_commands(sub, load_config=_load_config)
+    console_commands(sub, load_config=_load_config)
     return p
 
 

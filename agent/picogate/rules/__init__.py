@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from picogate.rules._attach import PLUGIN
-    from picogate.rules._cli import add_commands
+    from picogate.rules._cli import add_commands, read_replay
     from picogate.rules._compile import compile_rules
     from picogate.rules._engine import Actions, Prepared, RuleEngine
     from picogate.rules._errors import RuleError, RuleErrors
     from picogate.rules._live import LiveRules, live_rules
+    from picogate.rules._replay import ReplayLine, replay
     from picogate.rules._ruleset import RuleInfo, RuleSet
 
 _WHERE = {
@@ -31,6 +32,9 @@ _WHERE = {
     "RuleErrors": "_errors",
     "RuleInfo": "_ruleset",
     "RuleSet": "_ruleset",
+    "ReplayLine": "_replay",
+    "replay": "_replay",
+    "read_replay": "_cli",
 }
 
 
@@ -48,6 +52,7 @@ __all__ = [
     "Actions",
     "LiveRules",
     "Prepared",
+    "ReplayLine",
     "RuleEngine",
     "RuleError",
     "RuleErrors",
@@ -56,4 +61,6 @@ __all__ = [
     "add_commands",
     "compile_rules",
     "live_rules",
+    "read_replay",
+    "replay",
 ]

@@ -9,9 +9,12 @@ alerts each period shows its latest); a rule that a reload removed takes its ale
 
 from __future__ import annotations
 
+import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+log = logging.getLogger("picogate.rules")
 
 MAX_RECENT = 200
 """Alert events kept, the newest last."""
@@ -43,20 +46,28 @@ class AlertBook:
         self._max_per_rule = max_per_rule
         self.raised = 0
         """Alerts raised (state active) since the start."""
+        self.listeners: list[Callable[[str, str, str, str, int], None]] = []
+        """Called with each alert event (rule, severity, message, state, ts), after it is recorded
+        (the console's alarm history); one that raises is logged, and the others still hear it."""
 
     def record(self, rule: str, severity: str, message: str, state: str, ts: int) -> None:
         event = AlertEvent(rule, severity, message, state, ts)
         self._recent.append(event)
         if state != "active":
             self._active.pop(rule, None)
-            return
-        self.raised += 1
-        firing = self._active.get(rule)
-        if firing is None or firing.ts != ts:
-            self._active.pop(rule, None)  # the newest firing last
-            firing = self._active[rule] = _Firing(ts)
-        if len(firing.alerts) < self._max_per_rule:
-            firing.alerts.append(event)
+        else:
+            self.raised += 1
+            firing = self._active.get(rule)
+            if firing is None or firing.ts != ts:
+                self._active.pop(rule, None)  # the newest firing last
+                firing = self._active[rule] = _Firing(ts)
+            if len(firing.alerts) < self._max_per_rule:
+                firing.alerts.append(event)
+        for listener in self.listeners:
+            try:
+                listener(rule, severity, message, state, ts)
+            except Exception:
+                log.exception("alert listener %r failed", listener)
 
     def retain(self, rules: Iterable[str]) -> None:
         """Forget the active alerts of rules that are no longer loaded (after a reload)."""

@@ -25,6 +25,7 @@ async def attach(host: Host, config: RulesSection | None) -> None:
     live.setup()
     host.add_collector(collector(live))
     host.add_component(live)
+    host.provide("rules", live)  # the console: rule states, alerts, the rule editor
 
 
 PLUGIN: Plugin[RulesSection | None] = Plugin("rules", SECTION, attach)

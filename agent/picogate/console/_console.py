@@ -1,0 +1,602 @@
+"""The console's own endpoints (`/console/api/…`, docs/console.md) and its page (`/console/`), on
+the gateway's HTTP server next to the local API (`/api/v1/…`), whose JSON model the page reads
+for devices, points, rules and writes.
+
+What the console adds to the local API:
+
+| endpoint | role | what |
+|---|---|---|
+| `GET /console/api/alarms` | viewer | active alarms (with acknowledgement and the rule's place), history |
+| `POST /console/api/alarms/{id}/ack` | operator | acknowledge an active alarm |
+| `GET /console/api/trend?point=dev.pt` | viewer | the point's recent samples |
+| `GET /console/api/rules/files`, `…/file?name=` | viewer | the rule files and their text |
+| `POST /console/api/rules/check` | engineer | check an edited file with the running set |
+| `POST /console/api/rules/replay` | engineer | replay recent history (or a CSV) through it |
+| `PUT /console/api/rules/file` | engineer | save it (only when it checks clean) |
+| `GET /console/api/live` | viewer | Server-Sent Events: changes of the watched points, alarms, rules |
+| `POST /console/api/live/{stream}` | viewer | what that stream watches |
+
+The live stream is throttled: at most one batch per `console.live.interval` per page, with only
+the points the page shows (`console.live.max_points` at most) that changed since the last batch;
+a page that does not keep up loses intermediate values, never the latest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from aiohttp import web
+
+from picogate._model import PointType, Quality, Reading
+from picogate.console._alarms import Active, AlarmBook
+from picogate.console._auth import json_error, json_response, need, user_of
+from picogate.console._config import ConsoleSection
+from picogate.console._trend import Trends
+from picogate.console._users import Role
+
+if TYPE_CHECKING:
+    from picogate._host import Host
+    from picogate.rules import LiveRules, RuleError
+
+log = logging.getLogger("picogate.console")
+audit_log = logging.getLogger("picogate.audit")
+
+MAX_RULE_TEXT = 256 * 1024
+"""Characters of an edited rule file (the rule language's own limit for a file)."""
+MAX_CSV = 1024 * 1024
+"""Bytes of an uploaded replay CSV."""
+MAX_REPLAY_READINGS = 200_000
+STATIC = ("index.html", "console.js", "console.css")
+_QUEUE = 4
+"""Batches waiting for a slow page at most; beyond, the page gets everything again next time."""
+
+
+@dataclass(slots=True)
+class _Stream:
+    id: str
+    user: str
+    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(_QUEUE))
+    points: set[tuple[str, str]] = field(default_factory=set)
+    topics: set[str] = field(default_factory=lambda: {"alarms", "rules"})
+    sent: dict[tuple[str, str], int] = field(default_factory=dict)
+    alarms_seen: int = -1
+    rules_seen: bytes = b""
+
+
+def _ms(ns: int) -> int:
+    return ns // 1_000_000
+
+
+def _problem(e: RuleError) -> dict[str, Any]:
+    return {
+        "file": e.file,
+        "line": e.line,
+        "col": e.col,
+        "length": e.length,
+        "message": e.message,
+        "suggestion": e.suggestion,
+        "text": e.format(),
+    }
+
+
+class Console:
+    """The console's state and endpoints, and the service that samples trends and feeds the live
+    streams (a gateway component)."""
+
+    name = "console"
+    kind: Literal["source", "service"] = "service"
+
+    def __init__(
+        self, host: Host, cfg: ConsoleSection, *, alarms: AlarmBook, rules: Callable[[], LiveRules | None]
+    ) -> None:
+        self.host = host
+        self.cfg = cfg
+        self.alarms = alarms
+        self.rules = rules
+        self.trends = Trends(samples=cfg.trend.samples, max_points=cfg.trend.max_points)
+        self.streams: dict[str, _Stream] = {}
+        self.alarms_version = 0
+        self.sweep: Callable[[], None] = lambda: None
+        self._stop = asyncio.Event()
+        self._save_lock = asyncio.Lock()
+        alarms.listeners.append(self._alarm_changed)
+
+    def _alarm_changed(self, _entry: dict[str, Any]) -> None:
+        self.alarms_version += 1
+
+    def routes(self) -> list[web.RouteDef]:
+        a = "/console/api"
+        return [
+            web.get("/console", self._to_page),
+            web.get("/console/", self._page),
+            web.get("/console/static/{name}", self._static),
+            web.get(f"{a}/alarms", self._alarms),
+            web.post(f"{a}/alarms/{{id}}/ack", self._ack),
+            web.get(f"{a}/trend", self._trend),
+            web.get(f"{a}/rules/files", self._rule_files),
+            web.get(f"{a}/rules/file", self._rule_file),
+            web.put(f"{a}/rules/file", self._save),
+            web.post(f"{a}/rules/check", self._check),
+            web.post(f"{a}/rules/replay", self._replay),
+            web.get(f"{a}/live", self._live),
+            web.post(f"{a}/live/{{stream}}", self._watch),
+        ]
+
+    # ------------------------------------------------------------------ the page
+
+    async def _to_page(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/console/")
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        return self._file("index.html")
+
+    async def _static(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in STATIC:
+            return json_error(404, "not_found", f"no file {name[:80]!r}; the console has {', '.join(STATIC)}")
+        return self._file(name)
+
+    def _file(self, name: str) -> web.Response:
+        data = resources.files("picogate.console").joinpath("_static", name).read_bytes()
+        kind = {"html": "text/html", "js": "text/javascript", "css": "text/css"}[name.rsplit(".", 1)[1]]
+        return web.Response(
+            body=data,
+            content_type=kind,
+            charset="utf-8",
+            headers={
+                "Cache-Control": "no-cache",
+                "X-Content-Type-Options": "nosniff",
+                "X-Frame-Options": "DENY",
+                "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            },
+        )
+
+    # ------------------------------------------------------------------ alarms
+
+    def active(self) -> list[Active]:
+        live = self.rules()
+        if live is None:
+            return []
+        return [Active(a.rule, a.severity, a.message, a.ts) for a in live.alerts.active()]
+
+    def where(self, rule: str) -> dict[str, Any]:
+        """The rule's name (None for an unnamed rule), file, line and text."""
+        live = self.rules()
+        info = None
+        if live is not None and live.loaded is not None:
+            info = next((r for r in live.loaded.rules if r.id == rule), None)
+        if info is None:
+            return {
+                "name": None if rule.startswith("anon-") else rule,
+                "file": None,
+                "line": None,
+                "text": "",
+            }
+        return {
+            "name": None if rule.startswith("anon-") else rule,
+            "file": info.file,
+            "line": info.line,
+            "text": getattr(info, "text", ""),
+        }
+
+    async def _alarms(self, request: web.Request) -> web.Response:
+        active = self.alarms.view(self.active())
+        for alarm in active:
+            alarm.update(self.where(alarm["rule"]))
+        try:
+            limit = max(1, min(int(request.query.get("history", "200")), len(self.alarms.history) or 1))
+        except ValueError:
+            return json_error(400, "bad_request", "history must be a number of entries, e.g. ?history=200")
+        history = list(self.alarms.history)[-limit:]
+        history.reverse()
+        return json_response({"active": active, "history": history})
+
+    async def _ack(self, request: web.Request) -> web.Response:
+        refusal = need(request, Role.OPERATOR)
+        if refusal is not None:
+            return refusal
+        who = user_of(request)
+        assert who is not None
+        wanted = request.match_info["id"]
+        alarm = self.alarms.acknowledge(wanted, who[0], self.active())
+        if alarm is None:
+            return json_error(
+                404, "not_active", f"no active alarm {wanted[:40]!r} (it may have cleared meanwhile)"
+            )
+        audit_log.info(
+            "alarm acknowledged by %s: rule %s [%s]: %s", who[0], alarm.rule, alarm.severity, alarm.message
+        )
+        [view] = list(self.alarms.view([alarm]))
+        return json_response({**view, **self.where(alarm.rule)})
+
+    # ------------------------------------------------------------------ trends
+
+    async def _trend(self, request: web.Request) -> web.Response:
+        key = request.query.get("point", "")
+        device, dot, point = key.partition(".")
+        info = self.host.registry.find(device, point) if dot else None
+        if info is None:
+            return json_error(
+                404,
+                "unknown_point",
+                f"no point {key[:80]!r}: give ?point=device.point (GET /api/v1/points lists them)",
+            )
+        try:
+            since = int(request.query.get("since", "0")) // 1000
+        except ValueError:
+            return json_error(400, "bad_request", "since must be milliseconds since 1970")
+        series = self.trends.series(device, point, since=since) or []
+        return json_response(
+            {
+                "point": key,
+                "unit": info.unit,
+                "step_s": self.cfg.trend.step,
+                "kept_s": self.cfg.trend.step * self.cfg.trend.samples,
+                "numeric": info.type is not PointType.STRING,
+                "samples": [[s * 1000, v] for s, v in series],
+            }
+        )
+
+    def sample(self) -> None:
+        self.trends.sample(self.host.pipeline.latest.values())
+
+    # ------------------------------------------------------------------ rules
+
+    def _live_rules(self) -> LiveRules | web.Response:
+        live = self.rules()
+        if live is None:
+            return json_error(
+                409, "no_rules", "this gateway runs no rules (gateway.yaml has no rules section)"
+            )
+        return live
+
+    async def _rule_files(self, request: web.Request) -> web.Response:
+        live = self._live_rules()
+        if isinstance(live, web.Response):
+            return live
+        names = await asyncio.to_thread(live.rule_names)
+        return json_response(
+            {"directory": str(live.directory), "pattern": live.config.pattern, "files": names}
+        )
+
+    async def _rule_file(self, request: web.Request) -> web.Response:
+        live = self._live_rules()
+        if isinstance(live, web.Response):
+            return live
+        name = request.query.get("name", "")
+        try:
+            path = live.rule_path(name)
+            text = await asyncio.to_thread(path.read_text, "utf-8")
+        except ValueError as exc:
+            return json_error(400, "bad_name", str(exc))
+        except FileNotFoundError:
+            return json_error(404, "not_found", f"no rule file {name!r} in {live.directory}")
+        except OSError as exc:
+            return json_error(500, "unreadable", f"{name}: cannot read: {exc.strerror or exc}")
+        return json_response({"name": name, "text": text})
+
+    async def _edit(self, request: web.Request) -> tuple[LiveRules, str, str, dict[str, Any]] | web.Response:
+        """The engineer's edited file from the body: (rules service, name, text, body)."""
+        refusal = need(request, Role.ENGINEER)
+        if refusal is not None:
+            return refusal
+        live = self._live_rules()
+        if isinstance(live, web.Response):
+            return live
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return json_error(400, "bad_request", 'send {"name": "boiler.rules", "text": "..."} as JSON')
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("name"), str)
+            or not isinstance(body.get("text"), str)
+        ):
+            return json_error(400, "bad_request", 'send {"name": "boiler.rules", "text": "..."} as JSON')
+        name, text = body["name"], body["text"]
+        if len(text) > MAX_RULE_TEXT:
+            return json_error(413, "too_large", f"a rule file holds at most {MAX_RULE_TEXT:,} characters")
+        try:
+            live.rule_path(name)
+        except ValueError as exc:
+            return json_error(400, "bad_name", str(exc))
+        return live, name, text, body
+
+    async def _trial(
+        self, live: LiveRules, name: str, text: str
+    ) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
+        from picogate.rules import RuleErrors
+
+        try:
+            ruleset = await asyncio.to_thread(live.trial, name, text)
+        except RuleErrors as exc:
+            return None, [_problem(e) for e in exc.errors], [_problem(w) for w in exc.warnings]
+        return ruleset, [], [_problem(w) for w in ruleset.warnings]
+
+    async def _check(self, request: web.Request) -> web.Response:
+        edit = await self._edit(request)
+        if isinstance(edit, web.Response):
+            return edit
+        live, name, text, _ = edit
+        ruleset, errors, warnings = await self._trial(live, name, text)
+        return json_response(
+            {
+                "ok": not errors,
+                "errors": errors,
+                "warnings": warnings,
+                "rules": len(ruleset.rules) if ruleset is not None else None,
+            }
+        )
+
+    async def _replay(self, request: web.Request) -> web.Response:
+        edit = await self._edit(request)
+        if isinstance(edit, web.Response):
+            return edit
+        live, name, text, body = edit
+        ruleset, errors, warnings = await self._trial(live, name, text)
+        if ruleset is None:
+            return json_response({"ok": False, "errors": errors, "warnings": warnings}, 422)
+        csv = body.get("csv")
+        if csv is not None:
+            if not isinstance(csv, str) or len(csv) > MAX_CSV:
+                return json_error(
+                    400, "bad_csv", f"csv must be the text of a CSV file of at most {MAX_CSV:,} bytes"
+                )
+            readings = await asyncio.to_thread(_read_csv, csv, list(self.host.registry))
+            if isinstance(readings, str):
+                return json_error(400, "bad_csv", readings)
+            source = "csv"
+        else:
+            readings = self._recent()
+            source = "history"
+        from picogate.rules import replay
+
+        lines, cut = await asyncio.to_thread(replay, ruleset, readings[:MAX_REPLAY_READINGS])
+        return json_response(
+            {
+                "ok": True,
+                "warnings": warnings,
+                "source": source,
+                "readings": len(readings),
+                "from": _ms(readings[0].ts) if readings else None,
+                "to": _ms(readings[-1].ts) if readings else None,
+                "lines": [{"ts": _ms(x.ts), "rule": x.rule, "what": x.what} for x in lines],
+                "cut": cut,
+            }
+        )
+
+    def _recent(self) -> list[Reading]:
+        """The trend rings as readings, oldest first: the gateway's recent history."""
+        registry = self.host.registry
+        out: list[Reading] = []
+        for (device, point), ring in self.trends.rings.items():
+            info = registry.find(device, point)
+            is_bool = info is not None and info.type is PointType.BOOL
+            for sec, value in ring:
+                v: bool | float = bool(value) if is_bool else value
+                out.append(Reading(device, point, v, sec * 1_000_000_000, Quality.GOOD))
+        out.sort(key=lambda r: r.ts)
+        return out
+
+    async def _save(self, request: web.Request) -> web.Response:
+        edit = await self._edit(request)
+        if isinstance(edit, web.Response):
+            return edit
+        live, name, text, _ = edit
+        who = user_of(request)
+        assert who is not None
+        async with self._save_lock:
+            ruleset, errors, warnings = await self._trial(live, name, text)
+            if ruleset is None:
+                return json_response(
+                    {
+                        "ok": False,
+                        "errors": errors,
+                        "warnings": warnings,
+                        "error": "not saved: the file has errors (the running rules stay)",
+                    },
+                    422,
+                )
+            path = live.rule_path(name)
+            try:
+                await asyncio.to_thread(_write_atomic, path, text)
+            except OSError as exc:
+                return json_error(500, "not_saved", f"{name}: cannot write: {exc.strerror or exc}")
+        audit_log.info("rule file %s saved by %s (%d rules in the set)", name, who[0], len(ruleset.rules))
+        if not live.config.watch:
+            live.request_reload()
+        return json_response({"ok": True, "saved": name, "warnings": warnings, "rules": len(ruleset.rules)})
+
+    # ------------------------------------------------------------------ live updates
+
+    async def _live(self, request: web.Request) -> web.StreamResponse:
+        who = user_of(request)
+        assert who is not None  # the middleware let only users through
+        if len(self.streams) >= self.cfg.live.max_streams:
+            return json_error(
+                503,
+                "too_many_streams",
+                f"{self.cfg.live.max_streams} pages are open already (console.live.max_streams); close one",
+            )
+        stream = _Stream(secrets.token_urlsafe(12), who[0])
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        self.streams[stream.id] = stream
+        try:
+            hello = {
+                "stream": stream.id,
+                "interval": self.cfg.live.interval,
+                "max_points": self.cfg.live.max_points,
+            }
+            await response.write(_event("hello", hello))
+            while not self._stop.is_set():
+                try:
+                    async with asyncio.timeout(15):
+                        data = await stream.queue.get()
+                except TimeoutError:
+                    data = b": keep-alive\n\n"
+                await response.write(data)
+        except (ConnectionError, RuntimeError):
+            pass  # the page went away
+        finally:
+            self.streams.pop(stream.id, None)
+        return response
+
+    async def _watch(self, request: web.Request) -> web.Response:
+        stream = self.streams.get(request.match_info["stream"])
+        who = user_of(request)
+        if stream is None or who is None or stream.user != who[0]:
+            return json_error(404, "no_stream", "no such live stream (open /console/api/live first)")
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            body = None
+        points = body.get("points", []) if isinstance(body, dict) else None
+        topics = body.get("topics", ["alarms", "rules"]) if isinstance(body, dict) else None
+        if not isinstance(points, list) or not all(isinstance(p, str) for p in points):
+            return json_error(
+                400, "bad_request", 'send {"points": ["device.point", ...], "topics": ["alarms", "rules"]}'
+            )
+        if not isinstance(topics, list) or not set(topics) <= {"alarms", "rules"}:
+            return json_error(400, "bad_request", 'topics are "alarms" and "rules"')
+        limit = self.cfg.live.max_points
+        if len(points) > limit:
+            return json_error(
+                413,
+                "too_many_points",
+                f"a page watches at most {limit} points at once (console.live.max_points)",
+            )
+        keys = {(d, p) for d, dot, p in (k.partition(".") for k in points) if dot}
+        stream.points = keys
+        stream.topics = set(topics)
+        stream.sent = {k: v for k, v in stream.sent.items() if k in keys}
+        return json_response({"watching": len(keys), "topics": sorted(stream.topics)})
+
+    def push(self) -> None:
+        """One round of the live streams: to each, what changed of what it watches."""
+        if not self.streams:
+            return
+        latest = self.host.pipeline.latest
+        rules_body = b""
+        live = self.rules()
+        if live is not None and any("rules" in s.topics for s in self.streams.values()):
+            rules_body = orjson.dumps(live.status(), default=str)
+        for stream in list(self.streams.values()):
+            parts: list[bytes] = []
+            changed: dict[str, list[Any]] = {}
+            sent = stream.sent
+            for key in stream.points:
+                r = latest.get(key)
+                if r is None or sent.get(key) == r.ts:
+                    continue
+                changed[f"{key[0]}.{key[1]}"] = [r.value, r.quality.value, _ms(r.ts)]
+            if changed:
+                parts.append(_event("points", changed))
+            if "alarms" in stream.topics and stream.alarms_seen != self.alarms_version:
+                parts.append(_event("alarms", {"version": self.alarms_version}))
+            if "rules" in stream.topics and rules_body and stream.rules_seen != rules_body:
+                parts.append(_event("rules", {}))
+            if not parts:
+                continue
+            try:
+                stream.queue.put_nowait(b"".join(parts))
+            except asyncio.QueueFull:
+                stream.sent = {}  # the page is behind: everything again once it catches up
+                stream.alarms_seen = -1
+                stream.rules_seen = b""
+                continue
+            for key in stream.points:
+                r = latest.get(key)
+                if r is not None:
+                    sent[key] = r.ts
+            stream.alarms_seen = self.alarms_version
+            if rules_body:
+                stream.rules_seen = rules_body
+
+    # ------------------------------------------------------------------ the component
+
+    async def run(self) -> None:
+        step = self.cfg.trend.step
+        interval = self.cfg.live.interval
+        next_sample = time.monotonic()
+        next_sweep = time.monotonic() + 60
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_sample:
+                next_sample = now + step
+                try:
+                    self.sample()
+                except Exception:
+                    log.exception("console: sampling the trends failed")
+            if now >= next_sweep:
+                next_sweep = now + 60
+                self.sweep()
+            try:
+                self.push()
+            except Exception:
+                log.exception("console: the live update failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(interval, max(0.0, next_sample - time.monotonic()))):
+                    await self._stop.wait()
+        self.alarms.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _event(name: str, data: Any) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a hidden temporary file renamed over it (the rules' watcher
+    ignores hidden files, and sees the rename as one change)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_csv(text: str, points: list[Any]) -> list[Reading] | str:
+    """An uploaded CSV read like `picogate rules test --replay` reads a file."""
+    from picogate.rules import read_replay
+
+    fd, tmp = tempfile.mkstemp(prefix="picogate-replay-", suffix=".csv")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        readings = read_replay(Path(tmp), points)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    if isinstance(readings, str):
+        return readings.replace(tmp, "the CSV")
+    return readings
