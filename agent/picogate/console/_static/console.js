@@ -449,9 +449,9 @@ $("write-form").addEventListener("submit", async (ev) => {
 // ------------------------------------------------------------------ health
 
 async function loadHealth() {
-  const r = await call("GET", "/api/v1/status");
-  const g = await call("GET", "/api/v1");
+  const [r, g, rules] = await Promise.all([call("GET", "/api/v1/status"), call("GET", "/api/v1"), call("GET", "/api/v1/rules")]);
   if (!r.ok) return;
+  if (rules.ok) S.rules = rules.data;
   const s = r.data, h = s.health || {};
   const card = (title, rows) => el("div", { class: "card" }, el("h3", {}, title),
     el("dl", {}, ...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])));
