@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -26,6 +27,7 @@ from rich.live import Live
 from picogate._logging import TextFormatter
 from picogate._paths import data_dir
 from picogate.config import ConfigError, CoreConfig
+from picogate.console import ConsoleSection, Role, Users
 from picogate.demo._broker import Broker, make_broker
 from picogate.demo._coap_node import CoapNode
 from picogate.demo._pico import simulated_boards
@@ -63,6 +65,7 @@ def demo_config(
     board_ports: dict[str, str] | None = None,
     coap_port: int | None = None,
     rules_dir: Path | None = None,
+    console: ConsoleSection | None = None,
 ) -> CoreConfig:
     """The example config pointed at this run's broker, simulators and working directory."""
     devices: list[ModbusTcpDevice | ModbusRtuDevice] = []
@@ -91,6 +94,7 @@ def demo_config(
                 for b in base.section("boards")
                 if b.name in (board_ports or {})
             ],
+            "console": console,
             "rules": base.section("rules").model_copy(update={"dir": rules_dir})
             if base.section("rules") is not None and rules_dir is not None
             else base.section("rules"),
@@ -105,6 +109,25 @@ def demo_rules(workdir: Path) -> Path:
     if not target.exists():
         shutil.copytree(data_dir("examples") / "rules", target)
     return target
+
+
+DEMO_USER = "demo"
+
+
+def demo_console(workdir: Path) -> tuple[ConsoleSection, str]:
+    """The console's section for the demo, and the password of its engineer `demo` (a new one at
+    every start, kept only in the users file's hash)."""
+    users_file = workdir / "users.json"
+    password = secrets.token_urlsafe(9)
+    users = Users(users_file)
+    if users.get(DEMO_USER) is None:
+        users.add(DEMO_USER, Role.ENGINEER, password)
+    else:
+        users.set_password(DEMO_USER, password, role=Role.ENGINEER)
+    section = ConsoleSection.model_validate(
+        {"users": str(users_file), "alarms": {"history": str(workdir / "state" / "alarms.jsonl")}}
+    )
+    return section, password
 
 
 def _check_plant_devices(cfg: CoreConfig, path: Path) -> dict[str, int]:
@@ -164,6 +187,7 @@ class _Demo:
         self.signals = 0
         self._started = time.monotonic()
         self.log_tail = LogTail()
+        self.console_password = ""
 
     def _on_signal(self, main: asyncio.Task[int] | None) -> None:
         self.signals += 1
@@ -222,6 +246,8 @@ class _Demo:
                 with simulated_boards(
                     self.workdir, base.section("boards")
                 ) as board_ports:  # starting is quick
+                    console, password = demo_console(self.workdir)
+                    self.console_password = password
                     cfg = demo_config(
                         base,
                         plant=plant,
@@ -231,6 +257,7 @@ class _Demo:
                         rules_dir=demo_rules(self.workdir),
                         mqtt_protocol="3.1.1" if broker.kind != "mosquitto" else None,
                         board_ports=board_ports,
+                        console=console,
                     )
                     return await self._with_gateway(cfg, broker, plant)
         finally:
@@ -257,6 +284,9 @@ class _Demo:
                 broker_port=broker.port,
                 broker_kind=broker.kind,
                 metrics_url=f"http://{metrics.host}:{metrics.port}/metrics" if metrics is not None else None,
+                console=f"{metrics.url}/console/  user {DEMO_USER}, password {self.console_password}"
+                if metrics is not None and cfg.section("console") is not None
+                else None,
                 workdir=str(self.workdir),
                 links={
                     "boiler": f"tcp :{plant.boiler_port}",

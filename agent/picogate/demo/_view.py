@@ -47,6 +47,8 @@ class DemoInfo:
     workdir: str
     links: dict[str, str] = field(default_factory=dict)
     """device → where the gateway reaches it (`tcp 127.0.0.1:5020 unit 1`)."""
+    console: str | None = None
+    """The operator console's address and the demo's login."""
 
 
 def hints(info: DemoInfo) -> list[str]:
@@ -59,6 +61,8 @@ def hints(info: DemoInfo) -> list[str]:
         f'command:  mosquitto_pub {target} -t {boiler} -m \'{{"v": 70, "id": "try1"}}\'',
         f'          mosquitto_pub {target} -t {pump} -m \'{{"v": 2500, "id": "try2"}}\'',
     ]
+    if info.console:
+        lines.append(f"console:  {info.console}")
     if shutil.which("mosquitto_sub") is None:
         lines.append("          (mosquitto_sub/mosquitto_pub: sudo apt-get install mosquitto-clients)")
     return lines
