@@ -17,6 +17,8 @@ Scenarios (docs/benchmarks.md says what each measures and how):
     r  the rule engine alone (bench/rules.py): readings/s through 1,000 stateful rules
     x  EdgeX: CPU per reading on the message bus and over core-data REST vs plain MQTT (bench/edgex.py)
     reload  rules hot reload: 1,000 rules, reload time and longest event-loop pause (bench/rules_reload.py)
+    console  scenario a's load without and with the operator console, one page open (only when asked:
+             --scenario console; target: the agent's CPU rises by at most 3 points)
 
     bench/run.py                          a..e with short defaults (about 5 minutes)
     bench/run.py --scenario a,d --duration 60
@@ -79,6 +81,10 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def fmt_pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1f} %"
+
+
 def fmt_int(x: float | None) -> str:
     return "—" if x is None else f"{x:,.0f}"
 
@@ -130,6 +136,7 @@ def load_env(
     wrapper: list[str] | None = None,
     nodelay: bool = True,
     units: bool = False,
+    extra: Callable[[Path], dict[str, Any]] | None = None,
 ) -> Iterator[Env]:
     workdir = ctx.workroot / name
     workdir.mkdir(parents=True, exist_ok=True)
@@ -161,7 +168,8 @@ def load_env(
                 check_sync=ctx.args.check_sync,
                 units=devices if units else 0,
                 modbus_driver=ctx.args.modbus_driver,
-            ),
+            )
+            | (extra(workdir) if extra is not None else {}),
         )
         agent = B.Agent(
             workdir, cfg_path, metrics_port, agent_cpus, src=ctx.agent_src, wrapper=wrapper or ()
@@ -408,6 +416,121 @@ def scenario_load(ctx: Ctx, key: str, publish: str) -> dict[str, Any]:
 
 def scenario_a(ctx: Ctx) -> dict[str, Any]:
     return scenario_load(ctx, "a", "device")
+
+
+class ConsolePage(threading.Thread):
+    """One open console page, as a browser keeps it: logged in, the plant page's live stream
+    watching its first 500 points (what the page shows), the alarm count and the health page read
+    every 5 s.  Loopback only; stops with `done`."""
+
+    def __init__(self, port: int, user: str, password: str) -> None:
+        super().__init__(name="console-page", daemon=True)
+        self.port, self.user, self.password = port, user, password
+        self.done = threading.Event()
+        self.events = 0
+        self.error = ""
+
+    def _request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            conn.request(
+                method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})}
+            )
+            r = conn.getresponse()
+            return r.status, r.getheader("Set-Cookie") or "", json.loads(r.read() or b"null")
+        finally:
+            conn.close()
+
+    def run(self) -> None:
+        import http.client
+
+        try:
+            _, cookie, login = self._request(
+                "POST", "/console/api/login", {"user": self.user, "password": self.password}
+            )
+            auth = {"Cookie": cookie.split(";", 1)[0], "X-CSRF-Token": login["csrf"]}
+            _, _, points = self._request("GET", "/api/v1/points", headers=auth)
+            keys = [p["key"] for p in points["points"]][:500]
+            self._request("GET", "/api/v1/snapshot", headers=auth)
+            stream = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            stream.request("GET", "/console/api/live", headers=auth)
+            live = stream.getresponse()
+            hello: dict[str, Any] = {}
+            while not hello:  # "event: hello", then its "data: {...}"
+                line = live.readline()
+                if not line:
+                    raise ConnectionError("the live stream ended before its hello")
+                if line.startswith(b"data: "):
+                    hello = json.loads(line[6:])
+            self._request(
+                "POST", f"/console/api/live/{hello['stream']}", {"points": keys, "topics": ["alarms"]}, auth
+            )
+            next_poll = time.monotonic()
+            while not self.done.is_set():
+                line = live.readline()
+                if not line:
+                    break
+                if line.startswith(b"event: "):
+                    self.events += 1
+                if time.monotonic() >= next_poll:
+                    next_poll += 5
+                    self._request("GET", "/console/api/alarms?history=1", headers=auth)
+                    self._request("GET", "/api/v1/status", headers=auth)
+            stream.close()
+        except Exception as exc:  # reported with the figures
+            self.error = f"{type(exc).__name__}: {exc}"
+
+
+def scenario_console(ctx: Ctx) -> dict[str, Any]:
+    """Scenario a's load, then the same with the console on and one page open: the agent's CPU."""
+    args = ctx.args
+    title = f"console. scenario a ({args.devices} devices × 30 points @ 1 s), then with the console and one page open"
+    say(f"\n== {title}")
+    with load_env(ctx, "console-off", devices=args.devices, poll=1.0, publish="device") as env:
+        off = steady(env, args.warmup, args.duration)
+    password = "bench-console-password"
+
+    def console_section(workdir: Path) -> dict[str, Any]:
+        from picogate.console import Role, Users
+
+        users = workdir / "users.json"
+        if not users.exists():
+            Users(users).add("bench", Role.ENGINEER, password)
+        return {"console": {"users": str(users)}}
+
+    with load_env(
+        ctx, "console-on", devices=args.devices, poll=1.0, publish="device", extra=console_section
+    ) as env:
+        page = ConsolePage(env.agent.metrics_port, "bench", password)
+        page.start()
+        try:
+            on = steady(env, args.warmup, args.duration)
+        finally:
+            page.done.set()
+            page.join(timeout=35)
+    cpu_off, cpu_on = off["agent_cpu_pct"], on["agent_cpu_pct"]
+    rise = cpu_on - cpu_off if cpu_off is not None and cpu_on is not None else None
+    say(
+        f"   agent CPU: {cpu_off} % without the console, {cpu_on} % with one page open ({page.events} live events)"
+    )
+    if page.error:
+        say(f"   the page failed: {page.error}")
+    ok = rise is not None and rise <= 3.0 and not page.error
+    say(
+        f"   target: a rise of at most 3 points → {'met' if ok else 'NOT met'} ({rise if rise is None else round(rise, 2)})"
+    )
+    return {
+        "off": off,
+        "on": on,
+        "cpu_rise_points": rise,
+        "page_events": page.events,
+        "page_error": page.error,
+    }
 
 
 def scenario_b(ctx: Ctx) -> dict[str, Any]:
@@ -938,7 +1061,10 @@ SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "x": scenario_x,
     "coap": scenario_coap,
     "reload": scenario_reload,
+    "console": scenario_console,
 }
+ON_REQUEST = {"console"}
+"""Scenarios run only when named in --scenario."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1360,8 +1486,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--scenario",
-        default=",".join(SCENARIOS),
-        help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)",
+        default=",".join(k for k in SCENARIOS if k not in ON_REQUEST),
+        help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all but {', '.join(sorted(ON_REQUEST))})",
     )
     p.add_argument(
         "--duration", type=float, default=30.0, help="measurement window of a and b, seconds (default 30)"

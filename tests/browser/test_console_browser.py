@@ -114,7 +114,9 @@ class Page:
         self.wait("the plant page", lambda: self.el("#plant").is_displayed())
 
     def cell(self, key: str, column: int) -> str:
-        return str(self.el(f'#plant-table tr[data-key="{key}"]').find_elements("css selector", "td")[column].text)
+        return str(
+            self.el(f'#plant-table tr[data-key="{key}"]').find_elements("css selector", "td")[column].text
+        )
 
     def confirm(self) -> None:
         self.wait("the confirmation", lambda: self.el("#confirm").is_displayed())
@@ -174,7 +176,9 @@ def scenario(p: Page, set_temp: Callable[[int], None], setpoint: Callable[[], in
     p.wait("the check passes", lambda: p.text("#editor-status").startswith("OK"))
     p.el("#editor-replay").click()
     p.wait("the replay", lambda: "replayed" in p.text("#editor-status"))
-    p.wait("the replay fires on the last hours (90 °C, then 70 °C)", lambda: "fired" in p.text("#replay-table"))
+    p.wait(
+        "the replay fires on the last hours (90 °C, then 70 °C)", lambda: "fired" in p.text("#replay-table")
+    )
     p.shot("replay")
     p.el("#editor-save").click()
     p.confirm()
@@ -247,7 +251,11 @@ async def test_console_in_a_browser(mosquitto: Any, modbus_tcp_server: Any, tmp_
         [boiler],
         metrics={"enabled": True, "host": "127.0.0.1", "port": port},
         rules={"dir": str(rules_dir), "debounce": "50ms", "status_interval": "200ms"},
-        console={"users": str(tmp_path / "users.json"), "trend": {"step": "1s"}, "live": {"interval": "250ms"}},
+        console={
+            "users": str(tmp_path / "users.json"),
+            "trend": {"step": "1s"},
+            "live": {"interval": "250ms"},
+        },
     )
     shots = ROOT / "docs" if os.environ.get("PICOGATE_SCREENSHOTS") == "docs" else tmp_path
     gw = Gateway(GatewayConfig.model_validate(cfg), drain_timeout=5)
