@@ -76,7 +76,8 @@ def _text(status: int, reason: str) -> web.Response:
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Unknown paths get a 404 that says what there is; a route that raises gets a 500 and one
     log line with its traceback; the server goes on."""
-    limit = request.app.get(_MAX_BODY_KEY)
+    apps = request.match_info.apps  # the innermost application's bound: a sub-application may differ
+    limit = (apps[-1] if apps else request.app).get(_MAX_BODY_KEY)
     if limit is not None and request.content_length is not None and request.content_length > limit:
         response = _text(413, f"the body is longer than {limit} bytes")
         response.force_close()  # without reading (or lingering over) what was announced

@@ -259,6 +259,73 @@ async def test_roles_decide_who_writes_acknowledges_and_edits(
         assert body["text"] == RULES
 
 
+ENDPOINTS = [
+    ("GET", f"{CON}/alarms"),
+    ("POST", f"{CON}/alarms/abc/ack"),
+    ("GET", f"{CON}/trend?point=boiler.temp"),
+    ("GET", f"{CON}/rules/files"),
+    ("GET", f"{CON}/rules/file?name=boiler.rules"),
+    ("POST", f"{CON}/rules/check"),
+    ("POST", f"{CON}/rules/replay"),
+    ("PUT", f"{CON}/rules/file"),
+    ("GET", f"{CON}/live"),
+    ("POST", f"{CON}/live/abc"),
+    ("POST", f"{CON}/logout"),
+    ("GET", f"{API}/snapshot"),
+    ("POST", f"{API}/writes"),
+]
+
+
+async def test_every_endpoint_needs_a_user_and_its_role(plant: Any) -> None:
+    _, _, url, _ = plant
+    async with browser(url) as anyone:
+        for method, path in ENDPOINTS:
+            status, body = await anyone.call(method, path, {})
+            assert status == 401, (method, path)
+            assert body["code"] == "unauthorized"
+        assert (await anyone.call("GET", f"{CON}/session"))[0] == 401
+    async with browser(url) as viewer:
+        await viewer.login("view")
+        for path in ("rules/check", "rules/replay"):
+            status, body = await viewer.call("POST", f"{CON}/{path}", {"name": "boiler.rules", "text": RULES})
+            assert status == 403, path
+            assert "needs an engineer" in body["error"]
+        status, body = await viewer.call("PUT", f"{CON}/rules/file", {"name": "boiler.rules", "text": RULES})
+        assert status == 403
+
+
+async def test_bad_input_gets_a_clear_answer(plant: Any) -> None:
+    _, _, url, _ = plant
+    async with browser(url) as eng:
+        await eng.login("eng")
+        cases: list[tuple[str, str, Any, int, str]] = [
+            ("GET", f"{CON}/trend?point=boiler.temp&since=yesterday", None, 400, "milliseconds"),
+            ("GET", f"{CON}/trend", None, 404, "device.point"),
+            ("GET", f"{CON}/rules/file?name=nope.rules", None, 404, "no rule file 'nope.rules'"),
+            ("GET", f"{CON}/rules/file?name=../x.rules", None, 400, "not a rule file name"),
+            ("POST", f"{CON}/rules/check", ["a", "list"], 400, '"name": "boiler.rules"'),
+            ("POST", f"{CON}/rules/check", {"name": "boiler.rules", "text": "x" * 1_100_000}, 413, "at most"),
+            ("POST", f"{CON}/rules/replay", {"name": "boiler.rules", "text": RULES, "csv": 5}, 400, "csv"),
+            ("POST", f"{CON}/alarms/abc/ack", {}, 404, "no active alarm"),
+        ]
+        for method, path, body, want, text in cases:
+            status, answer = await eng.call(method, path, body)
+            assert status == want, (path, str(answer)[:200])
+            assert isinstance(answer, dict), (path, str(answer)[:200])
+            assert text in answer["error"], (path, str(answer)[:200])
+        async with eng.http.post(
+            url + f"{CON}/rules/check", data=b"\xff not json", headers={"X-CSRF-Token": eng.csrf}
+        ) as r:
+            assert r.status == 400
+        status, answer = await eng.call("GET", "/console/static/../../etc/passwd")
+        assert status == 404
+        # a rule file larger than the server's 64 KiB bound for other requests is checked all the same
+        big = RULES + "# " + "x" * 100_000 + "\n"
+        status, answer = await eng.call("POST", f"{CON}/rules/check", {"name": "boiler.rules", "text": big})
+        assert status == 200
+        assert answer["ok"]
+
+
 # ---------------------------------------------------------------------------- alarms
 
 

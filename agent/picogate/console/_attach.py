@@ -103,6 +103,7 @@ async def attach(host: Host, cfg: ConsoleSection | None) -> None:
     console = Console(host, cfg, alarms=alarms, rules=rules)
     console.sweep = sessions.sweep
     host.http.add_routes([*auth.routes(), *console.routes()])
+    host.http_app.add_subapp(console.RULES_PREFIX, console.rules_app())
     host.http.add_middleware(auth.middleware)
 
     live = rules()

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from aiohttp import web
 
+from picogate._http import new_app
 from picogate._model import PointType, Quality, Reading
 from picogate.console._alarms import Active, AlarmBook
 from picogate.console._auth import json_error, json_response, need, user_of
@@ -53,10 +54,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("picogate.console")
 audit_log = logging.getLogger("picogate.audit")
 
-MAX_RULE_TEXT = 256 * 1024
-"""Characters of an edited rule file (the rule language's own limit for a file)."""
-MAX_CSV = 1024 * 1024
+MAX_RULE_TEXT = 1 << 20
+"""Characters of an edited rule file (the rule language's own limit for a file is 1 MiB)."""
+MAX_CSV = 1 << 20
 """Bytes of an uploaded replay CSV."""
+MAX_EDIT_BODY = 3 << 20
+"""Bytes of a rule editor request: the file and a CSV, as JSON strings (escaping adds some)."""
 MAX_REPLAY_READINGS = 200_000
 STATIC = ("index.html", "console.js", "console.css")
 _QUEUE = 4
@@ -125,14 +128,27 @@ class Console:
             web.get(f"{a}/alarms", self._alarms),
             web.post(f"{a}/alarms/{{id}}/ack", self._ack),
             web.get(f"{a}/trend", self._trend),
-            web.get(f"{a}/rules/files", self._rule_files),
-            web.get(f"{a}/rules/file", self._rule_file),
-            web.put(f"{a}/rules/file", self._save),
-            web.post(f"{a}/rules/check", self._check),
-            web.post(f"{a}/rules/replay", self._replay),
             web.get(f"{a}/live", self._live),
             web.post(f"{a}/live/{{stream}}", self._watch),
         ]
+
+    RULES_PREFIX = "/console/api/rules"
+
+    def rules_app(self) -> web.Application:
+        """The rule editor's endpoints, under `RULES_PREFIX`: an application of their own, whose
+        bodies may hold a whole rule file and a replay CSV (`MAX_EDIT_BODY`), where the rest of
+        the server takes 64 KiB at most."""
+        app = new_app(max_body=MAX_EDIT_BODY)
+        app.add_routes(
+            [
+                web.get("/files", self._rule_files),
+                web.get("/file", self._rule_file),
+                web.put("/file", self._save),
+                web.post("/check", self._check),
+                web.post("/replay", self._replay),
+            ]
+        )
+        return app
 
     # ------------------------------------------------------------------ the page
 
@@ -295,8 +311,11 @@ class Console:
         live = self._live_rules()
         if isinstance(live, web.Response):
             return live
+        raw = await _read_body(request, MAX_EDIT_BODY)
+        if raw is None:
+            return json_error(413, "too_large", f"the request is larger than {MAX_EDIT_BODY:,} bytes at most")
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return json_error(400, "bad_request", 'send {"name": "boiler.rules", "text": "..."} as JSON')
         if (
@@ -453,6 +472,8 @@ class Console:
                         data = await stream.queue.get()
                 except TimeoutError:
                     data = b": keep-alive\n\n"
+                if not data:
+                    break
                 await response.write(data)
         except (ConnectionError, RuntimeError):
             pass  # the page went away
@@ -560,6 +581,24 @@ class Console:
 
     def stop(self) -> None:
         self._stop.set()
+        for stream in self.streams.values():  # the open pages' streams end now, not at their keep-alive
+            with contextlib.suppress(asyncio.QueueFull):
+                stream.queue.put_nowait(b"")
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None when it is longer than `limit` (read in pieces: the server's own bound,
+    64 KiB, is for the other endpoints)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _event(name: str, data: Any) -> bytes:
