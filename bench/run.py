@@ -420,7 +420,7 @@ def scenario_a(ctx: Ctx) -> dict[str, Any]:
 
 class ConsolePage(threading.Thread):
     """One open console page, as a browser keeps it: logged in, the plant page's live stream
-    watching its first 500 points (what the page shows), the alarm count and the health page read
+    (the local API's /api/v1/events for the devices of its first 500 points), the alarms read
     every 5 s.  Loopback only; stops with `done`."""
 
     def __init__(self, port: int, user: str, password: str) -> None:
@@ -448,28 +448,24 @@ class ConsolePage(threading.Thread):
 
     def run(self) -> None:
         import http.client
+        import urllib.parse
 
         try:
             _, cookie, login = self._request(
                 "POST", "/console/api/login", {"user": self.user, "password": self.password}
             )
             auth = {"Cookie": cookie.split(";", 1)[0], "X-CSRF-Token": login["csrf"]}
-            _, _, points = self._request("GET", "/api/v1/points", headers=auth)
-            keys = [p["key"] for p in points["points"]][:500]
-            self._request("GET", "/api/v1/snapshot", headers=auth)
+            _, _, snapshot = self._request("GET", "/api/v1/snapshot", headers=auth)
+            devices, shown = [], 0
+            for d in snapshot["devices"]:
+                if shown >= 500:
+                    break
+                devices.append(d["name"])
+                shown += len(d["points"])
             stream = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            stream.request("GET", "/console/api/live", headers=auth)
+            query = urllib.parse.quote(",".join(devices))
+            stream.request("GET", f"/api/v1/events?devices={query}", headers=auth)
             live = stream.getresponse()
-            hello: dict[str, Any] = {}
-            while not hello:  # "event: hello", then its "data: {...}"
-                line = live.readline()
-                if not line:
-                    raise ConnectionError("the live stream ended before its hello")
-                if line.startswith(b"data: "):
-                    hello = json.loads(line[6:])
-            self._request(
-                "POST", f"/console/api/live/{hello['stream']}", {"points": keys, "topics": ["alarms"]}, auth
-            )
             next_poll = time.monotonic()
             while not self.done.is_set():
                 line = live.readline()
@@ -480,7 +476,6 @@ class ConsolePage(threading.Thread):
                 if time.monotonic() >= next_poll:
                     next_poll += 5
                     self._request("GET", "/console/api/alarms?history=1", headers=auth)
-                    self._request("GET", "/api/v1/status", headers=auth)
             stream.close()
         except Exception as exc:  # reported with the figures
             self.error = f"{type(exc).__name__}: {exc}"
@@ -516,7 +511,7 @@ def scenario_console(ctx: Ctx) -> dict[str, Any]:
     cpu_off, cpu_on = off["agent_cpu_pct"], on["agent_cpu_pct"]
     rise = cpu_on - cpu_off if cpu_off is not None and cpu_on is not None else None
     say(
-        f"   agent CPU: {cpu_off} % without the console, {cpu_on} % with one page open ({page.events} live events)"
+        f"   agent CPU: {fmt_pct(cpu_off)} without the console, {fmt_pct(cpu_on)} with one page open ({page.events} live events)"
     )
     if page.error:
         say(f"   the page failed: {page.error}")

@@ -85,7 +85,6 @@ SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     "console.tls": (console.TlsSection, None),
     "console.alarms": (console.AlarmsSection, None),
     "console.trend": (console.TrendSection, None),
-    "console.live": (console.LiveSection, None),
 }
 
 MEANINGS: dict[tuple[str, str], str] = {

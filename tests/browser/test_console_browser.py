@@ -254,7 +254,6 @@ async def test_console_in_a_browser(mosquitto: Any, modbus_tcp_server: Any, tmp_
         console={
             "users": str(tmp_path / "users.json"),
             "trend": {"step": "1s"},
-            "live": {"interval": "250ms"},
         },
     )
     shots = ROOT / "docs" if os.environ.get("PICOGATE_SCREENSHOTS") == "docs" else tmp_path

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import shutil
 import ssl
@@ -79,7 +78,7 @@ def config(
         [boiler],
         metrics={"enabled": True, "host": "127.0.0.1", "port": http},
         rules={"dir": str(rules_dir), "debounce": "50ms", "status_interval": "200ms"},
-        console={"users": str(mine), "trend": {"step": "1s"}, "live": {"interval": "200ms"}, **console},
+        console={"users": str(mine), "trend": {"step": "1s"}, **console},
     )
 
 
@@ -268,8 +267,7 @@ ENDPOINTS = [
     ("POST", f"{CON}/rules/check"),
     ("POST", f"{CON}/rules/replay"),
     ("PUT", f"{CON}/rules/file"),
-    ("GET", f"{CON}/live"),
-    ("POST", f"{CON}/live/abc"),
+    ("GET", f"{API}/events"),
     ("POST", f"{CON}/logout"),
     ("GET", f"{API}/snapshot"),
     ("POST", f"{API}/writes"),
@@ -467,46 +465,18 @@ async def test_rule_editor_check_replay_save(
 # ---------------------------------------------------------------------------- live updates
 
 
-async def test_live_stream_sends_what_the_page_watches(plant: Any) -> None:
+async def test_the_page_follows_the_api_live_stream_with_its_session(plant: Any) -> None:
     dev, _, url, _ = plant
     async with browser(url) as b:
         await b.login("view")
-        async with b.http.get(url + f"{CON}/live") as stream:
+        async with b.http.get(url + f"{API}/events?devices=boiler&interval=0.25") as stream:
             assert stream.status == 200
             assert stream.content_type == "text/event-stream"
-
-            async def event() -> tuple[str, str]:
-                name = data = ""
-                async with asyncio.timeout(10):
-                    while True:
-                        line = (await stream.content.readline()).decode().rstrip("\n")
-                        if line.startswith("event: "):
-                            name = line[7:]
-                        elif line.startswith("data: "):
-                            data = line[6:]
-                        elif not line and name:
-                            return name, data
-
-            name, data = await event()
-            assert name == "hello"
-            sid = json.loads(data)["stream"]
-            status, body = await b.call(
-                "POST", f"{CON}/live/{sid}", {"points": ["boiler.temp"], "topics": []}
-            )
-            assert status == 200
-            assert body["watching"] == 1
-            status, _ = await b.call("POST", f"{CON}/live/{sid}", {"points": "boiler.temp"})
-            assert status == 400
-            status, _ = await b.call("POST", f"{CON}/live/nope", {"points": []})
-            assert status == 404
-            name, data = await event()
-            assert name == "points"
-            assert '"boiler.temp":[20,' in data
             dev.set_holding(1, 0, 31)
-            while True:
-                name, data = await event()
-                if '"boiler.temp":[31,' in data:
-                    break
+            seen = ""
+            async with asyncio.timeout(10):
+                while '"value":31' not in seen:
+                    seen = (await stream.content.readline()).decode()
 
 
 # ---------------------------------------------------------------------------- start-up and TLS

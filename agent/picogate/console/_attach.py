@@ -1,6 +1,6 @@
 """Plugs the console into the gateway (see picogate._host): its routes and its authentication on
 the gateway's HTTP server (with TLS when `console.tls` is set), the alarm book fed by the rules'
-alerts, and the service that samples trends and feeds the pages' live streams."""
+alerts, and the service that samples the trends."""
 
 from __future__ import annotations
 
@@ -106,9 +106,11 @@ async def attach(host: Host, cfg: ConsoleSection | None) -> None:
     host.http_app.add_subapp(console.RULES_PREFIX, console.rules_app())
     host.http.add_middleware(auth.middleware)
 
-    live = rules()
-    if live is not None:
-        live.alerts.listeners.append(alarms.event)
+    def hear_alerts(service: object) -> None:  # the rules service, and again after a reconfiguration
+        if isinstance(service, LiveRules) and alarms.event not in service.alerts.listeners:
+            service.alerts.listeners.append(alarms.event)
+
+    host.on_service("rules", hear_alerts)
 
     def may_write(request: web.Request) -> str | None:
         from picogate.console._auth import user_of

@@ -60,15 +60,6 @@ class TrendSection(_Model):
     """Points with a trend at most (12 bytes a sample: 720 × 5,000 ≈ 43 MB at most)."""
 
 
-class LiveSection(_Model):
-    interval: Annotated[float, BeforeValidator(parse_duration), Field(ge=0.1, le=60)] = 1.0
-    """An open page gets the changes of what it shows at most this often."""
-    max_points: Annotated[int, Field(ge=1, le=100_000)] = 2000
-    """Points one page may watch at once."""
-    max_streams: Annotated[int, Field(ge=1, le=1000)] = 32
-    """Open pages (live streams) at once."""
-
-
 class ConsoleSection(_Model):
     """The operator console (docs/console.md)."""
 
@@ -86,8 +77,6 @@ class ConsoleSection(_Model):
     """The alarm history on disk; see `console.alarms`."""
     trend: TrendSection = TrendSection()
     """The recent history of every point (trends, replays); see `console.trend`."""
-    live: LiveSection = LiveSection()
-    """How open pages are updated; see `console.live`."""
 
     _data_dir: Path = PrivateAttr(default=Path("/var/lib/picogate"))
     _bind: str = PrivateAttr(default="127.0.0.1")

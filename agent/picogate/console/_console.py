@@ -13,12 +13,10 @@ What the console adds to the local API:
 | `POST /console/api/rules/check` | engineer | check an edited file with the running set |
 | `POST /console/api/rules/replay` | engineer | replay recent history (or a CSV) through it |
 | `PUT /console/api/rules/file` | engineer | save it (only when it checks clean) |
-| `GET /console/api/live` | viewer | Server-Sent Events: changes of the watched points, alarms, rules |
-| `POST /console/api/live/{stream}` | viewer | what that stream watches |
 
-The live stream is throttled: at most one batch per `console.live.interval` per page, with only
-the points the page shows (`console.live.max_points` at most) that changed since the last batch;
-a page that does not keep up loses intermediate values, never the latest.
+The page follows changes on the local API's live stream (`GET /api/v1/events?devices=…`,
+throttled there: at most one batch a second, only the devices the page shows), and reads the
+alarms again when its `alerts` event says they changed.
 """
 
 from __future__ import annotations
@@ -27,11 +25,9 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -66,18 +62,6 @@ _QUEUE = 4
 """Batches waiting for a slow page at most; beyond, the page gets everything again next time."""
 
 
-@dataclass(slots=True)
-class _Stream:
-    id: str
-    user: str
-    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(_QUEUE))
-    points: set[tuple[str, str]] = field(default_factory=set)
-    topics: set[str] = field(default_factory=lambda: {"alarms", "rules"})
-    sent: dict[tuple[str, str], int] = field(default_factory=dict)
-    alarms_seen: int = -1
-    rules_seen: bytes = b""
-
-
 def _ms(ns: int) -> int:
     return ns // 1_000_000
 
@@ -95,8 +79,8 @@ def _problem(e: RuleError) -> dict[str, Any]:
 
 
 class Console:
-    """The console's state and endpoints, and the service that samples trends and feeds the live
-    streams (a gateway component)."""
+    """The console's state and endpoints, and the service that samples the trends (a gateway
+    component)."""
 
     name = "console"
     kind: Literal["source", "service"] = "service"
@@ -109,15 +93,9 @@ class Console:
         self.alarms = alarms
         self.rules = rules
         self.trends = Trends(samples=cfg.trend.samples, max_points=cfg.trend.max_points)
-        self.streams: dict[str, _Stream] = {}
-        self.alarms_version = 0
         self.sweep: Callable[[], None] = lambda: None
         self._stop = asyncio.Event()
         self._save_lock = asyncio.Lock()
-        alarms.listeners.append(self._alarm_changed)
-
-    def _alarm_changed(self, _entry: dict[str, Any]) -> None:
-        self.alarms_version += 1
 
     def routes(self) -> list[web.RouteDef]:
         a = "/console/api"
@@ -128,8 +106,6 @@ class Console:
             web.get(f"{a}/alarms", self._alarms),
             web.post(f"{a}/alarms/{{id}}/ack", self._ack),
             web.get(f"{a}/trend", self._trend),
-            web.get(f"{a}/live", self._live),
-            web.post(f"{a}/live/{{stream}}", self._watch),
         ]
 
     RULES_PREFIX = "/console/api/rules"
@@ -438,152 +414,27 @@ class Console:
             live.request_reload()
         return json_response({"ok": True, "saved": name, "warnings": warnings, "rules": len(ruleset.rules)})
 
-    # ------------------------------------------------------------------ live updates
-
-    async def _live(self, request: web.Request) -> web.StreamResponse:
-        who = user_of(request)
-        assert who is not None  # the middleware let only users through
-        if len(self.streams) >= self.cfg.live.max_streams:
-            return json_error(
-                503,
-                "too_many_streams",
-                f"{self.cfg.live.max_streams} pages are open already (console.live.max_streams); close one",
-            )
-        stream = _Stream(secrets.token_urlsafe(12), who[0])
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await response.prepare(request)
-        self.streams[stream.id] = stream
-        try:
-            hello = {
-                "stream": stream.id,
-                "interval": self.cfg.live.interval,
-                "max_points": self.cfg.live.max_points,
-            }
-            await response.write(_event("hello", hello))
-            while not self._stop.is_set():
-                try:
-                    async with asyncio.timeout(15):
-                        data = await stream.queue.get()
-                except TimeoutError:
-                    data = b": keep-alive\n\n"
-                if not data:
-                    break
-                await response.write(data)
-        except (ConnectionError, RuntimeError):
-            pass  # the page went away
-        finally:
-            self.streams.pop(stream.id, None)
-        return response
-
-    async def _watch(self, request: web.Request) -> web.Response:
-        stream = self.streams.get(request.match_info["stream"])
-        who = user_of(request)
-        if stream is None or who is None or stream.user != who[0]:
-            return json_error(404, "no_stream", "no such live stream (open /console/api/live first)")
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            body = None
-        points = body.get("points", []) if isinstance(body, dict) else None
-        topics = body.get("topics", ["alarms", "rules"]) if isinstance(body, dict) else None
-        if not isinstance(points, list) or not all(isinstance(p, str) for p in points):
-            return json_error(
-                400, "bad_request", 'send {"points": ["device.point", ...], "topics": ["alarms", "rules"]}'
-            )
-        if not isinstance(topics, list) or not set(topics) <= {"alarms", "rules"}:
-            return json_error(400, "bad_request", 'topics are "alarms" and "rules"')
-        limit = self.cfg.live.max_points
-        if len(points) > limit:
-            return json_error(
-                413,
-                "too_many_points",
-                f"a page watches at most {limit} points at once (console.live.max_points)",
-            )
-        keys = {(d, p) for d, dot, p in (k.partition(".") for k in points) if dot}
-        stream.points = keys
-        stream.topics = set(topics)
-        stream.sent = {k: v for k, v in stream.sent.items() if k in keys}
-        return json_response({"watching": len(keys), "topics": sorted(stream.topics)})
-
-    def push(self) -> None:
-        """One round of the live streams: to each, what changed of what it watches."""
-        if not self.streams:
-            return
-        latest = self.host.pipeline.latest
-        rules_body = b""
-        live = self.rules()
-        if live is not None and any("rules" in s.topics for s in self.streams.values()):
-            rules_body = orjson.dumps(live.status(), default=str)
-        for stream in list(self.streams.values()):
-            parts: list[bytes] = []
-            changed: dict[str, list[Any]] = {}
-            sent = stream.sent
-            for key in stream.points:
-                r = latest.get(key)
-                if r is None or sent.get(key) == r.ts:
-                    continue
-                changed[f"{key[0]}.{key[1]}"] = [r.value, r.quality.value, _ms(r.ts)]
-            if changed:
-                parts.append(_event("points", changed))
-            if "alarms" in stream.topics and stream.alarms_seen != self.alarms_version:
-                parts.append(_event("alarms", {"version": self.alarms_version}))
-            if "rules" in stream.topics and rules_body and stream.rules_seen != rules_body:
-                parts.append(_event("rules", {}))
-            if not parts:
-                continue
-            try:
-                stream.queue.put_nowait(b"".join(parts))
-            except asyncio.QueueFull:
-                stream.sent = {}  # the page is behind: everything again once it catches up
-                stream.alarms_seen = -1
-                stream.rules_seen = b""
-                continue
-            for key in stream.points:
-                r = latest.get(key)
-                if r is not None:
-                    sent[key] = r.ts
-            stream.alarms_seen = self.alarms_version
-            if rules_body:
-                stream.rules_seen = rules_body
-
     # ------------------------------------------------------------------ the component
 
     async def run(self) -> None:
+        """Sample the trends every `trend.step`; end expired sessions every minute."""
         step = self.cfg.trend.step
-        interval = self.cfg.live.interval
-        next_sample = time.monotonic()
         next_sweep = time.monotonic() + 60
         while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_sample:
-                next_sample = now + step
-                try:
-                    self.sample()
-                except Exception:
-                    log.exception("console: sampling the trends failed")
-            if now >= next_sweep:
-                next_sweep = now + 60
-                self.sweep()
             try:
-                self.push()
+                self.sample()
             except Exception:
-                log.exception("console: the live update failed")
+                log.exception("console: sampling the trends failed")
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + 60
+                self.sweep()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(interval, max(0.0, next_sample - time.monotonic()))):
+                async with asyncio.timeout(step):
                     await self._stop.wait()
         self.alarms.close()
 
     def stop(self) -> None:
         self._stop.set()
-        for stream in self.streams.values():  # the open pages' streams end now, not at their keep-alive
-            with contextlib.suppress(asyncio.QueueFull):
-                stream.queue.put_nowait(b"")
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
@@ -599,10 +450,6 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
             return None
         parts.append(chunk)
     return b"".join(parts)
-
-
-def _event(name: str, data: Any) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
 def _write_atomic(path: Path, text: str) -> None:

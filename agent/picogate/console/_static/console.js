@@ -1,11 +1,11 @@
 // Picogate operator console: one page, no build step, no library.  It reads the gateway's local
-// API (/api/v1/…) and the console's own endpoints (/console/api/…), and follows changes over one
-// Server-Sent Events stream that watches only what the page shows.
+// API (/api/v1/…) and the console's own endpoints (/console/api/…), and follows changes on the
+// local API's live stream (/api/v1/events), for the devices the page shows.
 "use strict";
 
-const S = { user: null, role: null, csrf: "", stream: null, source: null, page: "plant",
+const S = { user: null, role: null, csrf: "", source: null, page: "plant",
   points: new Map(), devices: new Map(), rules: null, alarms: [], trendKey: null, lastChange: new Map(),
-  files: [], watchTimer: null };
+  files: [], watchTimer: null, streamDevices: null };
 const ROLES = { viewer: 1, operator: 2, engineer: 3 };
 const $ = (id) => document.getElementById(id);
 const can = (role) => ROLES[S.role] >= ROLES[role];
@@ -74,9 +74,8 @@ async function start(session) {
   $("write-form").hidden = !can("operator"); $("write-viewer").hidden = can("operator");
   for (const b of ["editor-check", "editor-replay", "editor-save"]) $(b).disabled = !can("engineer");
   await loadSnapshot();
-  openStream();
   go(location.hash.slice(1) || "plant");
-  setInterval(() => { if (S.user) { if (S.page === "health") loadHealth(); if (S.page === "plant") renderAges(); } }, 5000);
+  setInterval(() => { if (S.user) { refreshAlarmCount(); if (S.page === "plant") renderAges(); } }, 5000);
 }
 
 // ------------------------------------------------------------------ navigation
@@ -93,38 +92,60 @@ window.addEventListener("hashchange", () => { if (S.user) go(location.hash.slice
 
 // ------------------------------------------------------------------ live updates
 
-function openStream() {
-  if (S.source) S.source.close();
-  const src = new EventSource("/console/api/live");
-  S.source = src;
-  src.addEventListener("hello", (ev) => { S.stream = JSON.parse(ev.data).stream; watch(); });
-  src.addEventListener("points", (ev) => {
-    const changed = JSON.parse(ev.data);
-    for (const [key, [value, quality, ts]] of Object.entries(changed)) {
-      const p = S.points.get(key);
-      if (!p) continue;
-      if (p.value !== value) S.lastChange.set(key, ts);
-      p.value = value; p.quality = quality; p.ts = ts;
-      updateRow(key);
-    }
-  });
-  src.addEventListener("alarms", () => { refreshAlarmCount(); if (S.page === "alarms") loadAlarms(); });
-  src.addEventListener("rules", () => { if (S.page === "rules") loadRules(); });
-  src.onerror = () => { S.stream = null; };
-}
+// The local API's live stream (/api/v1/events), for the devices the page shows: on the plant page
+// those of the rows shown (at most MAX_ROWS), elsewhere none but the first (alarms, rules, writes
+// and status come with any stream).  Opened again when that set changes.
+const MAX_ROWS = 500;
 
-function visiblePoints() {
-  if (S.page !== "plant") return [];
-  return [...document.querySelectorAll("#plant-table tbody tr")].filter((r) => !r.hidden).slice(0, 500).map((r) => r.dataset.key);
+function wantedDevices() {
+  if (S.page !== "plant") return [...S.devices.keys()].slice(0, 1);
+  const seen = new Set();
+  for (const r of document.querySelectorAll("#plant-table tbody tr")) if (!r.hidden) seen.add(S.points.get(r.dataset.key).device);
+  return [...seen];
 }
 
 function watch() {
   clearTimeout(S.watchTimer);
-  S.watchTimer = setTimeout(async () => {
-    if (!S.stream) return;
-    const topics = ["alarms"].concat(S.page === "rules" ? ["rules"] : []);
-    await call("POST", `/console/api/live/${S.stream}`, { points: visiblePoints(), topics });
-  }, 150);
+  S.watchTimer = setTimeout(() => {
+    const devices = wantedDevices().sort().join(",");
+    if (S.source && S.streamDevices === devices) return;
+    openStream(devices);
+  }, 200);
+}
+
+function openStream(devices) {
+  if (S.source) S.source.close();
+  S.streamDevices = devices;
+  const src = new EventSource(`/api/v1/events${devices ? "?devices=" + encodeURIComponent(devices) : ""}`);
+  S.source = src;
+  src.addEventListener("snapshot", (ev) => {
+    let unknown = false;
+    for (const d of JSON.parse(ev.data).devices) for (const p of d.points) { if (S.points.has(p.key)) setPoint(p); else unknown = true; }
+    if (unknown) loadSnapshot().then(() => { if (S.page === "plant") renderPlant(); });
+  });
+  src.addEventListener("points", (ev) => { for (const p of JSON.parse(ev.data).points) setPoint(p); });
+  src.addEventListener("devices", (ev) => {
+    for (const d of JSON.parse(ev.data).devices) { S.devices.set(d.name, { ...(S.devices.get(d.name) || {}), ...d }); refreshDevice(d.name); }
+  });
+  src.addEventListener("alerts", () => { refreshAlarmCount(); if (S.page === "alarms") loadAlarms(); });
+  src.addEventListener("rules", (ev) => { S.rules = JSON.parse(ev.data); if (S.page === "rules") renderRules(S.rules); });
+  src.addEventListener("writes", () => { if (S.page === "writes") loadWrites(); });
+  src.addEventListener("status", () => { if (S.page === "health") loadHealth(); });
+}
+
+function setPoint(p) {
+  const old = S.points.get(p.key);
+  if (!old) return;
+  if (old.value !== p.value) S.lastChange.set(p.key, p.ts);
+  Object.assign(old, p);
+  updateRow(p.key);
+}
+
+function refreshDevice(name) {
+  for (const row of document.querySelectorAll("#plant-table tbody tr")) {
+    const p = S.points.get(row.dataset.key);
+    if (p && p.device === name) row.cells[0].replaceChildren(...deviceCell(name).childNodes);
+  }
 }
 
 // ------------------------------------------------------------------ plant
@@ -141,13 +162,17 @@ async function loadSnapshot() {
   refreshAlarmCount();
 }
 
+function deviceCell(name) {
+  const d = S.devices.get(name);
+  return el("td", {}, name, " ", el("span", { class: `muted state-${d ? d.state : ""}` }, d ? `(${d.state}${d.reason ? ": " + d.reason : ""})` : ""));
+}
+
 function renderPlant() {
   const body = $("plant-table").tBodies[0];
   body.replaceChildren();
   for (const [key, p] of S.points) {
-    const d = S.devices.get(p.device);
     const row = el("tr", { "data-key": key, class: "clickable", onclick: () => openTrend(key) },
-      el("td", {}, p.device, " ", el("span", { class: `muted state-${d ? d.state : ""}`, title: d && d.reason ? d.reason : "" }, d ? `(${d.state}${d.reason ? ": " + d.reason : ""})` : "")),
+      deviceCell(p.device),
       el("td", { title: p.description || "" }, p.point),
       el("td", { class: "num" }), el("td", {}, p.unit || ""), el("td", {}), el("td", {}), el("td", {}),
       el("td", {}, p.writable && can("operator") ? el("button", { class: "small", onclick: (ev) => { ev.stopPropagation(); askWrite(key); } }, "Set…") : ""));
@@ -181,15 +206,19 @@ function renderAges() {
 function filterPlant() {
   const q = $("plant-search").value.trim().toLowerCase();
   const state = $("plant-state").value;
-  let shown = 0;
+  let matching = 0, shown = 0;
   for (const row of $("plant-table").tBodies[0].rows) {
     const p = S.points.get(row.dataset.key);
     const d = S.devices.get(p.device);
     const text = `${p.key} ${p.unit} ${p.description || ""}`.toLowerCase();
-    row.hidden = (q && !text.includes(q)) || (state && (!d || d.state !== state));
+    const match = !((q && !text.includes(q)) || (state && (!d || d.state !== state)));
+    if (match) matching++;
+    row.hidden = !match || shown >= MAX_ROWS;
     if (!row.hidden) shown++;
   }
-  $("plant-count").textContent = `${shown} of ${S.points.size} points`;
+  $("plant-count").textContent = shown < matching
+    ? `${shown} of ${matching} matching points shown (of ${S.points.size}): search to narrow it`
+    : `${matching} of ${S.points.size} points`;
   watch();
 }
 $("plant-search").addEventListener("input", filterPlant);
@@ -286,8 +315,10 @@ async function ack(id) {
 
 async function loadRules() {
   const r = await call("GET", "/api/v1/rules");
-  if (!r.ok) return;
-  const rs = r.data;
+  if (r.ok) renderRules(r.data);
+}
+
+function renderRules(rs) {
   const box = $("reload");
   box.replaceChildren();
   if (!rs.enabled) { box.append("This gateway runs no rules."); return; }
