@@ -252,3 +252,59 @@ def test_trends_sample_and_bound() -> None:
     assert trends.sample([Reading("c", "x", 1, 6 * s)]) == 0  # max_points reached
     assert trends.refused == 1
     assert trends.bound_bytes == 10 * 12 * 2
+
+
+# ---------------------------------------------------------------------------- the rule editor's parts
+
+
+async def test_trial_and_rule_path(tmp_path: Path) -> None:
+    """LiveRules.trial compiles the running set with one file replaced; rule_path refuses names
+    that are not rule files of the directory."""
+    from picogate._gateway import Gateway
+    from picogate._model import PointInfo, PointType
+    from picogate.gateway import GatewayConfig
+    from picogate.rules import RuleErrors, live_rules, replay
+    from picogate.rules._config import RulesSection
+
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "a.rules").write_text('RULE hot\n  ON boiler.temp > 85\n  THEN alert("hot")\nEND\n')
+    (rules_dir / "b.rules").write_text("LET boiler.double = boiler.temp * 2\n")
+    cfg = GatewayConfig.model_validate(
+        {
+            "gateway": {"id": "gw", "data_dir": str(tmp_path / "data")},
+            "mqtt": {"enabled": False},
+            "metrics": {"enabled": False},
+            "clock": {"check_sync": False},
+        }
+    )
+    async with Gateway(cfg) as gw:
+        gw.registry.add(PointInfo("boiler", "temp", PointType.FLOAT64))
+        await gw.reconfigure("rules", RulesSection(dir=rules_dir, watch=False))
+        live = live_rules(gw)
+        assert live is not None
+        assert live.rule_names() == ["a.rules", "b.rules"]
+        # the other files count: a.rules may use b.rules' LET
+        ruleset = live.trial("a.rules", 'RULE hot\n  ON boiler.double > 170\n  THEN alert("hot")\nEND\n')
+        assert [r.id for r in ruleset.rules if r.kind != "let"] == ["hot"]
+        with pytest.raises(RuleErrors) as exc:
+            live.trial("a.rules", 'RULE hot\n  ON boiler.tmp > 85\n  THEN log("x")\nEND\n')
+        [error] = exc.value.errors
+        assert (error.file, error.line, error.suggestion) == ("a.rules", 2, "boiler.temp")
+        assert (rules_dir / "a.rules").read_text().startswith("RULE hot\n  ON boiler.temp > 85")  # untouched
+        assert live.trial("new.rules", "") is not None  # a new file
+        for bad in ("../a.rules", ".a.rules", "a.txt", "/etc/a.rules", "sub/a.rules", "", "a\0.rules"):
+            with pytest.raises(ValueError, match="not a rule file name"):
+                live.rule_path(bad)
+        # replay: the same engine as `rules test --replay`, as data
+        s = 1_000_000_000
+        lines, cut = replay(
+            ruleset, [Reading("boiler", "temp", t, i * s) for i, t in enumerate((80, 90, 80))]
+        )
+        assert cut == 0
+        assert [(x.ts // s, x.rule, x.what) for x in lines if x.rule == "hot"] == [
+            (1, "hot", "fired"),
+            (1, "hot", "alert active warning: hot"),
+            (2, "hot", "cleared"),
+            (2, "hot", "alert cleared warning: hot"),
+        ]

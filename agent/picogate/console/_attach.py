@@ -89,6 +89,12 @@ async def attach(host: Host, cfg: ConsoleSection | None) -> None:
     context = tls_context(cfg)
     if context is not None:
         host.http.ssl = context
+    elif not is_loopback(cfg.bind):
+        log.warning(
+            "console: served on %s without TLS: passwords and sessions cross the network in clear "
+            "(set console.tls: a certificate and its key)",
+            cfg.bind,
+        )
 
     def rules() -> LiveRules | None:
         live = host.service("rules")
@@ -136,7 +142,6 @@ async def attach(host: Host, cfg: ConsoleSection | None) -> None:
 
     host.on_service("api", hook_api)
     host.add_component(console)
-    log.info("console on %s/console/ (users: %s)", host.http.url, cfg.users)
 
 
 PLUGIN: Plugin[ConsoleSection | None] = Plugin("console", SECTION, attach)

@@ -18,7 +18,6 @@ import asyncio
 import base64
 import binascii
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -227,8 +226,6 @@ class Auth:
                 "user": session.user,
                 "role": session.role.label,
                 "csrf": session.csrf,
-                "expires": int((session.created + self.sessions.max_age) * 1000)
-                if self.sessions.clock is time.time
-                else None,
+                "expires": int((session.created + self.sessions.max_age) * 1000),
             }
         )
