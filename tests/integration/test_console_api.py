@@ -208,6 +208,28 @@ async def test_login_session_csrf_logout(plant: Any, caplog: pytest.LogCaptureFi
             assert r.status == 400
 
 
+async def test_picogate_write_and_watch_log_in_from_the_environment(
+    plant: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from picogate.cli import main
+
+    dev, _, url, _ = plant
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        assert await asyncio.to_thread(main, ["write", "boiler.setpoint", "61", "--url", url]) != 0
+        assert "log in first" in capsys.readouterr().err
+        monkeypatch.setenv("PICOGATE_USER", "op")
+        monkeypatch.setenv("PICOGATE_PASSWORD", PASSWORDS["op"])
+        assert await asyncio.to_thread(main, ["write", "boiler.setpoint", "61", "--url", url]) == 0
+        assert dev.get_holding(1, 1) == [61]
+        assert await asyncio.to_thread(main, ["watch", "--once", "--url", url]) == 0
+        assert "console:op" in capsys.readouterr().out  # the last write, by its user
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 async def test_failed_logins_are_rate_limited(plant: Any) -> None:
     _, _, url, _ = plant
     async with browser(url) as b:

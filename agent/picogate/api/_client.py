@@ -4,7 +4,9 @@ time (urllib: no event loop, no proxy for what is local)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -54,9 +56,16 @@ class ApiClient:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self.headers: dict[str, str] = {}
+        """Sent with every request: with the operator console on, PICOGATE_USER and
+        PICOGATE_PASSWORD in the environment give HTTP Basic credentials of a console user."""
+        user, password = os.environ.get("PICOGATE_USER"), os.environ.get("PICOGATE_PASSWORD")
+        if user and password is not None:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            self.headers["Authorization"] = f"Basic {token}"
 
     def get(self, path: str) -> Any:
-        status, body = self._request(urllib.request.Request(self.url + API + path))
+        status, body = self._request(urllib.request.Request(self.url + API + path, headers=self.headers))
         if status != 200:
             raise GatewayUnreachable(self.url, f"GET {API}{path} answered {status}: {_error_of(body)}")
         return body
@@ -67,7 +76,7 @@ class ApiClient:
             self.url + API + path,
             data=json.dumps(body).encode(),
             method="POST",
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **self.headers},
         )
         return self._request(request)
 
