@@ -169,6 +169,7 @@ def scenario(p: Page, set_temp: Callable[[int], None], setpoint: Callable[[], in
     problem = p.text("#editor-problems")
     assert "did you mean boiler.temp?" in problem
     assert "ON boiler.tmp > 60" in problem
+    assert p.el("#editor-gutter .bad").text == "3"  # the line is marked beside the text
     p.shot("editor")
     fixed = RULES.replace("boiler.temp > 85", "boiler.temp > 60").replace("< 80", "< 55")
     p.set_editor(fixed)

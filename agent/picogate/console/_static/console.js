@@ -358,17 +358,36 @@ async function openFile(name) {
   if (!r.ok) { $("editor-status").textContent = r.data.error; return; }
   $("editor-text").value = r.data.text; $("editor-text").dataset.file = name;
   $("editor-problems").replaceChildren(); $("editor-replay-out").replaceChildren(); $("editor-status").textContent = "";
+  S.marks.clear(); drawGutter();
 }
 
 function edited() { return { name: $("editor-file").value, text: $("editor-text").value }; }
 
+// Line numbers beside the text; a line with a mistake is marked red (a warning orange), with the
+// mistake as its tooltip.
+S.marks = new Map();
+function drawGutter() {
+  const n = $("editor-text").value.split("\n").length;
+  const g = $("editor-gutter");
+  g.replaceChildren();
+  for (let i = 1; i <= n; i++) {
+    const mark = S.marks.get(i);
+    g.append(mark ? el("span", { class: mark.kind === "error" ? "bad" : "warn", title: mark.text, "data-line": i }, String(i)) : String(i), "\n");
+  }
+  g.scrollTop = $("editor-text").scrollTop;
+}
+$("editor-text").addEventListener("input", () => { S.marks.clear(); drawGutter(); });
+$("editor-text").addEventListener("scroll", () => { $("editor-gutter").scrollTop = $("editor-text").scrollTop; });
+
 function showProblems(data) {
   const box = $("editor-problems");
   box.replaceChildren();
+  S.marks.clear();
   const lines = $("editor-text").value.split("\n");
   for (const [kind, list] of [["error", data.errors || []], ["warning", data.warnings || []]]) {
     for (const e of list) {
       const own = e.file === $("editor-file").value;
+      if (own && !(S.marks.get(e.line) || {}).kind) S.marks.set(e.line, { kind, text: e.message });
       const src = own ? (lines[e.line - 1] || "") : "";
       const caret = " ".repeat(Math.max(0, e.col - 1)) + "^" + "~".repeat(Math.max(0, (e.length || 1) - 1));
       box.append(el("div", { class: `problem ${kind}`, "data-line": e.line, onclick: () => jump(e) },
@@ -377,6 +396,7 @@ function showProblems(data) {
         own ? el("pre", {}, `${src}\n${caret}`) : el("pre", {}, e.text)));
     }
   }
+  drawGutter();
 }
 
 function jump(e) {
