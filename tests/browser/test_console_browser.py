@@ -46,7 +46,7 @@ RULES = (
     "RULE overheat\n"
     "  ON boiler.temp > 85\n"
     "  CLEAR boiler.temp < 80\n"
-    '  THEN alert("Boiler at {boiler.temp} °C", severity="critical")\n'
+    '  THEN alert("Boiler at {boiler.temp} °C", severity="critical"); set(boiler.setpoint, 40)\n'
     "END\n"
 )
 
@@ -158,6 +158,7 @@ def scenario(p: Page, set_temp: Callable[[int], None], setpoint: Callable[[], in
     # --- rules with their live state
     p.go("rules")
     p.wait("the rule overheat", lambda: "overheat" in p.text("#rules-table"))
+    p.wait("its write", lambda: "boiler.setpoint = 40: ok" in p.text('#rules-table tr[data-rule="overheat"]'))
     p.shot("rules")
 
     # --- the editor: an error shown inline, fixed, replayed, saved

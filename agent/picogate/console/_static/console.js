@@ -129,7 +129,10 @@ function openStream(devices) {
   });
   src.addEventListener("alerts", () => { refreshAlarmCount(); if (S.page === "alarms") loadAlarms(); });
   src.addEventListener("rules", (ev) => { S.rules = JSON.parse(ev.data); if (S.page === "rules") renderRules(S.rules); });
-  src.addEventListener("writes", () => { if (S.page === "writes") loadWrites(); });
+  src.addEventListener("writes", (ev) => {
+    S.ruleWrites = (S.ruleWrites || []).concat(JSON.parse(ev.data).writes).slice(-100);
+    if (S.page === "writes") loadWrites();
+  });
   src.addEventListener("status", () => { if (S.page === "health") loadHealth(); });
 }
 
@@ -314,8 +317,19 @@ async function ack(id) {
 // ------------------------------------------------------------------ rules
 
 async function loadRules() {
-  const r = await call("GET", "/api/v1/rules");
+  const [r, w] = await Promise.all([call("GET", "/api/v1/rules"), call("GET", "/api/v1/writes")]);
+  if (w.ok) S.ruleWrites = w.data.writes;
   if (r.ok) renderRules(r.data);
+}
+
+// A rule's writes among the last writes of the gateway (origin rule:<id>): how many, how many the
+// rate limit refused, and the last one with its result.
+function writesOf(rule) {
+  const mine = (S.ruleWrites || []).filter((w) => w.origin === `rule:${rule}`);
+  if (!mine.length) return "";
+  const last = mine[mine.length - 1];
+  const limited = mine.filter((w) => w.code === "rate_limited").length;
+  return `${mine.length} write(s)${limited ? `, ${limited} held back by the rate limit` : ""}; last ${last.key} = ${fmtValue(last.value)}: ${last.code}`;
 }
 
 function renderRules(rs) {
@@ -334,6 +348,7 @@ function renderRules(rs) {
       el("td", { class: `state-${rule.state}` }, rule.state),
       el("td", {}, fmtDate(rule.last_fired)),
       el("td", { class: "num" }, rule.fired ?? ""),
+      el("td", {}, writesOf(rule.id)),
       el("td", { class: "muted" }, [rule.reason, rule.chattering ? "chattering" : ""].filter(Boolean).join("; ")),
       el("td", {}, el("pre", {}, rule.text || ""))));
   }
