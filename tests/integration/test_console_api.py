@@ -242,9 +242,17 @@ async def test_failed_logins_are_rate_limited(plant: Any) -> None:
 
 async def test_a_removed_user_loses_the_session(plant: Any) -> None:
     _, _gw, url, make = plant
+    users = Users(Path(make()["console"]["users"]))
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):  # the second from the cache of verified credentials
+            async with http.get(url + f"{API}/points", headers=basic("op", PASSWORDS["op"])) as r:
+                assert r.status == 200
+        users.set_password("op", "a new password")
+        async with http.get(url + f"{API}/points", headers=basic("op", PASSWORDS["op"])) as r:
+            assert r.status == 401  # the old password no longer counts, cached or not
     async with browser(url) as b:
         await b.login("view")
-        Users(Path(make()["console"]["users"])).remove("view")
+        users.remove("view")
         status, body = await b.call("GET", f"{API}/points")
         assert status == 401
         assert "log in again" in body["error"]

@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +39,8 @@ _KEY: Any = getattr(web, "RequestKey", None)
 _SESSION: Any = _KEY("picogate_session", object) if _KEY else "picogate.session"
 _USER: Any = _KEY("picogate_user", str) if _KEY else "picogate.user"
 _ROLE: Any = _KEY("picogate_role", object) if _KEY else "picogate.role"
+BASIC_CACHE_S = 60.0
+BASIC_CACHE_MAX = 256
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _OPEN_API = frozenset({"/console/api/login", "/console/api/session"})
 
@@ -83,6 +87,10 @@ class Auth:
         self.secure = secure
         self.logins = 0
         self.failures = 0
+        self._basic_ok: dict[bytes, float] = {}
+        """Basic credentials verified in the last BASIC_CACHE_S (a digest of the name, the password
+        and the stored hash: a changed password or user misses it), so that a script asking every
+        second does not pay argon2 every time."""
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -105,7 +113,11 @@ class Auth:
             return await handler(request)
         session = self.sessions.get(request.cookies.get(COOKIE))
         if session is not None:
-            user = self.users.get(session.user)
+            try:
+                user = self.users.get(session.user)
+            except UsersError as exc:
+                log.error("console: %s", exc)
+                return json_error(503, "users_file", "the users file cannot be read; see the gateway's log")
             if user is None or user.role != session.role:  # removed or changed on the command line
                 self.sessions.end_user(session.user)
                 return json_error(
@@ -138,10 +150,27 @@ class Auth:
             name, _, password = base64.b64decode(token, validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError, ValueError):
             return json_error(400, "bad_request", "the Authorization header is not valid Basic credentials")
-        user = await self._check(request, name, password)
-        if isinstance(user, web.Response):
-            return user
-        self._mark(request, name, user, None)
+        try:
+            known = self.users.get(name)
+        except UsersError:
+            known = None
+        now = time.monotonic()
+        digest = b""
+        if known is not None:
+            digest = hashlib.sha256(f"{name}\0{password}\0{known.hash}".encode()).digest()
+            if self._basic_ok.get(digest, 0.0) > now:
+                self._mark(request, name, known.role, None)
+                return None
+        role = await self._check(request, name, password)
+        if isinstance(role, web.Response):
+            return role
+        if digest:
+            if len(self._basic_ok) >= BASIC_CACHE_MAX:
+                self._basic_ok = {k: t for k, t in self._basic_ok.items() if t > now}
+                if len(self._basic_ok) >= BASIC_CACHE_MAX:
+                    self._basic_ok.clear()
+            self._basic_ok[digest] = now + BASIC_CACHE_S
+        self._mark(request, name, role, None)
         return None
 
     async def _check(self, request: web.Request, name: str, password: str) -> Role | web.Response:
