@@ -87,6 +87,7 @@ class Auth:
         self.secure = secure
         self.logins = 0
         self.failures = 0
+        self._verifying = asyncio.Semaphore(2)
         self._basic_ok: dict[bytes, float] = {}
         """Basic credentials verified in the last BASIC_CACHE_S (a digest of the name, the password
         and the stored hash: a changed password or user misses it), so that a script asking every
@@ -191,7 +192,8 @@ class Auth:
         except UsersError as exc:
             log.error("console: %s", exc)
             return json_error(503, "users_file", "the users file cannot be read; see the gateway's log")
-        ok = await asyncio.to_thread(verify_password, user.hash if user else None, password)
+        async with self._verifying:  # argon2 takes 64 MiB each: two at a time at most
+            ok = await asyncio.to_thread(verify_password, user.hash if user else None, password)
         if not ok or user is None:
             self.failures += 1
             self.limiter.failed(*keys)
