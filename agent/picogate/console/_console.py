@@ -58,8 +58,6 @@ MAX_EDIT_BODY = 3 << 20
 """Bytes of a rule editor request: the file and a CSV, as JSON strings (escaping adds some)."""
 MAX_REPLAY_READINGS = 200_000
 STATIC = ("index.html", "console.js", "console.css")
-_QUEUE = 4
-"""Batches waiting for a slow page at most; beyond, the page gets everything again next time."""
 
 
 def _ms(ns: int) -> int:
@@ -75,6 +73,18 @@ def _problem(e: RuleError) -> dict[str, Any]:
         "message": e.message,
         "suggestion": e.suggestion,
         "text": e.format(),
+    }
+
+
+def _file_problem(name: str, message: str) -> dict[str, Any]:
+    return {
+        "file": name,
+        "line": 1,
+        "col": 1,
+        "length": 1,
+        "message": message,
+        "suggestion": None,
+        "text": f"{name}:1:1: error: {message}",
     }
 
 
@@ -96,6 +106,7 @@ class Console:
         self.sweep: Callable[[], None] = lambda: None
         self._stop = asyncio.Event()
         self._save_lock = asyncio.Lock()
+        self._busy = asyncio.Semaphore(1)
 
     def routes(self) -> list[web.RouteDef]:
         a = "/console/api"
@@ -315,9 +326,15 @@ class Console:
         from picogate.rules import RuleErrors
 
         try:
-            ruleset = await asyncio.to_thread(live.trial, name, text)
+            async with self._busy:  # compiling a large set takes a second of CPU: one at a time
+                ruleset = await asyncio.to_thread(live.trial, name, text)
         except RuleErrors as exc:
             return None, [_problem(e) for e in exc.errors], [_problem(w) for w in exc.warnings]
+        except RecursionError:
+            return None, [_file_problem(name, "an expression is nested too deeply")], []
+        except Exception as exc:  # a bug in the compiler must not answer 500 to the editor
+            log.exception("console: checking %s failed", name)
+            return None, [_file_problem(name, f"internal compiler error: {type(exc).__name__}: {exc}")], []
         return ruleset, [], [_problem(w) for w in ruleset.warnings]
 
     async def _check(self, request: web.Request) -> web.Response:
@@ -354,11 +371,13 @@ class Console:
                 return json_error(400, "bad_csv", readings)
             source = "csv"
         else:
-            readings = self._recent()
+            wanted = {key for info in ruleset.rules for key in info.points}
+            readings = self._recent(wanted)
             source = "history"
         from picogate.rules import replay
 
-        lines, cut = await asyncio.to_thread(replay, ruleset, readings[:MAX_REPLAY_READINGS])
+        async with self._busy:
+            lines, cut = await asyncio.to_thread(replay, ruleset, readings)
         return json_response(
             {
                 "ok": True,
@@ -372,18 +391,20 @@ class Console:
             }
         )
 
-    def _recent(self) -> list[Reading]:
-        """The trend rings as readings, oldest first: the gateway's recent history."""
+    def _recent(self, keys: set[str]) -> list[Reading]:
+        """The trend rings of the points `keys` (device.point) as readings, oldest first: the
+        gateway's recent history of what the rules read, MAX_REPLAY_READINGS at most (the newest)."""
         registry = self.host.registry
         out: list[Reading] = []
-        for (device, point), ring in self.trends.rings.items():
+        rings = [(k, r) for k, r in self.trends.rings.items() if f"{k[0]}.{k[1]}" in keys]
+        for (device, point), ring in rings:
             info = registry.find(device, point)
             is_bool = info is not None and info.type is PointType.BOOL
             for sec, value in ring:
                 v: bool | float = bool(value) if is_bool else value
                 out.append(Reading(device, point, v, sec * 1_000_000_000, Quality.GOOD))
         out.sort(key=lambda r: r.ts)
-        return out
+        return out[-MAX_REPLAY_READINGS:]
 
     async def _save(self, request: web.Request) -> web.Response:
         edit = await self._edit(request)
