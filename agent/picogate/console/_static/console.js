@@ -194,7 +194,7 @@ function updateRow(key, row) {
   c[2].textContent = fmtValue(p.value);
   c[4].textContent = p.quality || "—"; c[4].className = `q-${p.quality}`;
   c[5].textContent = fmtAge(p.ts);
-  c[6].textContent = fmtTime(S.lastChange.get(key));
+  c[6].textContent = fmtTime(S.lastChange.get(key) || p.published);  // seen here, or last published
   if (before && before !== c[2].textContent) { row.classList.add("flash"); setTimeout(() => row.classList.remove("flash"), 600); }
   if (key === S.trendKey) loadTrend();
 }
