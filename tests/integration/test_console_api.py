@@ -183,8 +183,14 @@ async def test_login_session_csrf_logout(plant: Any, caplog: pytest.LogCaptureFi
         status, body = await b.call("POST", f"{CON}/login", {"user": "op"})
         assert status == 400
         assert "password" in body["error"]
-        async with b.http.post(url + f"{CON}/login", data=b"{not json") as r:
+        async with b.http.post(
+            url + f"{CON}/login", data=b"{not json", headers={"Content-Type": "application/json"}
+        ) as r:
             assert r.status == 400
+        async with b.http.post(
+            url + f"{CON}/login", data=b'{"user": "op", "password": "operator-pass"}'
+        ) as r:
+            assert r.status == 415  # what a form of another site could send
         status, body = await b.login("op")
         assert status == 200
         assert body["role"] == "operator"

@@ -210,6 +210,10 @@ class Auth:
     # ------------------------------------------------------------------ the endpoints
 
     async def _login(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/json":  # a form of another site cannot log anyone in
+            return json_error(
+                415, "unsupported_media_type", 'send {"user": "...", "password": "..."} as application/json'
+            )
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
