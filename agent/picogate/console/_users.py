@@ -136,6 +136,12 @@ class Users:
     def _read(self) -> bytes:
         try:
             return self.path.read_bytes()
+        except PermissionError:
+            raise UsersError(
+                f"{self.path}: cannot read: permission denied; the gateway reads it as user "
+                f"{_me()}: give it that file (chown {_me()} {self.path}, mode 600)",
+                where=str(self.path),
+            ) from None
         except OSError as exc:
             raise UsersError(
                 f"{self.path}: cannot read: {exc.strerror or exc}", where=str(self.path)
@@ -212,6 +218,11 @@ class Users:
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
             try:
                 os.fchmod(fd, 0o600)
+                with contextlib.suppress(FileNotFoundError, PermissionError):
+                    st = os.stat(self.path)  # a file that exists keeps its owner, group and mode
+                    with contextlib.suppress(PermissionError):
+                        os.fchown(fd, st.st_uid, st.st_gid)
+                    os.fchmod(fd, st.st_mode & 0o660)
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                     f.flush()
@@ -226,6 +237,15 @@ class Users:
                 f"{self.path}: cannot write: {exc.strerror or exc}", where=str(self.path)
             ) from None
         self._users, self._stamp = dict(users), self._stat()
+
+
+def _me() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 def _name(u: User) -> str:
