@@ -95,8 +95,32 @@ def test_a_file_that_is_not_utf8_is_an_error_naming_it(tmp_path: Path) -> None:
     assert list(files) == ["good.rules"]
     assert len(errors) == 1
     assert errors[0].file == "latin1.rules"
-    assert (errors[0].line, errors[0].col) == (1, 1)
-    assert "not UTF-8 text (byte 38 is 0xe8)" in errors[0].message
+    assert (errors[0].line, errors[0].col) == (1, 39)
+    assert errors[0].message == (
+        "not UTF-8 text: byte 0xe8 ('è' in Latin-1 or Windows-1252) on line 1; save the file as UTF-8 "
+        "(in Notepad: Save As, Encoding UTF-8)"
+    )
+    assert errors[0].format().splitlines()[1:] == [
+        '  ON boiler.temp > 85 THEN alert("chaudière")',
+        " " * 40 + "^",
+    ]
+
+
+def test_a_file_named_like_a_rule_file_but_not_read_is_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "good.rules").write_text(GOOD)
+    (tmp_path / "door.rules.txt").write_text(GOOD)  # Windows added .txt
+    (tmp_path / "pump.rule").write_text(GOOD)
+    (tmp_path / "notes.txt").write_text("not a rule file")
+    outcome = run_job(CompileJob(str(tmp_path), "*.rules", False, ROWS))
+    assert outcome.ruleset is not None
+    assert [(w.file, w.level, w.message) for w in outcome.ruleset.warnings] == [
+        (
+            "door.rules.txt",
+            "warning",
+            "this file is not read: rule files are named *.rules: rename it door.rules",
+        ),
+        ("pump.rule", "warning", "this file is not read: rule files are named *.rules: rename it pump.rules"),
+    ]
 
 
 def test_a_missing_directory_is_an_error(tmp_path: Path) -> None:

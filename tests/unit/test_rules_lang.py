@@ -192,8 +192,35 @@ def test_cli_check_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "no *.rules files" in capsys.readouterr().err
     (tmp_path / "bin.rules").write_bytes(b"\xff\xfe\x00")
     assert main(["rules", "check", str(tmp_path / "bin.rules")]) == 1
-    assert "cannot read" in capsys.readouterr().err
+    assert "bin.rules:1:1: error: not UTF-8 text but UTF-16" in capsys.readouterr().err
+    (tmp_path / "latin1.rules").write_bytes(b'# boiler\nON boiler.temp > 85 THEN alert("85 \xb0C")\n')
+    assert main(["rules", "check", str(tmp_path / "latin1.rules")]) == 1
+    assert capsys.readouterr().err.splitlines()[-3:] == [
+        f"picogate rules: {tmp_path / 'latin1.rules'}:2:36: error: not UTF-8 text: byte 0xb0 ('°' in Latin-1 or "
+        "Windows-1252) on line 2; save the file as UTF-8 (in Notepad: Save As, Encoding UTF-8)",
+        '  ON boiler.temp > 85 THEN alert("85 °C")',
+        "  " + " " * 35 + "^",
+    ]
     assert main(["rules", "check", "--config", str(tmp_path / "nope.yaml"), str(tmp_path / "bin.rules")]) == 1
+
+
+def test_cli_check_warns_of_files_it_does_not_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "boiler.rules").write_text('ON boiler.temp > 85 THEN alert("hot")\n')
+    (tmp_path / "door.rules.txt").write_text('ON door.open THEN alert("door open")\n')
+    assert main(["rules", "check", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"{tmp_path / 'door.rules.txt'}:1:1: warning: this file is not read: rule files are named *.rules: "
+        "rename it door.rules" in out
+    )
+    assert "1 file(s), 1 rule(s) and LET(s): OK, 1 warning" in out
+    (tmp_path / "boiler.rules").unlink()
+    assert main(["rules", "check", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "no *.rules files in this directory" in err
+    assert "door.rules.txt:1:1: warning: this file is not read" in err
 
 
 def test_cli_test_replays_on_a_virtual_clock(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

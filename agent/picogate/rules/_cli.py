@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,22 +42,31 @@ def add_commands(
     test.set_defaults(func=test_command, load_points=load_points)
 
 
-def _read_rules(paths: list[Path]) -> dict[str, str] | str:
+def _read_rules(paths: list[Path], skipped: list[Any]) -> dict[str, str] | str:
+    """The files' texts (a directory: its *.rules files; a warning in `skipped` for each file
+    there that looks like a rule file but is not one), or what went wrong."""
     from picogate.rules._limits import MAX_TOTAL_BYTES, size
-    from picogate.rules._worker import read_rule_text
+    from picogate.rules._worker import NotUtf8, read_rule_text, skipped_files
 
     files: dict[str, str] = {}
     total = 0
     for p in paths:
         found = sorted(p.glob("*.rules")) if p.is_dir() else [p]
+        if p.is_dir():
+            skipped += [
+                replace(w, file=str(p / w.file)) for w in skipped_files(p, "*.rules", recursive=False)
+            ]
         if p.is_dir() and not found:
-            return f"{p}: no *.rules files in this directory"
+            more = "".join("\n" + w.format().splitlines()[0] for w in skipped)
+            return f"{p}: no *.rules files in this directory{more}"
         for f in found:
             try:
                 text = read_rule_text(f)
             except FileNotFoundError:
                 return f"{f}: no such file"
-            except ValueError as exc:  # too large, or not UTF-8
+            except NotUtf8 as exc:
+                return exc.error(str(f)).format()
+            except ValueError as exc:  # too large
                 return f"{f}: cannot read: {exc}"
             except OSError as exc:
                 return f"{f}: cannot read: {exc.strerror or exc}"
@@ -84,9 +94,10 @@ def _points(args: argparse.Namespace) -> list[PointInfo] | str | None:
 
 def _compile(args: argparse.Namespace) -> Any:
     from picogate.rules._compile import compile_rules
-    from picogate.rules._errors import RuleErrors
+    from picogate.rules._errors import RuleError, RuleErrors
 
-    files = _read_rules(args.files)
+    skipped: list[RuleError] = []
+    files = _read_rules(args.files, skipped)
     if isinstance(files, str):
         print(f"picogate rules: {files}", file=sys.stderr)
         return None
@@ -99,10 +110,12 @@ def _compile(args: argparse.Namespace) -> Any:
     try:
         ruleset = compile_rules(files, points)
     except RuleErrors as exc:
-        _print_problems([*exc.errors, *exc.warnings])
+        warnings = [*exc.warnings, *skipped]
+        _print_problems([*exc.errors, *warnings])
         n = len(exc.errors)
-        print(f"{n} error{'s' if n != 1 else ''}{_warnings(exc.warnings)}", file=sys.stderr)
+        print(f"{n} error{'s' if n != 1 else ''}{_warnings(warnings)}", file=sys.stderr)
         return None
+    ruleset.warnings.extend(skipped)
     _print_problems(ruleset.warnings)
     return ruleset, points
 
