@@ -223,6 +223,42 @@ def test_cli_check_warns_of_files_it_does_not_read(
     assert "door.rules.txt:1:1: warning: this file is not read" in err
 
 
+def test_cli_test_reads_excel_csv_and_warns_of_values_it_doubts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Excel's "CSV UTF-8" (a byte order mark) in a locale with a decimal comma (`;` between columns)."""
+    (tmp_path / "a.rules").write_text(
+        'LET boiler.temp_f = boiler.temp * 1.8 + 32 UNIT "°F"\nON boiler.temp > 85 THEN alert("hot")\n'
+    )
+    (tmp_path / "r.csv").write_bytes(
+        "\ufeffts;device;point;value\n"
+        "1;boiler;temp;80,5\n"
+        "2;boiler;temp;86 °C\n"
+        "3;boiler;tmp;90\n"
+        "4;boiler;temp;90\n".encode()
+    )
+    assert main(["rules", "test", str(tmp_path / "a.rules"), "--replay", str(tmp_path / "r.csv")]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "1970-01-01T00:00:01.000Z  boiler.temp_f  LET = 176.9 °F",
+        "1970-01-01T00:00:02.000Z  boiler.temp_f  LET = unknown",
+        "1970-01-01T00:00:04.000Z  boiler.temp_f  LET = 194 °F",
+        "1970-01-01T00:00:04.000Z  anon-49a2ee590d0f  fired",
+        "1970-01-01T00:00:04.000Z  anon-49a2ee590d0f  alert active warning: hot",
+    ]
+    csv = tmp_path / "r.csv"
+    assert [line for line in err.splitlines() if line.startswith("warning")] == [
+        f"warning: {csv}:2: '80,5' read as 80.5",
+        f"warning: {csv}:3: boiler.temp = '86 °C' is not a number: write 86, without the unit (read as a bad value)",
+        f"warning: {csv}:4: no rule uses boiler.tmp (did you mean boiler.temp?): its 1 reading change nothing",
+    ]
+    (tmp_path / "r.csv").write_text("ts,device,point,value\n1,boiler,temp,80,5\n")
+    assert main(["rules", "test", str(tmp_path / "a.rules"), "--replay", str(tmp_path / "r.csv")]) == 1
+    assert f"{csv}:2: quality is good, bad or uncertain, not '5' (a decimal comma? write 80.5)" in (
+        capsys.readouterr().err
+    )
+
+
 def test_cli_test_replays_on_a_virtual_clock(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     r = tmp_path / "a.rules"
     r.write_text(
