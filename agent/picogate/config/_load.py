@@ -70,7 +70,10 @@ _SUBPATH_PART = re.compile(r"([A-Za-z_]\w*)|\[(\d+)\]")
 
 @dataclass(frozen=True, slots=True)
 class ConfigIssue:
-    """One problem in a configuration file.  `line` and `column` are 1-based, None if unknown."""
+    """One problem in a configuration file.  `line` and `column` are 1-based, None if unknown.
+
+    A warning (`level="warning"`: the file loads, but probably does not say what was meant)
+    carries its source line (secrets masked) and where the caret goes in it."""
 
     file: str
     line: int | None
@@ -78,6 +81,9 @@ class ConfigIssue:
     path: str
     """Key path such as `devices[2].points[5].address`; empty for the file as a whole."""
     message: str
+    level: Literal["error", "warning"] = "error"
+    source_line: str = field(default="", compare=False)
+    caret: int | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         where = self.file
@@ -85,9 +91,22 @@ class ConfigIssue:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
+        if self.level == "warning":
+            where += ": warning"
         if self.path:
             return f"{where}: {self.path}: {self.message}"
         return f"{where}: {self.message}"
+
+    def format(self) -> str:
+        """`str()`, then the source line and a caret under the column (when the issue has them)."""
+        if not self.source_line or self.line is None:
+            return str(self)
+        width = len(str(self.line))
+        out = [str(self), f" {self.line} | {self.source_line}"]
+        if self.caret is not None:
+            pad = "".join("\t" if c == "\t" else " " for c in self.source_line[: self.caret - 1])
+            out.append(f" {'':>{width}} | {pad}^")
+        return "\n".join(out)
 
 
 class ConfigError(PicogateError):
@@ -203,9 +222,10 @@ def _mask_secrets(line: str, column: int | None, secrets: Iterable[str] = ()) ->
 # --------------------------------------------------------------------------- entry points
 
 
-def load_config(path: str | Path, schema: type[C]) -> C:
+def load_config(path: str | Path, schema: type[C], *, warnings: list[ConfigIssue] | None = None) -> C:
     """Read and validate a `gateway.yaml` against `schema` (the composed model of the whole file,
-    `picogate.gateway.GatewayConfig`).  Raises ConfigError listing every problem found."""
+    `picogate.gateway.GatewayConfig`).  Raises ConfigError listing every problem found; adds to
+    `warnings` what is valid but probably not meant (`address: 40001`, `poll: 1000`)."""
     name = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -223,13 +243,16 @@ def load_config(path: str | Path, schema: type[C]) -> C:
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         message = f"not UTF-8 text (byte 0x{raw[exc.start]:02x})"
         raise ConfigError([ConfigIssue(name, line, column, "", message)]) from None
-    return parse_config(text, schema, filename=name)
+    return parse_config(text, schema, filename=name, warnings=warnings)
 
 
-def parse_config(text: str, schema: type[C], *, filename: str = "<string>") -> C:
+def parse_config(
+    text: str, schema: type[C], *, filename: str = "<string>", warnings: list[ConfigIssue] | None = None
+) -> C:
     """Validate the text of a `gateway.yaml` against `schema`.  Raises ConfigError listing every
     problem found; what the sections check once the file is valid (`CoreConfig.after_load`) is
-    reported the same way."""
+    reported the same way.  What is valid but probably not meant (`CoreConfig.warnings`, a bare
+    number of seconds above a minute) is added to `warnings`, in file order."""
     try:
         loader = yaml.SafeLoader(text)  # checks for unprintable characters at once
     except yaml.reader.ReaderError as exc:
@@ -273,11 +296,101 @@ def parse_config(text: str, schema: type[C], *, filename: str = "<string>") -> C
                     err = ErrorDetails(type="value_error", loc=loc, msg=message, input=None)
                     issues.append(_validation_issue(err, data, tree, filename, schema))
                 if not issues:
+                    if warnings is not None:
+                        warnings += _warnings(config, data, tree, filename, schema, text, secrets)
                     return config
     if not issues:  # pragma: no cover - a YAML problem always leaves an issue
         issues.append(ConfigIssue(filename, None, None, "", "invalid configuration"))
     issues = [replace(i, message=redact_with(i.message, secrets)) for i in issues]
     raise ConfigError(_ordered(issues), source=text, secrets=secrets)
+
+
+def _warnings(
+    config: CoreConfig,
+    data: Any,
+    tree: _Tree,
+    filename: str,
+    schema: type[BaseModel],
+    text: str,
+    secrets: frozenset[str],
+) -> list[ConfigIssue]:
+    found = []
+    for loc, message in config.warnings():
+        err = ErrorDetails(type="value_error", loc=loc, msg=message, input=None)
+        found.append(_validation_issue(err, data, tree, filename, schema))
+    found += _bare_durations(data, schema, tree, filename)
+    lines = text.splitlines()
+    out = []
+    for issue in _ordered(found):
+        source, caret = "", None
+        if issue.line is not None and 1 <= issue.line <= len(lines):
+            source, caret = _mask_secrets(lines[issue.line - 1], issue.column, secrets)
+        message = redact_with(issue.message, secrets)
+        out.append(replace(issue, message=message, level="warning", source_line=source, caret=caret))
+    return out
+
+
+def _bare_durations(data: Any, schema: type[BaseModel], tree: _Tree, filename: str) -> list[ConfigIssue]:
+    """`poll: 1000`: a duration written as a bare number of seconds above a minute (most likely
+    milliseconds, or a unit forgotten)."""
+    out = []
+    stack: list[tuple[KeyPath, Any, Any, list[Any]]] = [((), data, schema, [])]
+    while stack:
+        path, value, annotation, constraints = stack.pop()
+        annotation, discriminator = _unwrap(annotation, constraints)
+        if discriminator is not None and _is_union(annotation):
+            tag = value.get(discriminator) if isinstance(value, dict) else None
+            annotation, constraints = _tagged_members(annotation, discriminator).get(str(tag)), []
+        if _is_model(annotation) and isinstance(value, dict):
+            for key, sub in value.items():
+                info = annotation.model_fields.get(key) if isinstance(key, str) else None
+                if info is not None:
+                    stack.append(((*path, key), sub, info.annotation, list(info.metadata)))
+        elif get_origin(annotation) is list and isinstance(value, list):
+            item = (get_args(annotation) or (None,))[0]
+            stack += [((*path, i), v, item, []) for i, v in enumerate(value)]
+        elif get_origin(annotation) is dict and isinstance(value, dict):
+            args = get_args(annotation)
+            stack += [
+                ((*path, _key_text(k)), v, args[1] if len(args) == 2 else None, []) for k, v in value.items()
+            ]
+        elif any(getattr(c, "func", None) is parse_duration for c in constraints) and (
+            seconds := _bare_seconds(value)
+        ):
+            mark = _find_mark(tree, path, prefer_key=False)
+            n = _num(seconds)
+            message = (
+                f"{n} without a unit is {n} seconds ({_spoken(seconds)}): write {n}ms for milliseconds, "
+                f"or {n}s if seconds are meant"
+            )
+            line = mark.line + 1 if mark is not None else None
+            column = mark.column + 1 if mark is not None else None
+            out.append(ConfigIssue(filename, line, column, _path_text(path), message))
+    return out
+
+
+_BARE_NUMBER = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
+
+
+def _bare_seconds(value: Any) -> float | None:
+    """A number without a unit (or its text, `"90"`) above 60, else None."""
+    if isinstance(value, str) and _BARE_NUMBER.match(value):
+        value = float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 60:
+        return float(value)
+    return None
+
+
+def _spoken(seconds: float) -> str:
+    """1000 → `16 min 40 s`."""
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            parts.append(f"{int(seconds // size)} {unit}")
+            seconds %= size
+    if seconds or not parts:
+        parts.append(f"{_num(round(seconds, 3))} s")
+    return " ".join(parts)
 
 
 def _ordered(issues: list[ConfigIssue]) -> list[ConfigIssue]:
