@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import enum
 import re
+import string
 import types
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, replace
@@ -418,6 +419,13 @@ def _syntax_issue(exc: yaml.MarkedYAMLError, filename: str) -> ConfigIssue:
         message = "a tab character: indent with spaces"
     elif "could not find expected ':'" in problem:
         message = "expected 'key: value' (is a ':' missing?)"
+        key = _key_without_colon(exc)
+        if key is not None and exc.context_mark is not None:
+            # PyYAML notices on the next line; the ':' is missing after the key on this one.
+            word, start = key
+            message = f"a ':' is missing after '{word}' (write '{word}: value')"
+            at_line, at_column = start.line + 1, start.column + 1 + len(word)
+            return ConfigIssue(filename, at_line, at_column, "", f"YAML syntax: {message}")
     elif "expected <block end>" in problem:
         message = f"bad indentation: this does not line up with the block that starts on {since}"
     elif "single document" in context:
@@ -442,6 +450,18 @@ def _syntax_issue(exc: yaml.MarkedYAMLError, filename: str) -> ConfigIssue:
     line = mark.line + 1 if mark is not None else None
     column = mark.column + 1 if mark is not None else None
     return ConfigIssue(filename, line, column, "", f"YAML syntax: {message}")
+
+
+_FIRST_WORD = re.compile(r"[^\s:#]+")
+
+
+def _key_without_colon(exc: yaml.MarkedYAMLError) -> tuple[str, yaml.Mark] | None:
+    """`host 10.0.0.5`: the first word of the line where the key began, and that line's mark."""
+    mark = exc.context_mark
+    if mark is None or mark.buffer is None or exc.context != "while scanning a simple key":
+        return None
+    word = _FIRST_WORD.match(mark.buffer, mark.pointer)
+    return (word.group(0), mark) if word is not None else None
 
 
 def _reader_issue(exc: yaml.reader.ReaderError, text: str, filename: str) -> ConfigIssue:
@@ -784,6 +804,15 @@ def _validation_issue(
     elif kind == "invalid_key":
         prefer_key = True
         message = f"a key must be text, not {_show(value)}"
+        comma = _decimal_comma(data, tuple(path))
+        if comma is not None:
+            before, number = comma
+            path[-1] = before
+            whole, decimals = number.split(",")
+            message = (
+                f"'{before}: {number}' is read as {before}: {whole} and a key {decimals} (in {{...}} a comma "
+                f"separates keys): write {before}: {whole}.{decimals}"
+            )
     elif kind == "extra_forbidden":
         prefer_key = True
         message = _unknown_key(str(path[-1]) if path else "?", target.owner, target.chosen)
@@ -809,7 +838,7 @@ def _validation_issue(
             choices = _quoted_list(str(ctx.get("expected", "")))
         message = f"must be one of: {', '.join(choices)}"
     elif kind == "string_pattern_mismatch":
-        message = _pattern_message(str(ctx.get("pattern", "")))
+        message = _pattern_message(str(ctx.get("pattern", "")), value)
     elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         message = _bounds_message(target.constraints, kind, ctx)
     else:
@@ -820,6 +849,26 @@ def _validation_issue(
     line = mark.line + 1 if mark is not None else None
     column = mark.column + 1 if mark is not None else None
     return ConfigIssue(filename, line, column, text, message)
+
+
+def _decimal_comma(data: Any, path: KeyPath) -> tuple[str, str] | None:
+    """`{scale: 0,1}`: the integer key at `path` follows a key whose value is a whole number (the
+    key before it, and `0,1` as written), else None."""
+    if not path or not isinstance(path[-1], str) or not path[-1].isdigit():
+        return None
+    parent = data
+    for element in path[:-1]:
+        parent = _child(parent, element)
+    if not isinstance(parent, dict):
+        return None
+    keys = list(parent)
+    at = next((i for i, k in enumerate(keys) if _key_text(k) == path[-1] and not isinstance(k, str)), None)
+    if not at:
+        return None
+    before, value = keys[at - 1], parent[keys[at - 1]]
+    if not isinstance(before, str) or isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return before, f"{value},{path[-1]}"
 
 
 def _find_mark(tree: _Tree, path: KeyPath, *, prefer_key: bool) -> yaml.Mark | None:
@@ -904,7 +953,20 @@ def _choices(annotation: Any) -> list[str] | None:
     return None
 
 
-def _pattern_message(pattern: str) -> str:
+_HEX_PATTERN = re.compile(r"^\^\[0-9A-Fa-f\]\{(\d+)\}\$$")
+
+
+def _pattern_message(pattern: str, value: Any = None) -> str:
+    hex_digits = _HEX_PATTERN.match(pattern)
+    if hex_digits is not None:
+        n = int(hex_digits.group(1))
+        what = f"{n} hex digits (0-9, A-F)"
+        if isinstance(value, str):
+            odd = next((c for c in value if c not in string.hexdigits), None)
+            if odd is not None:
+                return f"must be {what}; {odd!r} is not one"
+            return f"must be {what}; this has {len(value)}"
+        return f"must be {what}"
     if pattern == NAME_PATTERN:
         bare = pattern.removeprefix("^").removesuffix("$")
         return f"must match {bare} (lower-case letter, then lower-case letters, digits or '_')"
@@ -976,6 +1038,9 @@ _TYPE_MESSAGES = {
 }
 
 
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+\s*$")
+
+
 def _type_message(kind: str, msg: str, value: Any, ctx: dict[str, Any]) -> str:
     if kind in ("string_too_long", "too_long"):
         limit = ctx.get("max_length")
@@ -990,6 +1055,10 @@ def _type_message(kind: str, msg: str, value: Any, ctx: dict[str, Any]) -> str:
     if kind == "int_parsing_size":
         return "is too large"
     base = _TYPE_MESSAGES.get(kind)
+    if kind == "float_parsing" and isinstance(value, str) and _DECIMAL_COMMA.match(value):
+        return (
+            f"must be a number, not {_show(value)}: write {value.strip().replace(',', '.')} (a decimal point)"
+        )
     if base is None:
         text = msg.replace("Input should be", "must be").replace("Input", "the value")
         return text[:1].lower() + text[1:]
