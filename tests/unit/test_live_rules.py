@@ -491,3 +491,35 @@ async def test_a_write_refused_for_too_many_pending_leaves_its_audit_line(
     assert live.stats.writes_refused == 1
     for task in live.actions.writes:
         task.cancel()
+
+
+async def test_a_value_left_by_an_edited_rule_is_in_the_reload_message_and_the_status(
+    gateway: Gateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = live_rules(gateway)
+    assert live is not None
+    (tmp_path / "rules" / "a.rules").write_text(
+        "RULE night ON boiler.temp > 60 THEN set(boiler.burner, false) END\n"
+    )
+    assert (await live.reload()).ok
+    await gateway.pipeline.emit([Reading("boiler", "temp", 70.0, 1)])
+    assert live.status()["left_in_force"] == []
+    (tmp_path / "rules" / "a.rules").write_text(
+        "RULE night ON boiler.temp > 65 THEN set(boiler.burner, true) END\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="picogate.rules"):
+        assert (await live.reload()).ok
+    assert (
+        "rules: rule night (a.rules:1) was changed; the value it wrote stays in force: boiler.burner = false, "
+        "until something writes boiler.burner again"
+    ) in caplog.text
+    [left] = live.status()["left_in_force"]
+    assert {k: left[k] for k in ("point", "value", "rule", "file", "line", "rule_was")} == {
+        "point": "boiler.burner",
+        "value": False,
+        "rule": "night",
+        "file": "a.rules",
+        "line": 1,
+        "rule_was": "changed",
+    }
+    assert 1_000_000_000_000 < left["ts"] < 10_000_000_000_000  # milliseconds, as every ts on MQTT
