@@ -363,7 +363,9 @@ def _kind(annotation: Any, constraints: list[Any]) -> str:
                 return f"{hex_digits.group(1)} hex digits"
             if "#+" in pattern:
                 return "topic"
-            return "text (letters, digits and `_~:;=-`)" if "~:;=-" in pattern else f"text matching `{pattern}`"
+            return (
+                "text (letters, digits and `_~:;=-`)" if "~:;=-" in pattern else f"text matching `{pattern}`"
+            )
         return "text"
     if annotation is Path:
         return "path"
