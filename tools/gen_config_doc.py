@@ -322,9 +322,30 @@ def _code_list(values: list[Any]) -> str:
     return ", ".join(f"`{v}`" for v in values)
 
 
+_HEX = re.compile(r"^\^\[0-9A-Fa-f\]\{(\d+)\}\$$")
+
+_ITEMS: dict[Any, str] = {
+    modbus.PointConfig: "points",
+    boards.BoardConfig: "boards",
+    boards.IoPoint: "I/O points",
+    boards.BoardBus: "buses",
+    boards.BoardDevice: "devices",
+    coap.CoapNode: "nodes",
+    coap.CoapClientDevice: "devices",
+    coap.CoapResource: "resources",
+    coap.CoapOscore: "OSCORE contexts",
+}
+"""What a list of these models is a list of, in the tables."""
+
+
 def type_text(info: FieldInfo) -> str:
-    constraints = list(info.metadata)
-    annotation, _ = _unwrap(info.annotation, constraints)
+    return _kind(info.annotation, list(info.metadata))
+
+
+def _kind(annotation: Any, constraints: list[Any]) -> str:
+    """What an operator writes for a key of this type: `duration (> 0s)`, `16 hex digits`,
+    `bool or number`, `list of points`."""
+    annotation, _ = _unwrap(annotation, constraints)
     patterns = [getattr(c, "pattern", None) for c in constraints if getattr(c, "pattern", None)]
     if _is_duration(constraints):
         bounds = _range(constraints, "s")
@@ -347,17 +368,33 @@ def type_text(info: FieldInfo) -> str:
     if annotation is float:
         return "number"
     if annotation is str:
-        return "topic" if patterns else "text"
+        for pattern in patterns:
+            hex_digits = _HEX.match(pattern)
+            if hex_digits is not None:
+                return f"{hex_digits.group(1)} hex digits"
+            if "#+" in pattern:
+                return "topic"
+            return (
+                "text (letters, digits and `_~:;=-`)" if "~:;=-" in pattern else f"text matching `{pattern}`"
+            )
+        return "text"
     if annotation is Path:
         return "path"
     origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        members = [m for m in get_args(annotation) if m is not type(None)]
+        return " or ".join(_kind(m, []) for m in members)
     if origin is list:
         (item,) = get_args(annotation)
-        if item is modbus.PointConfig:
-            return "list of points"
-        return "list of devices" if get_origin(item) is Annotated else "list"
+        if item in _ITEMS:
+            return f"list of {_ITEMS[item]}"
+        if get_origin(item) is Annotated and get_origin(get_args(item)[0]) in (Union, types.UnionType):
+            return "list of devices"
+        kind = _kind(item, [])
+        return f"list of {kind.removeprefix('one of ')}"
     if origin is dict:
-        return "mapping"
+        key, value = get_args(annotation)
+        return f"mapping of {_kind(key, [])} to {_kind(value, [])}"
     return str(annotation)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from picogate import coap, console, edgex, modbus, mqtt, pico, rules
 from picogate._host import Plugin
-from picogate.config import CoreConfig, compose
+from picogate.config import ConfigIssue, CoreConfig, compose
 from picogate.config import load_config as _load
 from picogate.config import parse_config as _parse
 
@@ -31,11 +31,15 @@ GatewayConfig: type[CoreConfig] = compose([p.section for p in PLUGINS], name="Ga
 """The schema of the whole `gateway.yaml`: the core's sections and every plug-in's."""
 
 
-def load_config(path: str | Path) -> CoreConfig:
-    """Read and validate a `gateway.yaml`.  Raises ConfigError listing every problem found."""
-    return _load(path, GatewayConfig)
+def load_config(path: str | Path, *, warnings: list[ConfigIssue] | None = None) -> CoreConfig:
+    """Read and validate a `gateway.yaml`.  Raises ConfigError listing every problem found; adds
+    to `warnings` what is valid but probably not meant."""
+    return _load(path, GatewayConfig, warnings=warnings)
 
 
-def parse_config(text: str, *, filename: str = "<string>") -> CoreConfig:
-    """Validate the text of a `gateway.yaml`.  Raises ConfigError listing every problem found."""
-    return _parse(text, GatewayConfig, filename=filename)
+def parse_config(
+    text: str, *, filename: str = "<string>", warnings: list[ConfigIssue] | None = None
+) -> CoreConfig:
+    """Validate the text of a `gateway.yaml`.  Raises ConfigError listing every problem found; adds
+    to `warnings` what is valid but probably not meant."""
+    return _parse(text, GatewayConfig, filename=filename, warnings=warnings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sqlite3
 import sys
 import traceback
@@ -115,11 +116,12 @@ def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType
 
 
 def _config_check(path: Path) -> int:
-    from picogate.config import ConfigError
+    from picogate.config import ConfigError, ConfigIssue
     from picogate.gateway import declared_points, load_config
 
+    warnings: list[ConfigIssue] = []
     try:
-        cfg = load_config(path)
+        cfg = load_config(path, warnings=warnings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         n = len(exc.issues)
@@ -132,7 +134,10 @@ def _config_check(path: Path) -> int:
         parts.append(_count(len(boards), "Pico board"))
     if coap is not None and (coap.nodes or coap.clients):
         parts.append(_count(len(coap.nodes) + len(coap.clients), "CoAP device"))
-    print(f"{path}: OK ({', '.join(parts)}; {_count(len(registry), 'point')})")
+    for warning in warnings:
+        print(warning.format())
+    noted = f", {_count(len(warnings), 'warning')}" if warnings else ""
+    print(f"{path}: OK ({', '.join(parts)}; {_count(len(registry), 'point')}){noted}")
     return 0
 
 
@@ -154,14 +159,17 @@ def _run(path: Path) -> int:
     from picogate._datadir import DataDirInUse
     from picogate._outbox import OutboxError
     from picogate._secrets import redact
-    from picogate.config import ConfigError
+    from picogate.config import ConfigError, ConfigIssue
     from picogate.gateway import Gateway, load_config
 
+    warnings: list[ConfigIssue] = []
     try:
-        cfg = load_config(path)
+        cfg = load_config(path, warnings=warnings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    for warning in warnings:
+        logging.getLogger("picogate").warning("%s", warning)
 
     async def go() -> None:
         async with Gateway(cfg) as gw:

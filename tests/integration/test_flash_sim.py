@@ -227,7 +227,7 @@ def test_factory_three_boards_in_parallel_with_log(tmp_path: Path, cache: Path) 
         tray = tmp_path / "tray.yaml"
         tray.write_text(
             "gateway: line1\nparallel: 4\nlog: factory.jsonl\nname: 'io_{serial_short}'\n"
-            "boards:\n  E661410403963120: press\n"
+            "boards:\n  E661410403963120: press\n  E661410403963130: oven\n"  # the oven's board is not here
         )
         rows = json.loads(picogate("boards", "--json", env=tree.env()).stdout)
         assert sorted(r["serial"] for r in rows) == [
@@ -240,6 +240,10 @@ def test_factory_three_boards_in_parallel_with_log(tmp_path: Path, cache: Path) 
         r = picogate("flash", "--all", "--config", str(tray), "--boot-wait", "1", env=tree.env())
         assert r.returncode == 1, r.stdout + r.stderr  # one board failed
         assert "3 of 4 boards ok, 1 failed" in r.stdout
+        assert (
+            f"picogate: warning: {tray}: boards: E661410403963130 (oven) is none of the 4 board(s) found, "
+            "so this name is not given (`picogate boards` lists them)"
+        ) in r.stderr
         log = [json.loads(line) for line in (tmp_path / "factory.jsonl").read_text().splitlines()]
         assert len(log) == 4
         by_uid = {rec["uid"]: rec for rec in log}

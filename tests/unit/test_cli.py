@@ -85,6 +85,19 @@ def test_run_with_missing_password_variable(
     assert "PG_TEST_PW" not in err  # the name may be the password itself, put in the wrong place
 
 
+def test_run_logs_the_warnings_of_its_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    f = tmp_path / "gateway.yaml"
+    f.write_text(
+        f"gateway: {{data_dir: {blocker}/sub}}\nmetrics: {{enabled: false}}\n"
+        "devices:\n  - {name: plc, type: modbus_tcp, host: 127.0.0.1, poll: 1000}\n"
+    )
+    assert main(["run", "-c", str(f)]) == 1  # it stops at the data_dir, after the warnings
+    err = capsys.readouterr().err
+    assert f"{f}:4:58: warning: devices[0].poll: 1000 without a unit is 1000 seconds" in err
+
+
 def test_run_with_unwritable_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -1,8 +1,10 @@
 """Loading gateway.yaml: the data-driven cases in tests/cases/config, and the schema's helpers.
 
 A case is a directory with a `gateway.yaml` and either
-- `expected.txt`: the exact issue lines (`gateway.yaml:line:column: path: message`), or
-- `expected.json`: key paths (`devices[0].points[1].scale`) and the values they must load as.
+- `expected.txt`: the exact issue lines (`gateway.yaml:line:column: path: message`),
+- `expected.json`: key paths (`devices[0].points[1].scale`) and the values they must load as
+  (and no warning), or
+- `warnings.txt`: the file loads, with exactly these warnings (`gateway.yaml:line:column: warning: …`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from picogate.mqtt import MqttSection
 CASES = Path(__file__).resolve().parents[1] / "cases" / "config"
 BAD = sorted(p.name for p in CASES.iterdir() if (p / "expected.txt").exists())
 GOOD = sorted(p.name for p in CASES.iterdir() if (p / "expected.json").exists())
+WARNED = sorted(p.name for p in CASES.iterdir() if (p / "warnings.txt").exists())
 
 
 def issues_of(exc: pytest.ExceptionInfo[ConfigError]) -> list[str]:
@@ -71,9 +74,46 @@ def test_bad_config(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
                 assert caret.index("^") == src.index(" | ") + 3 + issue.column - 1
 
 
+@pytest.mark.parametrize("case", WARNED)
+def test_warned_config(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(CASES / case)
+    expected = (CASES / case / "warnings.txt").read_text(encoding="utf-8").splitlines()
+    warnings: list[ConfigIssue] = []
+    load_config("gateway.yaml", warnings=warnings)
+    assert [str(w) for w in warnings] == [line for line in expected if line.strip()]
+    source = (CASES / case / "gateway.yaml").read_text(encoding="utf-8").splitlines()
+    for w in warnings:  # the source line, and a caret under the column
+        assert w.level == "warning"
+        assert w.line is not None
+        assert w.column is not None
+        shown = w.format().splitlines()
+        assert shown[1] == f" {w.line} | {source[w.line - 1]}"
+        assert shown[2].index("^") == shown[1].index(" | ") + 3 + w.column - 1
+
+
+def test_warnings_go_with_check_and_leave_the_exit_status_0(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from picogate.cli import main
+
+    monkeypatch.chdir(CASES / "warn_modicon_address")
+    assert main(["config", "check", "gateway.yaml"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(
+        "gateway.yaml:7:51: warning: devices[0].points[0].address: address 40001 looks like"
+    )
+    assert out[1:3] == [
+        " 7 |       - {name: setpoint, table: holding, address: 40001}",
+        "   |                                                   ^",
+    ]
+    assert out[-1] == "gateway.yaml: OK (1 Modbus device; 5 points), 3 warnings"
+
+
 @pytest.mark.parametrize("case", GOOD)
 def test_good_config(case: str) -> None:
-    config = load_config(CASES / case / "gateway.yaml")
+    warnings: list[ConfigIssue] = []
+    config = load_config(CASES / case / "gateway.yaml", warnings=warnings)
+    assert warnings == []
     dumped = config.model_dump(mode="json")
     expected: dict[str, Any] = json.loads((CASES / case / "expected.json").read_text(encoding="utf-8"))
     for path, value in expected.items():

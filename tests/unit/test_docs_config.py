@@ -77,3 +77,23 @@ def test_every_key_is_documented() -> None:
         for key in model.model_fields:
             owners = {n for n, (other, _) in sections.items() if key in other.model_fields}
             assert any((owner, key) in documented for owner in owners), f"{name}.{key} is not documented"
+
+
+def test_common_mistakes_quote_what_the_checker_prints() -> None:
+    """Every message in "Common mistakes" is one of the data-driven cases' (tests/cases/config),
+    and so exactly what `picogate config check` prints; the source lines shown are the cases' too."""
+    section = TEXT.split("## Common mistakes", 1)[1].split("\n## ", 1)[0]
+    cases = ROOT / "tests" / "cases" / "config"
+    printed: set[str] = set()
+    sources: set[str] = set()
+    for case in cases.iterdir():
+        for name in ("expected.txt", "warnings.txt"):
+            if (case / name).exists():
+                printed.update((case / name).read_text(encoding="utf-8").splitlines())
+        if (case / "gateway.yaml").exists():
+            sources.update((case / "gateway.yaml").read_text(encoding="utf-8").splitlines())
+    quoted = [line for line in section.splitlines() if line.startswith("gateway.yaml:")]
+    assert len(quoted) >= 6
+    assert [line for line in quoted if line not in printed] == []
+    shown = [m.group(1) for m in re.finditer(r"^ +\d+ \| (.*)$", section, re.MULTILINE)]
+    assert [line for line in shown if line not in sources] == []

@@ -181,6 +181,10 @@ def test_tray(tmp_path: Path) -> None:
         ("name: 'io_{uid}'\n", r"name: bad template 'io_\{uid\}'"),
         ("name: 'IO-{n}'\n", r"name: template 'IO-\{n\}' gives names like 'IO-1', which is not a valid name"),
         ("boards:\n  E6614103E7000001: Press-1\n", "boards.E6614103E7000001: String should match pattern"),
+        (
+            "boards:\n  E6614103E70001: press\n",
+            r"boards: 'E6614103E70001' is not a USB serial number: 16 hex digits \(0-9, A-F\)",
+        ),
     ],
 )
 def test_bad_tray(tmp_path: Path, text: str, message: str) -> None:
@@ -188,6 +192,14 @@ def test_bad_tray(tmp_path: Path, text: str, message: str) -> None:
     f.write_text(text)
     with pytest.raises(FlashError, match=message):
         load_tray(f)
+
+
+def test_tray_entries_that_match_no_board_found(tmp_path: Path) -> None:
+    f = tmp_path / "tray.yaml"
+    f.write_text("boards:\n  E6614103E7000001: press\n  E6614103E7000002: oven\n  6614103270000003: saw\n")
+    tray = load_tray(f)
+    assert tray.unmatched(["e6614103e7000001", None]) == ["E6614103E7000002", "6614103270000003"]
+    assert tray.unmatched([]) == list(tray.boards)
 
 
 def test_missing_tray(tmp_path: Path) -> None:

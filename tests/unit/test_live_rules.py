@@ -95,8 +95,32 @@ def test_a_file_that_is_not_utf8_is_an_error_naming_it(tmp_path: Path) -> None:
     assert list(files) == ["good.rules"]
     assert len(errors) == 1
     assert errors[0].file == "latin1.rules"
-    assert (errors[0].line, errors[0].col) == (1, 1)
-    assert "not UTF-8 text (byte 38 is 0xe8)" in errors[0].message
+    assert (errors[0].line, errors[0].col) == (1, 39)
+    assert errors[0].message == (
+        "not UTF-8 text: byte 0xe8 ('è' in Latin-1 or Windows-1252) on line 1; save the file as UTF-8 "
+        "(in Notepad: Save As, Encoding UTF-8)"
+    )
+    assert errors[0].format().splitlines()[1:] == [
+        '  ON boiler.temp > 85 THEN alert("chaudière")',
+        " " * 40 + "^",
+    ]
+
+
+def test_a_file_named_like_a_rule_file_but_not_read_is_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "good.rules").write_text(GOOD)
+    (tmp_path / "door.rules.txt").write_text(GOOD)  # Windows added .txt
+    (tmp_path / "pump.rule").write_text(GOOD)
+    (tmp_path / "notes.txt").write_text("not a rule file")
+    outcome = run_job(CompileJob(str(tmp_path), "*.rules", False, ROWS))
+    assert outcome.ruleset is not None
+    assert [(w.file, w.level, w.message) for w in outcome.ruleset.warnings] == [
+        (
+            "door.rules.txt",
+            "warning",
+            "this file is not read: rule files are named *.rules: rename it door.rules",
+        ),
+        ("pump.rule", "warning", "this file is not read: rule files are named *.rules: rename it pump.rules"),
+    ]
 
 
 def test_a_missing_directory_is_an_error(tmp_path: Path) -> None:
@@ -467,3 +491,35 @@ async def test_a_write_refused_for_too_many_pending_leaves_its_audit_line(
     assert live.stats.writes_refused == 1
     for task in live.actions.writes:
         task.cancel()
+
+
+async def test_a_value_left_by_an_edited_rule_is_in_the_reload_message_and_the_status(
+    gateway: Gateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = live_rules(gateway)
+    assert live is not None
+    (tmp_path / "rules" / "a.rules").write_text(
+        "RULE night ON boiler.temp > 60 THEN set(boiler.burner, false) END\n"
+    )
+    assert (await live.reload()).ok
+    await gateway.pipeline.emit([Reading("boiler", "temp", 70.0, 1)])
+    assert live.status()["left_in_force"] == []
+    (tmp_path / "rules" / "a.rules").write_text(
+        "RULE night ON boiler.temp > 65 THEN set(boiler.burner, true) END\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="picogate.rules"):
+        assert (await live.reload()).ok
+    assert (
+        "rules: rule night (a.rules:1) was changed; the value it wrote stays in force: boiler.burner = false, "
+        "until something writes boiler.burner again"
+    ) in caplog.text
+    [left] = live.status()["left_in_force"]
+    assert {k: left[k] for k in ("point", "value", "rule", "file", "line", "rule_was")} == {
+        "point": "boiler.burner",
+        "value": False,
+        "rule": "night",
+        "file": "a.rules",
+        "line": 1,
+        "rule_was": "changed",
+    }
+    assert 1_000_000_000_000 < left["ts"] < 10_000_000_000_000  # milliseconds, as every ts on MQTT

@@ -142,7 +142,7 @@ def test_pin_names() -> None:
             - name: b1
               serial: E66141
             """,
-            "gateway.yaml:4:13: boards[0].serial: must match",
+            "gateway.yaml:4:13: boards[0].serial: must be 16 hex digits (0-9, A-F); this has 6",
         ),
         (
             """\

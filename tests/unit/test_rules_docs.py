@@ -52,3 +52,26 @@ def test_check_example_matches() -> None:
     with pytest.raises(RuleErrors) as info:
         compile_rules({"rules/boiler.rules": src}, POINTS)
     assert "\n".join(e.format() for e in info.value.errors) + "\n" == shown
+
+
+def test_common_mistakes_quote_what_the_checker_prints() -> None:
+    """Every message in "Common mistakes" is one the tests expect (a case in tests/cases/rules, or a
+    test of the rules tools or the gateway's rules), and each source line quoted is the case's."""
+    section = TEXT.split("## Common mistakes", 1)[1]
+    root = DOC.parents[1]
+    cases = root / "tests" / "cases" / "rules"
+    expected = "\n".join(p.read_text(encoding="utf-8") for p in cases.rglob("*.expected"))
+    sources = "\n".join(p.read_text(encoding="utf-8") for p in cases.rglob("*.rules"))
+    tests = "\n".join(
+        (root / "tests" / "unit" / n).read_text(encoding="utf-8")
+        for n in ("test_rules_lang.py", "test_live_rules.py")
+    )
+    messages = re.findall(r"^\S+:\d+:\d+: (?:error|warning): (.*)$", section, re.MULTILINE)
+    assert len(messages) >= 10
+    assert [m for m in messages if m not in expected and m not in tests] == []
+    quoted = re.findall(r"^  (\S.*)$", section, re.MULTILINE)
+    assert [q for q in quoted if not q.lstrip().startswith("^") and q not in sources] == []
+    log = re.findall(r"^rules: rule .*$", section, re.MULTILINE)
+    assert log
+    # the log line's form is the one tests/unit/test_live_rules.py checks
+    assert "was changed; the value it wrote stays in force: " in log[0]

@@ -512,3 +512,61 @@ def test_swap_of_a_stale_prepare_prepares_again() -> None:
     assert set(h.engine.status()["rules"]) == {"b"}
     h.feed(1, "boiler.temp", 90)
     assert h.acts.take() == [("log", "b", "b")]
+
+
+def test_a_setpoint_written_by_a_replaced_rule_is_reported_as_left_in_force() -> None:
+    h = Harness(
+        "RULE night ON boiler.temp > 60 THEN set(boiler.setpoint, 55) END\n"
+        "RULE siren ON door.open THEN set(alarm.siren, true) END\n"
+        "RULE burner ON boiler.temp > 90 THEN set(boiler.burner, false) END\n"
+    )
+    h.feed(1, "boiler.temp", 70)
+    h.feed(2, "door.open", True)
+    assert h.engine.status()["left_in_force"] == []
+    # night is edited, siren removed; burner never wrote anything
+    h.engine.load(
+        Harness.compile(
+            "RULE night ON boiler.temp > 65 THEN set(boiler.setpoint, 50) END\n"
+            "RULE burner ON boiler.temp > 90 THEN set(boiler.burner, false) END\n"
+        )
+    )
+    left = {e["point"]: e for e in h.engine.status()["left_in_force"]}
+    assert left == {
+        "boiler.setpoint": {
+            "point": "boiler.setpoint",
+            "value": 55,
+            "ts": 1 * S,
+            "rule": "night",
+            "file": "test.rules",
+            "line": 1,
+            "rule_was": "changed",
+        },
+        "alarm.siren": {
+            "point": "alarm.siren",
+            "value": True,
+            "ts": 2 * S,
+            "rule": "siren",
+            "file": "test.rules",
+            "line": 2,
+            "rule_was": "removed",
+        },
+    }
+    assert [e["point"] for e in h.engine.left_by_last_swap] == ["boiler.setpoint", "alarm.siren"]
+    # the edited rule writes the setpoint again: it is no longer left over
+    h.feed(3, "boiler.temp", 60)
+    h.feed(4, "boiler.temp", 70)
+    assert [e["point"] for e in h.engine.status()["left_in_force"]] == ["alarm.siren"]
+    # an unchanged reload reports nothing new
+    h.engine.load(h.engine._ruleset)
+    assert h.engine.left_by_last_swap == []
+
+
+def test_a_value_another_rule_wrote_since_is_not_reported_as_left_in_force() -> None:
+    h = Harness(
+        "RULE a ON boiler.temp > 60 THEN set(boiler.setpoint, 55) END\n"
+        "RULE b ON boiler.temp > 80 THEN set(boiler.setpoint, 40) END\n"
+    )
+    h.feed(1, "boiler.temp", 70)
+    h.feed(2, "boiler.temp", 85)  # b wrote after a
+    h.engine.load(Harness.compile("RULE b ON boiler.temp > 80 THEN set(boiler.setpoint, 40) END\n"))
+    assert h.engine.status()["left_in_force"] == []

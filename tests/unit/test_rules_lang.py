@@ -192,8 +192,71 @@ def test_cli_check_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "no *.rules files" in capsys.readouterr().err
     (tmp_path / "bin.rules").write_bytes(b"\xff\xfe\x00")
     assert main(["rules", "check", str(tmp_path / "bin.rules")]) == 1
-    assert "cannot read" in capsys.readouterr().err
+    assert "bin.rules:1:1: error: not UTF-8 text but UTF-16" in capsys.readouterr().err
+    (tmp_path / "latin1.rules").write_bytes(b'# boiler\nON boiler.temp > 85 THEN alert("85 \xb0C")\n')
+    assert main(["rules", "check", str(tmp_path / "latin1.rules")]) == 1
+    assert capsys.readouterr().err.splitlines()[-3:] == [
+        f"picogate rules: {tmp_path / 'latin1.rules'}:2:36: error: not UTF-8 text: byte 0xb0 ('°' in Latin-1 or "
+        "Windows-1252) on line 2; save the file as UTF-8 (in Notepad: Save As, Encoding UTF-8)",
+        '  ON boiler.temp > 85 THEN alert("85 °C")',
+        "  " + " " * 35 + "^",
+    ]
     assert main(["rules", "check", "--config", str(tmp_path / "nope.yaml"), str(tmp_path / "bin.rules")]) == 1
+
+
+def test_cli_check_warns_of_files_it_does_not_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "boiler.rules").write_text('ON boiler.temp > 85 THEN alert("hot")\n')
+    (tmp_path / "door.rules.txt").write_text('ON door.open THEN alert("door open")\n')
+    assert main(["rules", "check", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"{tmp_path / 'door.rules.txt'}:1:1: warning: this file is not read: rule files are named *.rules: "
+        "rename it door.rules" in out
+    )
+    assert "1 file(s), 1 rule(s) and LET(s): OK, 1 warning" in out
+    (tmp_path / "boiler.rules").unlink()
+    assert main(["rules", "check", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "no *.rules files in this directory" in err
+    assert "door.rules.txt:1:1: warning: this file is not read" in err
+
+
+def test_cli_test_reads_excel_csv_and_warns_of_values_it_doubts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Excel's "CSV UTF-8" (a byte order mark) in a locale with a decimal comma (`;` between columns)."""
+    (tmp_path / "a.rules").write_text(
+        'LET boiler.temp_f = boiler.temp * 1.8 + 32 UNIT "°F"\nON boiler.temp > 85 THEN alert("hot")\n'
+    )
+    (tmp_path / "r.csv").write_bytes(
+        "\ufeffts;device;point;value\n"
+        "1;boiler;temp;80,5\n"
+        "2;boiler;temp;86 °C\n"
+        "3;boiler;tmp;90\n"
+        "4;boiler;temp;90\n".encode()
+    )
+    assert main(["rules", "test", str(tmp_path / "a.rules"), "--replay", str(tmp_path / "r.csv")]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "1970-01-01T00:00:01.000Z  boiler.temp_f  LET = 176.9 °F",
+        "1970-01-01T00:00:02.000Z  boiler.temp_f  LET = unknown",
+        "1970-01-01T00:00:04.000Z  boiler.temp_f  LET = 194 °F",
+        "1970-01-01T00:00:04.000Z  anon-49a2ee590d0f  fired",
+        "1970-01-01T00:00:04.000Z  anon-49a2ee590d0f  alert active warning: hot",
+    ]
+    csv = tmp_path / "r.csv"
+    assert [line for line in err.splitlines() if line.startswith("warning")] == [
+        f"warning: {csv}:2: '80,5' read as 80.5",
+        f"warning: {csv}:3: boiler.temp = '86 °C' is not a number: write 86, without the unit (read as a bad value)",
+        f"warning: {csv}:4: no rule uses boiler.tmp (did you mean boiler.temp?): its 1 reading change nothing",
+    ]
+    (tmp_path / "r.csv").write_text("ts,device,point,value\n1,boiler,temp,80,5\n")
+    assert main(["rules", "test", str(tmp_path / "a.rules"), "--replay", str(tmp_path / "r.csv")]) == 1
+    assert f"{csv}:2: quality is good, bad or uncertain, not '5' (a decimal comma? write 80.5)" in (
+        capsys.readouterr().err
+    )
 
 
 def test_cli_test_replays_on_a_virtual_clock(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import enum
 import re
+import string
 import types
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, replace
@@ -70,7 +71,10 @@ _SUBPATH_PART = re.compile(r"([A-Za-z_]\w*)|\[(\d+)\]")
 
 @dataclass(frozen=True, slots=True)
 class ConfigIssue:
-    """One problem in a configuration file.  `line` and `column` are 1-based, None if unknown."""
+    """One problem in a configuration file.  `line` and `column` are 1-based, None if unknown.
+
+    A warning (`level="warning"`: the file loads, but probably does not say what was meant)
+    carries its source line (secrets masked) and where the caret goes in it."""
 
     file: str
     line: int | None
@@ -78,6 +82,9 @@ class ConfigIssue:
     path: str
     """Key path such as `devices[2].points[5].address`; empty for the file as a whole."""
     message: str
+    level: Literal["error", "warning"] = "error"
+    source_line: str = field(default="", compare=False)
+    caret: int | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         where = self.file
@@ -85,9 +92,22 @@ class ConfigIssue:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
+        if self.level == "warning":
+            where += ": warning"
         if self.path:
             return f"{where}: {self.path}: {self.message}"
         return f"{where}: {self.message}"
+
+    def format(self) -> str:
+        """`str()`, then the source line and a caret under the column (when the issue has them)."""
+        if not self.source_line or self.line is None:
+            return str(self)
+        width = len(str(self.line))
+        out = [str(self), f" {self.line} | {self.source_line}"]
+        if self.caret is not None:
+            pad = "".join("\t" if c == "\t" else " " for c in self.source_line[: self.caret - 1])
+            out.append(f" {'':>{width}} | {pad}^")
+        return "\n".join(out)
 
 
 class ConfigError(PicogateError):
@@ -203,9 +223,10 @@ def _mask_secrets(line: str, column: int | None, secrets: Iterable[str] = ()) ->
 # --------------------------------------------------------------------------- entry points
 
 
-def load_config(path: str | Path, schema: type[C]) -> C:
+def load_config(path: str | Path, schema: type[C], *, warnings: list[ConfigIssue] | None = None) -> C:
     """Read and validate a `gateway.yaml` against `schema` (the composed model of the whole file,
-    `picogate.gateway.GatewayConfig`).  Raises ConfigError listing every problem found."""
+    `picogate.gateway.GatewayConfig`).  Raises ConfigError listing every problem found; adds to
+    `warnings` what is valid but probably not meant (`address: 40001`, `poll: 1000`)."""
     name = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -223,13 +244,16 @@ def load_config(path: str | Path, schema: type[C]) -> C:
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         message = f"not UTF-8 text (byte 0x{raw[exc.start]:02x})"
         raise ConfigError([ConfigIssue(name, line, column, "", message)]) from None
-    return parse_config(text, schema, filename=name)
+    return parse_config(text, schema, filename=name, warnings=warnings)
 
 
-def parse_config(text: str, schema: type[C], *, filename: str = "<string>") -> C:
+def parse_config(
+    text: str, schema: type[C], *, filename: str = "<string>", warnings: list[ConfigIssue] | None = None
+) -> C:
     """Validate the text of a `gateway.yaml` against `schema`.  Raises ConfigError listing every
     problem found; what the sections check once the file is valid (`CoreConfig.after_load`) is
-    reported the same way."""
+    reported the same way.  What is valid but probably not meant (`CoreConfig.warnings`, a bare
+    number of seconds above a minute) is added to `warnings`, in file order."""
     try:
         loader = yaml.SafeLoader(text)  # checks for unprintable characters at once
     except yaml.reader.ReaderError as exc:
@@ -273,11 +297,101 @@ def parse_config(text: str, schema: type[C], *, filename: str = "<string>") -> C
                     err = ErrorDetails(type="value_error", loc=loc, msg=message, input=None)
                     issues.append(_validation_issue(err, data, tree, filename, schema))
                 if not issues:
+                    if warnings is not None:
+                        warnings += _warnings(config, data, tree, filename, schema, text, secrets)
                     return config
     if not issues:  # pragma: no cover - a YAML problem always leaves an issue
         issues.append(ConfigIssue(filename, None, None, "", "invalid configuration"))
     issues = [replace(i, message=redact_with(i.message, secrets)) for i in issues]
     raise ConfigError(_ordered(issues), source=text, secrets=secrets)
+
+
+def _warnings(
+    config: CoreConfig,
+    data: Any,
+    tree: _Tree,
+    filename: str,
+    schema: type[BaseModel],
+    text: str,
+    secrets: frozenset[str],
+) -> list[ConfigIssue]:
+    found = []
+    for loc, message in config.warnings():
+        err = ErrorDetails(type="value_error", loc=loc, msg=message, input=None)
+        found.append(_validation_issue(err, data, tree, filename, schema))
+    found += _bare_durations(data, schema, tree, filename)
+    lines = text.splitlines()
+    out = []
+    for issue in _ordered(found):
+        source, caret = "", None
+        if issue.line is not None and 1 <= issue.line <= len(lines):
+            source, caret = _mask_secrets(lines[issue.line - 1], issue.column, secrets)
+        message = redact_with(issue.message, secrets)
+        out.append(replace(issue, message=message, level="warning", source_line=source, caret=caret))
+    return out
+
+
+def _bare_durations(data: Any, schema: type[BaseModel], tree: _Tree, filename: str) -> list[ConfigIssue]:
+    """`poll: 1000`: a duration written as a bare number of seconds above a minute (most likely
+    milliseconds, or a unit forgotten)."""
+    out = []
+    stack: list[tuple[KeyPath, Any, Any, list[Any]]] = [((), data, schema, [])]
+    while stack:
+        path, value, annotation, constraints = stack.pop()
+        annotation, discriminator = _unwrap(annotation, constraints)
+        if discriminator is not None and _is_union(annotation):
+            tag = value.get(discriminator) if isinstance(value, dict) else None
+            annotation, constraints = _tagged_members(annotation, discriminator).get(str(tag)), []
+        if _is_model(annotation) and isinstance(value, dict):
+            for key, sub in value.items():
+                info = annotation.model_fields.get(key) if isinstance(key, str) else None
+                if info is not None:
+                    stack.append(((*path, key), sub, info.annotation, list(info.metadata)))
+        elif get_origin(annotation) is list and isinstance(value, list):
+            item = (get_args(annotation) or (None,))[0]
+            stack += [((*path, i), v, item, []) for i, v in enumerate(value)]
+        elif get_origin(annotation) is dict and isinstance(value, dict):
+            args = get_args(annotation)
+            stack += [
+                ((*path, _key_text(k)), v, args[1] if len(args) == 2 else None, []) for k, v in value.items()
+            ]
+        elif any(getattr(c, "func", None) is parse_duration for c in constraints) and (
+            seconds := _bare_seconds(value)
+        ):
+            mark = _find_mark(tree, path, prefer_key=False)
+            n = _num(seconds)
+            message = (
+                f"{n} without a unit is {n} seconds ({_spoken(seconds)}): write {n}ms for milliseconds, "
+                f"or {n}s if seconds are meant"
+            )
+            line = mark.line + 1 if mark is not None else None
+            column = mark.column + 1 if mark is not None else None
+            out.append(ConfigIssue(filename, line, column, _path_text(path), message))
+    return out
+
+
+_BARE_NUMBER = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
+
+
+def _bare_seconds(value: Any) -> float | None:
+    """A number without a unit (or its text, `"90"`) above 60, else None."""
+    if isinstance(value, str) and _BARE_NUMBER.match(value):
+        value = float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 60:
+        return float(value)
+    return None
+
+
+def _spoken(seconds: float) -> str:
+    """1000 → `16 min 40 s`."""
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            parts.append(f"{int(seconds // size)} {unit}")
+            seconds %= size
+    if seconds or not parts:
+        parts.append(f"{_num(round(seconds, 3))} s")
+    return " ".join(parts)
 
 
 def _ordered(issues: list[ConfigIssue]) -> list[ConfigIssue]:
@@ -305,6 +419,13 @@ def _syntax_issue(exc: yaml.MarkedYAMLError, filename: str) -> ConfigIssue:
         message = "a tab character: indent with spaces"
     elif "could not find expected ':'" in problem:
         message = "expected 'key: value' (is a ':' missing?)"
+        key = _key_without_colon(exc)
+        if key is not None and exc.context_mark is not None:
+            # PyYAML notices on the next line; the ':' is missing after the key on this one.
+            word, start = key
+            message = f"a ':' is missing after '{word}' (write '{word}: value')"
+            at_line, at_column = start.line + 1, start.column + 1 + len(word)
+            return ConfigIssue(filename, at_line, at_column, "", f"YAML syntax: {message}")
     elif "expected <block end>" in problem:
         message = f"bad indentation: this does not line up with the block that starts on {since}"
     elif "single document" in context:
@@ -329,6 +450,18 @@ def _syntax_issue(exc: yaml.MarkedYAMLError, filename: str) -> ConfigIssue:
     line = mark.line + 1 if mark is not None else None
     column = mark.column + 1 if mark is not None else None
     return ConfigIssue(filename, line, column, "", f"YAML syntax: {message}")
+
+
+_FIRST_WORD = re.compile(r"[^\s:#]+")
+
+
+def _key_without_colon(exc: yaml.MarkedYAMLError) -> tuple[str, yaml.Mark] | None:
+    """`host 10.0.0.5`: the first word of the line where the key began, and that line's mark."""
+    mark = exc.context_mark
+    if mark is None or mark.buffer is None or exc.context != "while scanning a simple key":
+        return None
+    word = _FIRST_WORD.match(mark.buffer, mark.pointer)
+    return (word.group(0), mark) if word is not None else None
 
 
 def _reader_issue(exc: yaml.reader.ReaderError, text: str, filename: str) -> ConfigIssue:
@@ -671,6 +804,15 @@ def _validation_issue(
     elif kind == "invalid_key":
         prefer_key = True
         message = f"a key must be text, not {_show(value)}"
+        comma = _decimal_comma(data, tuple(path))
+        if comma is not None:
+            before, number = comma
+            path[-1] = before
+            whole, decimals = number.split(",")
+            message = (
+                f"'{before}: {number}' is read as {before}: {whole} and a key {decimals} (in {{...}} a comma "
+                f"separates keys): write {before}: {whole}.{decimals}"
+            )
     elif kind == "extra_forbidden":
         prefer_key = True
         message = _unknown_key(str(path[-1]) if path else "?", target.owner, target.chosen)
@@ -696,7 +838,7 @@ def _validation_issue(
             choices = _quoted_list(str(ctx.get("expected", "")))
         message = f"must be one of: {', '.join(choices)}"
     elif kind == "string_pattern_mismatch":
-        message = _pattern_message(str(ctx.get("pattern", "")))
+        message = _pattern_message(str(ctx.get("pattern", "")), value)
     elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         message = _bounds_message(target.constraints, kind, ctx)
     else:
@@ -707,6 +849,26 @@ def _validation_issue(
     line = mark.line + 1 if mark is not None else None
     column = mark.column + 1 if mark is not None else None
     return ConfigIssue(filename, line, column, text, message)
+
+
+def _decimal_comma(data: Any, path: KeyPath) -> tuple[str, str] | None:
+    """`{scale: 0,1}`: the integer key at `path` follows a key whose value is a whole number (the
+    key before it, and `0,1` as written), else None."""
+    if not path or not isinstance(path[-1], str) or not path[-1].isdigit():
+        return None
+    parent = data
+    for element in path[:-1]:
+        parent = _child(parent, element)
+    if not isinstance(parent, dict):
+        return None
+    keys = list(parent)
+    at = next((i for i, k in enumerate(keys) if _key_text(k) == path[-1] and not isinstance(k, str)), None)
+    if not at:
+        return None
+    before, value = keys[at - 1], parent[keys[at - 1]]
+    if not isinstance(before, str) or isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return before, f"{value},{path[-1]}"
 
 
 def _find_mark(tree: _Tree, path: KeyPath, *, prefer_key: bool) -> yaml.Mark | None:
@@ -791,7 +953,20 @@ def _choices(annotation: Any) -> list[str] | None:
     return None
 
 
-def _pattern_message(pattern: str) -> str:
+_HEX_PATTERN = re.compile(r"^\^\[0-9A-Fa-f\]\{(\d+)\}\$$")
+
+
+def _pattern_message(pattern: str, value: Any = None) -> str:
+    hex_digits = _HEX_PATTERN.match(pattern)
+    if hex_digits is not None:
+        n = int(hex_digits.group(1))
+        what = f"{n} hex digits (0-9, A-F)"
+        if isinstance(value, str):
+            odd = next((c for c in value if c not in string.hexdigits), None)
+            if odd is not None:
+                return f"must be {what}; {odd!r} is not one"
+            return f"must be {what}; this has {len(value)}"
+        return f"must be {what}"
     if pattern == NAME_PATTERN:
         bare = pattern.removeprefix("^").removesuffix("$")
         return f"must match {bare} (lower-case letter, then lower-case letters, digits or '_')"
@@ -863,6 +1038,9 @@ _TYPE_MESSAGES = {
 }
 
 
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+\s*$")
+
+
 def _type_message(kind: str, msg: str, value: Any, ctx: dict[str, Any]) -> str:
     if kind in ("string_too_long", "too_long"):
         limit = ctx.get("max_length")
@@ -877,6 +1055,10 @@ def _type_message(kind: str, msg: str, value: Any, ctx: dict[str, Any]) -> str:
     if kind == "int_parsing_size":
         return "is too large"
     base = _TYPE_MESSAGES.get(kind)
+    if kind == "float_parsing" and isinstance(value, str) and _DECIMAL_COMMA.match(value):
+        return (
+            f"must be a number, not {_show(value)}: write {value.strip().replace(',', '.')} (a decimal point)"
+        )
     if base is None:
         text = msg.replace("Input should be", "must be").replace("Input", "the value")
         return text[:1].lower() + text[1:]

@@ -36,6 +36,8 @@ class Section:
     - `check(value, config)` raises ValueError for what needs the whole file.
     - `after_load(value)` yields `(location under the key, message)` for what is checked once the
       file is valid (work too big for a pydantic validator: a Pico board's derived configuration).
+    - `warnings(value)` yields `(location under the key, message)` for what is valid but probably
+      not meant (`address: 40001` on a holding register); the file loads.
     - `renamed` maps an old key of this section to where it moved (a dotted path from the root):
       the old spelling is still read, with a deprecation note, and giving both is an error.
     """
@@ -48,6 +50,7 @@ class Section:
     devices: Callable[[Any], Iterable[tuple[str, str]]] | None = None
     check: Callable[[Any, CoreConfig], None] | None = None
     after_load: Callable[[Any], Iterable[tuple[Location, str]]] | None = None
+    warnings: Callable[[Any], Iterable[tuple[Location, str]]] | None = None
     renamed: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -162,6 +165,15 @@ class CoreConfig(_Model):
                 value = getattr(self, section.key)
                 problems += [((section.key, *loc), msg) for loc, msg in section.after_load(value)]
         return problems
+
+    def warnings(self) -> list[tuple[Location, str]]:
+        """What the sections find valid but probably not meant: `(location, message)` for each."""
+        found: list[tuple[Location, str]] = []
+        for section in self.sections:
+            if section.warnings is not None:
+                value = getattr(self, section.key)
+                found += [((section.key, *loc), msg) for loc, msg in section.warnings(value)]
+        return found
 
     def outbox_path(self) -> Path:
         return self.outbox.path or self.gateway.data_dir / "outbox.sqlite"

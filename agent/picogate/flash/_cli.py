@@ -141,6 +141,13 @@ def _flash(args: argparse.Namespace) -> int:
                 "no firmware there (main.py and picogate_fw/ expected)", where=str(args.firmware)
             )
         targets = select_targets(ports=args.port, serials=args.serial, all_=args.all)
+        if tray is not None and not args.name:
+            for key in tray.unmatched(t.serial for t in targets):
+                print(
+                    f"picogate: warning: {args.config}: boards: {key} ({tray.boards[key]}) is none of the "
+                    f"{len(targets)} board(s) found, so this name is not given (`picogate boards` lists them)",
+                    file=sys.stderr,
+                )
         if args.name and len(targets) > 1:
             raise FlashError(
                 f"--name gives one name to {len(targets)} boards; use --config tray.yaml for names"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from picogate._model import NAME_PATTERN, NAME_RE
 from picogate.config import Name
@@ -13,6 +16,8 @@ from picogate.config import StrictModel as _Model
 from picogate.flash._errors import FlashError
 
 __all__ = ["Tray", "load_tray"]
+
+_SERIAL = re.compile(r"^[0-9A-Fa-f]{16}$")
 
 
 class Tray(_Model):
@@ -24,6 +29,24 @@ class Tray(_Model):
     parallel: int = Field(default=4, ge=1, le=32)
     log: str | None = None
     micropython: str | None = None
+
+    @field_validator("boards", mode="before")
+    @classmethod
+    def _serials(cls, boards: Any) -> Any:
+        if isinstance(boards, dict):
+            for key in boards:
+                if not _SERIAL.match(str(key)):
+                    raise ValueError(
+                        f"{str(key)!r} is not a USB serial number: 16 hex digits (0-9, A-F), "
+                        "as `picogate boards` shows them"
+                    )
+            return {str(key): name for key, name in boards.items()}
+        return boards
+
+    def unmatched(self, serials: Iterable[str | None]) -> list[str]:
+        """The serials of `boards` that none of `serials` (the boards found) has."""
+        found = {s.upper() for s in serials if s}
+        return [key for key in self.boards if key.upper() not in found]
 
     def name_for(self, serial: str | None, n: int) -> str:
         serial = (serial or "").upper()
@@ -53,7 +76,8 @@ def load_tray(path: Path) -> Tray:
         tray = Tray.model_validate(doc)
     except ValidationError as e:
         msgs = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
+            f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in e.errors()
         )
         raise FlashError(msgs, where=str(path)) from None
     try:

@@ -9,6 +9,7 @@ from picogate.modbus._config import (
     ModbusRtuDevice,
     ModbusTcpDevice,
     PointConfig,
+    point_warnings,
     reference_to_address,
 )
 from picogate.modbus._planner import Request, plan
@@ -30,5 +31,6 @@ __all__ = [
     "engineering_type",
     "plan",
     "point_info",
+    "point_warnings",
     "reference_to_address",
 ]

@@ -15,6 +15,7 @@ from picogate._model import PointType
 from picogate.config import (
     Deadband,
     Duration,
+    Location,
     Name,
     Port,
     PositiveDuration,
@@ -260,6 +261,59 @@ def _unique_devices(
 Devices = Annotated[list[Device], AfterValidator(_unique_devices)]
 
 
+_REFERENCE_BASES = {Table.DISCRETE_INPUT: 10000, Table.INPUT: 30000, Table.HOLDING: 40000}
+
+
+def point_warnings(points: list[PointConfig], byte_order: ByteOrder) -> Iterator[tuple[Location, str]]:
+    """`(location under the point list, message)` for what is valid but probably not meant: an
+    address that looks like a Modicon reference (`table: holding, address: 40001`), and points
+    whose registers overlap (two whole-register points, or two points on the same bit)."""
+    taken: dict[Table, list[tuple[int, int, int | None, str]]] = {}
+    for j, p in enumerate(points):
+        table = p.resolved_table()
+        base = _REFERENCE_BASES.get(table)
+        if p.address is not None and base is not None and base < p.address < base + 10000:
+            yield (
+                (j, "address"),
+                f"address {p.address} looks like a Modicon reference: did you mean ref: {p.address}? "
+                f"(ref: {p.address} is {table.value} address {p.address - base - 1}: address counts from 0, "
+                "as on the wire)",
+            )
+        enc = p.encoding(byte_order)
+        first, last = enc.address, enc.address + enc.width - 1
+        for o_first, o_last, o_bit, o_name in taken.get(table, []):
+            if first <= o_last and o_first <= last and p.bit == o_bit:
+                where = (j, "address" if p.address is not None else "ref")
+                if p.bit is not None:
+                    message = f"bit {p.bit} of {table.value} register {first} is also point '{o_name}'"
+                elif table.is_bit:
+                    message = f"{table.value} {first} is also point '{o_name}'"
+                else:
+                    regs = (
+                        f"register {first} overlaps"
+                        if first == last
+                        else f"registers {first}..{last} overlap"
+                    )
+                    message = (
+                        f"{table.value} {regs} point '{o_name}' "
+                        f"({_span(o_first, o_last)}): check the address and the type (a float32 or an int32 "
+                        "takes 2 registers, a 64-bit type 4)"
+                    )
+                yield where, message
+                break
+        taken.setdefault(table, []).append((first, last, p.bit, p.name))
+
+
+def _span(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}..{last}"
+
+
+def _device_warnings(devices: list[ModbusTcpDevice | ModbusRtuDevice]) -> Iterator[tuple[Location, str]]:
+    for i, d in enumerate(devices):
+        for (j, *rest), message in point_warnings(d.points, d.byte_order):
+            yield (i, "points", j, *rest), message
+
+
 def _device_names(devices: list[ModbusTcpDevice | ModbusRtuDevice]) -> Iterator[tuple[str, str]]:
     for i, d in enumerate(devices):
         yield f"devices[{i}]", d.name
@@ -271,4 +325,5 @@ SECTION = Section(
     default_factory=list,
     doc="Modbus devices polled by the gateway (modbus/_config.py).",
     devices=_device_names,
+    warnings=_device_warnings,
 )

@@ -17,6 +17,7 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 from picogate.config import (
     Deadband,
     Duration,
+    Location,
     Name,
     PositiveDuration,
     Section,
@@ -24,7 +25,7 @@ from picogate.config import (
     parse_duration,
 )
 from picogate.config import StrictModel as _Model
-from picogate.modbus import ByteOrder, PointConfig
+from picogate.modbus import ByteOrder, PointConfig, point_warnings
 from picogate.pico._boards import BOARD_NAMES, Board, board, pin_number
 
 __all__ = ["BoardBus", "BoardConfig", "BoardDevice", "IoKind", "IoPoint"]
@@ -316,12 +317,21 @@ def _board_devices(boards: list[BoardConfig]) -> Iterator[tuple[str, str]]:
                 yield f"boards[{i}].modbus[{j}].devices[{k}].name", d.name
 
 
+def _board_warnings(boards: list[BoardConfig]) -> Iterator[tuple[Location, str]]:
+    for i, b in enumerate(boards):
+        for j, bus in enumerate(b.modbus):
+            for k, d in enumerate(bus.devices):
+                for (n, *rest), message in point_warnings(d.points, d.byte_order):
+                    yield (i, "modbus", j, "devices", k, "points", n, *rest), message
+
+
 SECTION = Section(
     "boards",
     list[BoardConfig],
     default_factory=list,
     doc="Pico boards (pico/_config.py).",
     devices=_board_devices,
+    warnings=_board_warnings,
 )
 
 __all__ += ["BOARD_NAMES", "SECTION", "TWO_VALUES"]

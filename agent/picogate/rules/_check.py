@@ -27,6 +27,11 @@ TIME_FUNCS = (
 )  # their value moves with time: the rule is re-checked by a timer
 ACTIONS = ("alert", "set", "publish", "log")
 MAX_WINDOW_S = 86400.0
+_VALUE_WORDS = {
+    **dict.fromkeys(("off", "no", "closed", "close", "low", "stop", "stopped"), "false (true for on)"),
+    **dict.fromkeys(("yes", "open", "high", "start", "started", "run"), "true (false for off)"),
+}
+"""Words an operator may take for a value (`set(boiler.burner, off)`)."""
 
 
 @dataclass(slots=True)
@@ -150,6 +155,10 @@ class Checker:
             self.string(e)
             return STR
         if isinstance(e, A.Name):
+            word = _VALUE_WORDS.get(e.name.lower())
+            if word is not None and e.name not in self.devices:
+                self.err(e.pos, f"'{e.name}' is not a value in rules: write {word}")
+                return BOOL
             hint = f"{e.name}.<point>" if self.known is None or e.name in self.devices else None
             self.err(e.pos, f"unknown name '{e.name}': a point is written device.point", hint)
             return ANY

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,22 +43,31 @@ def add_commands(
     test.set_defaults(func=test_command, load_points=load_points)
 
 
-def _read_rules(paths: list[Path]) -> dict[str, str] | str:
+def _read_rules(paths: list[Path], skipped: list[Any]) -> dict[str, str] | str:
+    """The files' texts (a directory: its *.rules files; a warning in `skipped` for each file
+    there that looks like a rule file but is not one), or what went wrong."""
     from picogate.rules._limits import MAX_TOTAL_BYTES, size
-    from picogate.rules._worker import read_rule_text
+    from picogate.rules._worker import NotUtf8, read_rule_text, skipped_files
 
     files: dict[str, str] = {}
     total = 0
     for p in paths:
         found = sorted(p.glob("*.rules")) if p.is_dir() else [p]
+        if p.is_dir():
+            skipped += [
+                replace(w, file=str(p / w.file)) for w in skipped_files(p, "*.rules", recursive=False)
+            ]
         if p.is_dir() and not found:
-            return f"{p}: no *.rules files in this directory"
+            more = "".join("\n" + w.format().splitlines()[0] for w in skipped)
+            return f"{p}: no *.rules files in this directory{more}"
         for f in found:
             try:
                 text = read_rule_text(f)
             except FileNotFoundError:
                 return f"{f}: no such file"
-            except ValueError as exc:  # too large, or not UTF-8
+            except NotUtf8 as exc:
+                return exc.error(str(f)).format()
+            except ValueError as exc:  # too large
                 return f"{f}: cannot read: {exc}"
             except OSError as exc:
                 return f"{f}: cannot read: {exc.strerror or exc}"
@@ -84,9 +95,10 @@ def _points(args: argparse.Namespace) -> list[PointInfo] | str | None:
 
 def _compile(args: argparse.Namespace) -> Any:
     from picogate.rules._compile import compile_rules
-    from picogate.rules._errors import RuleErrors
+    from picogate.rules._errors import RuleError, RuleErrors
 
-    files = _read_rules(args.files)
+    skipped: list[RuleError] = []
+    files = _read_rules(args.files, skipped)
     if isinstance(files, str):
         print(f"picogate rules: {files}", file=sys.stderr)
         return None
@@ -99,10 +111,12 @@ def _compile(args: argparse.Namespace) -> Any:
     try:
         ruleset = compile_rules(files, points)
     except RuleErrors as exc:
-        _print_problems([*exc.errors, *exc.warnings])
+        warnings = [*exc.warnings, *skipped]
+        _print_problems([*exc.errors, *warnings])
         n = len(exc.errors)
-        print(f"{n} error{'s' if n != 1 else ''}{_warnings(exc.warnings)}", file=sys.stderr)
+        print(f"{n} error{'s' if n != 1 else ''}{_warnings(warnings)}", file=sys.stderr)
         return None
+    ruleset.warnings.extend(skipped)
     _print_problems(ruleset.warnings)
     return ruleset, points
 
@@ -173,40 +187,102 @@ def _value(text: str, ptype: str | None) -> Any:
         return t
 
 
-def read_replay(path: Path, points: list[PointInfo] | None) -> list[Reading] | str:
-    """Readings from a CSV file (ts, device, point, value[, quality]); a header row is optional."""
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+\s*$")
+_NUMBER_AND_UNIT = re.compile(r"^\s*([-+]?\d+(?:[.,]\d+)?)\s*([^\d\s.,+-].*)$")
+
+
+def _delimiter(path: Path) -> str:
+    """`;` for a file whose first data line has 3 or 4 of them and fewer commas (Excel's CSV in
+    locales with a decimal comma), else `,`."""
+    with path.open(encoding="utf-8-sig", errors="replace") as f:
+        for _, line in zip(range(1000), f, strict=False):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            return ";" if line.count(";") in (3, 4) and line.count(",") < 3 else ","
+    return ","
+
+
+def read_replay(
+    path: Path,
+    points: list[PointInfo] | None,
+    *,
+    used: set[str] | None = None,
+    warnings: list[str] | None = None,
+) -> list[Reading] | str:
+    """Readings from a CSV file (ts, device, point, value[, quality]); a header row is optional.
+    Excel's exports are read too: a byte order mark ("CSV UTF-8"), `;` between the columns.
+    `warnings` gets a line, with its row number, for each value that is probably not what was
+    meant (`80,5`, `80 °C`) and for each point that is not known (`points`, or without them the
+    points the rules use, `used`)."""
     import csv
+    import difflib
 
     from picogate._model import Quality, Reading
 
+    notes: list[str] = warnings if warnings is not None else []
     types = {p.key: p.type.value for p in points} if points is not None else {}
+    known = set(types) if points is not None else (used or set())
+    unknown: dict[str, list[int]] = {}
     out: list[Reading] = []
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            for n, row in enumerate(csv.reader(f), 1):
+        delimiter = _delimiter(path)
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            for n, row in enumerate(csv.reader(f, delimiter=delimiter), 1):
                 if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
                     continue
                 if n == 1 and row[0].strip().lower() in ("ts", "time", "timestamp"):
                     continue
+                hint = ""
+                whole, decimals = (row[3].strip(), row[4].strip()) if len(row) in (5, 6) else ("", "")
+                if delimiter == "," and whole.lstrip("+-").isdigit() and decimals.isdigit():
+                    hint = f" (a decimal comma? write {whole}.{decimals})"
                 if len(row) not in (4, 5):
-                    return f"{path}:{n}: expected ts,device,point,value[,quality], got {len(row)} column(s)"
+                    return f"{path}:{n}: expected ts,device,point,value[,quality], got {len(row)} column(s){hint}"
                 try:
                     ts = _parse_ts(row[0])
                 except (ValueError, OverflowError):
                     return f"{path}:{n}: bad timestamp {row[0]!r} (seconds since 1970, or ISO 8601)"
                 dev, pt = row[1].strip(), row[2].strip()
-                value = _value(row[3], types.get(f"{dev}.{pt}"))
+                key = f"{dev}.{pt}"
+                ptype = types.get(key)
+                text = row[3]
+                if ptype != "string" and _DECIMAL_COMMA.match(text):
+                    notes.append(f"{path}:{n}: {text.strip()!r} read as {text.strip().replace(',', '.')}")
+                    text = text.replace(",", ".")
+                value = _value(text, ptype)
+                if isinstance(value, str) and ptype != "string":
+                    unit = _NUMBER_AND_UNIT.match(value)
+                    fix = f": write {unit.group(1).replace(',', '.')}, without the unit" if unit else ""
+                    notes.append(f"{path}:{n}: {key} = {value!r} is not a number{fix} (read as a bad value)")
+                if known and key not in known:
+                    unknown.setdefault(key, []).append(n)
                 q = row[4].strip().lower() if len(row) == 5 and row[4].strip() else "good"
                 if q not in ("good", "bad", "uncertain"):
-                    return f"{path}:{n}: quality is good, bad or uncertain, not {row[4]!r}"
+                    return f"{path}:{n}: quality is good, bad or uncertain, not {row[4]!r}{hint}"
                 quality = Quality(q) if value is not None else Quality.BAD
                 out.append(Reading(dev, pt, None if quality is Quality.BAD else value, ts, quality))
     except FileNotFoundError:
         return f"{path}: no such file"
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        return f'{path}: not UTF-8 text (byte {exc.start}): save it as "CSV UTF-8"'
+    except (OSError, csv.Error) as exc:
         return f"{path}: cannot read: {exc}"
+    for key, rows in unknown.items():
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        where = "gateway.yaml has no point" if points is not None else "no rule uses"
+        if points is None and not close:
+            continue  # a column no rule reads: nothing wrong with it
+        count = f"{len(rows)} reading{'s' if len(rows) != 1 else ''}"
+        notes.append(f"{path}:{rows[0]}: {where} {key}{hint}: its {count} change nothing")
     out.sort(key=lambda r: r.ts)
     return out
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
 
 
 class _Printer:
@@ -215,16 +291,22 @@ class _Printer:
     def __init__(self) -> None:
         self.clock = 0
         self.engine: Any = None
+        self.held: list[str] = []
+        """The lines of one step (a reading, a timer), printed after the LET values it computed."""
 
     def line(self, ts: int, rule: str, what: str) -> None:
-        print(f"{_stamp(ts)}  {rule}  {what}")
+        self.held.append(f"{_stamp(ts)}  {rule}  {what}")
+
+    def flush(self, lets: list[str]) -> None:
+        for text in [*lets, *self.held]:
+            print(text)
+        self.held = []
 
     def alert(self, rule: str, severity: str, message: str, state: str, ts: int) -> None:
         self.line(ts, rule, f"alert {state} {severity}: {message}")
 
     def set(self, rule: str, device: str, point: str, value: object) -> None:
-        shown = ("true" if value else "false") if isinstance(value, bool) else repr(value)
-        self.line(self.clock, rule, f"set {device}.{point} = {shown}")
+        self.line(self.clock, rule, f"set {device}.{point} = {_shown(value)}")
         self.engine.write_result(rule, True, "")
 
     def publish(self, rule: str, topic: str, value: object, ts: int) -> None:
@@ -241,10 +323,14 @@ def test_command(args: argparse.Namespace) -> int:
     if done is None:
         return 1
     rs, points = done
-    readings = read_replay(args.replay, points)
+    notes: list[str] = []
+    used = {key for rule in rs.rules for key in rule.points} | {p.key for p in rs.lets}
+    readings = read_replay(args.replay, points, used=used, warnings=notes)
     if isinstance(readings, str):
         print(readings, file=sys.stderr)
         return 1
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     if not readings:
         print(f"{args.replay}: no readings", file=sys.stderr)
         return 1
@@ -256,18 +342,33 @@ def test_command(args: argparse.Namespace) -> int:
     out.engine = engine
     engine.load(rs)
 
+    units = {p.key: p.unit for p in rs.lets}
+
+    def show_lets(derived: list[Reading]) -> None:
+        lets = []
+        for d in derived:
+            shown = (
+                "unknown"
+                if d.value is None
+                else (f"{d.value:.6g}" if isinstance(d.value, float) else _shown(d.value))
+                + (f" {units[d.key]}" if units.get(d.key) else "")
+            )
+            lets.append(f"{_stamp(d.ts)}  {d.key}  LET = {shown}")
+        out.flush(lets)
+
     def run_timers(until: int) -> None:
         for _ in range(1_000_000):
             d = engine.next_deadline()
             if d is None or d > until:
                 return
             out.clock = d
-            engine.tick(d)
+            show_lets(engine.tick(d))
 
     for r in readings:
         run_timers(r.ts)
         out.clock = r.ts
-        engine.process([r])
+        show_lets(engine.process([r]))
     run_timers(readings[-1].ts)
+    out.flush([])
     print(f"{len(readings)} reading(s) replayed", file=sys.stderr)
     return 0

@@ -120,6 +120,11 @@ class RuleEngine:
         self._recheck: dict[str, int] = {}
         self._else_alerts = 0
         self._resummed = self._t0
+        self._left: dict[str, dict[str, Any]] = {}
+        self._writer: dict[str, RuleState] = {}  # point → the rule that last wrote it
+        self.left_by_last_swap: list[dict[str, Any]] = []
+        """What the rules the last swap replaced or removed had written and left in force (a
+        setpoint stays until something writes the point again): for the reload message."""
         self.let_bad: dict[str, int] = {}
         """LET readings published bad because their value could not be computed, by reason
         (not_finite, not_a_number, division_by_zero, error): a metric of the gateway."""
@@ -281,11 +286,21 @@ class RuleEngine:
         self._let_rank = prep.let_rank
         self._deferred = {}
         self._ruleset = prep.ruleset
+        left = []
         for s in prep.retired:
             if s.active:
                 for sev, msg in s.alerted:
                     self._call(s, "alert", s.id, sev, msg, "cleared", now)
                 s.active = False
+            why = "changed" if s.id in prep.states else "removed"
+            for key, (value, ts) in s.wrote.items():
+                if self._writer.get(key) is not s:
+                    continue  # another rule wrote the point since
+                del self._writer[key]
+                entry = {"point": key, "value": value, "ts": ts, "rule": s.id, "file": s.file, "line": s.line}
+                self._left[key] = {**entry, "rule_was": why}
+                left.append(self._left[key])
+        self.left_by_last_swap = left
 
     # ------------------------------------------------------------------ the event path
 
@@ -366,7 +381,9 @@ class RuleEngine:
 
     def status(self) -> dict[str, Any]:
         """{"version", "rules": {id: {"state": "idle|active|unknown|errored", "reason", "last_fired",
-        "file", "line"}}}"""
+        "file", "line"}}, "left_in_force": [{"point", "value", "ts", "rule", "file", "line",
+        "rule_was": "changed|removed"}]}: the last value a rule that is no longer in the set wrote
+        to a point that no rule has written since."""
         rules: dict[str, Any] = {}
         now = self._now()
         for rid, s in self._states.items():
@@ -393,7 +410,8 @@ class RuleEngine:
                 "file": s.file,
                 "line": s.line,
             }
-        return {"version": self._ruleset.version, "rules": rules}
+        left = [dict(e) for e in self._left.values()]
+        return {"version": self._ruleset.version, "rules": rules, "left_in_force": left}
 
     @staticmethod
     def _chattering(s: RuleState, now: int) -> str:
@@ -492,6 +510,10 @@ class RuleEngine:
         if value is None:
             self._set_error(s, f"set({device}.{point}): the value is unknown, nothing written", 2)
             return
+        key = f"{device}.{point}"
+        s.wrote[key] = (value, self._now())
+        self._writer[key] = s
+        self._left.pop(key, None)  # a rule of the running set writes the point again
         self._call(s, "set", s.id, device, point, value)
 
     def _publish(self, s: RuleState, topic: str, value: object, t: int) -> None:

@@ -26,10 +26,13 @@ class RuleError:
 
     def format(self) -> str:
         """`file:line:col: error: message`, the source line and a caret under the fault (a line
-        longer than 160 characters is shown around the fault, cut with "…")."""
+        longer than 160 characters is shown around the fault, cut with "…"; nothing for an
+        empty line, or an error about the file as a whole)."""
         head = f"{self.file}:{self.line}:{self.col}: {self.level}: {self.message}"
         if self.suggestion:
             head += f" (did you mean {self.suggestion}?)"
+        if not self.source_line.strip():  # about the file as a whole (it could not be read, ...)
+            return head
         line = self.source_line.rstrip("\r\n").expandtabs(1)
         col, length = max(self.col, 1), max(self.length, 1)
         if len(line) > _SHOWN:

@@ -322,6 +322,18 @@ class LiveRules:
         )
         for w in ruleset.warnings:
             log.warning("%s", w.format())
+        for e in self.engine.left_by_last_swap:
+            log.warning(
+                "rules: rule %s (%s:%s) was %s; the value it wrote stays in force: %s = %s, until something "
+                "writes %s again",
+                e["rule"],
+                e["file"],
+                e["line"],
+                e["rule_was"],
+                e["point"],
+                _shown(e["value"]),
+                e["point"],
+            )
 
     def _finish_attempt(self, total_s: float) -> None:
         self.stats.last_reload_s = total_s
@@ -587,6 +599,10 @@ class LiveRules:
             "warnings": [_problem(w) for w in self.loaded.warnings] if self.loaded is not None else [],
             "counts": {s: counts.get(s, 0) for s in ("idle", "active", "unknown", "errored")},
             "rules": rules,
+            "left_in_force": [
+                {**e, "ts": epoch_ms(e["ts"]) if isinstance(e.get("ts"), int) else e.get("ts")}
+                for e in engine_status.get("left_in_force", [])
+            ],
         }
 
     def _publish_status(self, *, force: bool) -> None:
@@ -713,6 +729,12 @@ class LiveRules:
                 f"in {self.directory}"
             )
         return self.directory / Path(*parts)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
 
 
 def _problem(e: RuleError) -> dict[str, Any]:

@@ -207,10 +207,7 @@ class _Builder:
         m = _DUR_RE.match(text)
         unit = m.group(2).lower() if m else ""
         if m is None or unit not in UNITS:
-            raise _Fail(
-                self.pos(tok),
-                f"bad duration '{text}': write a number and ms, s, m, h or d (500ms, 10s, 5m, 1h)",
-            )
+            raise _Fail(self.pos(tok), _bad_duration(text))
         return A.Dur(float(m.group(1)) * UNITS[unit], text, self.pos(tok))
 
     def ref(self, t: Tree[Token]) -> A.Ref:
@@ -437,7 +434,8 @@ def _syntax(exc: lark.exceptions.UnexpectedInput, text: str) -> _Syntax:
             return _Syntax(line, col, "string not closed on this line")
         if ch == "{" or ch == "}":
             return _Syntax(line, col, f"unexpected '{ch}' (interpolation works only inside a string)")
-        return _Syntax(line, col, f"unexpected character {ch!r}")
+        before, after = (text[max(0, at - 64) : at], text[at : at + 16]) if at >= 0 else ("", ch)
+        return _Syntax(line, col, _odd_character(ch, before, after))
     if isinstance(exc, lark.exceptions.UnexpectedToken):
         tok = exc.token
         exp = _expected(exc)
@@ -451,19 +449,199 @@ def _syntax(exc: lark.exceptions.UnexpectedInput, text: str) -> _Syntax:
     return _Syntax(line, col, str(exc).splitlines()[0] if str(exc) else "syntax error")  # pragma: no cover
 
 
-def _unexpected(tok: Token, exc: lark.exceptions.UnexpectedToken, line: int, col: int) -> _Syntax:
+_LOOKALIKES = {
+    "\u00a0": "a non-breaking space (U+00A0, often pasted from Word or a web page): delete it and type "
+    "an ordinary space",
+    "\u202f": "a narrow non-breaking space (U+202F, often pasted from Word or a web page): delete it and "
+    "type an ordinary space",
+    "\u2007": "a figure space (U+2007, pasted from a document): delete it and type an ordinary space",
+    "\u2009": "a thin space (U+2009, pasted from a document): delete it and type an ordinary space",
+    "\u200b": "an invisible zero-width space (U+200B, pasted from a document) at the caret: delete it",
+    "\u3000": "a wide space (U+3000): delete it and type an ordinary space",
+    "\u201c": "a typographic quote '\u201c': type a straight quote \" instead",
+    "\u201d": "a typographic quote '\u201d': type a straight quote \" instead",
+    "\u201e": "a typographic quote '\u201e': type a straight quote \" instead",
+    "\u00ab": "a typographic quote '\u00ab': type a straight quote \" instead",
+    "\u00bb": "a typographic quote '\u00bb': type a straight quote \" instead",
+    "\u2018": "a typographic quote '\u2018': type a straight quote ' instead",
+    "\u2019": "a typographic quote '\u2019': type a straight quote ' instead",
+    "\u2265": "'\u2265' is written >= in rules",
+    "\u2264": "'\u2264' is written <= in rules",
+    "\u2260": "'\u2260' is written != in rules",
+    "\u2212": "'\u2212' (a typographic minus) is written - in rules",
+    "\u2013": "'\u2013' (a dash) is written - in rules",
+    "\u2014": "'\u2014' (a dash) is written - in rules",
+    "\u00d7": "'\u00d7' is written * in rules",
+    "\u00f7": "'\u00f7' is written / in rules",
+    "\u2192": "'\u2192' is not an operator: a rule is written ON condition THEN actions",
+}
+_NUMBER_BEFORE = re.compile(r"(\d+(?:\.\d+)?)\s*$")
+_UNIT_AFTER = re.compile(r"\S[A-Za-z]*")
+
+
+def _odd_character(ch: str, before: str, after: str) -> str:
+    """What to type instead of a character the language does not have (`before`: the text up to
+    it, `after`: from it on)."""
+    known = _LOOKALIKES.get(ch)
+    if known is not None:
+        return known
+    if ch in "\u00b0\u2030\u00b5":  # a unit after a number: 85°C, 85 °C
+        number = _NUMBER_BEFORE.search(before)
+        unit = _UNIT_AFTER.match(after)
+        if number is not None and unit is not None:
+            n, written = number.group(1), unit.group(0)
+            return (
+                f"a unit after a number: write {n}, not {n}{written} (a point's unit is set in gateway.yaml; "
+                f'in a message, the unit goes inside the quotes: "{{boiler.temp}} {written}")'
+            )
+        return f"unexpected character {ch!r}: outside a string, only numbers, names and operators are written"
+    return f"unexpected character {ch!r}"
+
+
+_UNIT_WORDS = {
+    **dict.fromkeys(("ms", "msec", "msecs", "millis", "millisecond", "milliseconds"), "ms"),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), "s"),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), "m"),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), "h"),
+    **dict.fromkeys(("d", "day", "days"), "d"),
+}
+_DURATION_PARTS = re.compile(r"^(\d+(?:\.\d+)?)([A-Za-z_]\w*)$")
+
+
+def _bad_duration(text: str) -> str:
+    """`10sec` → what to write instead."""
+    m = _DURATION_PARTS.match(text)
+    unit = _UNIT_WORDS.get(m.group(2).lower()) if m is not None else None
+    if m is not None and unit is not None:
+        return f"bad duration '{text}': write {m.group(1)}{unit} (units: ms, s, m, h, d)"
+    return f"bad duration '{text}': write a number and ms, s, m, h or d (500ms, 10s, 5m, 1h)"
+
+
+def _joined(tokens: list[Token]) -> str:
+    """Tokens as an operator would write them: `boiler.temp`, `avg(boiler.temp, 5m)`."""
+    out = ""
+    prev: Token | None = None
+    for t in tokens:
+        tight = prev is not None and (
+            prev.type in ("DOT", "LPAR") or t.type in ("DOT", "LPAR", "RPAR", "COMMA")
+        )
+        out += ("" if tight or prev is None else " ") + str(t)
+        prev = t
+    return out
+
+
+_OPERAND_END = frozenset(
+    ("AND", "OR", "NOT", "ON", "CLEAR", "THEN", "ELSE", "FOR", "LPAR", "COMMA", "ASSIGN")
+)
+
+
+def _operand(tokens: list[Token], start: int) -> list[Token]:
+    """The operand that starts at `start`: a number, a name, `device.point`, or a call with its
+    parentheses."""
+    if start >= len(tokens):
+        return []
+    end = start + 1
+    if end + 1 < len(tokens) and tokens[end].type == "DOT":
+        end += 2
+    elif end < len(tokens) and tokens[end].type == "LPAR":
+        depth = 0
+        while end < len(tokens):
+            depth += {"LPAR": 1, "RPAR": -1}.get(tokens[end].type, 0)
+            end += 1
+            if depth == 0:
+                break
+    return tokens[start:end]
+
+
+def _chained(tokens: list[Token], at: int) -> str | None:
+    """`80 < t < 90`: the comparison at `at` follows another one in the same operand."""
+    depth = 0
+    i = at - 1
+    first: int | None = None
+    while i >= 0:
+        t = tokens[i]
+        if t.type == "RPAR":
+            depth += 1
+        elif t.type == "LPAR" and depth:
+            depth -= 1
+        elif depth == 0 and t.type in _OPERAND_END:
+            break
+        elif depth == 0 and t.type == "COMP" and first is None:
+            first = i
+        i -= 1
+    if first is None:
+        return None
+    left, middle = tokens[i + 1 : first], tokens[first + 1 : at]
+    right = _operand(tokens, at + 1)
+    if not left or not middle or not right:
+        return None
+    a, b, c = _joined(left), _joined(middle), _joined(right)
+    return f"comparisons cannot be chained: write {a} {tokens[first]} {b} AND {b} {tokens[at]} {c}"
+
+
+def _unexpected(
+    tok: Token,
+    exc: lark.exceptions.UnexpectedToken,
+    line: int,
+    col: int,
+    tokens: list[Token] | None = None,
+    at: int = -1,
+) -> _Syntax:
+    """An unexpected token (`tokens`: its statement's, `at`: its index there, when known)."""
     value = str(tok)
     length = max(len(value), 1)
+    toks = tokens or []
+    prev = toks[at - 1] if 0 < at <= len(toks) else None
+    nxt = toks[at + 1] if 0 <= at < len(toks) - 1 else None
+    if (
+        tok.type == "COMMA"
+        and prev is not None
+        and prev.type == "NUMBER"
+        and nxt is not None
+        and nxt.type == "NUMBER"
+        and prev.end_pos == tok.start_pos
+        and tok.end_pos == nxt.start_pos
+    ):
+        return _Syntax(
+            prev.line or line,
+            prev.column or col,
+            f"'{prev},{nxt}': a decimal number is written with a point: {prev}.{nxt}",
+            len(prev) + 1 + len(nxt),
+        )
     if tok.type == "ASSIGN":
         return _Syntax(line, col, "unexpected '=': compare with ==", length)
+    if tok.type == "NAME" and at == 2 and toks[0].type == "RULE" and toks[1].type == "NAME":
+        words = [str(toks[1])]
+        for t in toks[2:]:
+            if t.type != "NAME" or t.line != toks[1].line:
+                break
+            words.append(str(t))
+        name = "_".join(words).lower()
+        return _Syntax(
+            toks[1].line or line,
+            toks[1].column or col,
+            f"a rule name is one word: write RULE {name} (letters, digits and '_', no spaces)",
+            len(" ".join(words)),
+        )
+    if tok.type == "ON" and prev is not None and prev.type in ("COMMA", "LPAR", "COMP"):
+        return _Syntax(line, col, "'on' is not a value in rules: write true (and false for off)", length)
+    if tok.type == "COMP" and (chain := _chained(toks, at)) is not None:
+        return _Syntax(line, col, chain, length)
     if tok.type == "NAME" and "THEN" in exc.expected:
         return _Syntax(line, col, f"unexpected '{value}': is THEN missing before the actions?", length)
     if tok.type == "BAD_DURATION":
+        return _Syntax(line, col, _bad_duration(value), length)
+    if tok.type == "NUMBER" and "DURATION" in exc.expected:
+        unit = _UNIT_WORDS.get(str(nxt).lower()) if nxt is not None and nxt.type == "NAME" else None
+        if nxt is not None and unit is not None:
+            return _Syntax(
+                line,
+                col,
+                f"a duration is written without a space: write {value}{unit}",
+                (nxt.end_column or col + length) - col if nxt.line == tok.line else length,
+            )
         return _Syntax(
-            line,
-            col,
-            f"bad duration '{value}': write a number and ms, s, m, h or d (500ms, 10s, 5m, 1h)",
-            length,
+            line, col, f"a duration needs its unit: write {value}s (or {value}ms, {value}m, {value}h)", length
         )
     return _Syntax(line, col, f"unexpected '{value}'; expected {_expected(exc)}", length)
 
@@ -472,6 +650,8 @@ def _unexpected(tok: Token, exc: lark.exceptions.UnexpectedToken, line: int, col
 
 
 _KEYWORD_STARTS = frozenset(("RULE", "LET", "EVERY", "ON"))
+_NOT_A_START = frozenset(("DOT", "COMMA", "LPAR", "COMP"))
+"""After these a keyword is a point's name (`pump.on`) or a value written by mistake (`set(x, on)`)."""
 
 
 class _Lexed:
@@ -513,7 +693,9 @@ class _Splitter:
                 stream = _parser().lex(TextSlice(text, pos, len(text)) if pos else text)
                 for tok in stream:
                     ty = tok.type
-                    if prev != "DOT" and (ty in ("RULE", "LET") or (ty in _KEYWORD_STARTS and not in_block)):
+                    if prev not in _NOT_A_START and (
+                        ty in ("RULE", "LET") or (ty in _KEYWORD_STARTS and not in_block)
+                    ):
                         if cur and not broken:
                             yield _Lexed(cur, tok)
                         cur, broken = [], False
@@ -592,14 +774,31 @@ def _parse_statement(lexed: _Lexed) -> Tree[Token]:
     return tree
 
 
+_EMPTY_CLAUSE = {
+    "THEN": 'nothing after THEN: give the actions to run, like THEN alert("too hot")',
+    "ELSE": "nothing after ELSE: give the actions to run when the rule clears, like "
+    'ELSE log("back to normal"), or remove ELSE',
+    "ON": "nothing after ON: give the condition, like ON boiler.temp > 85",
+    "CLEAR": "nothing after CLEAR: give the condition that clears the rule, like CLEAR boiler.temp < 80, "
+    "or remove CLEAR",
+    "FOR": "nothing after FOR: give how long the condition must hold, like FOR 10s",
+    "EVERY": "nothing after EVERY: give the period, like EVERY 1m",
+}
+
+
 def _statement_error(exc: lark.exceptions.UnexpectedToken, lexed: _Lexed) -> _Syntax:
     """A syntax error in one statement, worded for where it is: a statement cut short by the next
     one is reported at the next one's first token."""
     tok = exc.token
+    tokens = lexed.tokens
     if tok.type != "$END":
-        return _unexpected(tok, exc, tok.line or 1, tok.column or 1)
-    last = lexed.tokens[-1]
+        at = next((i for i, t in enumerate(tokens) if t is tok), -1)
+        return _unexpected(tok, exc, tok.line or 1, tok.column or 1, tokens, at)
+    last = tokens[-1]
     nxt = lexed.next
+    empty = _EMPTY_CLAUSE.get(last.type)
+    if empty is not None:
+        return _Syntax(last.line or 1, last.column or 1, empty, max(len(last), 1))
     if nxt is None:
         line, col = last.end_line or last.line or 1, last.end_column or (last.column or 1) + len(last)
         if "END" in exc.expected:

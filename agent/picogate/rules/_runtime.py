@@ -151,6 +151,7 @@ class RuleState:
         "text_hash",
         "then",
         "unk",
+        "wrote",
     )  # fmt: skip
 
     def __init__(self, rid: str, kind: str, text_hash: str) -> None:
@@ -176,6 +177,7 @@ class RuleState:
         self.step: Callable[[int], None] | None = None
         self.then: Callable[[int], None] | None = None
         self.orelse: Callable[[int], None] | None = None
+        self.wrote: dict[str, tuple[object, int]] = {}  # point → the last value set() wrote, and when
 
 
 class Bad(Exception):

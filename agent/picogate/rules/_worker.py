@@ -9,17 +9,20 @@ and talks to it over its stdin/stdout: frames of an 8-byte big-endian length and
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import os
 import pickle
+import re
 import signal
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
+from picogate._errors import PicogateError
 from picogate._model import PointInfo, PointType
 from picogate.rules._compile import compile_rules
 from picogate.rules._errors import RuleError, RuleErrors
@@ -84,6 +87,63 @@ def file_error(name: str, message: str) -> RuleError:
     return RuleError(file=name, line=1, col=1, message=message, suggestion=None, source_line="")
 
 
+_LOOKS_LIKE_RULES = re.compile(r"^(?P<stem>.+?)\.rules?(?:\..*)?$", re.IGNORECASE)
+
+
+def skipped_files(directory: Path, pattern: str, *, recursive: bool) -> list[RuleError]:
+    """A warning for each file of `directory` that looks like a rule file (`door.rules.txt`,
+    `door.rule`, `door.RULES`) but does not match `pattern`, so is not read."""
+    if not directory.is_dir():
+        return []
+    taken = set(rule_files(directory, pattern, recursive=recursive))
+    found = directory.rglob("*") if recursive else directory.glob("*")
+    out = []
+    for path in sorted(found):
+        rel = path.relative_to(directory)
+        m = _LOOKS_LIKE_RULES.match(path.name)
+        if (
+            m is None
+            or path in taken
+            or any(part.startswith(".") for part in rel.parts)
+            or not path.is_file()
+        ):
+            continue
+        wanted = m.group("stem") + pattern.lstrip("*") if pattern.startswith("*.") else None
+        fix = f": rename it {wanted}" if wanted is not None and fnmatch.fnmatch(wanted, pattern) else ""
+        message = f"this file is not read: rule files are named {pattern}{fix}"
+        out.append(replace(file_error(rel.as_posix(), message), level="warning"))
+    return out
+
+
+class NotUtf8(PicogateError, ValueError):
+    """A rule file that is not UTF-8: the first byte that is not, the line it is on, and the fix."""
+
+    def __init__(self, data: bytes, at: int) -> None:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            self.line, self.col, self.source_line = 1, 1, ""
+            super().__init__(
+                'not UTF-8 text but UTF-16 (what Notepad calls "Unicode"): save the file as UTF-8'
+            )
+            return
+        start = data.rfind(b"\n", 0, at) + 1
+        end = data.find(b"\n", at)
+        self.line = data.count(b"\n", 0, at) + 1
+        self.col = len(data[start:at].decode("utf-8", "replace")) + 1
+        text = data[start : end if end != -1 else len(data)].decode("cp1252", "replace")
+        self.source_line = "".join(c if c.isprintable() or c == "\t" else "?" for c in text)
+        shown = bytes([data[at]]).decode("cp1252", "replace")
+        guess = (
+            f" ('{shown}' in Latin-1 or Windows-1252)" if shown.isprintable() and shown != "\ufffd" else ""
+        )
+        super().__init__(
+            f"not UTF-8 text: byte {data[at]:#04x}{guess} on line {self.line}; save the file as UTF-8 "
+            "(in Notepad: Save As, Encoding UTF-8)"
+        )
+
+    def error(self, name: str) -> RuleError:
+        return RuleError(name, self.line, self.col, str(self), None, self.source_line)
+
+
 def read_rule_text(path: Path) -> str:
     """A rule file's text.  Reads at most MAX_FILE_BYTES + 1 bytes, whatever the file's size:
     raises ValueError (a message for the operator) for a larger file or one that is not UTF-8,
@@ -102,7 +162,7 @@ def read_rule_text(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
+        raise NotUtf8(data, exc.start) from None
 
 
 def read_rule_files(
@@ -123,6 +183,9 @@ def read_rule_files(
             text = read_rule_text(path)
         except FileNotFoundError:
             continue  # removed between the listing and the read: the next event reloads again
+        except NotUtf8 as exc:
+            errors.append(exc.error(name))
+            continue
         except ValueError as exc:
             errors.append(file_error(name, str(exc)))
             continue
@@ -185,6 +248,8 @@ def run_job(job: CompileJob) -> CompileOutcome:
         )
     if errors:
         ruleset = None
+    elif ruleset is not None:
+        ruleset.warnings.extend(skipped_files(Path(job.dir), job.pattern, recursive=job.recursive))
     errors.sort(key=lambda e: (e.file, e.line, e.col))
     return CompileOutcome(digest, names, ruleset, errors, compile_s=time.perf_counter() - started)
 
