@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="picogate", description="Edge gateway for factories: Modbus, Pico boards, CoAP → MQTT, EdgeX."
     )
-    p.add_argument("--version", action="version", version=f"picogate {__version__}")
+    p.add_argument("-V", "--version", action="version", version=f"picogate {__version__}")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -41,9 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     cfg = sub.add_parser("config", help="work with gateway.yaml")
-    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
+    cfg.set_defaults(func=_help_of(cfg))  # `picogate config` alone: its help
     check = cfg_sub.add_parser("check", help="validate a configuration file")
     check.add_argument("file", type=Path)
+    check.set_defaults(func=lambda args: _config_check(args.file))
 
     demo = sub.add_parser("demo", help="run a simulated plant, a broker and the gateway, with a live view")
     demo.add_argument("--no-tui", action="store_true", help="log instead of the live terminal view")
@@ -56,14 +58,24 @@ def _parser() -> argparse.ArgumentParser:
     # The plug-ins' commands (each module keeps its imports inside its handlers: `picogate --help`
     # must stay fast).  A handler is set with `parser.set_defaults(func=handler)`, where
     # `handler(args: argparse.Namespace) -> int` returns the exit status.
+    from picogate.commission import add_commands as commission_commands
     from picogate.edgex import add_commands as edgex_commands
     from picogate.flash import add_commands as flash_commands
     from picogate.rules import add_commands as rules_commands
 
+    commission_commands(sub, cfg_sub, load_config=_load_config)
     rules_commands(sub, load_points=_load_points)
     flash_commands(sub)
     edgex_commands(sub, load_config=_load_config, declared_points=_declared_points)
     return p
+
+
+def _help_of(parser: argparse.ArgumentParser) -> Any:
+    def show_help(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 0
+
+    return show_help
 
 
 def _load_config(path: Path) -> CoreConfig:
@@ -92,8 +104,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is not None:
         status: int = func(args)
         return status
-    if args.command == "config":
-        return _config_check(args.file)
     if args.command == "run":
         return _run(args.config)
     if args.command == "demo":
