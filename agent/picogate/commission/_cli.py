@@ -29,22 +29,15 @@ def add_commands(
     show.add_argument("--json", action="store_true", help="JSON instead of YAML")
     show.set_defaults(func=_config_show, load_config=load_config)
 
+    from picogate.commission import _poll
 
-def _load(args: argparse.Namespace, path: Path) -> CoreConfig | None:
-    from picogate.config import ConfigError
-
-    try:
-        cfg: CoreConfig = args.load_config(path)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        n = len(exc.issues)
-        print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
-        return None
-    return cfg
+    _poll.add_command(sub, load_config)
 
 
 def _config_show(args: argparse.Namespace) -> int:
-    cfg = _load(args, args.file)
+    from picogate.commission._common import load_or_report
+
+    cfg = load_or_report(args, args.file)
     if cfg is None:
         return 1
     if args.json:

@@ -11,6 +11,7 @@ from picogate.modbus._config import (
     PointConfig,
     reference_to_address,
 )
+from picogate.modbus._once import DeviceReading, PointReading, poll_once
 from picogate.modbus._planner import Request, plan
 from picogate.modbus._points import engineering_type, point_info
 
@@ -19,10 +20,12 @@ __all__ = [
     "ByteOrder",
     "CodecError",
     "Device",
+    "DeviceReading",
     "Encoding",
     "ModbusRtuDevice",
     "ModbusTcpDevice",
     "PointConfig",
+    "PointReading",
     "Request",
     "Table",
     "decode",
@@ -30,5 +33,6 @@ __all__ = [
     "engineering_type",
     "plan",
     "point_info",
+    "poll_once",
     "reference_to_address",
 ]
