@@ -29,9 +29,10 @@ def add_commands(
     show.add_argument("--json", action="store_true", help="JSON instead of YAML")
     show.set_defaults(func=_config_show, load_config=load_config)
 
-    from picogate.commission import _poll
+    from picogate.commission import _poll, _scan
 
     _poll.add_command(sub, load_config)
+    _scan.add_command(sub)
 
 
 def _config_show(args: argparse.Namespace) -> int:

@@ -14,8 +14,23 @@ from picogate.modbus._config import (
 from picogate.modbus._once import DeviceReading, PointReading, poll_once
 from picogate.modbus._planner import Request, plan
 from picogate.modbus._points import engineering_type, point_info
+from picogate.modbus._scan import (
+    BAUD_RATES,
+    PARITIES,
+    ScanError,
+    ScanLine,
+    Setting,
+    UnitAnswer,
+    parse_units,
+    scan_serial,
+    scan_tcp,
+    search,
+    serial_settings,
+)
 
 __all__ = [
+    "BAUD_RATES",
+    "PARITIES",
     "PLUGIN",
     "ByteOrder",
     "CodecError",
@@ -27,12 +42,21 @@ __all__ = [
     "PointConfig",
     "PointReading",
     "Request",
+    "ScanError",
+    "ScanLine",
+    "Setting",
     "Table",
+    "UnitAnswer",
     "decode",
     "encode",
     "engineering_type",
+    "parse_units",
     "plan",
     "point_info",
     "poll_once",
     "reference_to_address",
+    "scan_serial",
+    "scan_tcp",
+    "search",
+    "serial_settings",
 ]
