@@ -61,12 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     from picogate.commission import add_commands as commission_commands
     from picogate.edgex import add_commands as edgex_commands
     from picogate.flash import add_commands as flash_commands
+    from picogate.install import add_commands as install_commands
     from picogate.rules import add_commands as rules_commands
 
     commission_commands(sub, cfg_sub, load_config=_load_config)
     rules_commands(sub, load_points=_load_points)
     flash_commands(sub)
     edgex_commands(sub, load_config=_load_config, declared_points=_declared_points)
+    install_commands(sub, load_config=_load_config, parser=_parser)
     return p
 
 
