@@ -1,5 +1,5 @@
 """`picogate poll --once` against real peers: pymodbus devices on Modbus TCP and on RTU over a socat
-pty pair, the command run as the operator runs it (a process of its own)."""
+pty pair, an aiocoap device, the command run as the operator runs it (a process of its own)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiocoap
 import orjson
 import pytest
 import yaml
+from aiocoap import resource
+
+from _peers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -188,3 +192,85 @@ async def test_poll_needs_once_and_a_good_file(tmp_path: Path) -> None:
     assert out == ""
     assert "missing required key 'host'" in err
     assert "Traceback" not in err
+
+
+class _Value(resource.Resource):
+    """A resource holding one value, served as text or JSON."""
+
+    def __init__(self, value: Any, *, text: bool = False) -> None:
+        super().__init__()
+        self.value = value
+        self.text = text
+        self.gets = 0
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        self.gets += 1
+        if self.text:
+            return aiocoap.Message(payload=str(self.value).encode(), content_format=0)
+        return aiocoap.Message(payload=orjson.dumps(self.value), content_format=50)
+
+
+async def test_poll_once_asks_coap_devices(tmp_path: Path) -> None:
+    port = free_port()
+    res = {"temp": _Value(20.5, text=True), "level": _Value(3)}
+    site = resource.Site()
+    site.add_resource(("sensors", "temp"), res["temp"])
+    site.add_resource(("level",), res["level"])
+    ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port), transports=["udp6"])
+    try:
+        coap = {
+            "server": False,
+            "clients": [
+                {
+                    "name": "sensor",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "timeout": "2s",
+                    "resources": [
+                        {"point": "temp", "path": "/sensors/temp", "unit": "Cel", "interval": "1h"},
+                        {"point": "level", "path": "/level", "type": "int32", "observe": True},
+                        {"point": "gone", "path": "/nope"},
+                    ],
+                }
+            ],
+        }
+        f = _write(tmp_path, {"coap": coap})
+        rc, out, err = await _picogate("poll", "--once", "--json", "-c", str(f))
+        assert rc == 1, err  # /nope is not there
+        (device,) = orjson.loads(out)["devices"]
+        assert (device["device"], device["kind"], device["link"]) == (
+            "sensor",
+            "coap",
+            f"coap://127.0.0.1:{port}",
+        )
+        points = {p["point"]: p for p in device["points"]}
+        temp = points["temp"]
+        assert (temp["value"], temp["unit"], temp["quality"], temp["payload"], temp["content_format"]) == (
+            20.5,
+            "Cel",
+            "good",
+            "20.5",
+            0,
+        )
+        assert (points["level"]["value"], points["level"]["payload"]) == (3, "3")  # observed: asked once
+        assert points["gone"]["quality"] == "bad"
+        assert "4.04" in points["gone"]["error"]
+        assert res["temp"].gets == 1
+        assert res["level"].gets == 1
+
+        rc, out, err = await _picogate("poll", "--once", "-c", str(f))
+        lines = out.splitlines()
+        assert lines[0] == f"sensor  (coap://127.0.0.1:{port}): 3 resources asked"
+        assert lines[1].split() == [
+            "temp",
+            "20.5",
+            "Cel",
+            "good",
+            "GET",
+            "/sensors/temp",
+            "'20.5'",
+            "(cf",
+            "0)",
+        ]
+    finally:
+        await ctx.shutdown()
