@@ -15,8 +15,9 @@
 #    `tools/rp2emu.py setup` copies that folder into .rp2/ and runs `npm ci` there from its lock
 #    file, only when the copy is missing or out of date.
 #
-# Quiet unless something fails. Environment: PYTHON (default python3), PICOGATE_SKIP_SYSTEM=1 to
-# leave system packages alone.
+# Quiet unless something fails, except the install into .venv, which names each package it fetches
+# (with its size) as it goes (tools/pip_progress.py): the first set-up takes minutes.
+# Environment: PYTHON (default python3), PICOGATE_SKIP_SYSTEM=1 to leave system packages alone.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -229,9 +230,22 @@ if ! up_to_date; then
             groups="$(printf '%s,%s\n' "$old_groups" "$EXTRAS" | tr ',' '\n' | sed '/^$/d' | sort -u | paste -sd, -)"
         fi
     fi
+    if [ -f "$STAMP" ]; then
+        say "installing picogate[$groups] into .venv (pyproject.toml changed)"
+    else
+        say "first set-up: installing picogate[$groups] and its dependencies into .venv (a few minutes; each package is shown)"
+    fi
     rm -f "$STAMP"
-    say "installing picogate[$groups] into .venv"
-    (cd "$ROOT" && quiet "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e ".[$groups]")
+    # pip's output, one line per package fetched (with its size), kept in $LOG; all of it on failure.
+    : >"$LOG"
+    rc=0
+    (cd "$ROOT" && "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
+        -e ".[$groups]" 2>&1 | "$VENV/bin/python" "$ROOT/tools/pip_progress.py" "$LOG") || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        say "failed: pip install -e .[$groups]"
+        cat "$LOG" >&2
+        exit 1
+    fi
     printf '%s %s\n' "$want_hash" "$groups" >"$STAMP"
 fi
 

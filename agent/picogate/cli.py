@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="picogate", description="Edge gateway for factories: Modbus, Pico boards, CoAP → MQTT, EdgeX."
     )
-    p.add_argument("--version", action="version", version=f"picogate {__version__}")
+    p.add_argument("-V", "--version", action="version", version=f"picogate {__version__}")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -42,9 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     cfg = sub.add_parser("config", help="work with gateway.yaml")
-    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
+    cfg.set_defaults(func=_help_of(cfg))  # `picogate config` alone: its help
     check = cfg_sub.add_parser("check", help="validate a configuration file")
     check.add_argument("file", type=Path)
+    check.set_defaults(func=lambda args: _config_check(args.file))
 
     demo = sub.add_parser("demo", help="run a simulated plant, a broker and the gateway, with a live view")
     demo.add_argument("--no-tui", action="store_true", help="log instead of the live terminal view")
@@ -59,16 +61,28 @@ def _parser() -> argparse.ArgumentParser:
     # `handler(args: argparse.Namespace) -> int` returns the exit status.
     from picogate.api import add_commands as api_commands
     from picogate.console import add_commands as console_commands
+    from picogate.commission import add_commands as commission_commands
     from picogate.edgex import add_commands as edgex_commands
     from picogate.flash import add_commands as flash_commands
+    from picogate.install import add_commands as install_commands
     from picogate.rules import add_commands as rules_commands
 
+    commission_commands(sub, cfg_sub, load_config=_load_config)
     rules_commands(sub, load_points=_load_points)
     flash_commands(sub)
     edgex_commands(sub, load_config=_load_config, declared_points=_declared_points)
     api_commands(sub, load_config=_load_config)
     console_commands(sub, load_config=_load_config)
+    install_commands(sub, load_config=_load_config, parser=_parser)
     return p
+
+
+def _help_of(parser: argparse.ArgumentParser) -> Any:
+    def show_help(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 0
+
+    return show_help
 
 
 def _load_config(path: Path) -> CoreConfig:
@@ -97,8 +111,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is not None:
         status: int = func(args)
         return status
-    if args.command == "config":
-        return _config_check(args.file)
     if args.command == "run":
         return _run(args.config)
     if args.command == "demo":

@@ -98,7 +98,10 @@ def test_example_config_checks() -> None:
     )
 
 
-def test_live_view_renders_in_a_terminal(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("columns", "rows"), [(160, 50), (80, 24)])
+def test_live_view_renders_in_a_terminal(tmp_path: Path, columns: int, rows: int) -> None:
+    """The devices, a value, the broker's port and the try-it commands, in a large terminal and in
+    the classic 80 × 24."""
     tmux = shutil.which("tmux")
     if tmux is None:
         pytest.skip("tmux is not installed (apt-get install tmux)")
@@ -112,7 +115,7 @@ def test_live_view_renders_in_a_terminal(tmp_path: Path) -> None:
             [tmux, "-L", socket, *args], capture_output=True, text=True, check=True, timeout=10
         ).stdout
 
-    tmux_run("new-session", "-d", "-s", "demo", "-x", "160", "-y", "50", command)
+    tmux_run("new-session", "-d", "-s", "demo", "-x", str(columns), "-y", str(rows), command)
     try:
         screen = ""
         deadline = time.monotonic() + 20
@@ -130,6 +133,11 @@ def test_live_view_renders_in_a_terminal(tmp_path: Path) -> None:
             pytest.fail(f"the live view never showed the devices and a value:\n{screen}")
         assert "● online" in screen
         assert "mosquitto_sub -h 127.0.0.1 -p" in screen
+        port = re.search(r"broker:\s+mosquitto on 127\.0\.0\.1:(\d+)", screen)
+        assert port is not None, screen
+        assert f"mosquitto_pub -h 127.0.0.1 -p {port.group(1)}" in screen
+        assert "picogate/demo/cmd/boiler/setpoint/set" in screen
+        assert all(len(line) <= columns for line in screen.splitlines())
         assert "Traceback" not in screen
 
         while time.monotonic() < deadline and "DEMO-EXIT=" not in screen:

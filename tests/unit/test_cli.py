@@ -105,3 +105,20 @@ def test_run_with_unwritable_data_dir(tmp_path: Path, capsys: pytest.CaptureFixt
     f.write_text(f"gateway: {{data_dir: {blocker}/sub}}\nmetrics: {{enabled: false}}\n")
     assert main(["run", "-c", str(f)]) == 1
     assert "cannot start" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 100, 200])
+def test_demo_commands_fit_the_terminal_and_paste_as_one(width: int) -> None:
+    """A try-it command wider than the terminal is continued with ` \\` at its options, never
+    wrapped in the middle: pasted into a shell, it is the same command."""
+    import shlex
+
+    from picogate.demo._view import _fit_command
+
+    line = '  command:  mosquitto_pub -h 127.0.0.1 -p 54067 -t picogate/demo/cmd/pump/speed_setpoint/set -m \'{"v": 2500, "id": "try2"}\''
+    text = _fit_command(line, width).plain
+    assert shlex.split(text.replace("\\\n", "")) == shlex.split(line)
+    if width >= 60:
+        assert all(len(row) <= width for row in text.splitlines())
+    if width >= len(line):
+        assert text == line

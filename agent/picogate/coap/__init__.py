@@ -14,9 +14,16 @@ from picogate.coap._config import CoapSection
 
 if TYPE_CHECKING:
     from picogate.coap._client import CoapClientSource
+    from picogate.coap._once import CoapDeviceReading, CoapPointReading, read_once
     from picogate.coap._server import CoapServer
 
-_WHERE = {"CoapClientSource": "_client", "CoapServer": "_server"}
+_WHERE = {
+    "CoapClientSource": "_client",
+    "CoapServer": "_server",
+    "CoapDeviceReading": "_once",
+    "CoapPointReading": "_once",
+    "read_once": "_once",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -28,4 +35,12 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["PLUGIN", "CoapClientSource", "CoapSection", "CoapServer"]
+__all__ = [
+    "PLUGIN",
+    "CoapClientSource",
+    "CoapDeviceReading",
+    "CoapPointReading",
+    "CoapSection",
+    "CoapServer",
+    "read_once",
+]

@@ -39,6 +39,7 @@ from picogate.config._schema import (
     Section,
     compose,
 )
+from picogate.config._show import effective, format_duration, show_yaml
 
 __all__ = [
     "ClockSection",
@@ -62,8 +63,11 @@ __all__ = [
     "StrictModel",
     "UnitId",
     "compose",
+    "effective",
+    "format_duration",
     "load_config",
     "parse_config",
     "parse_deadband",
     "parse_duration",
+    "show_yaml",
 ]

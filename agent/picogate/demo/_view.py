@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import shutil
 import time
 from collections import deque
@@ -210,35 +211,54 @@ class DemoView:
     # ------------------------------------------------------------------ the live view
 
     def render(self, width: int = 120, height: int = 50) -> RenderableType:
-        """The whole view, fitted to `height` lines: the points table and the totals always, then
-        as room allows the hints, the last write, the MQTT messages and the log tail."""
+        """The whole view, fitted to `width` × `height` (80 × 24 included).  First the broker's
+        address and the try-it commands (the README points to them), the devices and the totals;
+        then, as room allows, the other hints, the rules, the last write, the MQTT messages and
+        the log tail.  The points are a table when it fits, else one line per device."""
         info = self.info
         uptime = time.monotonic() - self.started
         head = Text.assemble(
             ("Picogate demo", "bold cyan"),
             f" · gateway {info.gateway_id} · up {uptime:.0f} s",
             (" · Ctrl-C stops", "dim"),
+            no_wrap=True,
+            overflow="ellipsis",
         )
         compact = height < 40
-        points = self._points_table(compact=compact)
-        totals = self._totals_line()
-        table_lines = points.row_count + 2 + (0 if compact else len(self.gw.registry.devices()) - 1)
-        room = height - table_lines - _lines(head, width) - _lines(totals, width) - 1
         spacers = not compact  # a blank line above the table, the totals and the messages
-        if spacers:
-            room -= 3
+        totals = self._totals_line()
+        room = height - 1 - _lines(totals, width) - 1 - (3 if spacers else 0)
 
         hint_lines = [Text(f"  broker:   {info.broker_kind} on {info.broker_host}:{info.broker_port}")]
         for line in hints(info):
-            hint_lines.append(Text("  " + line, style="dim" if line.lstrip().startswith("(") else ""))
+            hint_lines.append(_fit_command("  " + line, width))
         if info.metrics_url:
             hint_lines.append(Text(f"  metrics:  {info.metrics_url}", style="dim"))
-        parts: list[RenderableType] = [head]
-        for text in hint_lines:
+        # The broker, `watch:` and the first command first: without them the demo cannot be tried.
+        essential = 3
+        shown_hints: list[Text] = []
+        for text in hint_lines[:essential]:
+            if _lines(text, width) <= room:
+                shown_hints.append(text)
+                room -= _lines(text, width)
+
+        devices = len(self.gw.registry.devices())
+        points: RenderableType
+        table = self._points_table(compact=compact, links=width >= 100)
+        table_lines = table.row_count + 2 + (0 if compact else devices - 1)
+        extra = hint_lines[essential:]
+        if table_lines <= room:
+            points, room = table, room - table_lines
+        else:
+            lines = self._device_lines(max(room, 1))
+            points, room = Group(*lines), room - len(lines)
+        for text in extra:
             if _lines(text, width) > room:
                 break
-            parts.append(text)
+            shown_hints.append(text)
             room -= _lines(text, width)
+
+        parts: list[RenderableType] = [head, *shown_hints]
         parts += [Text("")] * spacers + [points] + [Text("")] * spacers + [totals]
         rules = rules_panel(self.gw)
         if rules is not None and _lines(rules, width) + rules.plain.count("\n") <= room:
@@ -252,14 +272,42 @@ class DemoView:
         rows = min(len(self.messages), room - 3)  # the title, the header and its rule
         if rows > 0:
             parts += [Text("")] * spacers + [self._messages_table(rows)]
-            room -= rows + 3
+            room -= rows + 3 + spacers
         for level, line in list(self.log_tail.lines)[-room:] if room > 0 else []:
             parts.append(
                 Text("  " + line, style=_LEVEL_STYLE.get(level, "dim"), no_wrap=True, overflow="ellipsis")
             )
         return Group(*parts)
 
-    def _points_table(self, *, compact: bool = False) -> Table:
+    def _device_lines(self, rows: int) -> list[Text]:
+        """One line per device (`boiler ● online  temperature 64.2 °C  pressure 1.50 bar …`), cut
+        at the terminal's edge: the points of a terminal too short for the table."""
+        gw = self.gw
+        statuses = list(gw.registry.devices())
+        out = []
+        for n, status in enumerate(statuses):
+            if n == rows - 1 and len(statuses) > rows:
+                out.append(
+                    Text(f"  … {len(statuses) - n} more devices (a taller terminal shows them)", style="dim")
+                )
+                break
+            line = Text(no_wrap=True, overflow="ellipsis")
+            line.append(f"{status.name} ", style="bold")
+            line.append(f"● {status.state.value} ", style=_STATE_STYLE.get(status.state, ""))
+            for point in gw.registry.points_of(status.name):
+                reading = gw.pipeline.latest.get((status.name, point.name))
+                line.append(f" {point.name}", style="cyan" if point.writable else "")
+                if reading is None:
+                    line.append(" …", style="dim")
+                    continue
+                style = _value_style(point, reading.value) if reading.quality is Quality.GOOD else "red"
+                line.append(f" {format_value(point, reading.value)}", style=style)
+                if point.unit:
+                    line.append(f" {point.unit}")
+            out.append(line)
+        return out
+
+    def _points_table(self, *, compact: bool = False, links: bool = True) -> Table:
         gw = self.gw
         now = time.time_ns()
         table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
@@ -275,7 +323,7 @@ class DemoView:
             first_col = [
                 Text(status.name, style="bold"),
                 Text(f"● {status.state.value}", style=_STATE_STYLE.get(status.state, "")),
-                Text(self.info.links.get(status.name, ""), style="dim"),
+                Text(self.info.links.get(status.name, "") if links else "", style="dim"),
             ]
             for i, point in enumerate(infos):
                 reading = gw.pipeline.latest.get((status.name, point.name))
@@ -328,7 +376,7 @@ class DemoView:
             title_justify="left",
             title_style="bold",
         )
-        table.add_column("time", no_wrap=True, style="dim")
+        table.add_column("time", no_wrap=True, style="dim", min_width=8)
         table.add_column("topic", no_wrap=True, overflow="ellipsis", max_width=48)
         table.add_column("payload", no_wrap=True, overflow="ellipsis")
         for m in list(self.messages)[-rows:]:
@@ -343,7 +391,23 @@ class DemoView:
 
 def _lines(text: Text, width: int) -> int:
     """Terminal lines `text` takes when wrapped at `width` columns."""
-    return max(1, math.ceil(text.cell_len / max(width, 1)))
+    return sum(max(1, math.ceil(Text(line).cell_len / max(width, 1))) for line in text.plain.split("\n"))
+
+
+def _fit_command(line: str, width: int) -> Text:
+    """A hint's command, continued on further lines (` \\`) at its options when it is wider than
+    the terminal, so that it still pastes as one command (a line wrapped by the view would not)."""
+    style = "dim" if line.lstrip().startswith("(") else ""
+    if len(line) <= width:
+        return Text(line, style=style)
+    parts = re.split(r" (?=-[a-z] )", line)
+    out = [parts[0]]
+    for part in parts[1:]:
+        if len(out[-1]) + 1 + len(part) + 2 <= width:
+            out[-1] += " " + part
+        else:
+            out.append("      " + part)
+    return Text(" \\\n".join(out), style=style)
 
 
 def _value_style(info: PointInfo, value: Value | None) -> str:

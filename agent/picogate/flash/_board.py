@@ -125,7 +125,8 @@ class BoardConn:
                 raise PortPermission(
                     "permission denied. Add yourself to the serial group (Debian/Ubuntu: "
                     "`sudo usermod -aG dialout $USER`, then log in again) or install "
-                    "tools/99-picogate.rules (docs/flashing.md)",
+                    "tools/99-picogate.rules (docs/flashing.md; `sudo picogate service install` "
+                    "installs them too)",
                     where=self.port,
                 ) from None
             if code in (errno.EAGAIN, errno.EBUSY) or "exclusively lock" in str(e):

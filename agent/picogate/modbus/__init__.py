@@ -12,25 +12,53 @@ from picogate.modbus._config import (
     point_warnings,
     reference_to_address,
 )
+from picogate.modbus._once import DeviceReading, PointReading, poll_once
 from picogate.modbus._planner import Request, plan
 from picogate.modbus._points import engineering_type, point_info
+from picogate.modbus._scan import (
+    BAUD_RATES,
+    PARITIES,
+    ScanError,
+    ScanLine,
+    Setting,
+    UnitAnswer,
+    parse_units,
+    scan_serial,
+    scan_tcp,
+    search,
+    serial_settings,
+)
 
 __all__ = [
+    "BAUD_RATES",
+    "PARITIES",
     "PLUGIN",
     "ByteOrder",
     "CodecError",
     "Device",
+    "DeviceReading",
     "Encoding",
     "ModbusRtuDevice",
     "ModbusTcpDevice",
     "PointConfig",
+    "PointReading",
     "Request",
+    "ScanError",
+    "ScanLine",
+    "Setting",
     "Table",
+    "UnitAnswer",
     "decode",
     "encode",
     "engineering_type",
+    "parse_units",
     "plan",
     "point_info",
     "point_warnings",
+    "poll_once",
     "reference_to_address",
+    "scan_serial",
+    "scan_tcp",
+    "search",
+    "serial_settings",
 ]

@@ -94,6 +94,10 @@ class IoPoint(_Model):
     deadband: Annotated[Deadband, BeforeValidator(parse_deadband)] = Deadband()
     max_silence: Duration | None = None
 
+    def applicable_keys(self) -> set[str]:
+        """The keys a point of this kind may give (`picogate config show` shows only these)."""
+        return _KIND_KEYS[self.kind] | _COMMON_KEYS
+
     @model_validator(mode="after")
     def _check(self) -> IoPoint:
         allowed = _KIND_KEYS[self.kind] | _COMMON_KEYS
