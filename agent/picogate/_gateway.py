@@ -204,6 +204,16 @@ class Gateway:
             await self.stop_plugin(name)
         await self._attach(self.plugins[name], section)
 
+    async def update(self, name: str, old: Any, new: Any) -> None:
+        """Apply the plug-in `name`'s changed section: through its `update` (only the parts that
+        changed are rebuilt) when it has one and is attached, else by `reconfigure`."""
+        plugin = self.plugins[name]
+        host = self.parts.hosts.get(name)
+        if plugin.update is not None and host is not None:
+            await plugin.update(host, old, new)
+        else:
+            await self.reconfigure(name, new)
+
     def status(self) -> dict[str, Any]:
         """The gateway's state as the status topic tells it: clock, outbox, devices, writes."""
         p = self.parts

@@ -14,6 +14,12 @@ sinks with `host.add_sink`, metrics with `host.add_collector`, HTTP routes on `h
 long-running pieces with `host.add_component`.  A plug-in never sees the `Gateway` nor another
 plug-in's state; the host remembers what it added, so that `host.stop()` takes the plug-in out
 again (the gateway's `reconfigure(name, section)` stops it and attaches it anew).
+
+A plug-in whose section has independent parts (a Modbus line, a Pico board) registers each part
+through `host.part(key)`, a host of its own inside the plug-in's, and gives its `Plugin` an
+`update(host, old, new)`: when `gateway.yaml` is reloaded, `update` stops (`host.drop_part(key)`)
+and builds again only the parts that changed, while the others go on running.  A plug-in without
+`update` is re-attached whole when its section changed.
 """
 
 from __future__ import annotations
@@ -87,6 +93,9 @@ class Plugin(Generic[S]):
     section: Section
     attach: Callable[[Host, S], Awaitable[None]]
     declare: Callable[[S, PointRegistry], None] | None = None
+    update: Callable[[Host, S, S], Awaitable[None]] | None = None
+    """`update(host, old, new)`: apply a changed section to the running plug-in, rebuilding only
+    the parts that changed (see the module docstring); None: the plug-in is re-attached whole."""
 
 
 class Shared:
@@ -120,6 +129,7 @@ class Host:
         shared: Shared,
         sinks: list[RunningSink],
         components: list[Component],
+        parent: Host | None = None,
     ) -> None:
         self.plugin = plugin
         self.gateway_id = gateway_id
@@ -143,10 +153,33 @@ class Host:
         self._unsubscribe: list[Callable[[], None]] = []
         self._status_listeners: list[Callable[[], None]] = []
         self._points: set[tuple[str, str]] = set()
-        self.task_of: Callable[[object], asyncio.Task[None] | None] = lambda _owner: None
+        self._provided: Messages | None = None
+        self._parent = parent
+        self._parts: dict[str, Host] = {}
+        self._task_of: Callable[[object], asyncio.Task[None] | None] = lambda _owner: None
+        self._spawn: Callable[[object, str, Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
+        self.state: Any = None
+        """What the plug-in keeps from `attach` for its `update` (its lines, its boards)."""
+
+    @property
+    def task_of(self) -> Callable[[object], asyncio.Task[None] | None]:
         """Set by the gateway while it runs: the task running a component or a sink."""
-        self.spawn: Callable[[object, str, Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
+        return self._parent.task_of if self._parent is not None else self._task_of
+
+    @task_of.setter
+    def task_of(self, value: Callable[[object], asyncio.Task[None] | None]) -> None:
+        self._task_of = value
+
+    @property
+    def spawn(self) -> Callable[[object, str, Coroutine[Any, Any, None]], asyncio.Task[None]] | None:
         """Set by the gateway while it runs: components added then are started at once."""
+        return self._parent.spawn if self._parent is not None else self._spawn
+
+    @spawn.setter
+    def spawn(
+        self, value: Callable[[object, str, Coroutine[Any, Any, None]], asyncio.Task[None]] | None
+    ) -> None:
+        self._spawn = value
 
     # ------------------------------------------------------------------ what attach uses
 
@@ -212,19 +245,53 @@ class Host:
         self._status_listeners.append(listener)
 
     def provide_messages(self, messages: Messages) -> None:
-        """Offer the gateway's message sink to the plug-ins attached after this one."""
-        self._shared.messages = messages
+        """Offer the gateway's message sink to the plug-ins attached after this one (until this
+        plug-in stops)."""
+        self._shared.messages = self._provided = messages
 
     @property
     def messages(self) -> Messages | None:
         """The gateway's message sink (MQTT), None when there is none."""
         return self._shared.messages
 
+    # ------------------------------------------------------------------ parts
+
+    def part(self, key: str) -> Host:
+        """The host of one independent part of the plug-in (a line, a board): what is added
+        through it is taken out by `drop_part(key)` alone, and by the plug-in's `stop()`."""
+        part = self._parts.get(key)
+        if part is None:
+            part = self._parts[key] = Host(
+                self.plugin,
+                gateway_id=self.gateway_id,
+                registry=self.registry,
+                router=self.router,
+                pipeline=self.pipeline,
+                outbox=self._outbox,
+                metrics=self.metrics,
+                http_app=self.http_app,
+                shared=self._shared,
+                sinks=self._all_sinks,
+                components=self._all_components,
+                parent=self,
+            )
+        return part
+
+    async def drop_part(self, key: str) -> None:
+        """Stop the part `key` and take out what it added (nothing when there is no such part)."""
+        part = self._parts.pop(key, None)
+        if part is not None:
+            await part.stop(quiet=True)
+            log.info("plug-in %s: %s stopped", self.plugin, key)
+
     # ------------------------------------------------------------------ taking it out again
 
-    async def stop(self, *, grace: float = 3.0) -> None:
+    async def stop(self, *, grace: float = 3.0, quiet: bool = False) -> None:
         """Take the plug-in out of the running gateway: stop its components and sinks (sources
         first), and remove its writers, processors, encoders, metrics, listeners and points."""
+        for key in list(self._parts):
+            part = self._parts.pop(key)
+            await part.stop(grace=grace, quiet=True)
         for c in sorted(self.components, key=lambda c: c.kind != "source"):
             c.stop()
         tasks = [t for t in map(self.task_of, [*self.components, *self.sinks]) if t is not None]
@@ -262,6 +329,16 @@ class Host:
                 self._all_sinks.remove(s)
         for device, point in sorted(self._points):
             self.registry.remove(device, point)
+        if self._provided is not None and self._shared.messages is self._provided:
+            self._shared.messages = None
         self.components.clear()
         self.sinks.clear()
-        log.info("plug-in %s stopped", self.plugin)
+        self._writers.clear()
+        self._processors.clear()
+        self._encoders.clear()
+        self._collectors.clear()
+        self._unsubscribe.clear()
+        self._status_listeners.clear()
+        self._points.clear()
+        if not quiet:
+            log.info("plug-in %s stopped", self.plugin)
