@@ -160,7 +160,7 @@ def _run(path: Path) -> int:
         return 1
 
     async def go() -> None:
-        async with Gateway(cfg) as gw:
+        async with Gateway(cfg, config_path=path) as gw:
             await gw.run()
 
     try:

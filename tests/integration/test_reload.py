@@ -1,0 +1,296 @@
+"""Reload of gateway.yaml in the running gateway, against pymodbus field devices and mosquitto.
+
+A device added, changed and removed while the other devices go on polling on the same connection
+(their poller is never stopped: no gap); a file with errors changes nothing and says why (log,
+status topic); SIGHUP; `picogate run` watches its file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from _agent import AgentProcess, base_config, eventually, recorder, wait_msgs
+from picogate._registry import DeviceState, RegistryEvent
+from picogate._reload import ConfigWatch, ReloadAttempt
+from picogate._router import ErrorCode, WriteRequest
+from picogate.gateway import Gateway, load_config
+from picogate.modbus._source import ModbusLine
+
+ROOT = "picogate/gw1"
+
+
+def device(name: str, port: int, points: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "modbus_tcp",
+        "host": "127.0.0.1",
+        "port": port,
+        "poll": "100ms",
+        "timeout": "300ms",
+        "points": points,
+        **extra,
+    }
+
+
+def write(path: Path, cfg: dict[str, Any]) -> None:
+    """Replace the file as editors and deploy tools do: a new file renamed over the old one."""
+    tmp = path.with_name(".gateway.yaml.tmp")
+    tmp.write_text(yaml.safe_dump(cfg))
+    tmp.replace(path)
+
+
+def lines(gw: Gateway) -> dict[str, ModbusLine]:
+    """The running Modbus pollers, by device."""
+    return {d: c for c in gw.components if isinstance(c, ModbusLine) for d in c.devices}
+
+
+@contextlib.asynccontextmanager
+async def gateway_on(path: Path, *, install_signals: bool = False) -> AsyncIterator[Gateway]:
+    gw = Gateway(load_config(path), drain_timeout=5, config_path=path)
+    async with gw:
+        task = asyncio.create_task(gw.run(install_signals=install_signals))
+        async with asyncio.timeout(10):
+            await gw.ready.wait()
+        try:
+            yield gw
+        finally:
+            gw.stop()
+            async with asyncio.timeout(15):
+                await task
+
+
+ATTEMPTS: dict[int, list[ReloadAttempt]] = {}
+
+
+def count_attempts(gw: Gateway) -> None:
+    gw.reload_done.append(ATTEMPTS.setdefault(id(gw), []).append)
+
+
+async def reloaded(gw: Gateway, count: int) -> ReloadAttempt:
+    """Wait for the `count`-th reload attempt since `count_attempts`, and return it."""
+    await eventually(lambda: len(ATTEMPTS[id(gw)]) >= count, 10, f"reload attempt {count}")
+    return ATTEMPTS[id(gw)][count - 1]
+
+
+async def test_devices_added_changed_and_removed_while_the_others_keep_polling(
+    mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
+) -> None:
+    p1 = await modbus_tcp_server({1: {"hr": [11, 12]}})
+    p2 = await modbus_tcp_server({1: {"hr": [21, 22]}})
+    p3 = await modbus_tcp_server({1: {"hr": [31]}})
+    # a and a2 share one connection (p1); b is alone on p2.
+    a = device("a", p1.port, [{"name": "x", "table": "holding", "address": 0, "writable": True}])
+    a2 = device("a2", p1.port, [{"name": "y", "table": "holding", "address": 1}])
+    b = device("b", p2.port, [{"name": "x", "table": "holding", "address": 0}])
+    c = device("c", p3.port, [{"name": "x", "table": "holding", "address": 0}])
+    path = tmp_path / "gateway.yaml"
+    cfg = base_config(tmp_path, mosquitto.port, [a, a2, b])
+    write(path, cfg)
+
+    with recorder(mosquitto.host, mosquitto.port, f"{ROOT}/#") as rec:
+        async with gateway_on(path) as gw:
+            count_attempts(gw)
+            await eventually(
+                lambda: all(gw.registry.device(d).state is DeviceState.ONLINE for d in ("a", "a2", "b")),  # type: ignore[union-attr]
+                what="a, a2 and b online",
+            )
+            line_a = lines(gw)["a"]
+            task_a = gw._task_of(line_a)
+            assert task_a is not None
+            events: list[RegistryEvent] = []
+            gw.registry.subscribe(lambda e: events.append(e) if e.device in ("a", "a2") else None)
+
+            async def still_polling() -> None:
+                polls, requests = line_a.stats.polls, p1.requests[1]
+                await eventually(
+                    lambda: line_a.stats.polls > polls + 2 and p1.requests[1] > requests + 2,
+                    what="a and a2 polled on",
+                )
+                assert lines(gw)["a"] is line_a
+                assert lines(gw)["a2"] is line_a
+                assert gw._task_of(line_a) is task_a
+                assert not task_a.done()
+
+            # ---- added
+            write(path, {**cfg, "devices": [a, a2, b, c]})
+            attempt = await reloaded(gw, 1)
+            assert attempt.ok, attempt.errors
+            assert attempt.applied == ["devices"]
+            await eventually(lambda: gw.registry.device("c") is not None, what="c registered")
+            await wait_msgs(rec, lambda ms: any(m.topic == f"{ROOT}/data/c/x" for m in ms), what="c's data")
+            await still_polling()
+            line_b = lines(gw)["b"]
+
+            # ---- changed: b gets a second point; c is left as it is
+            b2 = {**b, "points": [*b["points"], {"name": "y", "table": "holding", "address": 1}]}
+            line_c = lines(gw)["c"]
+            write(path, {**cfg, "devices": [a, a2, b2, c]})
+            attempt = await reloaded(gw, 2)
+            assert attempt.ok, attempt.errors
+            assert ("b", "y") in gw.registry
+            await wait_msgs(rec, lambda ms: any(m.topic == f"{ROOT}/data/b/y" for m in ms), what="b.y")
+            assert [m.json()["v"] for m in rec.on(f"{ROOT}/data/b/y")][-1] == 22
+            assert lines(gw)["b"] is not line_b  # rebuilt
+            assert lines(gw)["c"] is line_c  # untouched
+            await still_polling()
+
+            # ---- removed
+            write(path, {**cfg, "devices": [a, a2, b2]})
+            attempt = await reloaded(gw, 3)
+            assert attempt.ok, attempt.errors
+            assert gw.registry.device("c") is None
+            assert "c" not in lines(gw)
+            assert line_c.link.description not in {ln.name for ln in lines(gw).values()}
+            gone = await gw.router.write(WriteRequest("c", "x", 1, origin="test"))
+            assert gone.code is ErrorCode.UNKNOWN_POINT
+            msgs = await wait_msgs(
+                rec,
+                lambda ms: any(
+                    m.topic == f"{ROOT}/devices/c/status" and m.json().get("state") == "offline" for m in ms
+                ),
+                what="c's status: offline",
+            )
+            status = [m.json() for m in msgs if m.topic == f"{ROOT}/devices/c/status"][-1]
+            assert "removed" in status["reason"]
+            await still_polling()
+
+            # a and a2 were never taken out, nor did their state change.
+            assert events == []
+            # What is written to a still works (the same writer, on the same line).
+            assert (await gw.router.write(WriteRequest("a", "x", 5, origin="test"))).ok
+            assert p1.get_holding(1, 0) == [5]
+
+
+async def test_a_bad_file_keeps_the_running_configuration_and_says_why(
+    mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    p1 = await modbus_tcp_server({1: {"hr": [11]}})
+    a = device("a", p1.port, [{"name": "x", "table": "holding", "address": 0}])
+    path = tmp_path / "gateway.yaml"
+    cfg = base_config(tmp_path, mosquitto.port, [a])
+    write(path, cfg)
+
+    with recorder(mosquitto.host, mosquitto.port, f"{ROOT}/status") as rec:
+        async with gateway_on(path) as gw:
+            count_attempts(gw)
+            await eventually(
+                lambda: ("a", "x") in gw.registry and gw.registry.device("a").state is DeviceState.ONLINE
+            )  # type: ignore[union-attr]
+            line_a = lines(gw)["a"]
+            running = gw.config
+
+            # A device whose poll is not a duration, another with no points, and a typo'd key.
+            bad = {**a, "poll": "often"}
+            path.write_text(yaml.safe_dump({**cfg, "devices": [bad]}))
+            with caplog.at_level(logging.ERROR, logger="picogate"):
+                attempt = await reloaded(gw, 1)
+            assert gw.last_reload is attempt
+            assert not attempt.ok
+            assert attempt.applied == []
+            assert any(str(path) in e and "poll" in e for e in attempt.errors), attempt.errors
+            assert "not reloaded; the running configuration stays" in caplog.text
+            assert gw.config is running
+            assert lines(gw)["a"] is line_a
+            polls = line_a.stats.polls
+            await eventually(lambda: line_a.stats.polls > polls + 2, what="a polled on")
+
+            msgs = await wait_msgs(
+                rec,
+                lambda ms: any(m.json().get("config", {}).get("ok") is False for m in ms),
+                what="the status topic tells of the bad file",
+            )
+            told = next(m.json()["config"] for m in msgs if "config" in m.json())
+            assert any("poll" in e for e in told["errors"]), told
+
+            # Not YAML at all: the same.
+            path.write_text("devices: [\n")
+            attempt = await reloaded(gw, 2)
+            assert not attempt.ok
+            assert any(f"{path}:" in e for e in attempt.errors), attempt.errors
+            assert lines(gw)["a"] is line_a
+
+            # Fixed: applied, and the status topic says so.
+            a_slower = {**a, "poll": "200ms"}
+            write(path, {**cfg, "devices": [a_slower]})
+            attempt = await reloaded(gw, 3)
+            assert attempt.ok, attempt.errors
+            assert lines(gw)["a"] is not line_a
+            await wait_msgs(
+                rec,
+                lambda ms: any(m.json().get("config", {}).get("ok") is True for m in ms),
+                what="the status topic tells the reload went through",
+            )
+
+
+async def test_core_keys_are_applied_at_the_next_start(mosquitto: Any, tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    cfg = base_config(tmp_path, mosquitto.port, [])
+    write(path, cfg)
+    async with gateway_on(path) as gw:
+        count_attempts(gw)
+        write(path, {**cfg, "outbox": {"synchronous": "full"}, "metrics": {"enabled": False, "port": 9999}})
+        attempt = await reloaded(gw, 1)
+        assert attempt.ok, attempt.errors
+        assert attempt.restart == ["outbox.synchronous", "metrics.port"]
+        assert gw.config.outbox.synchronous == "normal"  # as it runs
+
+
+async def test_sighup_reloads(
+    mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Without the file watch (as on a file system without inotify), SIGHUP alone reloads."""
+
+    async def no_watch(self: ConfigWatch) -> None:
+        await self._stop.wait()
+
+    monkeypatch.setattr(ConfigWatch, "_watch", no_watch)
+    p1 = await modbus_tcp_server({1: {"hr": [11]}})
+    a = device("a", p1.port, [{"name": "x", "table": "holding", "address": 0}])
+    path = tmp_path / "gateway.yaml"
+    cfg = base_config(tmp_path, mosquitto.port, [])
+    write(path, cfg)
+    async with gateway_on(path, install_signals=True) as gw:
+        count_attempts(gw)
+        write(path, {**cfg, "devices": [a]})
+        await asyncio.sleep(0.5)
+        assert gw.registry.device("a") is None  # nothing watches the file
+        os.kill(os.getpid(), signal.SIGHUP)
+        await reloaded(gw, 1)
+        await eventually(lambda: ("a", "x") in gw.registry, what="a added on SIGHUP")
+
+
+async def test_picogate_run_watches_its_file(mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path) -> None:
+    p1 = await modbus_tcp_server({1: {"hr": [11]}})
+    a = device("a", p1.port, [{"name": "x", "table": "holding", "address": 0}])
+    cfg = base_config(tmp_path, mosquitto.port, [])
+    agent = AgentProcess(cfg, tmp_path / "agent")
+    with recorder(mosquitto.host, mosquitto.port, f"{ROOT}/#") as rec:
+        agent.start()
+        try:
+            await wait_msgs(rec, lambda ms: any(m.topic == f"{ROOT}/status" for m in ms), what="agent up")
+            agent.config_path.write_text("devices: [{name: a, type: modbus_tcp\n")
+            await wait_msgs(
+                rec,
+                lambda ms: any(
+                    m.topic == f"{ROOT}/status" and m.json().get("config", {}).get("ok") is False for m in ms
+                ),
+                what="the bad file told on the status topic",
+            )
+            write(agent.config_path, {**cfg, "devices": [a]})
+            await wait_msgs(rec, lambda ms: any(m.topic == f"{ROOT}/data/a/x" for m in ms), what="a's data")
+            assert agent.terminate() == 0
+        finally:
+            agent.stop()
+        log = agent.log()
+        assert "not reloaded; the running configuration stays" in log
+        assert "reloaded: devices applied" in log
