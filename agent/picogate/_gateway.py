@@ -208,13 +208,15 @@ class Gateway:
     async def _attach(self, plugin: Plugin[Any], section: Any) -> Host:
         host = self._host(plugin.name)
         self.parts.hosts[plugin.name] = host
-        await plugin.attach(host, section)
-        if self._tg is not None:  # running: start what it added
+        if self._tg is not None:  # running: what it adds (its parts' too) starts at once
             host.spawn, host.task_of = self._spawn, self._task_of
-            for s in host.sinks:
-                self._spawn(s, f"sink-{s.name}", s.run())
-            for c in host.components:
-                self._spawn(c, c.name, c.run())
+        try:
+            await plugin.attach(host, section)
+        except BaseException:
+            if self._tg is not None:  # take out again what it added before it failed
+                del self.parts.hosts[plugin.name]
+                await host.stop(quiet=True)
+            raise
         return host
 
     async def stop_plugin(self, name: str) -> None:

@@ -239,5 +239,15 @@ async def test_a_part_is_stopped_alone_and_the_plugin_stops_every_part(tmp_path:
         assert c.stopped.is_set()
         assert len(gw.registry) == 0
         assert gw.components == []
+
+        # Attached anew while running: its parts start at once.
+        await gw.reconfigure("parts", PartsSection(devices=("d",)))
+        d = TICKERS[3]
+        for _ in range(100):
+            if d.runs:
+                break
+            await asyncio.sleep(0.01)
+        assert d.runs == 1
+        assert ("d", "v") in gw.registry
         gw.stop()
         await asyncio.wait_for(task, 20)
