@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from _agent import AgentProcess, base_config, eventually, recorder, wait_msgs
+from _agent import AgentProcess, base_config, eventually, recorder, values_on, wait_msgs
 from picogate._registry import DeviceState, RegistryEvent
 from picogate._reload import ConfigWatch, ReloadAttempt
 from picogate._router import ErrorCode, WriteRequest
 from picogate.gateway import Gateway, load_config
 from picogate.modbus._source import ModbusLine
+from picogate.pico._session import PicoBoard
+from picogate.simboard import SimBoard, install_firmware
 
 ROOT = "picogate/gw1"
 
@@ -294,3 +297,73 @@ async def test_picogate_run_watches_its_file(mosquitto: Any, modbus_tcp_server: 
         log = agent.log()
         assert "not reloaded; the running configuration stays" in log
         assert "reloaded: devices applied" in log
+
+
+# --------------------------------------------------------------------------- Pico boards
+
+
+@pytest.fixture
+def simboard(tmp_path: Path) -> Iterator[Any]:
+    """The firmware on MicroPython's unix port behind a pty: `simboard(uid)` → a started board."""
+    boards: list[SimBoard] = []
+
+    def start(uid: str) -> SimBoard:
+        d = tmp_path / f"board{len(boards)}"
+        install_firmware(d, scenario=json.dumps({"adc": {"26": 1.25}}))
+        b = SimBoard(d, uid=uid).start()
+        boards.append(b)
+        return b
+
+    yield start
+    for b in boards:
+        b.stop()
+
+
+def board(name: str, port: str, scale: float) -> dict[str, Any]:
+    io = [{"name": "level", "kind": "adc", "pin": "GP26", "scale": scale, "every": "200ms"}]
+    return {"name": name, "port": port, "heartbeat": "300ms", "safe_timeout": "3s", "io": io}
+
+
+def boards(gw: Gateway) -> dict[str, PicoBoard]:
+    return {c.cfg.name: c for c in gw.components if isinstance(c, PicoBoard)}
+
+
+async def test_a_changed_board_is_rebuilt_alone(mosquitto: Any, simboard: Any, tmp_path: Path) -> None:
+    one, two = simboard("E6614103E7000001"), simboard("E6614103E7000002")
+    path = tmp_path / "gateway.yaml"
+    cfg = base_config(
+        tmp_path, mosquitto.port, [], boards=[board("one", one.port, 40), board("two", two.port, 40)]
+    )
+    write(path, cfg)
+    with recorder(mosquitto.host, mosquitto.port, f"{ROOT}/#") as rec:
+        async with gateway_on(path) as gw:
+            count_attempts(gw)
+            for name in ("one", "two"):
+                await eventually(
+                    lambda n=name: 50.0 in values_on(rec, f"{ROOT}/data/{n}/level"), 30, f"{name}"
+                )
+            first = boards(gw)["one"]
+            task = gw._task_of(first)
+            assert task is not None
+            events: list[RegistryEvent] = []
+            gw.registry.subscribe(lambda e: events.append(e) if e.device == "one" else None)
+
+            write(path, {**cfg, "boards": [board("one", one.port, 40), board("two", two.port, 80)]})
+            attempt = await reloaded(gw, 1)
+            assert attempt.ok, attempt.errors
+            assert attempt.applied == ["boards"]
+            await eventually(lambda: 100.0 in values_on(rec, f"{ROOT}/data/two/level"), 30, "two's new scale")
+            readings = first.stats.readings
+            await eventually(lambda: first.stats.readings > readings + 2, 10, "one reports on")
+
+            write(path, {**cfg, "boards": [board("one", one.port, 40)]})
+            attempt = await reloaded(gw, 2)
+            assert attempt.ok, attempt.errors
+            assert gw.registry.device("two") is None
+            assert list(boards(gw)) == ["one"]
+            readings = first.stats.readings
+            await eventually(lambda: first.stats.readings > readings + 2, 10, "one reports on")
+            assert boards(gw)["one"] is first
+            assert gw._task_of(first) is task
+            assert not task.done()
+            assert events == []
