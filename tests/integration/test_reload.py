@@ -367,3 +367,99 @@ async def test_a_changed_board_is_rebuilt_alone(mosquitto: Any, simboard: Any, t
             assert gw._task_of(first) is task
             assert not task.done()
             assert events == []
+
+
+# --------------------------------------------------------------------------- CoAP
+
+
+async def test_coap_nodes_and_clients_are_rebuilt_apart(mosquitto: Any, tmp_path: Path) -> None:
+    import aiocoap
+    from aiocoap import resource
+    from aiocoap.numbers.codes import Code
+
+    from _peers import free_port
+    from picogate.coap._client import CoapClientSource
+    from picogate.coap._server import CoapServer
+
+    class Level(resource.Resource):
+        async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+            return aiocoap.Message(payload=b"7", content_format=50)
+
+    device_port, server_port = free_port(), free_port()
+    site = resource.Site()
+    site.add_resource(("level",), Level())
+    site.add_resource(("other",), Level())
+    peer = await aiocoap.Context.create_server_context(
+        site, bind=("127.0.0.1", device_port), transports=["udp6"]
+    )
+    ctx = await aiocoap.Context.create_client_context(transports=["udp6"])
+
+    def client(*paths: str) -> dict[str, Any]:
+        resources = [{"point": p.strip("/"), "path": p, "type": "int32", "interval": "100ms"} for p in paths]
+        return {
+            "name": "sensor",
+            "host": "127.0.0.1",
+            "port": device_port,
+            "timeout": "2s",
+            "resources": resources,
+        }
+
+    def coap(nodes: list[str], *paths: str) -> dict[str, Any]:
+        return {
+            "bind": "127.0.0.1",
+            "port": server_port,
+            "nodes": [{"name": n, "points": {"temp": {"type": "float64"}}} for n in nodes],
+            "clients": [client(*paths)],
+        }
+
+    def parts(gw: Gateway) -> tuple[CoapServer, CoapClientSource]:
+        (server,) = [c for c in gw.components if isinstance(c, CoapServer)]
+        (source,) = [c for c in gw.components if isinstance(c, CoapClientSource)]
+        return server, source
+
+    async def post(node: str) -> aiocoap.Message:
+        msg = aiocoap.Message(
+            code=Code.POST, uri=f"coap://127.0.0.1:{server_port}/r/{node}", payload=b'{"temp": 1.5}'
+        )
+        msg.opt.content_format = 50
+        async with asyncio.timeout(10):
+            return await ctx.request(msg).response
+
+    path = tmp_path / "gateway.yaml"
+    cfg = base_config(tmp_path, mosquitto.port, [], coap=coap(["node1"], "/level"))
+    write(path, cfg)
+    try:
+        async with gateway_on(path) as gw:
+            count_attempts(gw)
+            server, source = parts(gw)
+            await eventually(lambda: source.requests > 0, what="the client polls")
+            async with asyncio.timeout(5):
+                await server.ready.wait()
+            assert (await post("node1")).code == Code.CHANGED
+
+            # A node added: the server is rebuilt, the client polls on.
+            write(path, {**cfg, "coap": coap(["node1", "node2"], "/level")})
+            attempt = await reloaded(gw, 1)
+            assert attempt.ok, attempt.errors
+            new_server, same = parts(gw)
+            assert same is source
+            assert new_server is not server
+            async with asyncio.timeout(5):
+                await new_server.ready.wait()
+            assert (await post("node2")).code == Code.CHANGED
+            requests = source.requests
+            await eventually(lambda: source.requests > requests + 2, what="the client polls on")
+
+            # A resource added to the client: the client is rebuilt, the server stays.
+            write(path, {**cfg, "coap": coap(["node1", "node2"], "/level", "/other")})
+            attempt = await reloaded(gw, 2)
+            assert attempt.ok, attempt.errors
+            kept, new_source = parts(gw)
+            assert kept is new_server
+            assert new_source is not source
+            await eventually(lambda: ("sensor", "other") in gw.registry, what="sensor.other")
+            await eventually(lambda: new_source.requests > 2, what="the new client polls")
+            assert (await post("node1")).code == Code.CHANGED
+    finally:
+        await ctx.shutdown()
+        await peer.shutdown()
