@@ -463,3 +463,56 @@ async def test_coap_nodes_and_clients_are_rebuilt_apart(mosquitto: Any, tmp_path
     finally:
         await ctx.shutdown()
         await peer.shutdown()
+
+
+# --------------------------------------------------------------------------- the MQTT sink
+
+
+async def test_the_broker_changed_while_the_devices_poll_on(
+    make_mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
+) -> None:
+    first, second = make_mosquitto(), make_mosquitto()
+    p1 = await modbus_tcp_server({1: {"hr": [1]}})
+    a = device("a", p1.port, [{"name": "x", "table": "holding", "address": 0}])
+    path = tmp_path / "gateway.yaml"
+    cfg = base_config(tmp_path, first.port, [a])
+    write(path, cfg)
+    with (
+        recorder(first.host, first.port, f"{ROOT}/data/#") as rec1,
+        recorder(second.host, second.port, f"{ROOT}/#") as rec2,
+    ):
+        async with gateway_on(path) as gw:
+            count_attempts(gw)
+            await wait_msgs(
+                rec1, lambda ms: 1 in values_on(rec1, f"{ROOT}/data/a/x"), what="a.x on the first"
+            )
+            line_a = lines(gw)["a"]
+
+            write(path, {**cfg, "mqtt": {**cfg["mqtt"], "port": second.port}})
+            attempt = await reloaded(gw, 1)
+            assert attempt.ok, attempt.errors
+            assert attempt.applied == ["mqtt"]
+            for value in (2, 3, 4):
+                p1.set_holding(1, 0, [value])
+                await wait_msgs(
+                    rec2, lambda ms, v=value: v in values_on(rec2, f"{ROOT}/data/a/x"), what=f"a.x = {value}"
+                )
+            assert lines(gw)["a"] is line_a
+            await wait_msgs(
+                rec2,
+                lambda ms: any(m.topic == f"{ROOT}/status" and m.json()["state"] == "online" for m in ms),
+                what="the status on the second broker",
+            )
+
+            # Per-device messages as well: a new encoder, the same sink settings otherwise.
+            write(path, {**cfg, "mqtt": {**cfg["mqtt"], "port": second.port, "publish": "both"}})
+            attempt = await reloaded(gw, 2)
+            assert attempt.ok, attempt.errors
+            p1.set_holding(1, 0, [5])
+            await wait_msgs(rec2, lambda ms: 5 in values_on(rec2, f"{ROOT}/data/a/x"), what="a.x = 5")
+            await wait_msgs(
+                rec2, lambda ms: any(m.topic == f"{ROOT}/data/a" for m in ms), what="a's per-device message"
+            )
+            assert len(gw.pipeline.encoders) == 1
+    # Nothing is left in the outbox for the broker.
+    assert gw.parts.outbox.depth("mqtt") == 0
