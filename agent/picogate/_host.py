@@ -228,6 +228,11 @@ class Host:
         """Registry events (points added or removed, device states), until the plug-in stops."""
         self._unsubscribe.append(self.registry.subscribe(listener))
 
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Called when the plug-in (or this part) stops, after its components: for what it set up
+        outside the host (a registry listener subscribed by a constructor)."""
+        self._unsubscribe.append(callback)
+
     def track_points(self, keys: Iterable[tuple[str, str]]) -> None:
         """Points this plug-in registered, removed from the registry when it stops."""
         self._points.update(keys)

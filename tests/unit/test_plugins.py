@@ -251,3 +251,16 @@ async def test_a_part_is_stopped_alone_and_the_plugin_stops_every_part(tmp_path:
         assert ("d", "v") in gw.registry
         gw.stop()
         await asyncio.wait_for(task, 20)
+
+
+async def test_a_reconfigured_plugin_leaves_no_registry_listener_behind(tmp_path: Path) -> None:
+    cfg = parse_config(
+        f"gateway: {{id: gw, data_dir: {tmp_path}}}\nmetrics: {{enabled: false}}\nclock: {{check_sync: false}}\n"
+        "devices:\n  - {name: boiler, type: modbus_tcp, host: 127.0.0.1, points: [{name: t, ref: 40001}]}\n"
+        "edgex: {transports: [bus, rest], device_service: {enabled: false}}\n"
+    )
+    async with Gateway(cfg) as gw:
+        listeners = len(gw.registry._listeners)
+        for _ in range(3):
+            await gw.reconfigure("edgex", cfg.section("edgex"))
+        assert len(gw.registry._listeners) == listeners
