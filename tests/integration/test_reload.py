@@ -516,3 +516,57 @@ async def test_the_broker_changed_while_the_devices_poll_on(
             assert len(gw.pipeline.encoders) == 1
     # Nothing is left in the outbox for the broker.
     assert gw.parts.outbox.depth("mqtt") == 0
+
+
+# --------------------------------------------------------------------------- rules
+
+
+async def test_the_rules_section_changed_and_a_rules_dir_that_is_missing(
+    mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
+) -> None:
+    from picogate.rules import LiveRules
+
+    p1 = await modbus_tcp_server({1: {"hr": [10]}})
+    a = device("a", p1.port, [{"name": "x", "table": "holding", "address": 0}])
+    first, second = tmp_path / "rules1", tmp_path / "rules2"
+    first.mkdir()
+    second.mkdir()
+    (first / "d.rules").write_text("LET a.double = a.x * 2\n")
+    (second / "t.rules").write_text("LET a.triple = a.x * 3\n")
+    path = tmp_path / "gateway.yaml"
+    cfg = base_config(tmp_path, mosquitto.port, [a], rules={"dir": str(first)})
+    write(path, cfg)
+
+    def live(gw: Gateway) -> LiveRules:
+        (service,) = [c for c in gw.components if isinstance(c, LiveRules)]
+        return service
+
+    with recorder(mosquitto.host, mosquitto.port, f"{ROOT}/data/#") as rec:
+        async with gateway_on(path) as gw:
+            count_attempts(gw)
+            await wait_msgs(rec, lambda ms: 20 in values_on(rec, f"{ROOT}/data/a/double"), what="a.double")
+            old = live(gw)
+            await eventually(lambda: old.worker.pid is not None, what="the compiler process")
+            line_a = lines(gw)["a"]
+
+            # A directory that does not exist: the rules go on as they ran.
+            write(path, {**cfg, "rules": {"dir": str(tmp_path / "nowhere")}})
+            attempt = await reloaded(gw, 1)
+            assert not attempt.ok
+            assert any(e.startswith("rules: rules.dir:") and "nowhere" in e for e in attempt.errors), attempt
+            assert gw.config.section("rules").dir == first
+            assert ("a", "double") in gw.registry
+            p1.set_holding(1, 0, [11])
+            await wait_msgs(
+                rec, lambda ms: 22 in values_on(rec, f"{ROOT}/data/a/double"), what="a.double = 22"
+            )
+
+            # Another directory: the rules are those of the new one.
+            write(path, {**cfg, "rules": {"dir": str(second)}})
+            attempt = await reloaded(gw, 2)
+            assert attempt.ok, attempt.errors
+            await wait_msgs(rec, lambda ms: 33 in values_on(rec, f"{ROOT}/data/a/triple"), what="a.triple")
+            assert ("a", "double") not in gw.registry
+            assert old not in gw.components
+            assert old.worker.pid is None  # the old compiler process has ended
+            assert lines(gw)["a"] is line_a
