@@ -94,6 +94,9 @@ class Gateway:
         self._loaded = signature(config_path) if config_path is not None else None
         self.last_reload: ReloadAttempt | None = None
         """The last reload of `config_path` (None before the first)."""
+        self.reloads: dict[str, int] = {"ok": 0, "error": 0}
+        """Reloads of `config_path` by result (a reload that applied only part of the file is an
+        error)."""
         self.reload_done: list[Callable[[ReloadAttempt], None]] = []
         """Called after every reload attempt (tests, views)."""
         self._reloading = asyncio.Lock()
@@ -261,6 +264,7 @@ class Gateway:
             else:
                 await self.apply(new, attempt)
             self.last_reload = attempt
+            self.reloads["ok" if attempt.ok else "error"] += 1
             if self._parts is not None:
                 self.parts.shared.status_changed()
             for done in list(self.reload_done):
@@ -443,6 +447,19 @@ class Gateway:
             ["device"],
             (([d.name], float(d.state is DeviceState.ONLINE)) for d in p.registry.devices()),
         )
+        if self.config_path is not None:
+            yield counter(
+                "picogate_config_reloads",
+                "Reloads of gateway.yaml by result (error: a file with errors, or a section not applied)",
+                ["result"],
+                (([result], n) for result, n in self.reloads.items()),
+            )
+            yield gauge(
+                "picogate_config_reload_failed",
+                "1 while the last reload of gateway.yaml failed (the running configuration is not the file's)",
+                [],
+                [([], float(self.last_reload is not None and not self.last_reload.ok))],
+            )
         yield gauge(
             "picogate_clock_synced",
             "1 when the system clock is synchronised",

@@ -214,6 +214,9 @@ async def test_a_bad_file_keeps_the_running_configuration_and_says_why(
             )
             told = next(m.json()["config"] for m in msgs if "config" in m.json())
             assert any("poll" in e for e in told["errors"]), told
+            metrics = gw.parts.metrics.render().decode()
+            assert 'picogate_config_reloads_total{result="error"} 1.0' in metrics
+            assert "picogate_config_reload_failed 1.0" in metrics
 
             # Not YAML at all: the same.
             path.write_text("devices: [\n")
@@ -228,6 +231,7 @@ async def test_a_bad_file_keeps_the_running_configuration_and_says_why(
             attempt = await reloaded(gw, 3)
             assert attempt.ok, attempt.errors
             assert lines(gw)["a"] is not line_a
+            assert "picogate_config_reload_failed 0.0" in gw.parts.metrics.render().decode()
             await wait_msgs(
                 rec,
                 lambda ms: any(m.json().get("config", {}).get("ok") is True for m in ms),
