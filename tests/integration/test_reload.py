@@ -574,3 +574,39 @@ async def test_the_rules_section_changed_and_a_rules_dir_that_is_missing(
             assert old not in gw.components
             assert old.worker.pid is None  # the old compiler process has ended
             assert lines(gw)["a"] is line_a
+
+
+async def test_a_write_waiting_for_a_rebuilt_device_is_refused_at_once(
+    mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
+) -> None:
+    """Writes queued behind a slow one when the device's line is rebuilt: the line serves what it
+    can before it is stopped (3 s); what was never sent is refused `device_offline` then, not left
+    to run into its deadline."""
+    p1 = await modbus_tcp_server({1: {"hr": [1, 2]}})
+    x = {"name": "x", "table": "holding", "address": 0, "writable": True}
+    a = device("a", p1.port, [x], timeout="10s", poll="1h")
+    path = tmp_path / "gateway.yaml"
+    cfg = base_config(tmp_path, mosquitto.port, [a], commands={"deadline": {"other": "30s"}})
+    write(path, cfg)
+    async with gateway_on(path) as gw:
+        count_attempts(gw)
+        line = lines(gw)["a"]
+        await eventually(lambda: gw.registry.device("a").state is DeviceState.ONLINE)  # type: ignore[union-attr]
+        p1.set_delay(1, 5.0)  # every request now waits 5 s for its answer
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = asyncio.create_task(gw.router.write(WriteRequest("a", "x", 7, origin="test")))
+        await eventually(
+            lambda: line.stats.polls >= 1 and p1.requests[1] >= 2, what="the first write on the wire"
+        )
+        last = asyncio.create_task(gw.router.write(WriteRequest("a", "x", 8, origin="test")))
+        await eventually(lambda: gw.router.pending("a") == 2, what="the second write queued")
+        write(path, {**cfg, "devices": [{**a, "poll": "2h"}]})
+        attempt = await reloaded(gw, 1)
+        assert attempt.ok, attempt.errors
+        result = await last
+        assert result.code is ErrorCode.DEVICE_OFFLINE, result
+        assert "nothing written" in result.error
+        assert loop.time() - started < 20  # before its 30 s deadline
+        first.cancel()
+        assert p1.get_holding(1, 0) != [8]
