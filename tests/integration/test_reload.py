@@ -610,3 +610,44 @@ async def test_a_write_waiting_for_a_rebuilt_device_is_refused_at_once(
         assert loop.time() - started < 20  # before its 30 s deadline
         first.cancel()
         assert p1.get_holding(1, 0) != [8]
+
+
+async def test_a_serial_bus_is_opened_again_with_its_changed_devices(
+    mosquitto: Any, modbus_rtu_server: Any, modbus_tcp_server: Any, tmp_path: Path
+) -> None:
+    rtu = await modbus_rtu_server({1: {"hr": [41]}, 2: {"hr": [42]}})
+    tcp = await modbus_tcp_server({1: {"hr": [11]}})
+
+    def on_bus(name: str, unit: int, **extra: Any) -> dict[str, Any]:
+        return {
+            "name": name,
+            "type": "modbus_rtu",
+            "port": rtu.device,
+            "baudrate": rtu.baudrate,
+            "unit_id": unit,
+            "poll": "100ms",
+            "timeout": "300ms",
+            "points": [{"name": "x", "table": "holding", "address": 0}],
+            **extra,
+        }
+
+    a = device("a", tcp.port, [{"name": "x", "table": "holding", "address": 0}])
+    path = tmp_path / "gateway.yaml"
+    cfg = base_config(tmp_path, mosquitto.port, [a, on_bus("r1", 1)])
+    write(path, cfg)
+    with recorder(mosquitto.host, mosquitto.port, f"{ROOT}/data/#") as rec:
+        async with gateway_on(path) as gw:
+            count_attempts(gw)
+            await wait_msgs(rec, lambda ms: 41 in values_on(rec, f"{ROOT}/data/r1/x"), what="r1.x")
+            line_a, bus = lines(gw)["a"], lines(gw)["r1"]
+
+            # A second device on the bus: the bus is closed and opened again with both.
+            write(path, {**cfg, "devices": [a, on_bus("r1", 1), on_bus("r2", 2, poll="200ms")]})
+            attempt = await reloaded(gw, 1)
+            assert attempt.ok, attempt.errors
+            await wait_msgs(rec, lambda ms: 42 in values_on(rec, f"{ROOT}/data/r2/x"), what="r2.x")
+            assert lines(gw)["r1"] is lines(gw)["r2"] is not bus
+            rtu.set_holding(1, 0, [43])
+            await wait_msgs(rec, lambda ms: 43 in values_on(rec, f"{ROOT}/data/r1/x"), what="r1.x = 43")
+            assert lines(gw)["a"] is line_a
+            assert gw.registry.device("r1").state is DeviceState.ONLINE  # type: ignore[union-attr]
