@@ -651,3 +651,39 @@ async def test_a_serial_bus_is_opened_again_with_its_changed_devices(
             await wait_msgs(rec, lambda ms: 43 in values_on(rec, f"{ROOT}/data/r1/x"), what="r1.x = 43")
             assert lines(gw)["a"] is line_a
             assert gw.registry.device("r1").state is DeviceState.ONLINE  # type: ignore[union-attr]
+
+
+async def test_rules_never_miss_the_points_of_rebuilt_devices(
+    mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
+) -> None:
+    """Two slow devices rebuilt by one reload: each one's points leave and come back in the same
+    turn, so the rules, which check themselves again when points come and go, never see one
+    missing (they would report an unknown point and keep their last set)."""
+    from picogate.rules import LiveRules
+
+    peers = [await modbus_tcp_server({1: {"hr": [v]}}) for v in (1, 2)]
+    devices = [
+        device(name, peer.port, [{"name": "x", "table": "holding", "address": 0}], timeout="3s")
+        for name, peer in zip(("a", "b"), peers, strict=True)
+    ]
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "sum.rules").write_text("LET a.sum = a.x + b.x\n")
+    path = tmp_path / "gateway.yaml"
+    cfg = base_config(tmp_path, mosquitto.port, devices, rules={"dir": str(rules_dir), "debounce": "50ms"})
+    write(path, cfg)
+    async with gateway_on(path) as gw:
+        count_attempts(gw)
+        (live,) = [c for c in gw.components if isinstance(c, LiveRules)]
+        rule_attempts: list[Any] = []
+        live.reload_done.append(rule_attempts.append)
+        await eventually(lambda: all(ln.stats.polls > 1 for ln in lines(gw).values()), what="both polled")
+        for peer in peers:
+            peer.set_delay(1, 1.0)  # a line stops only once its request is answered
+        await asyncio.sleep(0.2)
+        write(path, {**cfg, "devices": [{**d, "poll": "150ms"} for d in devices]})
+        attempt = await reloaded(gw, 1)
+        assert attempt.ok, attempt.errors
+        await eventually(lambda: bool(rule_attempts), what="the rules checked again")
+        await asyncio.sleep(0.5)
+        assert all(a.ok for a in rule_attempts), [e.message for a in rule_attempts for e in a.errors]

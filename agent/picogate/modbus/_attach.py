@@ -44,19 +44,20 @@ async def attach(host: Host, devices: Devices) -> None:
 
 async def update(host: Host, old: Devices, new: Devices) -> None:
     """Rebuild the links whose devices changed; leave the others polling."""
-    from picogate.modbus._source import link_key
-
     running: _Running = host.state
     before, after = _by_link(old), _by_link(new)
-    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-    for key in sorted(changed & before.keys()):
+    for name in {d.name for d in old} - {d.name for d in new}:
+        running.observe.forget(name)
+    for key in sorted(before.keys() | after.keys()):
+        if before.get(key) == after.get(key):
+            continue
         line = running.by_link.pop(key, None)
         if line is not None:
             running.lines.remove(line)
         await host.drop_part(_part(key))
-    for name in {d.name for d in old} - {d.name for d in new}:
-        running.observe.forget(name)
-    _start(host, running, [d for d in new if link_key(d) in changed], new)
+        # (no await from the old line's points leaving the registry to the new one's arriving:
+        # the rules see them come back in the same turn)
+        _start(host, running, after.get(key, []), new)
 
 
 def _start(host: Host, running: _Running, devices: Devices, everyone: Devices) -> None:

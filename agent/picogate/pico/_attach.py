@@ -41,12 +41,13 @@ async def update(host: Host, old: list[BoardConfig], new: list[BoardConfig]) -> 
         return
     running: list[PicoBoard] = host.state
     before, after = {b.name: b for b in old}, {b.name: b for b in new}
-    for name in sorted(before):
-        if after.get(name) != before[name]:
-            running[:] = [b for b in running if b.cfg.name != name]
-            await host.drop_part(name)
-    for cfg in new:
-        if before.get(cfg.name) != cfg:
+    for name in [*before, *(n for n in after if n not in before)]:
+        if after.get(name) == before.get(name):
+            continue
+        running[:] = [b for b in running if b.cfg.name != name]
+        await host.drop_part(name)
+        cfg = after.get(name)
+        if cfg is not None:  # (in the same turn as the old board's points left)
             _start(host, running, cfg)
 
 
