@@ -303,6 +303,9 @@ class Gateway:
                 attempt.applied.append(key)
         failed = [self.plugins[n].section.key for n in changes.plugins]
         self.config = keep_core(running, new, also=[k for k in failed if k not in applied])
+        if changes.commands:  # the router reads its policy for every write
+            self.router.policy = write_policy(self.config.commands)
+            attempt.applied.append("commands")
         gone = sorted(before - {d.name for d in self.registry.devices()})
         if gone:
             now = time.time_ns()

@@ -31,7 +31,12 @@ from picogate.config import CoreConfig
 log = logging.getLogger("picogate")
 
 CORE_SECTIONS: tuple[str, ...] = tuple(CoreConfig.model_fields)
-"""The core's sections (gateway, outbox, metrics, clock, commands): read once, at start."""
+"""The core's sections (gateway, outbox, metrics, clock, commands): read at start, but for the
+keys of `LIVE_COMMANDS`."""
+
+LIVE_COMMANDS: tuple[str, ...] = ("deadline", "rate_limit", "points", "max_pending")
+"""The keys of `commands:` the running command router takes at once (it reads them for every
+write); the others (`queue_per_device`, `max_payload`) size queues and servers built at start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,20 +47,23 @@ class ConfigDiff:
     """The plug-ins whose section changed, in attach order."""
     restart: tuple[str, ...] = ()
     """The keys of the core's sections that changed (`metrics.port`): applied at the next start."""
+    commands: tuple[str, ...] = ()
+    """The keys of `commands:` that changed and apply at once (`commands.deadline.mqtt`)."""
 
     def __bool__(self) -> bool:
-        return bool(self.plugins or self.restart)
+        return bool(self.plugins or self.restart or self.commands)
 
 
 def diff(old: CoreConfig, new: CoreConfig, plugins: Iterable[Plugin[Any]]) -> ConfigDiff:
     """The difference between two valid configurations (no I/O)."""
     changed = tuple(p.name for p in plugins if old.section(p.section.key) != new.section(p.section.key))
-    restart: list[str] = []
+    keys: list[str] = []
     for key in CORE_SECTIONS:
         a, b = getattr(old, key), getattr(new, key)
         if a != b:
-            restart.extend(_changed_keys(key, a.model_dump(), b.model_dump()))
-    return ConfigDiff(changed, tuple(restart))
+            keys.extend(_changed_keys(key, a.model_dump(), b.model_dump()))
+    live = tuple(k for k in keys if k.split(".")[:2] in (["commands", n] for n in LIVE_COMMANDS))
+    return ConfigDiff(changed, tuple(k for k in keys if k not in live), live)
 
 
 def _changed_keys(prefix: str, a: object, b: object) -> Iterator[str]:
@@ -68,9 +76,13 @@ def _changed_keys(prefix: str, a: object, b: object) -> Iterator[str]:
 
 
 def keep_core(running: CoreConfig, new: CoreConfig, *, also: Iterable[str] = ()) -> CoreConfig:
-    """`new` with the running core sections (those are not changed in a running gateway), and the
-    running sections `also` (those that could not be applied)."""
-    return new.model_copy(update={key: getattr(running, key) for key in (*CORE_SECTIONS, *also)})
+    """`new` as a running gateway applies it: the running core sections but for the keys of
+    `LIVE_COMMANDS`, and the running sections `also` (those that could not be applied)."""
+    update = {key: getattr(running, key) for key in (*CORE_SECTIONS, *also)}
+    update["commands"] = running.commands.model_copy(
+        update={name: getattr(new.commands, name) for name in LIVE_COMMANDS}
+    )
+    return new.model_copy(update=update)
 
 
 @dataclass(slots=True)

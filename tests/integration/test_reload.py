@@ -239,17 +239,30 @@ async def test_a_bad_file_keeps_the_running_configuration_and_says_why(
             )
 
 
-async def test_core_keys_are_applied_at_the_next_start(mosquitto: Any, tmp_path: Path) -> None:
+async def test_core_keys_are_applied_at_the_next_start_the_routers_limits_at_once(
+    mosquitto: Any, tmp_path: Path
+) -> None:
     path = tmp_path / "gateway.yaml"
     cfg = base_config(tmp_path, mosquitto.port, [])
     write(path, cfg)
     async with gateway_on(path) as gw:
         count_attempts(gw)
-        write(path, {**cfg, "outbox": {"synchronous": "full"}, "metrics": {"enabled": False, "port": 9999}})
+        write(
+            path,
+            {
+                **cfg,
+                "outbox": {"synchronous": "full"},
+                "metrics": {"enabled": False, "port": 9999},
+                "commands": {"deadline": {"mqtt": "3s"}, "queue_per_device": 4},
+            },
+        )
         attempt = await reloaded(gw, 1)
         assert attempt.ok, attempt.errors
-        assert attempt.restart == ["outbox.synchronous", "metrics.port"]
+        assert attempt.restart == ["outbox.synchronous", "metrics.port", "commands.queue_per_device"]
+        assert attempt.applied == ["commands"]
         assert gw.config.outbox.synchronous == "normal"  # as it runs
+        assert gw.router.policy.deadline_for("mqtt") == 3.0  # at once
+        assert gw.router.policy.queue_per_device == 32
 
 
 async def test_sighup_reloads(

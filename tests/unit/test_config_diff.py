@@ -46,11 +46,33 @@ def test_core_keys_are_named_one_by_one_and_kept() -> None:
     )
     changes = diff(old, new, PLUGINS)
     assert changes.plugins == ()
-    assert changes.restart == ("gateway.id", "metrics.port", "commands.deadline.mqtt")
+    assert changes.restart == ("gateway.id", "metrics.port")
+    assert changes.commands == ("commands.deadline.mqtt",)
     kept = keep_core(old, new)
     assert kept.gateway.id == "gw1"
     assert kept.metrics.port == 9108
-    assert not diff(old, kept, PLUGINS)
+    assert kept.commands.deadline.mqtt == 9.0
+    assert diff(old, kept, PLUGINS).restart == ()
+
+
+def test_the_command_routers_limits_apply_at_once_its_queues_at_the_next_start() -> None:
+    old = parse_config(BASE)
+    new = parse_config(
+        BASE + "commands:\n  deadline: {rules: 2s}\n  rate_limit: {burst: 3}\n  max_pending: 10\n"
+        "  points: {pump.run: {burst: 1, interval: 1m}}\n  queue_per_device: 4\n  max_payload: 1024\n"
+    )
+    changes = diff(old, new, PLUGINS)
+    assert changes.commands == (
+        "commands.deadline.rules",
+        "commands.max_pending",
+        "commands.points.pump.run",
+        "commands.rate_limit.burst",
+    )
+    assert changes.restart == ("commands.max_payload", "commands.queue_per_device")
+    kept = keep_core(old, new).commands
+    assert (kept.deadline.rules, kept.rate_limit.burst, kept.max_pending) == (2.0, 3, 10)
+    assert kept.points["pump.run"].interval == 60.0
+    assert (kept.queue_per_device, kept.max_payload) == (32, 65536)
 
 
 def test_a_section_that_could_not_be_applied_is_kept() -> None:
