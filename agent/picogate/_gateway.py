@@ -301,8 +301,10 @@ class Gateway:
             else:
                 applied[key] = new_section
                 attempt.applied.append(key)
-        failed = [self.plugins[n].section.key for n in changes.plugins]
-        self.config = keep_core(running, new, also=[k for k in failed if k not in applied])
+        not_applied = [
+            self.plugins[n].section.key for n in changes.plugins if self.plugins[n].section.key not in applied
+        ]
+        self.config = keep_core(running, new, also=not_applied)
         if changes.commands:  # the router reads its policy for every write
             self.router.policy = write_policy(self.config.commands)
             attempt.applied.append("commands")
