@@ -700,3 +700,44 @@ async def test_rules_never_miss_the_points_of_rebuilt_devices(
         await eventually(lambda: bool(rule_attempts), what="the rules checked again")
         await asyncio.sleep(0.5)
         assert all(a.ok for a in rule_attempts), [e.message for a in rule_attempts for e in a.errors]
+
+
+# --------------------------------------------------------------------------- the watch
+
+
+async def test_the_watch_follows_a_configmap_switch_and_an_edit_in_place(tmp_path: Path) -> None:
+    """Kubernetes mounts a ConfigMap as `gateway.yaml -> ..data/gateway.yaml` and switches the
+    `..data` symlink to a new directory; an editor may also write the file in place."""
+    for version in ("v1", "v2"):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "gateway.yaml").write_text(f"# {version}\n")
+    (tmp_path / "..data").symlink_to("v1")
+    path = tmp_path / "gateway.yaml"
+    path.symlink_to("..data/gateway.yaml")
+    calls: list[str] = []
+
+    async def reload() -> None:
+        calls.append(path.read_text())
+
+    from picogate._reload import signature
+
+    watch = ConfigWatch(path, reload, loaded=signature(path))
+    task = asyncio.create_task(watch.run())
+    try:
+        await asyncio.sleep(0.5)
+        assert calls == []
+        (tmp_path / "..data_tmp").symlink_to("v2")
+        (tmp_path / "..data_tmp").replace(tmp_path / "..data")  # the atomic switch
+        await eventually(lambda: calls == ["# v2\n"], what="a reload after the switch")
+        with (tmp_path / "v2" / "gateway.yaml").open("a") as f:  # written in place, in two pieces
+            f.write("devices: []\n")
+            f.flush()
+            await asyncio.sleep(0.05)
+            f.write("# end\n")
+        await eventually(lambda: len(calls) == 2, what="one reload after the edit")
+        assert calls[-1] == "# v2\ndevices: []\n# end\n"
+        await asyncio.sleep(1.5)
+        assert len(calls) == 2  # quiet: nothing more
+    finally:
+        watch.stop()
+        await asyncio.wait_for(task, 5)
