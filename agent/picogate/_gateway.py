@@ -261,6 +261,10 @@ class Gateway:
                 attempt.ok = False
                 attempt.errors = [redact(str(issue)) for issue in exc.issues]
                 log.error("%s\n%s: not reloaded; the running configuration stays", exc, self.config_path)
+            except Exception as exc:  # a bug: reported like a bad file, the running config stays
+                attempt.ok = False
+                attempt.errors = [f"{self.config_path}: cannot be read: {redact(str(exc))}"]
+                log.exception("%s: not reloaded; the running configuration stays", self.config_path)
             else:
                 await self.apply(new, attempt)
             self.last_reload = attempt

@@ -264,3 +264,30 @@ async def test_a_reconfigured_plugin_leaves_no_registry_listener_behind(tmp_path
         for _ in range(3):
             await gw.reconfigure("edgex", cfg.section("edgex"))
         assert len(gw.registry._listeners) == listeners
+
+
+async def test_a_reload_that_fails_unexpectedly_is_reported_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import picogate._gateway
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"gateway: {{data_dir: {tmp_path}}}\nmetrics: {{enabled: false}}\n")
+    cfg = GatewayConfig.model_validate(
+        {
+            "gateway": {"data_dir": str(tmp_path)},
+            "metrics": {"enabled": False},
+            "clock": {"check_sync": False},
+        }
+    )
+    async with Gateway(cfg, config_path=path) as gw:
+
+        def broken(_path: object) -> CoreConfig:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(picogate._gateway, "load_config", broken)
+        attempt = await gw.reload()
+        assert not attempt.ok
+        assert attempt.errors == [f"{path}: cannot be read: a bug"]
+        assert gw.config is cfg
+        assert gw.status()["config"] == {"ok": False, "ts": attempt.ts, "errors": attempt.errors}
