@@ -5,6 +5,10 @@ else is a plug-in (`picogate._plugins.PLUGINS`: Modbus, MQTT, Pico boards, CoAP,
 attached through a `Host` of its own (picogate._host).  Sources emit `Reading`s into the
 pipeline; the pipeline commits what is to be published to the outbox; one `RunningSink` per sink
 delivers from the outbox.  Writes from anywhere go through the one command router.
+
+Given the path of its `gateway.yaml`, the running gateway reloads it when it changes or on SIGHUP
+(`reload`, picogate._reload): the plug-ins whose section changed are updated, the rest keeps
+running untouched.
 """
 
 from __future__ import annotations
@@ -14,24 +18,27 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from picogate import __version__
-from picogate._clock import Clock
+from picogate._clock import Clock, epoch_ms
 from picogate._datadir import DataDirLock
 from picogate._host import Component, Host, Plugin, Shared
 from picogate._http import HttpServer
 from picogate._metrics import Metrics, counter, gauge
 from picogate._outbox import Outbox
 from picogate._pipeline import Pipeline
-from picogate._plugins import PLUGINS
+from picogate._plugins import PLUGINS, load_config
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
+from picogate._reload import ConfigWatch, ReloadAttempt, diff, keep_core, signature
 from picogate._router import CommandRouter, RateLimit, WritePolicy, WriteRequest, WriteResult
+from picogate._secrets import redact
 from picogate._sink import RunningSink
 from picogate.api import Api
-from picogate.config import CommandsSection, CoreConfig
+from picogate.config import CommandsSection, ConfigError, CoreConfig
 from picogate.rules import live_rules
 
 log = logging.getLogger("picogate")
@@ -69,12 +76,32 @@ class _Parts:
 
 
 class Gateway:
-    """`async with Gateway(cfg) as gw: await gw.run()`; `gw.stop()` asks for a clean shutdown."""
+    """`async with Gateway(cfg) as gw: await gw.run()`; `gw.stop()` asks for a clean shutdown.
+
+    With `config_path` (the file `config` was read from), the running gateway reloads that file
+    when it changes and on SIGHUP (`reload`)."""
 
     def __init__(
-        self, config: CoreConfig, *, drain_timeout: float = 10.0, plugins: Iterable[Plugin[Any]] = PLUGINS
+        self,
+        config: CoreConfig,
+        *,
+        drain_timeout: float = 10.0,
+        plugins: Iterable[Plugin[Any]] = PLUGINS,
+        config_path: Path | None = None,
     ) -> None:
         self.config = config
+        """The configuration running now (after a reload: the new file, but the core's sections
+        as they were at start)."""
+        self.config_path = config_path
+        self._loaded = signature(config_path) if config_path is not None else None
+        self.last_reload: ReloadAttempt | None = None
+        """The last reload of `config_path` (None before the first)."""
+        self.reloads: dict[str, int] = {"ok": 0, "error": 0}
+        """Reloads of `config_path` by result (a reload that applied only part of the file is an
+        error)."""
+        self.reload_done: list[Callable[[ReloadAttempt], None]] = []
+        """Called after every reload attempt (tests, views)."""
+        self._reloading = asyncio.Lock()
         self.drain_timeout = drain_timeout
         self._stop = asyncio.Event()
         self._parts: _Parts | None = None
@@ -207,13 +234,15 @@ class Gateway:
     async def _attach(self, plugin: Plugin[Any], section: Any) -> Host:
         host = self._host(plugin.name)
         self.parts.hosts[plugin.name] = host
-        await plugin.attach(host, section)
-        if self._tg is not None:  # running: start what it added
+        if self._tg is not None:  # running: what it adds (its parts' too) starts at once
             host.spawn, host.task_of = self._spawn, self._task_of
-            for s in host.sinks:
-                self._spawn(s, f"sink-{s.name}", s.run())
-            for c in host.components:
-                self._spawn(c, c.name, c.run())
+        try:
+            await plugin.attach(host, section)
+        except BaseException:
+            if self._tg is not None:  # take out again what it added before it failed
+                del self.parts.hosts[plugin.name]
+                await host.stop(quiet=True)
+            raise
         return host
 
     async def stop_plugin(self, name: str) -> None:
@@ -226,6 +255,109 @@ class Gateway:
         if name in self.parts.hosts:
             await self.stop_plugin(name)
         await self._attach(self.plugins[name], section)
+
+    async def update(self, name: str, old: Any, new: Any) -> None:
+        """Apply the plug-in `name`'s changed section: through its `update` (only the parts that
+        changed are rebuilt) when it has one and is attached, else by `reconfigure`."""
+        plugin = self.plugins[name]
+        host = self.parts.hosts.get(name)
+        if plugin.update is not None and host is not None:
+            await plugin.update(host, old, new)
+        else:
+            await self.reconfigure(name, new)
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self) -> ReloadAttempt:
+        """Read `config_path` again and apply what changed (picogate._reload).  A file with errors
+        changes nothing; a section whose plug-in cannot start with it keeps its running
+        configuration.  The outcome is logged and told on the status topic (`config`)."""
+        assert self.config_path is not None, "the gateway was not given its file"
+        async with self._reloading:
+            attempt = ReloadAttempt(ts=epoch_ms(time.time_ns()))
+            if self._stop.is_set():
+                attempt.ok, attempt.errors = False, ["the gateway is stopping"]
+                return attempt
+            try:
+                new = await asyncio.to_thread(load_config, self.config_path)
+            except ConfigError as exc:
+                attempt.ok = False
+                attempt.errors = [redact(str(issue)) for issue in exc.issues]
+                log.error("%s\n%s: not reloaded; the running configuration stays", exc, self.config_path)
+            except Exception as exc:  # a bug: reported like a bad file, the running config stays
+                attempt.ok = False
+                attempt.errors = [f"{self.config_path}: cannot be read: {redact(str(exc))}"]
+                log.exception("%s: not reloaded; the running configuration stays", self.config_path)
+            else:
+                await self.apply(new, attempt)
+            self.last_reload = attempt
+            self.reloads["ok" if attempt.ok else "error"] += 1
+            if self._parts is not None:
+                self.parts.shared.status_changed()
+            for done in list(self.reload_done):
+                done(attempt)
+            return attempt
+
+    async def apply(self, new: CoreConfig, attempt: ReloadAttempt | None = None) -> ReloadAttempt:
+        """Change the running gateway to `new`: each plug-in whose section changed is updated, in
+        attach order; the core's sections are kept (reported as needing a restart)."""
+        attempt = attempt if attempt is not None else ReloadAttempt(ts=epoch_ms(time.time_ns()))
+        running = self.config
+        changes = diff(running, new, self.plugins.values())
+        if changes.restart:
+            attempt.restart = list(changes.restart)
+            log.warning(
+                "%s: %s changed: applied at the next start of the agent (restart it to apply)",
+                self.config_path or "gateway.yaml",
+                ", ".join(changes.restart),
+            )
+        before = {d.name for d in self.registry.devices()}
+        applied: dict[str, Any] = {}
+        for name in changes.plugins:
+            key = self.plugins[name].section.key
+            old_section, new_section = running.section(key), new.section(key)
+            try:
+                await self.update(name, old_section, new_section)
+            except Exception as exc:
+                attempt.ok = False
+                attempt.errors.append(f"{key}: {redact(str(exc))}")
+                log.error(
+                    "%s: cannot be applied: %s; it keeps its running configuration", key, redact(str(exc))
+                )
+                await self._restore(name, old_section)
+            else:
+                applied[key] = new_section
+                attempt.applied.append(key)
+        not_applied = [
+            self.plugins[n].section.key for n in changes.plugins if self.plugins[n].section.key not in applied
+        ]
+        self.config = keep_core(running, new, also=not_applied)
+        if changes.commands:  # the router reads its policy for every write
+            self.router.policy = write_policy(self.config.commands)
+            attempt.applied.append("commands")
+        gone = sorted(before - {d.name for d in self.registry.devices()})
+        if gone:
+            now = time.time_ns()
+            await self.pipeline.device_status(
+                *[DeviceStatus(d, DeviceState.OFFLINE, "removed from the configuration", now) for d in gone],
+                wait=False,
+            )
+        if attempt.applied:
+            log.info(
+                "%s reloaded: %s applied; everything else kept running",
+                self.config_path or "configuration",
+                ", ".join(attempt.applied),
+            )
+        elif attempt.ok and not changes:
+            log.info("%s reloaded: nothing changed", self.config_path or "configuration")
+        return attempt
+
+    async def _restore(self, name: str, section: Any) -> None:
+        """After a failed update: the plug-in as it ran before (attached anew with its old section)."""
+        try:
+            await self.reconfigure(name, section)
+        except Exception as exc:
+            log.error("plug-in %s could not be restarted and is stopped: %s", name, redact(str(exc)))
 
     def status(self) -> dict[str, Any]:
         """The gateway's state as the status topic tells it: clock, outbox, devices, writes."""
@@ -247,6 +379,8 @@ class Gateway:
             "offline": sum(d.state is DeviceState.OFFLINE for d in devices),
         }
         body["writes"] = p.router.summary()
+        if self.last_reload is not None:
+            body["config"] = self.last_reload.status()
         return body
 
     def _observe_write(self, request: WriteRequest, result: WriteResult, seconds: float) -> None:
@@ -345,6 +479,19 @@ class Gateway:
             ["device"],
             (([d.name], float(d.state is DeviceState.ONLINE)) for d in p.registry.devices()),
         )
+        if self.config_path is not None:
+            yield counter(
+                "picogate_config_reloads",
+                "Reloads of gateway.yaml by result (error: a file with errors, or a section not applied)",
+                ["result"],
+                (([result], n) for result, n in self.reloads.items()),
+            )
+            yield gauge(
+                "picogate_config_reload_failed",
+                "1 while the last reload of gateway.yaml failed (the running configuration is not the file's)",
+                [],
+                [([], float(self.last_reload is not None and not self.last_reload.ok))],
+            )
         yield gauge(
             "picogate_clock_synced",
             "1 when the system clock is synchronised",
@@ -375,6 +522,13 @@ class Gateway:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self.stop)
+        watch = None
+        if self.config_path is not None:
+            watch = ConfigWatch(self.config_path, self.reload, loaded=self._loaded)
+            p.components.append(watch)
+            if install_signals:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(signal.SIGHUP, watch.request)
         if self.config.metrics.enabled:
             await self.http.start()
         # Announce every device's state once (unknown until first poll).
@@ -410,6 +564,9 @@ class Gateway:
                     ", ".join(p.hosts),
                 )
                 await self._stop.wait()
+                if watch is not None:  # a reload under way ends first: it may add sources
+                    watch.stop()
+                    await _finish(self._tasks_of([watch]), grace=10.0, wait_first=True)
                 log.info(
                     "stopping: polls stop, then the outbox is flushed (up to %.0f s)", self.drain_timeout
                 )
@@ -429,6 +586,12 @@ class Gateway:
                     c.stop()
                 await _finish([status_task, *self._tasks_of([*services, *p.sinks])])
         finally:
+            if watch is not None:
+                with contextlib.suppress(ValueError):
+                    p.components.remove(watch)
+                if install_signals:
+                    with contextlib.suppress(NotImplementedError, RuntimeError):
+                        loop.remove_signal_handler(signal.SIGHUP)
             self._tg = None
             self._tasks.clear()
             self.ready.clear()
@@ -452,14 +615,19 @@ class Gateway:
             self.parts.shared.status_changed()
 
 
-async def _finish(tasks: list[asyncio.Task[None]], *, grace: float = 3.0, tries: int = 50) -> None:
+async def _finish(
+    tasks: list[asyncio.Task[None]], *, grace: float = 3.0, tries: int = 50, wait_first: bool = False
+) -> None:
     """Cancel `tasks` and wait for them; after `grace` seconds (for their clean-up, e.g. the
-    "offline" status), cancel again those still running, every 100 ms.
+    "offline" status), cancel again those still running, every 100 ms.  With `wait_first`, they
+    are given `grace` seconds to end by themselves before they are cancelled.
 
     On Python 3.11 `asyncio.wait_for` (inside pymodbus) can swallow a cancellation that races
     with a reply; cancelling once and waiting forever would then hang the shutdown.
     """
     pending = {t for t in tasks if not t.done()}
+    if pending and wait_first:
+        _, pending = await asyncio.wait(pending, timeout=grace)
     for t in pending:
         t.cancel()
     if pending:

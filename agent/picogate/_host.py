@@ -14,6 +14,12 @@ sinks with `host.add_sink`, metrics with `host.add_collector`, HTTP routes on `h
 long-running pieces with `host.add_component`.  A plug-in never sees the `Gateway` nor another
 plug-in's state; the host remembers what it added, so that `host.stop()` takes the plug-in out
 again (the gateway's `reconfigure(name, section)` stops it and attaches it anew).
+
+A plug-in whose section has independent parts (a Modbus line, a Pico board) registers each part
+through `host.part(key)`, a host of its own inside the plug-in's, and gives its `Plugin` an
+`update(host, old, new)`: when `gateway.yaml` is reloaded, `update` stops (`host.drop_part(key)`)
+and builds again only the parts that changed, while the others go on running.  A plug-in without
+`update` is re-attached whole when its section changed.
 """
 
 from __future__ import annotations
@@ -88,6 +94,9 @@ class Plugin(Generic[S]):
     section: Section
     attach: Callable[[Host, S], Awaitable[None]]
     declare: Callable[[S, PointRegistry], None] | None = None
+    update: Callable[[Host, S, S], Awaitable[None]] | None = None
+    """`update(host, old, new)`: apply a changed section to the running plug-in, rebuilding only
+    the parts that changed (see the module docstring); None: the plug-in is re-attached whole."""
 
 
 class Shared:
@@ -128,6 +137,7 @@ class Host:
         shared: Shared,
         sinks: list[RunningSink],
         components: list[Component],
+        parent: Host | None = None,
     ) -> None:
         self.plugin = plugin
         self.gateway_id = gateway_id
@@ -155,10 +165,33 @@ class Host:
         self._points: set[tuple[str, str]] = set()
         self._provided: list[str] = []
         self._service_listeners: list[tuple[str, Callable[[object], None]]] = []
-        self.task_of: Callable[[object], asyncio.Task[None] | None] = lambda _owner: None
+        self._provided_messages: Messages | None = None
+        self._parent = parent
+        self._parts: dict[str, Host] = {}
+        self._task_of: Callable[[object], asyncio.Task[None] | None] = lambda _owner: None
+        self._spawn: Callable[[object, str, Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
+        self.state: Any = None
+        """What the plug-in keeps from `attach` for its `update` (its lines, its boards)."""
+
+    @property
+    def task_of(self) -> Callable[[object], asyncio.Task[None] | None]:
         """Set by the gateway while it runs: the task running a component or a sink."""
-        self.spawn: Callable[[object, str, Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
+        return self._parent.task_of if self._parent is not None else self._task_of
+
+    @task_of.setter
+    def task_of(self, value: Callable[[object], asyncio.Task[None] | None]) -> None:
+        self._task_of = value
+
+    @property
+    def spawn(self) -> Callable[[object, str, Coroutine[Any, Any, None]], asyncio.Task[None]] | None:
         """Set by the gateway while it runs: components added then are started at once."""
+        return self._parent.spawn if self._parent is not None else self._spawn
+
+    @spawn.setter
+    def spawn(
+        self, value: Callable[[object, str, Coroutine[Any, Any, None]], asyncio.Task[None]] | None
+    ) -> None:
+        self._spawn = value
 
     # ------------------------------------------------------------------ what attach uses
 
@@ -207,6 +240,11 @@ class Host:
         """Registry events (points added or removed, device states), until the plug-in stops."""
         self._unsubscribe.append(self.registry.subscribe(listener))
 
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Called when the plug-in (or this part) stops, after its components: for what it set up
+        outside the host (a registry listener subscribed by a constructor)."""
+        self._unsubscribe.append(callback)
+
     def track_points(self, keys: Iterable[tuple[str, str]]) -> None:
         """Points this plug-in registered, removed from the registry when it stops."""
         self._points.update(keys)
@@ -224,8 +262,9 @@ class Host:
         self._status_listeners.append(listener)
 
     def provide_messages(self, messages: Messages) -> None:
-        """Offer the gateway's message sink to the plug-ins attached after this one."""
-        self._shared.messages = messages
+        """Offer the gateway's message sink to the plug-ins attached after this one (until this
+        plug-in stops)."""
+        self._shared.messages = self._provided_messages = messages
 
     @property
     def messages(self) -> Messages | None:
@@ -251,11 +290,44 @@ class Host:
         if service is not None:
             listener(service)
 
+    # ------------------------------------------------------------------ parts
+
+    def part(self, key: str) -> Host:
+        """The host of one independent part of the plug-in (a line, a board): what is added
+        through it is taken out by `drop_part(key)` alone, and by the plug-in's `stop()`."""
+        part = self._parts.get(key)
+        if part is None:
+            part = self._parts[key] = Host(
+                self.plugin,
+                gateway_id=self.gateway_id,
+                registry=self.registry,
+                router=self.router,
+                pipeline=self.pipeline,
+                outbox=self._outbox,
+                metrics=self.metrics,
+                http=self.http,
+                shared=self._shared,
+                sinks=self._all_sinks,
+                components=self._all_components,
+                parent=self,
+            )
+        return part
+
+    async def drop_part(self, key: str) -> None:
+        """Stop the part `key` and take out what it added (nothing when there is no such part)."""
+        part = self._parts.pop(key, None)
+        if part is not None:
+            await part.stop(quiet=True)
+            log.info("plug-in %s: %s stopped", self.plugin, key)
+
     # ------------------------------------------------------------------ taking it out again
 
-    async def stop(self, *, grace: float = 3.0) -> None:
+    async def stop(self, *, grace: float = 3.0, quiet: bool = False) -> None:
         """Take the plug-in out of the running gateway: stop its components and sinks (sources
         first), and remove its writers, processors, encoders, metrics, listeners and points."""
+        for key in list(self._parts):
+            part = self._parts.pop(key)
+            await part.stop(grace=grace, quiet=True)
         for c in sorted(self.components, key=lambda c: c.kind != "source"):
             c.stop()
         tasks = [t for t in map(self.task_of, [*self.components, *self.sinks]) if t is not None]
@@ -300,6 +372,16 @@ class Host:
                 self._all_sinks.remove(s)
         for device, point in sorted(self._points):
             self.registry.remove(device, point)
+        if self._provided_messages is not None and self._shared.messages is self._provided_messages:
+            self._shared.messages = None
         self.components.clear()
         self.sinks.clear()
-        log.info("plug-in %s stopped", self.plugin)
+        self._writers.clear()
+        self._processors.clear()
+        self._encoders.clear()
+        self._collectors.clear()
+        self._unsubscribe.clear()
+        self._status_listeners.clear()
+        self._points.clear()
+        if not quiet:
+            log.info("plug-in %s stopped", self.plugin)

@@ -184,7 +184,7 @@ def _run(path: Path) -> int:
         logging.getLogger("picogate").warning("%s", warning)
 
     async def go() -> None:
-        async with Gateway(cfg) as gw:
+        async with Gateway(cfg, config_path=path) as gw:
             await gw.run()
 
     try:

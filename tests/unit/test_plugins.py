@@ -158,3 +158,136 @@ def test_declared_points_come_from_each_plugins_declare() -> None:
 def test_the_composed_schema_is_a_pydantic_model() -> None:
     assert issubclass(GatewayConfig, BaseModel)
     assert GatewayConfig.sections == tuple(p.section for p in PLUGINS)
+
+
+# --------------------------------------------------------------------------- parts: rebuilt alone
+
+
+class PartsSection(StrictModel):
+    devices: tuple[str, ...] = ()
+
+
+async def _attach_parts(host: Host, cfg: PartsSection | None) -> None:
+    for name in cfg.devices if cfg is not None else ():
+        _start_part(host, name)
+
+
+def _start_part(host: Host, name: str) -> None:
+    part = host.part(name)
+    part.registry.add(PointInfo(name, "v", PointType.FLOAT64, writable=True, origin="parts"))
+    part.track_points([(name, "v")])
+
+    async def write(point: PointInfo, value: Value) -> None:
+        return None
+
+    part.register_writer(name, FunctionWriter(write))
+    ticker = Ticker(part, FakeSection(points=("v",)))
+    ticker.name = f"ticker-{name}"
+    TICKERS.append(ticker)
+    part.add_component(ticker)
+
+
+async def _update_parts(host: Host, old: PartsSection | None, new: PartsSection | None) -> None:
+    before, after = set(old.devices if old else ()), set(new.devices if new else ())
+    for name in sorted(before - after):
+        await host.drop_part(name)
+    for name in sorted(after - before):
+        _start_part(host, name)
+
+
+PARTS: Plugin[PartsSection | None] = Plugin(
+    "parts", Section("parts", PartsSection | None, default=None), _attach_parts, update=_update_parts
+)
+
+
+async def test_a_part_is_stopped_alone_and_the_plugin_stops_every_part(tmp_path: Path) -> None:
+    schema = compose([PARTS.section])
+    cfg = schema.model_validate(
+        {
+            "gateway": {"id": "gw", "data_dir": str(tmp_path)},
+            "metrics": {"enabled": False},
+            "outbox": {"synchronous": "normal"},
+            "clock": {"check_sync": False},
+            "parts": {"devices": ["a", "b"]},
+        }
+    )
+    TICKERS.clear()
+    async with Gateway(cfg, plugins=[PARTS]) as gw:
+        task = asyncio.create_task(gw.run(install_signals=False))
+        await asyncio.wait_for(gw.ready.wait(), 10)
+        a, b = TICKERS
+        await gw.update("parts", PartsSection(devices=("a", "b")), PartsSection(devices=("a", "c")))
+        c = TICKERS[2]
+        for _ in range(100):
+            if c.runs:
+                break
+            await asyncio.sleep(0.01)
+        assert c.runs == 1
+        assert b.stopped.is_set()
+        assert not a.stopped.is_set()
+        assert a.runs == 1
+        assert ("b", "v") not in gw.registry
+        assert ("c", "v") in gw.registry
+        assert (
+            await gw.router.write(WriteRequest("b", "v", 1.0, origin="test"))
+        ).code.value == "unknown_point"
+        assert (await gw.router.write(WriteRequest("c", "v", 1.0, origin="test"))).ok
+        assert sorted(c.name for c in gw.components) == ["ticker-a", "ticker-c"]
+
+        await gw.stop_plugin("parts")  # every part
+        assert a.stopped.is_set()
+        assert c.stopped.is_set()
+        assert len(gw.registry) == 0
+        assert gw.components == []
+
+        # Attached anew while running: its parts start at once.
+        await gw.reconfigure("parts", PartsSection(devices=("d",)))
+        d = TICKERS[3]
+        for _ in range(100):
+            if d.runs:
+                break
+            await asyncio.sleep(0.01)
+        assert d.runs == 1
+        assert ("d", "v") in gw.registry
+        gw.stop()
+        await asyncio.wait_for(task, 20)
+
+
+async def test_a_reconfigured_plugin_leaves_no_registry_listener_behind(tmp_path: Path) -> None:
+    cfg = parse_config(
+        f"gateway: {{id: gw, data_dir: {tmp_path}}}\nmetrics: {{enabled: false}}\nclock: {{check_sync: false}}\n"
+        "devices:\n  - {name: boiler, type: modbus_tcp, host: 127.0.0.1, points: [{name: t, ref: 40001}]}\n"
+        "edgex: {transports: [bus, rest], device_service: {enabled: false}}\n"
+    )
+    async with Gateway(cfg) as gw:
+        listeners = len(gw.registry._listeners)
+        for _ in range(3):
+            await gw.reconfigure("edgex", cfg.section("edgex"))
+        assert len(gw.registry._listeners) == listeners
+
+
+async def test_a_reload_that_fails_unexpectedly_is_reported_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import picogate._gateway
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"gateway: {{data_dir: {tmp_path}}}\nmetrics: {{enabled: false}}\n")
+    cfg = GatewayConfig.model_validate(
+        {
+            "gateway": {"data_dir": str(tmp_path)},
+            "metrics": {"enabled": False},
+            "clock": {"check_sync": False},
+        }
+    )
+    async with Gateway(cfg, config_path=path) as gw:
+
+        def broken(_path: object) -> CoreConfig:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(picogate._gateway, "load_config", broken)
+        attempt = await gw.reload()
+        assert not attempt.ok
+        assert attempt.errors == [f"{path}: cannot be read: a bug"]
+        assert gw.config is cfg
+        assert gw.status()["config"] == {"ok": False, "ts": attempt.ts, "errors": attempt.errors}

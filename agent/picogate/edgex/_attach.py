@@ -73,30 +73,34 @@ async def attach(host: Host, cfg: EdgexSection | None) -> None:
             commands=commands,
             known_device=known_device,
         )
-        host.add_encoder(EdgexEncoder(BUS_SINK, host.registry, names, batch=cfg.batch))
+        encoder = EdgexEncoder(BUS_SINK, host.registry, names, batch=cfg.batch)
+        host.on_stop(encoder.unsubscribe)
+        host.add_encoder(encoder)
         host.add_sink(bus, window=4, min_delay=b.reconnect.min_delay, max_delay=b.reconnect.max_delay)
     if cfg.uses_rest:
         rest = EdgexRestSink(core_data=cfg.core_data, service=cfg.service, timeout=cfg.timeout)
-        host.add_encoder(EdgexEncoder(REST_SINK, host.registry, names, batch=cfg.batch))
+        encoder = EdgexEncoder(REST_SINK, host.registry, names, batch=cfg.batch)
+        host.on_stop(encoder.unsubscribe)
+        host.add_encoder(encoder)
         host.add_sink(rest, batch_size=64, window=2)
     ds = cfg.device_service
     if ds.enabled:
         host.add_component(DeviceServiceApi(commands, host=ds.host, port=ds.port))
     if cfg.register_on_start:
         registry = host.registry
-        host.add_component(
-            Registrar(
-                registry=registry,
-                names=names,
-                core_metadata=cfg.core_metadata,
-                base_address=ds.address(),
-                labels=cfg.labels,
-                protocols=lambda device: registry.device_address(device) or {"picogate": {"Device": device}},
-                timeout=cfg.timeout,
-                bypass_validation=cfg.version >= 4 and bus is None,
-                ready=bus.connected if bus is not None else None,
-            )
+        registrar = Registrar(
+            registry=registry,
+            names=names,
+            core_metadata=cfg.core_metadata,
+            base_address=ds.address(),
+            labels=cfg.labels,
+            protocols=lambda device: registry.device_address(device) or {"picogate": {"Device": device}},
+            timeout=cfg.timeout,
+            bypass_validation=cfg.version >= 4 and bus is None,
+            ready=bus.connected if bus is not None else None,
         )
+        host.on_stop(registrar.unsubscribe)
+        host.add_component(registrar)
 
 
 PLUGIN: Plugin[EdgexSection | None] = Plugin("edgex", SECTION, attach)

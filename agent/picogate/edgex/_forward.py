@@ -60,7 +60,7 @@ class EdgexEncoder:
         self.batch = batch
         # per (device, point, unit): the reading's constant JSON head, and its value formatter
         self._templates: dict[tuple[str, str, str], tuple[str, str]] = {}
-        registry.subscribe(self._on_registry)
+        self.unsubscribe = registry.subscribe(self._on_registry)
 
     def _on_registry(self, event: RegistryEvent) -> None:
         if event.kind != "device_state":

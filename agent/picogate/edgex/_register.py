@@ -125,7 +125,7 @@ class Registrar:
         self.registered = asyncio.Event()
         self.rounds = 0
         self.last_error = ""
-        registry.subscribe(self._on_registry)
+        self.unsubscribe = registry.subscribe(self._on_registry)
 
     def _on_registry(self, event: RegistryEvent) -> None:
         if event.kind in ("point_added", "point_removed"):

@@ -300,6 +300,15 @@ class ModbusLine:
                     heapq.heappush(due, (max(group.next_due, dev.retry_at), next(self._order), dev, group))
         finally:
             self.link.close()
+            self._refuse_waiting_writes()
+
+    def _refuse_waiting_writes(self) -> None:
+        """Writes still queued when the line stops (a reload rebuilds it, the agent stops) were
+        never sent: they fail now, rather than at their deadline."""
+        while not self._writes.empty():
+            w = self._writes.get_nowait()
+            if not w.done.done():
+                w.done.set_exception(_stopped(w.point.key))
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep `seconds`, or until a write arrives (one timer, no timeout context: the loop
@@ -435,6 +444,8 @@ class ModbusLine:
     # ------------------------------------------------------------------ writes
 
     async def submit(self, write: _Write) -> None:
+        if self._stopping:
+            raise _stopped(write.point.key)
         self._writes.put_nowait(write)  # WriteError(BUSY) when the device's queue is full
         self._wake.set()
         await write.done
@@ -508,6 +519,14 @@ class ModbusLine:
                 ErrorCode.OUTCOME_UNKNOWN,
                 f"{w.point.key}: {exc}: the write was sent and may or may not have been applied",
             ) from exc
+
+
+def _stopped(key: str) -> WriteError:
+    return WriteError(
+        ErrorCode.DEVICE_OFFLINE,
+        f"{key}: the device's connection was stopped (configuration reloaded, or the agent stopping) "
+        "before the write was sent: nothing written",
+    )
 
 
 class _DeviceWriter:

@@ -45,8 +45,51 @@ class _Messages:
 
 
 async def attach(host: Host, cfg: MqttSection) -> None:
+    """The encoder and the sink, two parts of the plug-in: a reload that changes the connection
+    rebuilds the sink alone (what waits in the outbox is sent by the new one), and a new encoder
+    replaces the old one between two readings, so that no reading goes without one."""
     if not cfg.enabled:
         return
+    host.state = 0
+    _start_encoder(host, cfg)
+    _start_sink(host, cfg)
+
+
+async def update(host: Host, old: MqttSection, new: MqttSection) -> None:
+    if not old.enabled or not new.enabled or host.state is None:
+        await host.drop_part("sink")
+        await host.drop_part(f"encoder-{host.state}")
+        host.state = None
+        await attach(host, new)
+        return
+    if _encoding(old) != _encoding(new):
+        previous = f"encoder-{host.state}"
+        host.state += 1
+        _start_encoder(host, new)
+        await host.drop_part(previous)  # (nothing to wait for: gone before the next reading)
+    await host.drop_part("sink")
+    _start_sink(host, new)
+
+
+def _encoding(cfg: MqttSection) -> tuple[object, ...]:
+    return (cfg.base_topic, cfg.publish, cfg.qos, cfg.retain)
+
+
+def _start_encoder(host: Host, cfg: MqttSection) -> None:
+    mode = cfg.publish
+    host.part(f"encoder-{host.state}").add_encoder(
+        MqttEncoder(
+            Topics(cfg.base_topic, host.gateway_id),
+            per_point=mode in (PublishMode.POINT, PublishMode.BOTH),
+            per_device=mode in (PublishMode.DEVICE, PublishMode.BOTH),
+            qos=cfg.qos,
+            retain=cfg.retain,
+        )
+    )
+
+
+def _start_sink(host: Host, cfg: MqttSection) -> None:
+    part = host.part("sink")
     # Read the secret once, now: a missing variable or file is a start-up error, not a reconnect
     # loop.  It is kept in memory only and never logged.
     password = cfg.password() if cfg.username else None
@@ -86,21 +129,11 @@ async def attach(host: Host, cfg: MqttSection) -> None:
         if not sink.publish_now(topic, payload, qos=1):
             log.warning("command result for %s not sent: broker not connected", topic)
 
-    mode = cfg.publish
-    host.add_encoder(
-        MqttEncoder(
-            topics,
-            per_point=mode in (PublishMode.POINT, PublishMode.BOTH),
-            per_device=mode in (PublishMode.DEVICE, PublishMode.BOTH),
-            qos=cfg.qos,
-            retain=cfg.retain,
-        )
-    )
     sink = MqttSink(client_factory=client, topics=topics, status_payload=status_payload)
     sink.commands = CommandIngress(topics, host.router, reply=reply)
-    host.add_sink(sink, window=4, min_delay=cfg.reconnect.min_delay, max_delay=cfg.reconnect.max_delay)
-    host.on_status_change(lambda: sink.publish_status("online"))
-    host.provide_messages(_Messages(sink, topics, cfg.qos))
+    part.add_sink(sink, window=4, min_delay=cfg.reconnect.min_delay, max_delay=cfg.reconnect.max_delay)
+    part.on_status_change(lambda: sink.publish_status("online"))
+    part.provide_messages(_Messages(sink, topics, cfg.qos))
 
 
-PLUGIN: Plugin[MqttSection] = Plugin("mqtt", SECTION, attach)
+PLUGIN: Plugin[MqttSection] = Plugin("mqtt", SECTION, attach, update=update)

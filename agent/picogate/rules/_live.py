@@ -154,6 +154,7 @@ class LiveRules:
         host = self.host
         host.add_processor(self.processor)
         host.subscribe(self._on_registry)
+        host.on_stop(self._remove_lets)
 
     def _job(self, *, last_digest: str) -> CompileJob:
         rows = self._point_rows
@@ -375,6 +376,15 @@ class LiveRules:
         finally:
             self._updating_registry = False
         self.let_keys = set(new)
+
+    def _remove_lets(self) -> None:
+        """The rules plug-in stops (its section changed or is gone): its LET points go with it."""
+        registry = self.host.registry
+        for key in sorted(self.let_keys):
+            info = registry.find(*key)
+            if info is not None and info.origin == "rules":
+                registry.remove(*key)
+        self.let_keys = set()
 
     def _on_registry(self, event: RegistryEvent) -> None:
         """Points that come and go at run time (Pico boards, CoAP nodes): check the rules again."""
