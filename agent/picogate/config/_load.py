@@ -246,6 +246,9 @@ def parse_config(text: str, schema: type[C], *, filename: str = "<string>") -> C
         except RecursionError:
             issue = ConfigIssue(filename, None, None, "", "nested too deeply")
             raise ConfigError([issue], source=text) from None
+        # A valid file needs no positions: they are recorded (by converting again) only once
+        # there is a problem to report.  For 500 devices × 30 points they would be ~80,000
+        # entries, 12 MB at the peak of the agent's start-up, most of it never given back.
         tree = _Tree(loader, filename)
         try:
             data = tree.convert_root(root)
@@ -254,26 +257,33 @@ def parse_config(text: str, schema: type[C], *, filename: str = "<string>") -> C
             # are masked wherever they would be shown: in this error, and in every log line.
             secrets = maskable(tree.secrets)
             remember(secrets)
+
+        def placed() -> _Tree:
+            nonlocal tree
+            if not tree.record:
+                tree = _Tree(loader, filename, record=True)
+                tree.convert_root(root)  # the same data and issues, now with their places
+            return tree
+
+        issues = list(tree.issues)
+        if data is not None:
+            try:
+                config = schema.model_validate(data)
+            except ValidationError as exc:
+                for err in exc.errors(include_url=False):
+                    issue = _validation_issue(err, data, placed(), filename, schema)
+                    if not any(_under(issue.path, broken) for broken in tree.broken):
+                        issues.append(issue)
+            else:
+                if not issues:
+                    # Checks that run once the file is valid, reported as a validator's would be.
+                    for loc, message in config.after_load():
+                        err = ErrorDetails(type="value_error", loc=loc, msg=message, input=None)
+                        issues.append(_validation_issue(err, data, placed(), filename, schema))
+                    if not issues:
+                        return config
     finally:
         loader.dispose()
-
-    issues = list(tree.issues)
-    if data is not None:
-        try:
-            config = schema.model_validate(data)
-        except ValidationError as exc:
-            for err in exc.errors(include_url=False):
-                issue = _validation_issue(err, data, tree, filename, schema)
-                if not any(_under(issue.path, broken) for broken in tree.broken):
-                    issues.append(issue)
-        else:
-            if not issues:
-                # Checks that run once the file is valid, reported as a validator's would be.
-                for loc, message in config.after_load():
-                    err = ErrorDetails(type="value_error", loc=loc, msg=message, input=None)
-                    issues.append(_validation_issue(err, data, tree, filename, schema))
-                if not issues:
-                    return config
     if not issues:  # pragma: no cover - a YAML problem always leaves an issue
         issues.append(ConfigIssue(filename, None, None, "", "invalid configuration"))
     issues = [replace(i, message=redact_with(i.message, secrets)) for i in issues]
@@ -364,6 +374,8 @@ class _Tree:
 
     loader: yaml.SafeLoader
     filename: str
+    record: bool = False
+    """Record where every key path sits (`places`): only needed to report a problem."""
     places: dict[KeyPath, _Place] = field(default_factory=dict)
     issues: list[ConfigIssue] = field(default_factory=list)
     broken: set[str] = field(default_factory=set)
@@ -404,8 +416,9 @@ class _Tree:
         self._budget -= 1
         if self._budget < 0:
             raise _TooBig
-        blank = isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG and node.value == ""
-        self.places[path] = _Place(key_mark, node.start_mark, blank)
+        if self.record:
+            blank = isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG and node.value == ""
+            self.places[path] = _Place(key_mark, node.start_mark, blank)
         if id(node) in self._active:
             self.issue(node.start_mark, _path_text(path), "an alias refers to a collection that contains it")
             self.broken.add(_path_text(path))
@@ -413,7 +426,7 @@ class _Tree:
         if isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
             self._active.add(id(node))
             try:
-                return self._mapping(node, path)
+                return self._mapping(node, path, key_mark)
             finally:
                 self._active.discard(id(node))
         if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ_TAG:
@@ -448,7 +461,7 @@ class _Tree:
         self.broken.add(_path_text(path))
         return None
 
-    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[Any, Any]:
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath, key_mark: yaml.Mark | None) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
         merges: list[yaml.Node] = []
         own: list[tuple[yaml.Node, yaml.Node]] = []
@@ -468,10 +481,11 @@ class _Tree:
                     source.start_mark, _path_text(path), "'<<' must be given a mapping (or a list of them)"
                 )
                 continue
-            merged = self.convert(source, path, self.places[path].key)
+            merged = self.convert(source, path, key_mark)
             if isinstance(merged, dict):
                 result.update(merged)
-        self.places[path] = _Place(self.places[path].key, node.start_mark, False)
+        if self.record and merges:
+            self.places[path] = _Place(key_mark, node.start_mark, False)
 
         first_seen: dict[Hashable, yaml.Mark] = {}
         for key_node, value_node in own:
