@@ -68,6 +68,48 @@ def _epoch() -> float:
     return _EPOCH[0]
 
 
+class _Alarms:
+    """One timer per instant for every poller that sleeps until it.  The devices of one poll slot
+    are due at exactly the same time (the POLL_SLOT grid): 25 lines of a slot (scenario a) wake
+    from one timer rather than 25 timers set and cancelled.  A line woken early (a write) takes
+    its event back; the timer goes when nobody waits for it."""
+
+    def __init__(self) -> None:
+        self._at: dict[float, tuple[asyncio.TimerHandle, list[asyncio.Event]]] = {}
+
+    def set(self, at: float, wake: asyncio.Event) -> None:
+        entry = self._at.get(at)
+        if entry is None:
+            delay = max(0.0, at - time.monotonic())
+            self._at[at] = (asyncio.get_running_loop().call_later(delay, self._ring, at), [wake])
+        else:
+            entry[1].append(wake)
+
+    def unset(self, at: float, wake: asyncio.Event) -> None:
+        entry = self._at.get(at)
+        if entry is None:
+            return  # rung
+        waiting = entry[1]
+        try:
+            waiting.remove(wake)
+        except ValueError:
+            return  # in another entry for the same instant (the timer rang a little early)
+        if not waiting:
+            entry[0].cancel()
+            del self._at[at]
+
+    def _ring(self, at: float) -> None:
+        entry = self._at.pop(at, None)
+        if entry is not None:
+            for wake in entry[1]:
+                wake.set()
+
+    @property
+    def timers(self) -> int:
+        """Timers set now (one per instant somebody sleeps until)."""
+        return len(self._at)
+
+
 @dataclass(slots=True)
 class _Group:
     interval: float
@@ -200,6 +242,7 @@ class ModbusLine:
         emit: Emit,
         status_changed: StatusChanged,
         now_ns: Callable[[], int] = time.time_ns,
+        alarms: _Alarms | None = None,
     ) -> None:
         first = devices[0]
         if isinstance(first, ModbusTcpDevice):
@@ -220,6 +263,7 @@ class ModbusLine:
         self._now_ns = now_ns
         self._writes = _WriteQueues(WRITES_PER_DEVICE)
         self._wake = asyncio.Event()
+        self._alarms = alarms if alarms is not None else _Alarms()
         self._stopping = False
         # What is due next: (due, order, device, group), one entry per group.  A group whose
         # device is held back (offline backoff, RTU quiet time) is pushed back with its new due.
@@ -282,16 +326,15 @@ class ModbusLine:
                     due[:] = [(max(g.next_due, d.retry_at), o, d, g) for _, o, d, g in due]
                     heapq.heapify(due)
                 if not due:
-                    await self._sleep(1.0)
+                    await self._sleep_until(time.monotonic() + 1.0)
                     continue
                 at, order, dev, group = due[0]
                 real = max(group.next_due, dev.retry_at)
                 if real > at:  # held back since it was queued: requeue at its real time
                     heapq.heapreplace(due, (real, order, dev, group))
                     continue
-                now = time.monotonic()
-                if at > now:
-                    await self._sleep(at - now)
+                if at > time.monotonic():
+                    await self._sleep_until(at)
                     continue
                 heapq.heappop(due)
                 try:
@@ -301,16 +344,16 @@ class ModbusLine:
         finally:
             self.link.close()
 
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep `seconds`, or until a write arrives (one timer, no timeout context: the loop
-        sleeps once per poll)."""
+    async def _sleep_until(self, at: float) -> None:
+        """Sleep until `at` (time.monotonic()), or until a write arrives: on a timer shared with
+        every line due at the same instant, no timeout context (the loop sleeps once per poll)."""
         wake = self._wake
         wake.clear()
-        timer = asyncio.get_running_loop().call_later(seconds, wake.set)
+        self._alarms.set(at, wake)
         try:
             await wake.wait()
         finally:
-            timer.cancel()
+            self._alarms.unset(at, wake)
 
     async def _poll(self, dev: _Device, group: _Group) -> None:
         cfg = dev.cfg
@@ -532,10 +575,12 @@ def build_lines(
     # The first poll of each device is put off by a share of its interval, so that 500 devices
     # polled every second are not polled all at once (a burst of 15,000 readings that the outbox
     # and the broker take in one go: 200 ms of lag for the last of them): they are spread over
-    # the interval in slots of POLL_SLOT, the devices of one slot polled together (one wake-up of
-    # the loop for several polls, and one commit for their readings).
+    # the interval in slots of POLL_SLOT, the devices of one slot polled together (one timer and
+    # one wake-up of the loop for several polls, and one commit for their readings).
+    alarms = _Alarms()
     lines = [
-        ModbusLine(g, registry=registry, emit=emit, status_changed=status_changed) for g in groups.values()
+        ModbusLine(g, registry=registry, emit=emit, status_changed=status_changed, alarms=alarms)
+        for g in groups.values()
     ]
     index = {d.name: i for i, d in enumerate(devices)}
     for line in lines:
