@@ -378,3 +378,18 @@ async def test_a_failing_processor_or_encoder_does_not_stop_the_readings() -> No
     assert [e.key for e in outbox.appended if e.sink == "picky"] == ["other"]
     assert pipe.unfit == {"not encodable for picky": 1}
     assert pipe.failures == {"processor:Broken": 1, "encoder:picky": 1}
+
+
+def test_a_device_topic_is_formatted_once() -> None:
+    """Every message of a device carries one topic string (formatted once, hashed once by the
+    client's topic cache, shared by the records in flight)."""
+    enc = MqttEncoder(Topics("pg", "gw"), per_point=True, per_device=True, qos=1, retain=False)
+    first = enc.readings([Reading("d", "p", 1, 0), Reading("d", "q", 2, 0), Reading("e", "p", 3, 0)])
+    again = enc.readings([Reading("d", "p", 4, S)])
+    assert [e.key for e in first] == ["pg/gw/data/d/", "pg/gw/data/d", "pg/gw/data/e/p", "pg/gw/data/e"]
+    assert [e.key for e in again] == ["pg/gw/data/d/p", "pg/gw/data/d"]
+    assert first[1].key is again[1].key
+    assert orjson.loads(again[1].payload) == {
+        "ts": 1000,
+        "points": {"p": {"v": 4, "ts": 1000, "unit": "", "q": "good"}},
+    }

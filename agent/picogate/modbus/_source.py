@@ -419,7 +419,8 @@ class ModbusLine:
             if kind != _OTHER:
                 raw = words[offset]
                 if raw.__class__ is int and 0 <= raw <= 0xFFFF:
-                    v = int(raw) - 0x10000 if kind == _INT16 and raw >= 0x8000 else int(raw)
+                    # an exact int already: no int() call (30 a poll)
+                    v = raw - 0x10000 if kind == _INT16 and raw >= 0x8000 else raw
                     out.append(Reading(name, point, v, ts, good, unit))
                     continue
             try:
