@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from picogate._model import PointInfo, Quality, Reading, Value
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
@@ -40,6 +40,7 @@ WRITES_PER_DEVICE = 64
 bound that applies first; this one guards a line used without the router)."""
 
 DeviceConfig = ModbusTcpDevice | ModbusRtuDevice
+_T = TypeVar("_T")
 Emit = Callable[[Sequence[Reading]], Awaitable[None]]
 StatusChanged = Callable[[DeviceStatus], Awaitable[None]]
 
@@ -175,8 +176,27 @@ class _WriteQueues:
         return write
 
 
+_SHARED: dict[object, object] = {}
+_SHARED_MAX = 65_536
+"""Encodings and decoding plans, one object for all that are equal: 500 devices of one model
+would otherwise hold 15,000 of each (about 3 MB)."""
+
+
+def _shared(key: object, value: _T) -> _T:
+    found = _SHARED.get(key)
+    if found is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        _SHARED[key] = found = value
+    return found  # type: ignore[return-value]
+
+
 def _build_device(cfg: DeviceConfig) -> _Device:
-    encodings = {p.name: p.encoding(cfg.byte_order) for p in cfg.points}
+    encodings = {}
+    for p in cfg.points:
+        enc = p.encoding(cfg.byte_order)
+        # equal encodings are interchangeable (`scale: 1` and `1.0` are equal: the types too)
+        encodings[p.name] = _shared((enc, type(enc.scale), type(enc.offset)), enc)
     infos = {p.name: point_info(cfg, p, encodings[p.name]) for p in cfg.points}
     by_interval: dict[float, list[tuple[str, Encoding]]] = {}
     for p in cfg.points:
@@ -218,7 +238,8 @@ def _members(dev: _Device, req: Request[str]) -> list[tuple[str, int, int, Encod
                 kind = _UINT16
             elif decode(enc, [0x1234]) == 0x1234 and decode(enc, [0xFEDC]) == 0xFEDC - 0x10000:
                 kind = _INT16
-        out.append((point, offset, kind, enc, dev.infos[point].unit))
+        member = (point, offset, kind, enc, dev.infos[point].unit)
+        out.append(_shared((member, type(enc.scale), type(enc.offset)), member))
     return out
 
 
