@@ -83,11 +83,17 @@ class ReportFilter:
         if event.kind in ("point_added", "point_removed"):
             self._last.pop((event.device, event.point), None)  # settings may have changed
 
-    def __call__(self, readings: Sequence[Reading]) -> list[Reading]:
+    def __call__(
+        self, readings: Sequence[Reading], latest: dict[tuple[str, str], Reading] | None = None
+    ) -> list[Reading]:
+        """The readings to publish.  `latest` (the pipeline's) is updated with every reading on
+        the way: one key per point for both maps (15,000 points: 0.8 MB less), one pass."""
         out: list[Reading] = []
         last_map = self._last
         for r in readings:
             key = (r.device, r.point)
+            if latest is not None:
+                latest[key] = r
             last = last_map.get(key)
             if last is None:
                 last_map[key] = _Published(self._registry.find(r.device, r.point), r)
@@ -229,10 +235,7 @@ class Pipeline:
                 continue
             if derived:
                 all_readings.extend(self._fit(derived))
-        latest = self.latest
-        for r in all_readings:
-            latest[(r.device, r.point)] = r
-        to_publish = self.filter(all_readings)
+        to_publish = self.filter(all_readings, self.latest)  # also the last reading of each point
         if not to_publish:
             return to_publish, []
         envelopes: list[Envelope] = []
