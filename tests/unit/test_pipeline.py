@@ -407,3 +407,17 @@ async def test_latest_holds_every_reading_and_shares_its_keys_with_the_filter() 
     }
     filter_keys = {k: k for k in pipe.filter._last}
     assert all(filter_keys[k] is k for k in pipe.latest)
+
+
+def test_a_point_published_when_it_changed_keeps_its_last_reading_as_its_state() -> None:
+    """No state object per point for the common case (15,000 points: 1.6 MB): the last published
+    reading itself; a point with a deadband keeps its own."""
+    f = ReportFilter(registry(pt("p"), pt("db", deadband=1.0)))
+    first = [rd("p", 1, 0), rd("db", 1.0, 0)]
+    assert f(first) == first
+    assert f._last[("d", "p")] is first[0]
+    assert f._last[("d", "db")] is not first[1]
+    assert f([rd("p", 1, 1), rd("db", 1.5, 1)]) == []
+    changed = rd("p", 2, 2)
+    assert f([changed]) == [changed]
+    assert f._last[("d", "p")] is changed
