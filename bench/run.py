@@ -1362,7 +1362,7 @@ def summary(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         row(
             f"{key}: agent RSS max (trend over the window)",
             f"{m['max']:.1f} MB ({'—' if slope is None else f'{slope:+.1f}'} MB/min)",
-            "≤ 120 MB, flat" if key == "a" else "—",
+            f"≤ {TARGETS['a_rss_mb']:.0f} MB, flat" if key == "a" else "—",
             rss_ok,
         )
         acked = r.get("acked_msgs_per_s")

@@ -42,14 +42,14 @@ class Encoder(Protocol):
 
 
 class _Published:
-    """What was last published of one point, and the point's reporting settings."""
+    """What was last published of a point with a deadband or a maximum silence, and its settings.
+    (A point that is published whenever it changed, the common case, keeps the last published
+    `Reading` itself: no object of its own, 1.6 MB less for 15,000 points.)"""
 
-    __slots__ = ("info", "quality", "simple", "ts", "value")
+    __slots__ = ("info", "quality", "ts", "value")
 
-    def __init__(self, info: PointInfo | None, r: Reading) -> None:
+    def __init__(self, info: PointInfo, r: Reading) -> None:
         self.info = info
-        # deadband 0 and no max silence: "publish when it changed", the common fast path
-        self.simple = info is None or (info.deadband <= 0 and info.max_silence <= 0)
         self.value: object = r.value
         self.quality = r.quality
         self.ts = r.ts
@@ -76,40 +76,52 @@ class ReportFilter:
 
     def __init__(self, registry: PointRegistry) -> None:
         self._registry = registry
-        self._last: dict[tuple[str, str], _Published] = {}
+        self._last: dict[tuple[str, str], Reading | _Published] = {}
         registry.subscribe(self._on_registry)
 
     def _on_registry(self, event: RegistryEvent) -> None:
         if event.kind in ("point_added", "point_removed"):
             self._last.pop((event.device, event.point), None)  # settings may have changed
 
-    def __call__(self, readings: Sequence[Reading]) -> list[Reading]:
+    def __call__(
+        self, readings: Sequence[Reading], latest: dict[tuple[str, str], Reading] | None = None
+    ) -> list[Reading]:
+        """The readings to publish.  `latest` (the pipeline's) is updated with every reading on
+        the way: one key per point for both maps (15,000 points: 0.8 MB less), one pass."""
         out: list[Reading] = []
         last_map = self._last
         for r in readings:
             key = (r.device, r.point)
+            if latest is not None:
+                latest[key] = r
             last = last_map.get(key)
             if last is None:
-                last_map[key] = _Published(self._registry.find(r.device, r.point), r)
+                info = self._registry.find(r.device, r.point)
+                # deadband 0 and no max silence: "publish when it changed", the common fast path
+                simple = info is None or (info.deadband <= 0 and info.max_silence <= 0)
+                last_map[key] = r if simple or info is None else _Published(info, r)
                 out.append(r)
                 continue
-            if r.quality is last.quality:
-                if last.simple:
-                    value, prev = r.value, last.value
-                    # NaN != NaN: a NaN that stays NaN has not changed either
-                    if type(value) is type(prev) and (value == prev or (value != value and prev != prev)):
-                        continue
-                    if r.quality is Quality.BAD:
-                        continue
-                else:
+            if isinstance(last, _Published):
+                if r.quality is last.quality:
                     info = last.info
-                    assert info is not None
                     silence_due = info.max_silence > 0 and r.ts - last.ts >= info.max_silence * 1e9
                     if not silence_due and (
                         r.quality is Quality.BAD or not _moved(info, last.value, r.value)
                     ):
                         continue
-            last.value, last.quality, last.ts = r.value, r.quality, r.ts
+                last.value, last.quality, last.ts = r.value, r.quality, r.ts
+                out.append(r)
+                continue
+            # published when it changed: `last` is the reading last published
+            if r.quality is last.quality:
+                value, prev = r.value, last.value
+                # NaN != NaN: a NaN that stays NaN has not changed either
+                if type(value) is type(prev) and (value == prev or (value != value and prev != prev)):
+                    continue
+                if r.quality is Quality.BAD:
+                    continue
+            last_map[key] = r
             out.append(r)
         return out
 
@@ -234,10 +246,7 @@ class Pipeline:
                 continue
             if derived:
                 all_readings.extend(self._fit(derived))
-        latest = self.latest
-        for r in all_readings:
-            latest[(r.device, r.point)] = r
-        to_publish = self.filter(all_readings)
+        to_publish = self.filter(all_readings, self.latest)  # also the last reading of each point
         if not to_publish:
             return to_publish, []
         envelopes: list[Envelope] = []

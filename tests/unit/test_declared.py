@@ -83,3 +83,30 @@ def test_rules_check_knows_board_and_coap_points(tmp_path: Path, capsys: pytest.
     text = out.out + out.err
     assert "typo.rules:1:4" in text
     assert "line1_io.door" in text  # the suggestion
+
+
+def test_points_laid_out_alike_share_their_attributes() -> None:
+    """Many devices of one model: the same register's attributes are one dict, not one each; a
+    bit and a string's register count never share one."""
+    devices = "\n".join(
+        f"  - {{name: m{i}, type: modbus_tcp, host: 127.0.0.1, points: ["
+        "{name: a, table: holding, address: 3, type: uint16}, "
+        "{name: s, table: holding, address: 20, type: string, count: 3}, "
+        "{name: b, table: holding, address: 10, bit: 3}]}"
+        for i in range(3)
+    )
+    reg = declared_points(parse_config(f"gateway: {{id: gw1}}\ndevices:\n{devices}\n"))
+    first, other = reg.get("m0", "a"), reg.get("m2", "a")
+    assert first.attrs is other.attrs
+    assert first.attrs == {
+        "table": "holding",
+        "address": "3",
+        "type": "uint16",
+        "order": "ABCD",
+        "scale": "1.0",
+        "offset": "0.0",
+    }
+    assert reg.get("m1", "s").attrs["count"] == "3"
+    assert "bit" not in reg.get("m1", "s").attrs
+    assert reg.get("m1", "b").attrs["bit"] == "3"
+    assert "count" not in reg.get("m1", "b").attrs

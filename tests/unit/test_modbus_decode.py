@@ -94,3 +94,30 @@ async def test_poll_0_polls_again_as_soon_as_the_reply_came() -> None:
 def test_poll_below_0_is_refused() -> None:
     with pytest.raises(ValueError, match="poll"):
         ModbusTcpDevice.model_validate({"name": "d", "type": "modbus_tcp", "host": "127.0.0.1", "poll": -1})
+
+
+def test_devices_laid_out_alike_share_encodings_and_decoding_plans() -> None:
+    """500 devices of one model hold one encoding and one decoding plan entry per register, not
+    one per device; a device laid out otherwise keeps its own."""
+    cfgs = [
+        ModbusTcpDevice.model_validate(
+            {"name": name, "type": "modbus_tcp", "host": "127.0.0.1", "port": port, "points": POINTS}
+        )
+        for name, port in (("a", 502), ("b", 503))
+    ]
+    other = ModbusTcpDevice.model_validate(
+        {"name": "c", "type": "modbus_tcp", "host": "127.0.0.1", "byte_order": "CDAB", "points": POINTS}
+    )
+    lines = [
+        ModbusLine([cfg], registry=PointRegistry(), emit=_nothing, status_changed=_nothing)
+        for cfg in (*cfgs, other)
+    ]
+    (a,), (b,), (c,) = (list(line.devices.values()) for line in lines)
+    assert all(a.encodings[p] is b.encodings[p] for p in a.encodings)
+    assert a.encodings["f"] is not c.encodings["f"]
+    assert a.encodings["f"] != c.encodings["f"]  # another word order
+    for line, dev in zip(lines, (a, b, c), strict=True):
+        for req in dev.groups[0].requests:
+            line._decode(dev, req, [0] * req.count, 5)
+    plans = [[m for req in d.groups[0].requests for m in d.members[id(req)]] for d in (a, b, c)]
+    assert all(x is y for x, y in zip(plans[0], plans[1], strict=True))

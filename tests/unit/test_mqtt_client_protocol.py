@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from _mqtt_scripted import ScriptedBroker, publish_id, read_all
+from _mqtt_scripted import Script, ScriptedBroker, publish_id, read_all
 from _peers import free_port
 from picogate.mqtt._client import (
     DEFAULT_MAX_PACKET_SIZE,
@@ -337,3 +337,32 @@ async def test_a_lost_connection_names_the_oldest_unacknowledged_message() -> No
                 MqttLost, match=r"2 message\(s\) unacknowledged, the oldest on 'pg/secret', 'pg/next'$"
             ):
                 await fut
+
+
+async def test_acknowledged_messages_leave_no_topic_behind() -> None:
+    """The topic of a message in flight is kept (for a refusal's message), and no longer: with
+    65,535 packet ids, topics of messages long delivered would otherwise stay, ~6 MB of them."""
+
+    def ack_all(puback: Callable[[bytes], bytes]) -> Script:
+        async def script(
+            broker: ScriptedBroker, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            while True:
+                first, body = await broker.read_packet(reader)
+                if first >> 4 == 3:
+                    writer.write(puback(publish_id(body)))
+
+        return script
+
+    plain = ack_all(lambda pid: b"\x40\x02" + pid)
+    with_reason = ack_all(lambda pid: b"\x40\x04" + pid + b"\x10\x00")  # 0x10: no subscribers
+    for protocol, connack, script in (("3.1.1", CONNACK_311, plain), ("5", CONNACK_5, with_reason)):
+        async with ScriptedBroker(connack=connack, script=script) as broker:
+            client = client_for(broker, protocol)
+            await client.connect()
+            futures = [await client.publish(f"pg/data/dev{i}", b"1") for i in range(50)]
+            for fut in futures:
+                assert fut is not None
+                await asyncio.wait_for(fut, 5)
+            assert [t for t in client._pending_topic if t] == []
+            await client.disconnect()

@@ -261,3 +261,26 @@ async def test_group_commit(tmp_path: Path) -> None:
         assert box.commits - before <= 2  # 100 appends, one or two transactions
         assert box.appended == 100
         assert sorted(payloads(await fetch_all(box))) == list(range(100))
+
+
+async def test_handed_over_records_join_the_timed_commit_without_waking_it(tmp_path: Path) -> None:
+    """The devices of one poll slot hand over their records one after the other: the first times
+    the commit, the others join it without waking the committer (in scenario a that was 24 of 25
+    needless wake-ups per slot); a producer that waits still wakes it."""
+    async with Outbox(tmp_path / "o.sqlite", commit_interval=0.2) as box:
+        await box.append(envs(0, 1))  # the committer is idle again
+        box.put(envs(1, 1))
+        await asyncio.sleep(0.01)  # it wakes and waits for the commit's time
+        assert not box._kick.is_set()
+        for i in range(2, 25):
+            box.put(envs(i, 1))
+        assert not box._kick.is_set()
+        await box.flush()
+        assert box.commits == 2
+        assert [p for _, p in rows_in_db(box.path)] == [str(i).encode() for i in range(25)]
+        box.put(envs(25, 1))
+        await asyncio.sleep(0.01)
+        waiting = asyncio.ensure_future(box.append(envs(26, 1)))
+        await asyncio.sleep(0)
+        assert box._kick.is_set() or waiting.done()
+        await waiting

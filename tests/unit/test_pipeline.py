@@ -378,3 +378,46 @@ async def test_a_failing_processor_or_encoder_does_not_stop_the_readings() -> No
     assert [e.key for e in outbox.appended if e.sink == "picky"] == ["other"]
     assert pipe.unfit == {"not encodable for picky": 1}
     assert pipe.failures == {"processor:Broken": 1, "encoder:picky": 1}
+
+
+def test_a_device_topic_is_formatted_once() -> None:
+    """Every message of a device carries one topic string (formatted once, hashed once by the
+    client's topic cache, shared by the records in flight)."""
+    enc = MqttEncoder(Topics("pg", "gw"), per_point=True, per_device=True, qos=1, retain=False)
+    first = enc.readings([Reading("d", "p", 1, 0), Reading("d", "q", 2, 0), Reading("e", "p", 3, 0)])
+    again = enc.readings([Reading("d", "p", 4, S)])
+    assert [e.key for e in first] == ["pg/gw/data/d/", "pg/gw/data/d", "pg/gw/data/e/p", "pg/gw/data/e"]
+    assert [e.key for e in again] == ["pg/gw/data/d/p", "pg/gw/data/d"]
+    assert first[1].key is again[1].key
+    assert orjson.loads(again[1].payload) == {
+        "ts": 1000,
+        "points": {"p": {"v": 4, "ts": 1000, "unit": "", "q": "good"}},
+    }
+
+
+async def test_latest_holds_every_reading_and_shares_its_keys_with_the_filter() -> None:
+    """`latest` has the last reading of every point, published or not; it and the report filter
+    keep one key per point between them (15,000 points: 0.8 MB less)."""
+    pipe, _ = make()
+    await pipe.emit([rd("p", 1, 0), rd("other", 5, 0)])
+    await pipe.emit([rd("p", 1, 1), rd("other", 6, 1)])  # neither published (unchanged, deadband)
+    assert {k: (r.value, r.ts) for k, r in pipe.latest.items()} == {
+        ("d", "p"): (1, 1 * S),
+        ("d", "other"): (6, 1 * S),
+    }
+    filter_keys = {k: k for k in pipe.filter._last}
+    assert all(filter_keys[k] is k for k in pipe.latest)
+
+
+def test_a_point_published_when_it_changed_keeps_its_last_reading_as_its_state() -> None:
+    """No state object per point for the common case (15,000 points: 1.6 MB): the last published
+    reading itself; a point with a deadband keeps its own."""
+    f = ReportFilter(registry(pt("p"), pt("db", deadband=1.0)))
+    first = [rd("p", 1, 0), rd("db", 1.0, 0)]
+    assert f(first) == first
+    assert f._last[("d", "p")] is first[0]
+    assert f._last[("d", "db")] is not first[1]
+    assert f([rd("p", 1, 1), rd("db", 1.5, 1)]) == []
+    changed = rd("p", 2, 2)
+    assert f([changed]) == [changed]
+    assert f._last[("d", "p")] is changed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from pathlib import Path
 from typing import Literal
 
@@ -118,7 +119,9 @@ async def test_a_plugin_is_stopped_and_reconfigured_through_its_host(tmp_path: P
         ok = await gw.router.write(WriteRequest("fake", "a", 2.0, origin="test"))
         assert ok.ok, ok
 
+        assert gc.get_freeze_count() > 0  # what was built at start is out of the full collections
         await gw.stop_plugin("fake")
+        assert gc.get_freeze_count() == 0  # a plug-in taken out is left to the collector
         assert first.stopped.is_set()
         assert ("fake", "a") not in gw.registry
         assert first not in gw.components
@@ -138,6 +141,7 @@ async def test_a_plugin_is_stopped_and_reconfigured_through_its_host(tmp_path: P
         gw.stop()
         await asyncio.wait_for(task, 20)
     assert second.stopped.is_set()
+    assert gc.get_freeze_count() == 0
 
 
 def test_declared_points_come_from_each_plugins_declare() -> None:

@@ -20,7 +20,7 @@ import enum
 import re
 import string
 import types
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -270,6 +270,9 @@ def parse_config(
         except RecursionError:
             issue = ConfigIssue(filename, None, None, "", "nested too deeply")
             raise ConfigError([issue], source=text) from None
+        # A valid file needs no positions: they are recorded (by converting again) only once
+        # there is a problem to report.  For 500 devices × 30 points they would be ~80,000
+        # entries, 12 MB at the peak of the agent's start-up, most of it never given back.
         tree = _Tree(loader, filename)
         try:
             data = tree.convert_root(root)
@@ -278,28 +281,35 @@ def parse_config(
             # are masked wherever they would be shown: in this error, and in every log line.
             secrets = maskable(tree.secrets)
             remember(secrets)
+
+        def placed() -> _Tree:
+            nonlocal tree
+            if not tree.record:
+                tree = _Tree(loader, filename, record=True)
+                tree.convert_root(root)  # the same data and issues, now with their places
+            return tree
+
+        issues = list(tree.issues)
+        if data is not None:
+            try:
+                config = schema.model_validate(data)
+            except ValidationError as exc:
+                for err in exc.errors(include_url=False):
+                    issue = _validation_issue(err, data, placed(), filename, schema)
+                    if not any(_under(issue.path, broken) for broken in tree.broken):
+                        issues.append(issue)
+            else:
+                if not issues:
+                    # Checks that run once the file is valid, reported as a validator's would be.
+                    for loc, message in config.after_load():
+                        err = ErrorDetails(type="value_error", loc=loc, msg=message, input=None)
+                        issues.append(_validation_issue(err, data, placed(), filename, schema))
+                    if not issues:
+                        if warnings is not None:
+                            warnings += _warnings(config, data, placed, filename, schema, text, secrets)
+                        return config
     finally:
         loader.dispose()
-
-    issues = list(tree.issues)
-    if data is not None:
-        try:
-            config = schema.model_validate(data)
-        except ValidationError as exc:
-            for err in exc.errors(include_url=False):
-                issue = _validation_issue(err, data, tree, filename, schema)
-                if not any(_under(issue.path, broken) for broken in tree.broken):
-                    issues.append(issue)
-        else:
-            if not issues:
-                # Checks that run once the file is valid, reported as a validator's would be.
-                for loc, message in config.after_load():
-                    err = ErrorDetails(type="value_error", loc=loc, msg=message, input=None)
-                    issues.append(_validation_issue(err, data, tree, filename, schema))
-                if not issues:
-                    if warnings is not None:
-                        warnings += _warnings(config, data, tree, filename, schema, text, secrets)
-                    return config
     if not issues:  # pragma: no cover - a YAML problem always leaves an issue
         issues.append(ConfigIssue(filename, None, None, "", "invalid configuration"))
     issues = [replace(i, message=redact_with(i.message, secrets)) for i in issues]
@@ -309,17 +319,19 @@ def parse_config(
 def _warnings(
     config: CoreConfig,
     data: Any,
-    tree: _Tree,
+    placed: Callable[[], _Tree],
     filename: str,
     schema: type[BaseModel],
     text: str,
     secrets: frozenset[str],
 ) -> list[ConfigIssue]:
+    """The file's warnings; `placed()` gives the tree with every key's place, built only when
+    there is a warning to place."""
     found = []
     for loc, message in config.warnings():
         err = ErrorDetails(type="value_error", loc=loc, msg=message, input=None)
-        found.append(_validation_issue(err, data, tree, filename, schema))
-    found += _bare_durations(data, schema, tree, filename)
+        found.append(_validation_issue(err, data, placed(), filename, schema))
+    found += _bare_durations(data, schema, placed, filename)
     lines = text.splitlines()
     out = []
     for issue in _ordered(found):
@@ -331,7 +343,9 @@ def _warnings(
     return out
 
 
-def _bare_durations(data: Any, schema: type[BaseModel], tree: _Tree, filename: str) -> list[ConfigIssue]:
+def _bare_durations(
+    data: Any, schema: type[BaseModel], placed: Callable[[], _Tree], filename: str
+) -> list[ConfigIssue]:
     """`poll: 1000`: a duration written as a bare number of seconds above a minute (most likely
     milliseconds, or a unit forgotten)."""
     out = []
@@ -358,7 +372,7 @@ def _bare_durations(data: Any, schema: type[BaseModel], tree: _Tree, filename: s
         elif any(getattr(c, "func", None) is parse_duration for c in constraints) and (
             seconds := _bare_seconds(value)
         ):
-            mark = _find_mark(tree, path, prefer_key=False)
+            mark = _find_mark(placed(), path, prefer_key=False)
             n = _num(seconds)
             message = (
                 f"{n} without a unit is {n} seconds ({_spoken(seconds)}): write {n}ms for milliseconds, "
@@ -497,6 +511,8 @@ class _Tree:
 
     loader: yaml.SafeLoader
     filename: str
+    record: bool = False
+    """Record where every key path sits (`places`): only needed to report a problem."""
     places: dict[KeyPath, _Place] = field(default_factory=dict)
     issues: list[ConfigIssue] = field(default_factory=list)
     broken: set[str] = field(default_factory=set)
@@ -537,8 +553,9 @@ class _Tree:
         self._budget -= 1
         if self._budget < 0:
             raise _TooBig
-        blank = isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG and node.value == ""
-        self.places[path] = _Place(key_mark, node.start_mark, blank)
+        if self.record:
+            blank = isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG and node.value == ""
+            self.places[path] = _Place(key_mark, node.start_mark, blank)
         if id(node) in self._active:
             self.issue(node.start_mark, _path_text(path), "an alias refers to a collection that contains it")
             self.broken.add(_path_text(path))
@@ -546,7 +563,7 @@ class _Tree:
         if isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
             self._active.add(id(node))
             try:
-                return self._mapping(node, path)
+                return self._mapping(node, path, key_mark)
             finally:
                 self._active.discard(id(node))
         if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ_TAG:
@@ -581,7 +598,7 @@ class _Tree:
         self.broken.add(_path_text(path))
         return None
 
-    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[Any, Any]:
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath, key_mark: yaml.Mark | None) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
         merges: list[yaml.Node] = []
         own: list[tuple[yaml.Node, yaml.Node]] = []
@@ -601,10 +618,11 @@ class _Tree:
                     source.start_mark, _path_text(path), "'<<' must be given a mapping (or a list of them)"
                 )
                 continue
-            merged = self.convert(source, path, self.places[path].key)
+            merged = self.convert(source, path, key_mark)
             if isinstance(merged, dict):
                 result.update(merged)
-        self.places[path] = _Place(self.places[path].key, node.start_mark, False)
+        if self.record and merges:
+            self.places[path] = _Place(key_mark, node.start_mark, False)
 
         first_seen: dict[Hashable, yaml.Mark] = {}
         for key_node, value_node in own:

@@ -30,6 +30,35 @@ def engineering_type(enc: Encoding) -> PointType:
     return enc.type
 
 
+_ATTRS: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+_ATTRS_MAX = 65_536
+
+
+def _encoding_attrs(enc: Encoding) -> dict[str, str]:
+    """A point's encoding as `PointInfo.attrs`.  Points laid out alike (the same register of many
+    devices of one model) share one dict: 15,000 points would otherwise hold 15,000 dicts and
+    their strings, about 6 MB.  `PointInfo.attrs` is for information and never changed."""
+    items = [
+        ("table", enc.table.value),
+        ("address", str(enc.address)),
+        ("type", enc.type.value),
+        ("order", enc.order.value),
+        ("scale", repr(enc.scale)),
+        ("offset", repr(enc.offset)),
+    ]
+    if enc.bit is not None:
+        items.append(("bit", str(enc.bit)))
+    if enc.count:
+        items.append(("count", str(enc.count)))
+    key = tuple(items)
+    attrs = _ATTRS.get(key)
+    if attrs is None:
+        if len(_ATTRS) >= _ATTRS_MAX:
+            _ATTRS.clear()
+        attrs = _ATTRS[key] = dict(items)
+    return attrs
+
+
 def point_info(
     device: DeviceLike,
     p: PointConfig,
@@ -41,16 +70,7 @@ def point_info(
     """A Modbus point as the registry knows it (a device polled here, or one behind a Pico board:
     `origin` "pico", with the board's `attrs`); `attrs` default to the point's encoding."""
     if attrs is None:
-        attrs = {
-            "table": enc.table.value,
-            "address": str(enc.address),
-            "type": enc.type.value,
-            "order": enc.order.value,
-            "scale": repr(enc.scale),
-            "offset": repr(enc.offset),
-            **({"bit": str(enc.bit)} if enc.bit is not None else {}),
-            **({"count": str(enc.count)} if enc.count else {}),
-        }
+        attrs = _encoding_attrs(enc)
     return PointInfo(
         device=device.name,
         name=p.name,

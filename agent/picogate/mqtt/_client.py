@@ -272,7 +272,8 @@ class MqttClient:
         self._qos1_ok = True  # MQTT 5: the broker's Maximum QoS is not 0
         self._retain_ok = True
         # QoS 1 in flight, indexed by packet id (a list: cheaper than a dict on the hot path):
-        # the future to resolve on PUBACK, and the topic for MqttPublishRefused.  The slot count
+        # the future to resolve on PUBACK, and the topic for MqttPublishRefused (emptied on the
+        # PUBACK: 65,535 slots holding the topics of messages long delivered were ~6 MB).  The slot count
         # includes slots handed to waiters that have not yet taken their packet id.
         self._pending: list[asyncio.Future[None] | None] = [None] * 0x10000
         self._pending_topic: list[str] = [""] * 0x10000
@@ -628,7 +629,7 @@ class MqttClient:
             if self._state != _CONNECTED:
                 self._protocol_error("PUBACK before CONNACK", 0x82)
                 return
-            pending = self._pending
+            pending, topics = self._pending, self._pending_topic
             freed = 0
             for packet_id in acked:
                 fut = pending[packet_id]
@@ -636,6 +637,7 @@ class MqttClient:
                     log.warning("broker %s acknowledged unknown packet id %d", self._where, packet_id)
                     continue
                 pending[packet_id] = None
+                topics[packet_id] = ""  # a topic is kept while its message is in flight, no longer
                 if not fut.done():  # the owner may have cancelled it
                     fut.set_result(None)
                 freed += 1
@@ -679,11 +681,11 @@ class MqttClient:
                 log.warning("broker %s acknowledged unknown packet id %d", self._where, packet.packet_id)
                 return
             self._pending[packet.packet_id] = None
+            topic, self._pending_topic[packet.packet_id] = self._pending_topic[packet.packet_id], ""
             if not fut.done():
                 if packet.reason_code < 0x80:
                     fut.set_result(None)
                 else:
-                    topic = self._pending_topic[packet.packet_id]
                     fut.set_exception(MqttPublishRefused(topic, packet.reason_code, packet.reason_string))
             self._release_slots(1)
         elif isinstance(packet, Publish):
@@ -848,6 +850,7 @@ class MqttClient:
         for packet_id, fut in enumerate(pending):
             if fut is not None:
                 pending[packet_id] = None
+                self._pending_topic[packet_id] = ""
                 if not fut.done():
                     fut.set_exception(MqttLost(self._why))
         self._inflight = 0

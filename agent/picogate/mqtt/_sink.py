@@ -32,6 +32,7 @@ from picogate.mqtt._topics import Topics, valid_name
 log = logging.getLogger("picogate.mqtt")
 
 SINK_NAME = "mqtt"
+_DEVICE_TOPICS_MAX = 65_536  # device topics kept formatted (more than a gateway's devices)
 
 
 class MqttEncoder:
@@ -50,6 +51,9 @@ class MqttEncoder:
         self.qos = qos
         self.retain = retain
         self._point_suffix: dict[str, bytes] = {}
+        self._device_topic: dict[str, str] = {}
+        """`<root>/data/<device>`, one string per device: formatted once, its hash computed once
+        (the client's topic cache), and shared by every record in flight."""
 
     def readings(self, readings: Sequence[Reading]) -> list[Envelope]:
         out: list[Envelope] = []
@@ -61,7 +65,13 @@ class MqttEncoder:
                 by_device[r.device] = [r]
             else:
                 group.append(r)
+        topics = self._device_topic
         for device, group in by_device.items():
+            topic = topics.get(device)
+            if topic is None:
+                if len(topics) >= _DEVICE_TOPICS_MAX:
+                    topics.clear()
+                topic = topics[device] = self.topics.data_device(device)
             if self.per_point:
                 parts: list[bytes] = []
                 suffixes = self._point_suffix
@@ -73,7 +83,7 @@ class MqttEncoder:
                     parts.append(
                         dumps({"v": r.value, "ts": r.ts // 1_000_000, "unit": r.unit, "q": r.quality})
                     )
-                prefix = self.topics.data_device(device) + "/"
+                prefix = topic + "/"
                 if len(group) == 1:
                     out.append(Envelope(SINK_NAME, prefix + group[0].point, parts[1], self.qos, self.retain))
                 else:
@@ -89,9 +99,7 @@ class MqttEncoder:
                         newest = ts
                     points[r.point] = {"v": r.value, "ts": ts // 1_000_000, "unit": r.unit, "q": r.quality}
                 payload = dumps({"ts": epoch_ms(newest), "points": points})
-                out.append(
-                    Envelope(SINK_NAME, self.topics.data_device(device), payload, self.qos, self.retain)
-                )
+                out.append(Envelope(SINK_NAME, topic, payload, self.qos, self.retain))
         return out
 
     def device_status(self, status: DeviceStatus) -> list[Envelope]:

@@ -1,0 +1,104 @@
+"""When a Modbus line sleeps and wakes: the devices of one poll slot share one timer (a fake link
+that answers at once; the grid itself is measured by bench/run.py, never asserted here)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from picogate._registry import PointRegistry
+from picogate.modbus import ModbusTcpDevice
+from picogate.modbus._source import _Alarms, build_lines
+
+
+class InstantLink:
+    connected = True
+    description = "instant"
+    timeout = 1.0
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def quiet_until(self, unit: int) -> float:
+        return 0.0
+
+    async def read(self, unit: int, table: Any, start: int, count: int) -> list[int]:
+        self.reads += 1
+        return [self.reads & 0xFFFF] * count
+
+    def close(self) -> None:
+        pass
+
+
+def device(i: int, poll: str) -> ModbusTcpDevice:
+    return ModbusTcpDevice.model_validate(
+        {
+            "name": f"d{i}",
+            "type": "modbus_tcp",
+            "host": "127.0.0.1",
+            "port": 1000 + i,  # a line each, as 500 separate devices
+            "poll": poll,
+            "points": [{"name": "r", "table": "holding", "address": 0, "type": "uint16"}],
+        }
+    )
+
+
+async def test_one_timer_per_instant() -> None:
+    alarms = _Alarms()
+    a, b, c = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    at = time.monotonic() + 0.05
+    alarms.set(at, a)
+    alarms.set(at, b)
+    alarms.set(at + 1.0, c)
+    assert alarms.timers == 2
+    alarms.unset(at + 1.0, c)  # woken early (a write): its timer goes
+    assert alarms.timers == 1
+    await asyncio.wait_for(asyncio.gather(a.wait(), b.wait()), 5)
+    assert alarms.timers == 0
+    assert not c.is_set()
+    alarms.unset(at, a)  # after the ring: nothing to take back
+    assert alarms.timers == 0
+
+
+async def test_lines_of_one_slot_wake_from_one_timer() -> None:
+    """40 devices polled every 200 ms are spread over 4 slots of 50 ms: 10 lines wake from each
+    slot's timer, rather than a timer set and cancelled per line and poll."""
+
+    async def emit(readings: Any) -> None:
+        pass
+
+    async def status_changed(status: Any) -> None:
+        pass
+
+    lines = build_lines(
+        [device(i, "200ms") for i in range(40)],
+        registry=PointRegistry(),
+        emit=emit,
+        status_changed=status_changed,
+    )
+    links = [InstantLink() for _ in lines]
+    for line, link in zip(lines, links, strict=True):
+        line.link = link  # type: ignore[assignment]
+    loop = asyncio.get_running_loop()
+    real_call_later = loop.call_later
+    timers = 0
+
+    def counting_call_later(*args: Any, **kw: Any) -> asyncio.TimerHandle:
+        nonlocal timers
+        timers += 1
+        return real_call_later(*args, **kw)
+
+    loop.call_later = counting_call_later  # type: ignore[method-assign]
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for line in lines:
+                tg.create_task(line.run())
+            await asyncio.sleep(0.5)
+            for line in lines:
+                line.stop()
+    finally:
+        del loop.call_later
+    polls = sum(link.reads for link in links)
+    assert polls >= 40  # every device polled
+    assert timers * 5 <= polls  # ~10 lines per timer (a timer per line and poll before)
