@@ -23,6 +23,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from aiohttp import web
@@ -120,10 +121,13 @@ class Host:
         shared: Shared,
         sinks: list[RunningSink],
         components: list[Component],
+        data_dir: Path | None = None,
     ) -> None:
         self.plugin = plugin
         self.gateway_id = gateway_id
         """The gateway's id (`gateway.id`): the `<gw>` level of MQTT topics, client ids."""
+        self.data_dir = data_dir
+        """The gateway's data directory (`gateway.data_dir`), for a plug-in's small state files."""
         self.registry = registry
         self.router = router
         self.pipeline = pipeline
