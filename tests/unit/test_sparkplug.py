@@ -1,0 +1,288 @@
+"""The Sparkplug Edge Node's pure parts as data: what each outbox record becomes in a session (seq,
+aliases, births, deaths, is_historical, quality), values in and out of metrics, STATE, bdSeq."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from picogate import PointInfo, PointType, Quality, Reading
+from picogate._registry import DeviceState, DeviceStatus
+from picogate.config import ConfigError
+from picogate.gateway import parse_config
+from picogate.sparkplug import BdSeqStore, EdgeSession, NodeMetric, SparkplugEncoder, SparkplugPayloadError
+from picogate.sparkplug._payload import (
+    INT16,
+    INT32,
+    INT64,
+    Payload,
+    Topics,
+    get_value,
+    ndeath,
+    parse_state,
+    set_value,
+)
+
+NOW = 1_700_000_000_000_000_000
+POINTS = {
+    "boiler": [
+        PointInfo("boiler", "temp", PointType.FLOAT64, unit="°C", min=0, max=120),
+        PointInfo("boiler", "setpoint", PointType.UINT16, writable=True),
+        PointInfo("boiler", "offset", PointType.INT16),
+        PointInfo("boiler", "burner", PointType.BOOL, writable=True),
+    ],
+    "pump": [PointInfo("pump", "speed", PointType.INT32, unit="rpm")],
+}
+
+
+class World:
+    def __init__(self) -> None:
+        self.points = {d: list(p) for d, p in POINTS.items()}
+        self.latest: dict[tuple[str, str], Reading] = {}
+        self.now = NOW
+
+    def session(self, bdseq: int = 0) -> EdgeSession:
+        return EdgeSession(
+            Topics("plant", "gw1"),
+            bdseq,
+            points_of=lambda d: self.points.get(d, []),
+            latest=lambda d, p: self.latest.get((d, p)),
+            now_ns=lambda: self.now,
+        )
+
+
+def decode(data: bytes) -> Any:
+    p = Payload()
+    p.ParseFromString(data)
+    return p
+
+
+def records(readings: list[Reading]) -> list[tuple[str, bytes]]:
+    return [(e.key, e.payload) for e in SparkplugEncoder().readings(readings)]
+
+
+def test_births_carry_every_point_with_name_alias_datatype_and_value() -> None:
+    w = World()
+    w.latest[("boiler", "temp")] = Reading("boiler", "temp", 21.5, NOW - 10**9, unit="°C")
+    w.latest[("boiler", "offset")] = Reading("boiler", "offset", -7, NOW - 10**9)
+    s = w.session(bdseq=3)
+    msgs = s.births(["boiler", "pump"], [NodeMetric("Gateway/Version", 12, "0.1.0")])
+    assert [t for t, _ in msgs] == [
+        "spBv1.0/plant/NBIRTH/gw1",
+        "spBv1.0/plant/DBIRTH/gw1/boiler",
+        "spBv1.0/plant/DBIRTH/gw1/pump",
+    ]
+    nbirth, boiler, pump = (decode(b) for _, b in msgs)
+    assert [nbirth.seq, boiler.seq, pump.seq] == [0, 1, 2]
+    assert nbirth.timestamp == NOW // 1_000_000
+    names = [m.name for m in nbirth.metrics]
+    assert names == ["bdSeq", "Node Control/Rebirth", "Node Control/Next Server", "Gateway/Version"]
+    bd = nbirth.metrics[0]
+    assert (bd.datatype, bd.long_value) == (INT64, 3)
+    rebirth = nbirth.metrics[1]
+    assert (rebirth.datatype, rebirth.boolean_value, rebirth.HasField("alias")) == (11, False, False)
+    by = {m.name: m for m in boiler.metrics}
+    assert {n: m.datatype for n, m in by.items()} == {"temp": 10, "setpoint": 6, "offset": 2, "burner": 11}
+    assert by["temp"].double_value == 21.5
+    assert get_value(by["offset"], INT16) == -7
+    props = dict(zip(by["temp"].properties.keys, by["temp"].properties.values, strict=True))
+    assert props["engUnit"].string_value == "°C"
+    assert (props["engLow"].double_value, props["engHigh"].double_value) == (0, 120)
+    assert "Quality" not in props  # good: no Quality property
+    # a point with no reading yet: null, quality bad (0)
+    assert by["setpoint"].is_null
+    assert not by["setpoint"].HasField("int_value")
+    sp = dict(zip(by["setpoint"].properties.keys, by["setpoint"].properties.values, strict=True))
+    assert (sp["Quality"].type, sp["Quality"].int_value) == (INT32, 0)
+    aliases = [m.alias for p in (nbirth, boiler, pump) for m in p.metrics if m.HasField("alias")]
+    assert len(aliases) == len(set(aliases)) == 3 + 4 + 1
+    assert all(m.HasField("timestamp") for p in (nbirth, boiler, pump) for m in p.metrics)
+
+
+def test_ddata_uses_aliases_only_and_seq_runs_over_all_messages_and_wraps() -> None:
+    w = World()
+    s = w.session()
+    s.births(["boiler"], [])
+    aliases = {m.name: m.alias for m in decode(s.device_birth("boiler")[1]).metrics}  # type: ignore[index]
+    w.now += 10**9
+    seqs = []
+    for i in range(300):
+        key, payload = records([Reading("boiler", "temp", float(i), w.now + i)])[0]
+        ((topic, body),) = s.record(key, payload, w.now + 1)
+        assert topic == "spBv1.0/plant/DDATA/gw1/boiler"
+        p = decode(body)
+        seqs.append(p.seq)
+        m = p.metrics[0]
+        assert not m.HasField("name")
+        assert not m.HasField("datatype")
+        assert m.alias == aliases["temp"]
+        assert m.double_value == float(i)
+        assert not m.is_historical
+    assert seqs[:3] == [3, 4, 5]  # NBIRTH 0, DBIRTH 1, DBIRTH again 2
+    assert all(b == (a + 1) % 256 for a, b in itertools.pairwise(seqs))
+    assert 255 in seqs
+    assert seqs[seqs.index(255) + 1] == 0
+
+
+def test_records_from_before_the_births_are_historical_and_in_time_order() -> None:
+    w = World()
+    s = w.session()
+    s.births(["boiler"], [])
+    rows = [Reading("boiler", "temp", 2.0, NOW - 10), Reading("boiler", "temp", 1.0, NOW - 20)]
+    key, payload = records(rows)[0]
+    ((_, body),) = s.record(key, payload, NOW - 5)  # committed before the births
+    ms = decode(body).metrics
+    assert [m.double_value for m in ms] == [1.0, 2.0]  # chronological
+    assert all(m.is_historical for m in ms)
+
+
+def test_bad_quality_is_null_with_quality_0_and_good_again_says_192() -> None:
+    w = World()
+    s = w.session()
+    s.births(["boiler"], [])
+    w.now += 10
+    bad = Reading("boiler", "temp", None, w.now, Quality.BAD)
+    ((_, body),) = s.record(*records([bad])[0], w.now)
+    m = decode(body).metrics[0]
+    assert m.is_null
+    assert m.WhichOneof("value") is None
+    assert list(m.properties.keys) == ["Quality"]
+    assert m.properties.values[0].int_value == 0
+    good = Reading("boiler", "temp", 5.0, w.now + 1)
+    ((_, body),) = s.record(*records([good])[0], w.now)
+    m = decode(body).metrics[0]
+    assert m.double_value == 5.0
+    assert m.properties.values[0].int_value == 192
+    again = Reading("boiler", "temp", 6.0, w.now + 2)
+    ((_, body),) = s.record(*records([again])[0], w.now)
+    assert not decode(body).metrics[0].HasField("properties")
+    unsure = Reading("boiler", "temp", 7.0, w.now + 3, Quality.UNCERTAIN)
+    ((_, body),) = s.record(*records([unsure])[0], w.now)
+    assert decode(body).metrics[0].properties.values[0].int_value == 500
+
+
+def status_record(name: str, state: DeviceState) -> tuple[str, bytes]:
+    (env,) = SparkplugEncoder().device_status(DeviceStatus(name, state, "", NOW))
+    return env.key, env.payload
+
+
+def test_device_offline_gives_ddeath_and_back_online_a_new_dbirth() -> None:
+    w = World()
+    s = w.session()
+    s.births(["boiler", "pump"], [])
+    ((topic, body),) = s.record(*status_record("pump", DeviceState.OFFLINE), NOW)
+    assert topic == "spBv1.0/plant/DDEATH/gw1/pump"
+    assert decode(body).seq == 3
+    assert not decode(body).metrics
+    assert s.record(*status_record("pump", DeviceState.OFFLINE), NOW) == []  # dead already
+    # bad readings of a dead device: left out, counted (the DDEATH marked them stale)
+    assert s.record(*records([Reading("pump", "speed", None, NOW, Quality.BAD)])[0], NOW) == []
+    assert s.skipped == 1
+    ((topic, body),) = s.record(*status_record("pump", DeviceState.ONLINE), NOW)
+    assert topic == "spBv1.0/plant/DBIRTH/gw1/pump"
+    assert s.record(*status_record("pump", DeviceState.ONLINE), NOW) == []  # born already
+
+
+def test_a_good_reading_of_an_unborn_device_or_a_new_point_brings_a_dbirth_first() -> None:
+    w = World()
+    s = w.session()
+    s.births(["boiler"], [])
+    msgs = s.record(*records([Reading("pump", "speed", 1200, NOW)])[0], NOW + 1)
+    assert [t.split("/")[2] for t, _ in msgs] == ["DBIRTH", "DDATA"]
+    w.points["pump"].append(PointInfo("pump", "current", PointType.FLOAT32, unit="A"))
+    msgs = s.record(*records([Reading("pump", "current", 3.5, NOW)])[0], NOW + 1)
+    assert [t.split("/")[2] for t, _ in msgs] == ["DBIRTH", "DDATA"]
+    rebirth = decode(msgs[0][1])
+    speed = next(m for m in rebirth.metrics if m.name == "speed")
+    assert speed.alias == decode(s.device_birth("pump")[1]).metrics[0].alias  # type: ignore[index]
+    # a device nobody knows: nothing to birth, left out
+    assert s.record(*records([Reading("ghost", "x", 1, NOW)])[0], NOW) == []
+
+
+def test_rebirth_restarts_seq_at_0_with_the_same_bdseq_and_aliases() -> None:
+    w = World()
+    s = w.session(bdseq=7)
+    first = s.births(["boiler"], [])
+    s.record(*records([Reading("boiler", "temp", 1.0, NOW)])[0], NOW + 1)
+    again = s.births(["boiler"], [])
+    assert decode(again[0][1]).seq == 0
+    assert decode(again[1][1]).seq == 1
+    assert decode(again[0][1]).metrics[0].long_value == 7
+    assert [m.alias for m in decode(first[1][1]).metrics] == [m.alias for m in decode(again[1][1]).metrics]
+
+
+def test_node_data_sends_changed_health_by_alias() -> None:
+    s = World().session()
+    s.births([], [NodeMetric("Gateway/Devices Online", 7, 1)])
+    topic, body = s.node_data([NodeMetric("Gateway/Devices Online", 7, 2)])  # type: ignore[misc]
+    assert topic == "spBv1.0/plant/NDATA/gw1"
+    m = decode(body).metrics[0]
+    assert (m.HasField("name"), m.int_value) == (False, 2)
+    assert s.node_data([NodeMetric("unknown", 7, 2)]) is None
+
+
+@pytest.mark.parametrize(
+    ("datatype", "value"),
+    [(1, -128), (2, -7), (2, 32767), (3, -(2**31)), (4, -(2**63)), (6, 65535), (8, 2**64 - 1), (11, True)],
+)
+def test_values_round_trip_through_their_metric_field(datatype: int, value: int) -> None:
+    m = Payload.Metric()
+    set_value(m, datatype, value)
+    assert get_value(m, datatype) == value
+
+
+def test_a_narrow_signed_value_is_read_sign_extended_or_at_its_own_width() -> None:
+    m = Payload.Metric()
+    m.int_value = 0xFFF9  # -7 at 16 bits (pysparkplug's encoding)
+    assert get_value(m, INT16) == -7
+    m.int_value = 0xFFFFFFF9  # -7 sign-extended to 32 bits (Tahu's, ours)
+    assert get_value(m, INT16) == -7
+
+
+def test_ndeath_has_only_bdseq_and_no_seq() -> None:
+    p = decode(ndeath(42, 1000))
+    assert not p.HasField("seq")
+    assert [(m.name, m.datatype, m.long_value) for m in p.metrics] == [("bdSeq", INT64, 42)]
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        (b"not json", "not JSON"),
+        (b"[]", "must be"),
+        (b'{"online": "yes", "timestamp": 1}', 'boolean "online"'),
+        (b'{"online": true}', 'numeric "timestamp"'),
+    ],
+)
+def test_bad_state_payloads_are_named(payload: bytes, why: str) -> None:
+    with pytest.raises(SparkplugPayloadError, match=why) as err:
+        parse_state(payload, "spBv1.0/STATE/scada")
+    assert err.value.where == "spBv1.0/STATE/scada"
+    assert parse_state(b'{"online": true, "timestamp": 5}', "t").online
+
+
+def test_bdseq_counts_connects_across_restarts_and_wraps(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "sparkplug-bdseq"
+    assert [BdSeqStore(path).next() for _ in range(3)] == [0, 1, 2]
+    path.write_text("255\n")
+    assert BdSeqStore(path).next() == 0
+    path.write_text("garbage")
+    assert BdSeqStore(path).next() == 0
+
+
+def test_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config("sparkplug:\n  group_id: a/b\n  servers: []\n  protocol: 4\n")
+    text = str(err.value)
+    assert "sparkplug.group_id" in text
+    assert "sparkplug.servers" in text
+    assert "sparkplug.protocol" in text
+    with pytest.raises(ConfigError, match="group_id"):
+        parse_config("sparkplug: {}\n")
+    cfg = parse_config("gateway: {id: gw7}\nsparkplug:\n  group_id: plant\n")
+    section = cfg.section("sparkplug")
+    assert section.node_id("gw7") == "gw7"
+    assert section.servers[0].port == 1883
