@@ -80,16 +80,13 @@ async def attach(host: Host, cfg: SparkplugSection | None) -> None:
 
     def node_metrics() -> list[NodeMetric]:
         status = host.status()
-        devices_state = status.get("devices", {})
+        devices = status.get("devices", {})
         outbox = status.get("outbox", {})
         return [
             NodeMetric("Gateway/Version", STRING, __version__),
             NodeMetric("Gateway/Clock Synced", BOOLEAN, bool(status.get("clock_synced", True))),
-            NodeMetric(
-                "Gateway/Devices Online",
-                UINT32,
-                sum(1 for state in devices_state.values() if state == DeviceState.ONLINE.value),
-            ),
+            NodeMetric("Gateway/Devices Online", UINT32, int(devices.get("online", 0))),
+            NodeMetric("Gateway/Devices Offline", UINT32, int(devices.get("offline", 0))),
             NodeMetric("Gateway/Outbox Parked", UINT64, int(outbox.get("parked", 0))),
             NodeMetric("Gateway/Outbox Lost", UINT64, int(outbox.get("lost", 0))),
         ]

@@ -231,6 +231,7 @@ class SparkplugSink:
             len(session.born_devices()),
         )
         self._health = asyncio.create_task(self._health_loop(), name="sparkplug-health")
+        self._health.add_done_callback(self._health_done)
 
     async def _wait_for_host(self, client: MqttClient, server: Server) -> None:
         """Until the primary host's STATE says online (or, with more than one server, at most
@@ -318,6 +319,11 @@ class SparkplugSink:
         task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ health (NDATA)
+
+    @staticmethod
+    def _health_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("sparkplug: node health (NDATA) stopped", exc_info=task.exception())
 
     async def _health_loop(self) -> None:
         self._last_health = {m.name: m.value for m in self._node_metrics()}
