@@ -3,17 +3,29 @@ aliases, births, deaths, is_historical, quality), values in and out of metrics, 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _mqtt_scripted import ScriptedBroker
 from picogate import PointInfo, PointType, Quality, Reading
 from picogate._registry import DeviceState, DeviceStatus
+from picogate._sink import SinkUnavailable
 from picogate.config import ConfigError
 from picogate.gateway import parse_config
-from picogate.sparkplug import BdSeqStore, EdgeSession, NodeMetric, SparkplugEncoder, SparkplugPayloadError
+from picogate.mqtt import IncomingMessage, MqttClient
+from picogate.sparkplug import (
+    BdSeqStore,
+    EdgeSession,
+    NodeMetric,
+    SparkplugEncoder,
+    SparkplugPayloadError,
+    SparkplugSink,
+)
 from picogate.sparkplug._payload import (
     INT16,
     INT32,
@@ -25,6 +37,7 @@ from picogate.sparkplug._payload import (
     parse_state,
     set_value,
 )
+from picogate.sparkplug._sink import Server
 
 NOW = 1_700_000_000_000_000_000
 POINTS = {
@@ -286,3 +299,135 @@ def test_config_errors_name_the_key() -> None:
     section = cfg.section("sparkplug")
     assert section.node_id("gw7") == "gw7"
     assert section.servers[0].port == 1883
+
+
+# --------------------------------------------------------------------------- the sink's connection
+
+
+class _Router:
+    class policy:
+        max_pending = 4
+
+    def refuse(self, *a: Any) -> None:
+        pass
+
+
+def make_sink(
+    tmp_path: Path, servers: list[Server], protocol: str, primary_host: str | None = None
+) -> SparkplugSink:
+    w = World()
+
+    def factory(server: Server, **kwargs: Any) -> MqttClient:
+        return MqttClient(host=server.host, port=server.port, client_id="spb", protocol=protocol, **kwargs)
+
+    return SparkplugSink(
+        client_factory=factory,
+        servers=servers,
+        topics=Topics("plant", "gw1"),
+        bdseq=BdSeqStore(tmp_path / "bdseq"),
+        router=_Router(),  # type: ignore[arg-type]
+        points_of=lambda d: w.points.get(d, []),
+        find=lambda d, p: None,
+        latest=lambda d, p: None,
+        devices=lambda: ["boiler"],
+        node_metrics=lambda: [],
+        v5=protocol == "5",
+        primary_host=primary_host,
+    )
+
+
+async def _pong(broker: ScriptedBroker, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        first, body = await broker.read_packet(reader)
+        broker.received.append((first, body))
+        if first == 0xC0:  # PINGREQ
+            writer.write(b"\xd0\x00")
+
+
+def _utf8(body: bytes, at: int) -> tuple[str, int]:
+    n = int.from_bytes(body[at : at + 2], "big")
+    return body[at + 2 : at + 2 + n].decode(), at + 2 + n
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+async def test_connect_packet(tmp_path: Path, protocol: str) -> None:
+    """CONNECT: clean, the NDEATH will (QoS 1, not retained, bdSeq); NCMD and DCMD subscribed at
+    QoS 1 before the births; an intentional disconnect gives the NDEATH (3.1.1: published before
+    DISCONNECT; 5: DISCONNECT 0x04)."""
+    connack = b"\x20\x02\x00\x00" if protocol == "3.1.1" else b"\x20\x03\x00\x00\x00"
+    async with ScriptedBroker(connack=connack, script=_pong) as broker:
+        sink = make_sink(tmp_path, [Server("127.0.0.1", broker.port)], protocol)
+        await sink.open()
+        await sink.close()
+        await asyncio.sleep(0.1)
+    connect = broker.packets(1)[0]
+    name, at = _utf8(connect, 0)
+    level, flags = connect[at], connect[at + 1]
+    assert (name, level) == ("MQTT", 4 if protocol == "3.1.1" else 5)
+    assert flags & 0x02, "clean session / clean start"
+    assert flags & 0x04, "a will"
+    assert (flags >> 3) & 0x03 == 1, "will QoS 1"
+    assert not flags & 0x20, "will not retained"
+    if protocol == "5":
+        props_len = connect[at + 4]
+        props = connect[at + 5 : at + 5 + props_len]
+        assert b"\x11\x00\x00\x00\x00" in props or 0x11 not in props  # Session Expiry 0 (or absent: 0)
+    types = broker.types()
+    first_publish = types.index(3)
+    subscribes = [i for i, t in enumerate(types) if t == 8]
+    assert len(subscribes) == 2
+    assert all(i < first_publish for i in subscribes)
+    topics = [_utf8(body, 2 if protocol == "3.1.1" else 3)[0] for body in broker.packets(8)]
+    assert topics == ["spBv1.0/plant/NCMD/gw1", "spBv1.0/plant/DCMD/gw1/+"]
+    for body in broker.packets(8):
+        assert body[-1] & 0x03 == 1  # QoS 1
+    assert types[-1] == 14  # DISCONNECT
+    if protocol == "5":
+        assert broker.received[-1] == (0xE0, b"\x04")
+    else:
+        ndeath_topic = _utf8(broker.packets(3)[-1], 0)[0]
+        assert ndeath_topic == "spBv1.0/plant/NDEATH/gw1"
+
+
+def _refused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_servers_are_walked(tmp_path: Path) -> None:
+    a, b = Server("127.0.0.1", _refused_port()), Server("127.0.0.1", _refused_port())
+    sink = make_sink(tmp_path, [a, b], "5")
+    tried = []
+    for _ in range(3):
+        with pytest.raises(SinkUnavailable, match=r"127\.0\.0\.1"):
+            await sink.open()
+        tried.append(sink.server)
+    assert tried == [a, b, a]
+    assert BdSeqStore(tmp_path / "bdseq").last() == 2  # every CONNECT counts
+
+
+def test_stale_state_is_ignored(tmp_path: Path) -> None:
+    sink = make_sink(tmp_path, [Server("127.0.0.1", 1)], "5", primary_host="scada")
+    sink.server = sink.servers[0]
+    sink.session = World().session()
+    sink.session.births([], [])
+    topic = "spBv1.0/STATE/scada"
+
+    def state(online: bool, ts: int) -> None:
+        sink._on_message(
+            IncomingMessage(
+                topic, f'{{"online": {str(online).lower()}, "timestamp": {ts}}}'.encode(), 1, False
+            )
+        )
+
+    state(True, 100)
+    state(False, 99)  # older than the online one: ignored
+    assert not sink._ending
+    state(True, 200)
+    sink._on_message(IncomingMessage(topic, b"garbage", 1, False))  # counted, ignored
+    assert sink.stats.bad_messages == 1
+    assert not sink._ending
+    state(False, 200)  # not older: the node leaves the server
+    assert sink._ending
+    assert sink.stats.host_offline == 1
