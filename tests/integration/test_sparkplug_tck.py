@@ -263,7 +263,29 @@ def ndata_health(t: Transcript) -> None:
     assert of(t, "NDATA"), "no NDATA (Gateway/Devices Online changed when the device was lost)"
 
 
+def changes_only(t: Transcript) -> None:
+    """Report by exception: a live DATA metric differs from what was last sent of it (value or
+    Quality), births included."""
+    last: dict[tuple[str, str], object] = {}
+    seen = 0
+    for m in of(t, "NBIRTH", "DBIRTH", "NDATA", "DDATA"):
+        for x in m["metrics"]:
+            key = (m["device"], x["name"])
+            now = (x["value"], x["is_null"], x["props"].get("Quality"))
+            if m.get("verb") in ("NDATA", "DDATA") and not x["is_historical"]:
+                seen += 1
+                assert last.get(key) != now, (key, now)
+            if not x["is_historical"]:
+                last[key] = now
+    assert seen
+
+
 CHECKS: dict[str, Callable[[Transcript], None]] = {
+    "tck-id-principles-rbe-recommended": changes_only,
+    "tck-id-message-flow-edge-node-birth-publish-connect": first_is_nbirth,
+    "tck-id-operational-behavior-edge-node-intentional-disconnect-packet": bdseq_matches_ndeath,
+    "tck-id-operational-behavior-data-publish-nbirth-change": changes_only,
+    "tck-id-operational-behavior-data-publish-dbirth-change": changes_only,
     "tck-id-principles-birth-certificates-order": first_is_nbirth,
     "tck-id-topic-structure": device_topic_levels,
     "tck-id-topic-structure-namespace-a": topic_is("NBIRTH", False),

@@ -8,7 +8,7 @@ into Sparkplug messages when it is delivered:
   device that is not offline, each point a metric with name, alias, datatype, properties and its
   current value (or `is_null`);
 - `record()`: a data record → DDATA (aliases only; `is_historical` when the record was committed
-  before this session's births); a device status record → DDEATH (offline) or DBIRTH (back online);
+  before this session's births; a value no newer than the one its DBIRTH carried is left out); a device status record → DDEATH (offline) or DBIRTH (back online);
   a data record of a device that has no DBIRTH in this session first gets one (a point added at run
   time gives its device a new DBIRTH), unless every reading in it is bad (then it is left out,
   counted: the DDEATH already marked the device's metrics stale);
@@ -67,6 +67,7 @@ class _Born:
     alias: int
     datatype: int
     quality: Quality
+    ts: int = 0  # ns of the newest value sent live (the birth's, then each DDATA's)
 
 
 Message = tuple[str, bytes]
@@ -204,7 +205,7 @@ class EdgeSession:
             quality = self._value(metric, datatype, r.value if r is not None else None, quality)
             if quality is not Quality.GOOD:
                 add_property(props, "Quality", INT32, QUALITY_CODE[quality])
-            born[info.name] = _Born(metric.alias, datatype, quality)
+            born[info.name] = _Born(metric.alias, datatype, quality, r.ts if r is not None else 0)
         self._born[device] = born
         return self.topics.device_topic("DBIRTH", device), self._finish(p, now_ms)
 
@@ -275,6 +276,8 @@ class EdgeSession:
             if b is None:  # not a point of the device any more
                 self.skipped += 1
                 continue
+            if not historical and ts <= b.ts:  # the DBIRTH already carried this value or a newer one
+                continue
             quality = _QUALITY_OF.get(q, Quality.BAD)
             metric = p.metrics.add()
             metric.alias = b.alias
@@ -290,7 +293,7 @@ class EdgeSession:
                     QUALITY_CODE[quality] if quality is not Quality.GOOD else QUALITY_GOOD,
                 )
             if not historical:
-                b.quality = quality
+                b.quality, b.ts = quality, ts
         if len(p.metrics):
             now_ms = self._now_ns() // 1_000_000
             out.append((self.topics.device_topic("DDATA", device), self._finish(p, now_ms)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -431,3 +432,40 @@ def test_stale_state_is_ignored(tmp_path: Path) -> None:
     state(False, 200)  # not older: the node leaves the server
     assert sink._ending
     assert sink.stats.host_offline == 1
+
+
+# --------------------------------------------------------------------------- docs/sparkplug.md
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = (ROOT / "docs" / "sparkplug.md").read_text(encoding="utf-8")
+ASSERTIONS = ROOT.parent / "shared" / "specs" / "sparkplug" / "assertions.tsv"
+
+
+def test_the_doc_example_loads() -> None:
+    blocks = re.findall(r"^```yaml\n(.*?)^```$", DOC, re.S | re.M)
+    assert blocks
+    for block in blocks:
+        cfg = parse_config(block, filename="docs/sparkplug.md")
+        assert cfg.section("sparkplug").primary_host_id == "scada"
+        assert not cfg.section("mqtt").enabled
+
+
+def test_the_conformance_table_lists_every_tck_id_with_a_test_that_exists() -> None:
+    if not ASSERTIONS.exists():
+        pytest.skip(f"{ASSERTIONS} is not beside the checkout")
+    ids = [line.split("\t", 1)[0] for line in ASSERTIONS.read_text(encoding="utf-8").splitlines()[1:]]
+    rows = dict(re.findall(r"^\| `([a-z0-9-]+)` \| (.*) \|$", DOC, re.M))
+    missing = [i for i in ids if i.removeprefix("tck-id-") not in rows]
+    assert not missing, f"docs/sparkplug.md's conformance table lacks {missing}"
+    assert len(ids) == 283
+    tck_src = (ROOT / "tests" / "integration" / "test_sparkplug_tck.py").read_text(encoding="utf-8")
+    unit_src = Path(__file__).read_text(encoding="utf-8")
+    for tid, row in rows.items():
+        if "test_tck_on_the_wire" in row:
+            assert f'"tck-id-{tid}"' in tck_src, (
+                f"{tid}: the doc names the wire test, which has no row for it"
+            )
+        for name in re.findall(r"unit/test_sparkplug_session\.py::(\w+)", row):
+            assert f"def {name}(" in unit_src, name
+    wired = re.findall(r'"tck-id-([a-z0-9-]+)":', tck_src)
+    assert all("test_tck_on_the_wire" in rows[t] for t in wired)
