@@ -469,3 +469,17 @@ def test_the_conformance_table_lists_every_tck_id_with_a_test_that_exists() -> N
             assert f"def {name}(" in unit_src, name
     wired = re.findall(r'"tck-id-([a-z0-9-]+)":', tck_src)
     assert all("test_tck_on_the_wire" in rows[t] for t in wired)
+
+
+def test_a_value_the_dbirth_already_carried_is_not_sent_again_live() -> None:
+    w = World()
+    w.latest[("boiler", "temp")] = Reading("boiler", "temp", 23.0, NOW)
+    s = w.session()
+    s.births(["boiler"], [])
+    # the same reading arrives as a live record after the births: nothing new for the host
+    assert s.record(*records([Reading("boiler", "temp", 23.0, NOW)])[0], NOW + 10) == []
+    ((_, body),) = s.record(*records([Reading("boiler", "temp", 23.5, NOW + 1)])[0], NOW + 10)
+    assert decode(body).metrics[0].double_value == 23.5
+    # as history (committed before the births) it is sent, marked historical
+    ((_, body),) = s.record(*records([Reading("boiler", "temp", 23.0, NOW)])[0], NOW - 1)
+    assert decode(body).metrics[0].is_historical
