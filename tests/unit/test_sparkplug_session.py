@@ -15,6 +15,7 @@ import pytest
 from _mqtt_scripted import ScriptedBroker
 from picogate import PointInfo, PointType, Quality, Reading
 from picogate._registry import DeviceState, DeviceStatus
+from picogate._router import ErrorCode, WriteRequest, WriteResult
 from picogate._sink import SinkUnavailable
 from picogate.config import ConfigError
 from picogate.gateway import parse_config
@@ -483,3 +484,124 @@ def test_a_value_the_dbirth_already_carried_is_not_sent_again_live() -> None:
     # as history (committed before the births) it is sent, marked historical
     ((_, body),) = s.record(*records([Reading("boiler", "temp", 23.0, NOW)])[0], NOW - 1)
     assert decode(body).metrics[0].is_historical
+
+
+# --------------------------------------------------------------------------- commands (NCMD, DCMD)
+
+
+class RecordingRouter:
+    class policy:
+        max_pending = 2
+
+    def __init__(self) -> None:
+        self.refused: list[tuple[WriteRequest, ErrorCode, str]] = []
+        self.writes: list[WriteRequest] = []
+        self.release = asyncio.Event()
+
+    def refuse(self, request: WriteRequest, code: ErrorCode, error: str) -> WriteResult:
+        self.refused.append((request, code, error))
+        return WriteResult(False, code, error)
+
+    async def write(self, request: WriteRequest) -> WriteResult:
+        self.writes.append(request)
+        await self.release.wait()
+        return WriteResult(True, ErrorCode.OK)
+
+
+def dcmd_sink(tmp_path: Path) -> tuple[SparkplugSink, RecordingRouter, dict[str, int]]:
+    w = World()
+    router = RecordingRouter()
+    sink = make_sink(tmp_path, [Server("127.0.0.1", 1)], "5")
+    sink.router = router  # type: ignore[assignment]
+    sink._find = lambda d, p: next((i for i in w.points.get(d, []) if i.name == p), None)
+    sink.session = w.session()
+    births = sink.session.births(["boiler"], [])
+    aliases = {m.name: m.alias for m in decode(births[1][1]).metrics}
+    return sink, router, aliases
+
+
+def dcmd(sink: SparkplugSink, device: str, *metrics: Any) -> None:
+    p = Payload()
+    p.timestamp = 1
+    for fill in metrics:
+        fill(p.metrics.add())
+    sink._on_message(IncomingMessage(f"spBv1.0/plant/DCMD/gw1/{device}", p.SerializeToString(), 0, False))
+
+
+async def test_dcmd_metrics_become_writes_through_the_router(tmp_path: Path) -> None:
+    sink, router, aliases = dcmd_sink(tmp_path)
+
+    def setpoint(m: Any) -> None:
+        m.alias = aliases["setpoint"]
+        m.int_value = 650
+
+    def offset_by_name(m: Any) -> None:  # by name, Int16 at its own width
+        m.name = "offset"
+        m.datatype = INT16
+        m.int_value = 0xFFF9
+
+    dcmd(sink, "boiler", setpoint, offset_by_name)
+    await asyncio.sleep(0)
+    assert [(w.device, w.point, w.value, w.origin) for w in router.writes] == [
+        ("boiler", "setpoint", 650, "sparkplug"),
+        ("boiler", "offset", -7, "sparkplug"),
+    ]
+    # a third while two are in progress: busy (commands.max_pending), audited through refuse()
+    dcmd(sink, "boiler", setpoint)
+    assert router.refused[-1][1] is ErrorCode.BUSY
+    router.release.set()
+    await asyncio.sleep(0.01)
+    assert sink._pending == 0
+
+
+async def test_bad_dcmds_are_refused_with_a_reason_and_the_node_goes_on(tmp_path: Path) -> None:
+    sink, router, aliases = dcmd_sink(tmp_path)
+
+    def unknown_alias(m: Any) -> None:
+        m.alias = 9999
+        m.int_value = 1
+
+    def no_value(m: Any) -> None:
+        m.alias = aliases["setpoint"]
+
+    def bytes_value(m: Any) -> None:
+        m.alias = aliases["setpoint"]
+        m.bytes_value = b"\x01"
+
+    def other_device(m: Any) -> None:  # an alias of boiler's, sent to pump
+        m.alias = aliases["setpoint"]
+        m.int_value = 1
+
+    dcmd(sink, "boiler", unknown_alias, no_value, bytes_value)
+    dcmd(sink, "pump", other_device)
+    codes = [code for _, code, _ in router.refused]
+    assert codes == [
+        ErrorCode.UNKNOWN_POINT,
+        ErrorCode.BAD_REQUEST,
+        ErrorCode.BAD_TYPE,
+        ErrorCode.UNKNOWN_POINT,
+    ]
+    assert "alias 9999" in router.refused[0][2]
+    assert not router.writes
+    sink._on_message(IncomingMessage("spBv1.0/plant/DCMD/gw1/boiler", b"\xff\xff\x01", 0, False))
+    sink._on_message(IncomingMessage("spBv1.0/plant/NCMD/gw1", b"\xff\xff\x01", 0, False))
+    assert sink.stats.bad_messages == 2
+
+
+async def test_ncmd_rebirth_and_next_server(tmp_path: Path) -> None:
+    sink, _, _ = dcmd_sink(tmp_path)
+
+    def ncmd(name: str, value: bool = True) -> None:
+        p = Payload()
+        m = p.metrics.add()
+        m.name, m.datatype, m.boolean_value = name, 11, value
+        sink._on_message(IncomingMessage("spBv1.0/plant/NCMD/gw1", p.SerializeToString(), 0, False))
+
+    ncmd("Node Control/Rebirth", False)  # false: nothing to do
+    ncmd("Node Control/Reboot")  # not offered: logged, counted
+    assert (sink.stats.rebirths, sink.stats.bad_messages) == (0, 1)
+    ncmd("Node Control/Rebirth")
+    assert sink.stats.rebirths == 1
+    ncmd("Node Control/Next Server")
+    assert sink._ending == "Node Control/Next Server asked for"
+    await asyncio.sleep(0)

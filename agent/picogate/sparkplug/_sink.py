@@ -396,6 +396,8 @@ class SparkplugSink:
             elif name == NEXT_SERVER and on:
                 self.stats.next_server += 1
                 self._end("Node Control/Next Server asked for")
+            elif name in (REBIRTH, NEXT_SERVER):  # false: nothing asked for
+                continue
             else:
                 self.stats.bad_messages += 1
                 log.warning("sparkplug: NCMD metric %r not supported; ignored", clip(str(name), 80))
