@@ -315,7 +315,11 @@ class _Router:
 
 
 def make_sink(
-    tmp_path: Path, servers: list[Server], protocol: str, primary_host: str | None = None
+    tmp_path: Path,
+    servers: list[Server],
+    protocol: str,
+    primary_host: str | None = None,
+    host_wait: float = 30.0,
 ) -> SparkplugSink:
     w = World()
 
@@ -335,6 +339,7 @@ def make_sink(
         node_metrics=lambda: [],
         v5=protocol == "5",
         primary_host=primary_host,
+        host_wait=host_wait,
     )
 
 
@@ -605,3 +610,19 @@ async def test_ncmd_rebirth_and_next_server(tmp_path: Path) -> None:
     ncmd("Node Control/Next Server")
     assert sink._ending == "Node Control/Next Server asked for"
     await asyncio.sleep(0)
+
+
+async def test_no_primary_host_on_a_server_leaves_it_cleanly(tmp_path: Path) -> None:
+    """With two servers and no online STATE within primary_host_wait: no births, the connection
+    is ended (MQTT 5: DISCONNECT 0x04, so the server publishes the NDEATH), the next server is
+    next."""
+    async with ScriptedBroker(connack=b"\x20\x03\x00\x00\x00", script=_pong) as broker:
+        servers = [Server("127.0.0.1", broker.port), Server("127.0.0.1", _refused_port())]
+        sink = make_sink(tmp_path, servers, "5", primary_host="scada", host_wait=0.2)
+        with pytest.raises(SinkUnavailable, match="primary host scada is not online"):
+            await sink.open()
+        await asyncio.sleep(0.1)
+    assert 3 not in broker.types()  # nothing published
+    assert broker.received[-1] == (0xE0, b"\x04")
+    assert sink.client is None
+    assert sink.servers[sink._attempt % 2] == servers[1]

@@ -209,18 +209,23 @@ class SparkplugSink:
             self.topics, bdseq, points_of=self._points_of, latest=self._latest, now_ns=time.time_ns
         )
         self.session = session
-        # Subscriptions first (NCMD, DCMD, the primary host's STATE), then the births.
-        client.subscribe(self.topics.node_topic("NCMD"), qos=1)
-        client.subscribe(self.topics.device_topic("DCMD", "+"), qos=1)
-        if self.primary_host is not None:
-            client.subscribe(Topics.state(self.primary_host), qos=1)
-            await self._wait_for_host(client, server)
         try:
+            # Subscriptions first (NCMD, DCMD, the primary host's STATE), then the births.
+            client.subscribe(self.topics.node_topic("NCMD"), qos=1)
+            client.subscribe(self.topics.device_topic("DCMD", "+"), qos=1)
+            if self.primary_host is not None:
+                client.subscribe(Topics.state(self.primary_host), qos=1)
+                await self._wait_for_host(client, server)
             async with self._lock:
                 await self._publish(client, session.births(self._devices(), self._node_metrics()))
             await client.ping()
-        except MqttLost as exc:
-            raise SinkUnavailable(f"{server}: {exc}") from exc
+        except BaseException as exc:  # no session (RunningSink calls close() only after a good open)
+            self.client = self.session = None
+            with contextlib.suppress(Exception):
+                await self._disconnect(client)
+            if isinstance(exc, MqttLost):
+                raise SinkUnavailable(f"{server}: {exc}") from exc
+            raise
         self.stats.births += 1
         log.info(
             "sparkplug: Edge Node %s/%s born on %s (bdSeq %d, %d devices)",
