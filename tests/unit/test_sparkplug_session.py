@@ -626,3 +626,12 @@ async def test_no_primary_host_on_a_server_leaves_it_cleanly(tmp_path: Path) -> 
     assert broker.received[-1] == (0xE0, b"\x04")
     assert sink.client is None
     assert sink.servers[sink._attempt % 2] == servers[1]
+
+
+def test_a_gateway_without_sparkplug_does_not_import_protobuf() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, picogate._plugins; print('google.protobuf' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"

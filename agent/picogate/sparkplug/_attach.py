@@ -13,9 +13,6 @@ from picogate._model import PointInfo, Reading
 from picogate._registry import DeviceState, RegistryEvent
 from picogate.mqtt import MqttClient, tls_context
 from picogate.sparkplug._config import SECTION, SparkplugSection
-from picogate.sparkplug._payload import BOOLEAN, STRING, UINT32, UINT64, Topics
-from picogate.sparkplug._session import NodeMetric
-from picogate.sparkplug._sink import BdSeqStore, Server, SparkplugEncoder, SparkplugSink
 
 if TYPE_CHECKING:
     from picogate._host import Host
@@ -26,6 +23,11 @@ log = logging.getLogger("picogate.sparkplug")
 async def attach(host: Host, cfg: SparkplugSection | None) -> None:
     if cfg is None or not cfg.enabled:
         return
+    # the runtime imports protobuf: only a gateway with a `sparkplug:` section loads it
+    from picogate.sparkplug._payload import BOOLEAN, STRING, UINT32, UINT64, Topics
+    from picogate.sparkplug._session import NodeMetric
+    from picogate.sparkplug._sink import BdSeqStore, Server, SparkplugEncoder, SparkplugSink
+
     password = cfg.password() if cfg.username else None
     client_id = cfg.client_id_for(host.gateway_id)
     topics = Topics(cfg.group_id, cfg.node_id(host.gateway_id))
