@@ -248,6 +248,9 @@ class MqttClient:
         self.inflight_limit = self._max_inflight
         self.max_packet_size = max_packet_size
         self.dropped = 0  # incoming messages over max_packet_size, skipped (MQTT 3.1.1)
+        self.connect_sent = False
+        """CONNECT went out (the TCP and TLS connection was made): a failed `connect()` with this
+        still False never reached the broker (Sparkplug counts CONNECT packets, not attempts)."""
         self.lost: asyncio.Future[None] | None = None
 
         self._state = _IDLE
@@ -615,6 +618,7 @@ class MqttClient:
             return
         self._last_send = self._last_recv = self._loop.time()
         will = self._will
+        self.connect_sent = True
         self._send(
             encode_connect(
                 client_id=self.client_id,

@@ -84,6 +84,7 @@ class BdSeqStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._previous: int | None = None
 
     def last(self) -> int | None:
         try:
@@ -99,8 +100,22 @@ class BdSeqStore:
         return int(text)
 
     def next(self) -> int:
-        last = self.last()
+        """The bdSeq of the next CONNECT, written (fsync) before that CONNECT is sent."""
+        last = self._previous = self.last()
         value = 0 if last is None else (last + 1) % 256
+        self._write(value)
+        return value
+
+    def undo(self) -> None:
+        """The CONNECT was never sent (the server could not be reached): take the number back."""
+        previous = self._previous
+        if previous is None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        else:
+            self._write(previous)
+
+    def _write(self, value: int) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +126,6 @@ class BdSeqStore:
             os.replace(tmp, self.path)
         except OSError as exc:
             raise SinkUnavailable(f"cannot keep bdSeq in {self.path}: {exc.strerror or exc}") from exc
-        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +214,14 @@ class SparkplugSink:
         client = self._factory(server, will=will, on_message=self._on_message)
         try:
             await client.connect()
-        except MqttLost as exc:
+        except BaseException as exc:
+            if not client.connect_sent:
+                self.bdseq.undo()  # bdSeq counts CONNECT packets, not attempts
             with contextlib.suppress(Exception):
                 await client.disconnect()
-            raise SinkUnavailable(f"{server}: {exc}") from exc
+            if isinstance(exc, MqttLost):
+                raise SinkUnavailable(f"{server}: {exc}") from exc
+            raise
         self.client = client
         session = EdgeSession(
             self.topics, bdseq, points_of=self._points_of, latest=self._latest, now_ns=time.time_ns
