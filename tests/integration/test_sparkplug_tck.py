@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from _agent import base_config, running_gateway
 from _spb import SpbHost, check_seq, spb_python
 
@@ -410,7 +412,8 @@ CHECKS: dict[str, Callable[[Transcript], None]] = {
 }
 
 
-async def test_tck_on_the_wire(mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_tck_on_the_wire(mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path, protocol: str) -> None:
     spb_python()
     # input register 7 answers with an exception: the point "spare" is bad while the device is online
     dev = await modbus_tcp_server(
@@ -451,6 +454,7 @@ async def test_tck_on_the_wire(mosquitto: Any, modbus_tcp_server: Any, tmp_path:
         "group_id": GROUP,
         "servers": [{"host": "127.0.0.1", "port": mosquitto.port}],
         "primary_host_id": "scada",
+        "protocol": protocol,
         "health_interval": "200ms",
         "reconnect": {"min_delay": "100ms", "max_delay": "500ms"},
     }
@@ -479,7 +483,7 @@ async def test_tck_on_the_wire(mosquitto: Any, modbus_tcp_server: Any, tmp_path:
                 15,
                 "DBIRTH after DDEATH",
             )
-        # the gateway stopped on purpose: NDEATH (MQTT 5: DISCONNECT 0x04)
+        # the gateway stopped on purpose: NDEATH (MQTT 5: DISCONNECT 0x04; 3.1.1: published first)
         await asyncio.to_thread(host.wait_for, lambda t: bool(of(t, "NDEATH")), 15, "NDEATH")
         transcript = [m for m in host.messages if m.get("node") == NODE]
     finally:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from _mqtt_scripted import ScriptedBroker
+from _mqtt_scripted import ScriptedBroker, publish_id
 from picogate import PointInfo, PointType, Quality, Reading
 from picogate._registry import DeviceState, DeviceStatus
 from picogate._router import ErrorCode, WriteRequest, WriteResult
@@ -353,6 +353,8 @@ async def _pong(broker: ScriptedBroker, reader: asyncio.StreamReader, writer: as
         broker.received.append((first, body))
         if first == 0xC0:  # PINGREQ
             writer.write(b"\xd0\x00")
+        elif first >> 4 == 3 and (first >> 1) & 3 == 1:  # PUBLISH QoS 1: PUBACK (MQTT 3.1.1 form)
+            writer.write(b"\x40\x02" + publish_id(body))
 
 
 def _utf8(body: bytes, at: int) -> tuple[str, int]:
@@ -396,8 +398,10 @@ async def test_connect_packet(tmp_path: Path, protocol: str) -> None:
     if protocol == "5":
         assert broker.received[-1] == (0xE0, b"\x04")
     else:
-        ndeath_topic = _utf8(broker.packets(3)[-1], 0)[0]
-        assert ndeath_topic == "spBv1.0/plant/NDEATH/gw1"
+        first, body = [(f, b) for f, b in broker.received if f >> 4 == 3][-1]
+        assert _utf8(body, 0)[0] == "spBv1.0/plant/NDEATH/gw1"
+        assert (first >> 1) & 3 == 1  # QoS 1, as the will
+        assert not first & 1  # not retained
 
 
 def _refused_port() -> int:

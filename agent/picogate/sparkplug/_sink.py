@@ -321,9 +321,12 @@ class SparkplugSink:
         await self._disconnect(client)
 
     async def _disconnect(self, client: MqttClient) -> None:
-        if client.connected and not self._v5:
-            with contextlib.suppress(MqttLost, MqttPublishRefused):
-                await client.publish(self._will.topic, self._will.payload, qos=0, retain=False)
+        if client.connected and not self._v5:  # as the will would be: QoS 1, not retained
+            with contextlib.suppress(MqttLost, MqttPublishRefused, TimeoutError):
+                async with asyncio.timeout(2):
+                    ack = await client.publish(self._will.topic, self._will.payload, qos=1, retain=False)
+                    if ack is not None:
+                        await ack
         await client.disconnect(with_will=True)
 
     def _end(self, why: str) -> None:
