@@ -644,3 +644,15 @@ def test_a_gateway_without_sparkplug_does_not_import_protobuf() -> None:
     code = "import sys, picogate._plugins; print('google.protobuf' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_record_of_a_point_removed_since_does_not_rebirth_its_device() -> None:
+    w = World()
+    w.points["boiler"] = [i for i in w.points["boiler"] if i.name != "burner"]
+    s = w.session()
+    s.births(["boiler"], [])  # without burner; a record from before still carries it
+    for i in range(1, 4):
+        rows = [Reading("boiler", "burner", True, NOW + i), Reading("boiler", "temp", 1.5 + i, NOW + i)]
+        msgs = s.record(*records(rows)[0], NOW + 10)
+        assert [t.split("/")[2] for t, _ in msgs] == ["DDATA"]
+        assert len(decode(msgs[0][1]).metrics) == 1  # temp; burner left out

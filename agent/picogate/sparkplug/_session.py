@@ -257,8 +257,11 @@ class EdgeSession:
         rows = orjson.loads(payload)
         out: list[Message] = []
         born = self._born.get(device)
-        names = {row[0] for row in rows}
-        if born is None or not names <= born.keys():
+        new_points = born is not None and any(
+            info.name not in born and any(row[0] == info.name for row in rows)
+            for info in self._points_of(device)
+        )  # a point added since the DBIRTH (not one removed since the record was made)
+        if born is None or new_points:
             if born is None and all(row[3] == "bad" for row in rows):
                 self.skipped += len(rows)
                 return out
