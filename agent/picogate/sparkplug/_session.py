@@ -257,10 +257,11 @@ class EdgeSession:
         rows = orjson.loads(payload)
         out: list[Message] = []
         born = self._born.get(device)
-        new_points = born is not None and any(
-            info.name not in born and any(row[0] == info.name for row in rows)
-            for info in self._points_of(device)
-        )  # a point added since the DBIRTH (not one removed since the record was made)
+        names = {row[0] for row in rows}
+        new_points = False
+        if born is not None and not names <= born.keys():
+            missing = names - born.keys()  # added since the DBIRTH, or removed since the record
+            new_points = any(info.name in missing for info in self._points_of(device))
         if born is None or new_points:
             if born is None and all(row[3] == "bad" for row in rows):
                 self.skipped += len(rows)
