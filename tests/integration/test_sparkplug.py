@@ -5,6 +5,7 @@ gateway: births, DDATA, rebirth, DCMD, the host offline and back, bdSeq through 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from _agent import AgentProcess, base_config, running_gateway
 from _spb import SpbHost, check_seq, metric, spb_python
+from picogate.mqtt import MqttClient, tls_context
 
 GROUP = "plant"
 NODE = "gw1"
@@ -291,3 +293,59 @@ async def test_bdseq_and_seq_through_broker_restart_kill_9_and_restart(
     finally:
         agent.stop()
         host.close()
+
+
+async def test_tls_and_a_password(
+    make_mosquitto: Any, certs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Edge Node's own connection takes TLS and a user name and password, as `mqtt:` does."""
+    passwd = tmp_path / "passwd"
+    passwd.write_text("")
+    await asyncio.to_thread(
+        subprocess.run, ["mosquitto_passwd", "-b", str(passwd), "edge", "s3cret"], check=True, timeout=30
+    )
+    broker = make_mosquitto(
+        extra_config=[
+            "allow_anonymous false",
+            f"password_file {passwd}",
+            f"cafile {certs / 'ca.crt'}",
+            f"certfile {certs / 'server.crt'}",
+            f"keyfile {certs / 'server.key'}",
+        ]
+    )
+    monkeypatch.setenv("SPB_PASSWORD", "s3cret")
+    seen: list[str] = []
+    observer = MqttClient(
+        host="127.0.0.1",
+        port=broker.port,
+        client_id="observer",
+        username="edge",
+        password="s3cret",
+        tls=tls_context(ca_file=str(certs / "ca.crt"), cert_file=None, key_file=None),
+        on_message=lambda m: seen.append(m.topic),
+    )
+    await observer.connect()
+    observer.subscribe("spBv1.0/#", qos=1)
+    cfg = base_config(tmp_path, broker.port, [])
+    cfg["mqtt"] = {"enabled": False}
+    cfg["sparkplug"] = {
+        "group_id": GROUP,
+        "servers": [{"host": "127.0.0.1", "port": broker.port}],
+        "username": "edge",
+        "password_env": "SPB_PASSWORD",
+        "tls": {"ca_file": str(certs / "ca.crt")},
+    }
+    try:
+        async with running_gateway(cfg):
+            for _ in range(200):
+                if f"spBv1.0/{GROUP}/NBIRTH/{NODE}" in seen:
+                    break
+                await asyncio.sleep(0.05)
+        assert f"spBv1.0/{GROUP}/NBIRTH/{NODE}" in seen
+        for _ in range(100):
+            if f"spBv1.0/{GROUP}/NDEATH/{NODE}" in seen:
+                break
+            await asyncio.sleep(0.05)
+        assert f"spBv1.0/{GROUP}/NDEATH/{NODE}" in seen
+    finally:
+        await observer.disconnect()
