@@ -5,17 +5,20 @@ gateway: births, DDATA, rebirth, DCMD, the host offline and back, bdSeq through 
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from _agent import AgentProcess, base_config, running_gateway
 from _spb import SpbHost, check_seq, metric, spb_python
 from picogate.mqtt import MqttClient, tls_context
 
 GROUP = "plant"
+DOC_TEXT = (Path(__file__).resolve().parents[2] / "docs" / "sparkplug.md").read_text(encoding="utf-8")
 NODE = "gw1"
 
 
@@ -349,3 +352,39 @@ async def test_tls_and_a_password(
         assert f"spBv1.0/{GROUP}/NDEATH/{NODE}" in seen
     finally:
         await observer.disconnect()
+
+
+async def test_the_docs_example_as_a_new_user_would(
+    host_python: None, mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
+) -> None:
+    """docs/sparkplug.md's gateway.yaml, pointed at a local device and broker: a host that has never
+    seen the gateway builds the tag tree from the births alone and writes the setpoint back."""
+    match = re.search(r"^```yaml\n(.*?)^```$", DOC_TEXT, re.S | re.M)
+    assert match is not None
+    cfg = yaml.safe_load(match.group(1))
+    dev = await modbus_tcp_server({1: {"hr": {0: [215, 40]}, "co": {0: [True]}}})
+    cfg["gateway"]["data_dir"] = str(tmp_path / "data")
+    cfg["devices"][0] |= {"host": "127.0.0.1", "port": dev.port}
+    cfg["sparkplug"]["servers"] = [{"host": "127.0.0.1", "port": mosquitto.port}]
+    cfg |= {"metrics": {"enabled": False}, "clock": {"check_sync": False}}
+    group, node = cfg["sparkplug"]["group_id"], cfg["sparkplug"]["edge_node_id"]
+    host = SpbHost(mosquitto.port, group, cfg["sparkplug"]["primary_host_id"])
+    try:
+        host.cmd("online")
+        async with running_gateway(cfg):
+            msgs = await asyncio.to_thread(host.wait_for, births_of, 15, "DBIRTH")
+            tree = {
+                (m["device"], x["name"]): x["value"]
+                for m in msgs
+                if m.get("verb") == "DBIRTH" and m["node"] == node
+                for x in m["metrics"]
+            }
+            assert tree == {("boiler", "temp"): 21.5, ("boiler", "setpoint"): 40, ("boiler", "burner"): True}
+            host.cmd("dcmd", node=node, device="boiler", name="setpoint", value=650)
+            for _ in range(100):
+                if dev.get_holding(1, 1) == [650]:
+                    break
+                await asyncio.sleep(0.05)
+            assert dev.get_holding(1, 1) == [650]
+    finally:
+        host.close()
