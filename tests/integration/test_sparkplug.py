@@ -5,6 +5,7 @@ gateway: births, DDATA, rebirth, DCMD, the host offline and back, bdSeq through 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import subprocess
 from pathlib import Path
@@ -63,8 +64,13 @@ def births_of(msgs: list[dict[str, Any]], n: int = 1) -> bool:
 
 
 async def test_births_ddata_rebirth_and_a_dcmd_write(
-    host_python: None, mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
+    host_python: None,
+    mosquitto: Any,
+    modbus_tcp_server: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="picogate.audit")
     dev = await modbus_tcp_server({1: {"hr": {0: [215, 40, (-7) & 0xFFFF, 0x0000, 0x4148]}}})
     host = SpbHost(mosquitto.port, GROUP)
     try:
@@ -150,6 +156,12 @@ async def test_births_ddata_rebirth_and_a_dcmd_write(
             host.cmd("dcmd", node=NODE, device="boiler", name="setpoint", value=1000)
             await asyncio.sleep(0.5)
             assert dev.get_holding(1, 1) == [650]
+            # both audited like any write, origin sparkplug
+            audits = [r.audit for r in caplog.records if r.name == "picogate.audit"]  # type: ignore[attr-defined]
+            assert [(a["point"], a["value"], a["origin"], a["code"]) for a in audits] == [
+                ("setpoint", 650, "sparkplug", "ok"),
+                ("setpoint", 1000, "sparkplug", "out_of_range"),
+            ]
             # Garbage on the DCMD topic is logged and counted; the node goes on.
             host.cmd("raw", topic=f"spBv1.0/{GROUP}/DCMD/{NODE}/boiler", payload_hex="ffff01")
             dev.set_holding(1, 2, [5])
