@@ -336,8 +336,12 @@ def start_sim(
     return child, [int(p) for p in ready["ports"]]
 
 
-def start_consumer(workdir: Path, port: int, topic: str, cpus: frozenset[int] | None) -> Child:
+def start_consumer(
+    workdir: Path, port: int, topic: str, cpus: frozenset[int] | None, *, sparkplug: bool = False
+) -> Child:
     argv = [PY, str(BENCH / "consumer.py"), "--port", str(port), "--topic", topic]
+    if sparkplug:
+        argv.append("--sparkplug")
     child = Child("consumer", argv, workdir / "consumer.log", cpus=cpus, control=True).start()
     ready = child.line(timeout=15)
     if not ready.get("ready"):
@@ -366,6 +370,7 @@ def agent_config(
     check_sync: bool = False,
     units: int = 0,
     modbus_driver: str = "builtin",
+    sparkplug: bool = False,
 ) -> dict[str, Any]:
     """500 devices × 30 uint16 holding registers (addresses 0..29, one merged read per poll).
 
@@ -395,7 +400,7 @@ def agent_config(
         }
         for i, (port, unit) in enumerate(targets)
     ]
-    return {
+    cfg: dict[str, Any] = {
         "gateway": {"id": gateway_id, "data_dir": str(data_dir)},
         "mqtt": {"host": LOOPBACK, "port": mqtt_port, "qos": 1, "publish": publish},
         "outbox": {"synchronous": synchronous},
@@ -405,6 +410,16 @@ def agent_config(
         "clock": {"check_sync": check_sync},
         "devices": devices,
     }
+    if sparkplug:  # Sparkplug only: DDATA per device and poll, QoS 0 with a PINGREQ barrier
+        cfg["mqtt"] = {"enabled": False}
+        cfg["sparkplug"] = {
+            "group_id": SPARKPLUG_GROUP,
+            "servers": [{"host": LOOPBACK, "port": mqtt_port}],
+        }
+    return cfg
+
+
+SPARKPLUG_GROUP = "bench"
 
 
 def write_config(path: Path, cfg: dict[str, Any]) -> None:

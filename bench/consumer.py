@@ -17,6 +17,8 @@ Control, one command per line on stdin, one JSON line on stdout per command:
 `{"ready": true}` is printed once the subscription is acknowledged.  It exits when stdin closes.
 
     python bench/consumer.py --port 1883 --topic 'picogate/bench/#'
+    python bench/consumer.py --port 1883 --topic 'spBv1.0/bench/#' --sparkplug   (DDATA: one message
+        per device and poll, the metrics' newest timestamp for the lag; `is_null` metrics are bad)
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
+
+from picogate.sparkplug import _sparkplug_b_pb2 as _spb  # the agent's own schema module
 
 _RECENT = 32
 _HIST_MS = 60_000  # lag histogram: 1 ms buckets up to 60 s, then one overflow bucket
@@ -114,10 +118,26 @@ def _percentile(hist: list[int], n: int, q: float) -> int:
     return len(hist) - 1
 
 
+def _sparkplug_ddata(payload: bytes) -> tuple[int, int, int] | None:
+    """(newest metric timestamp in ms, good metrics, null metrics) of a Sparkplug DDATA."""
+    p = _spb.Payload()
+    try:
+        p.ParseFromString(payload)
+    except Exception:
+        return None
+    if not p.metrics:
+        return None
+    bad = sum(1 for m in p.metrics if m.is_null)
+    return max(m.timestamp for m in p.metrics), len(p.metrics) - bad, bad
+
+
 class Consumer:
-    def __init__(self, host: str, port: int, topic: str, client_id: str, clean: bool) -> None:
+    def __init__(
+        self, host: str, port: int, topic: str, client_id: str, clean: bool, sparkplug: bool = False
+    ) -> None:
         self.topic = topic
-        self.data_prefix = topic.removesuffix("#") + "data/"
+        self.sparkplug = sparkplug
+        self.data_prefix = topic.removesuffix("#") + ("DDATA/" if sparkplug else "data/")
         self.total = Counters()
         self.window = Counters()
         self.last_ts: dict[str, int] = {}  # newest ts per topic
@@ -149,6 +169,13 @@ class Consumer:
                 self.total.all_msgs += 1
                 self.window.all_msgs += 1
             return
+        if self.sparkplug:
+            decoded = _sparkplug_ddata(m.payload)
+            if decoded is None:
+                return
+            ts, good, bad = decoded
+            self._count(topic, ts, good, bad, now_ms, m.payload)
+            return
         try:
             body = orjson.loads(m.payload)
         except orjson.JSONDecodeError:
@@ -164,6 +191,9 @@ class Consumer:
             good, bad = 0, 1
         else:
             good, bad = 1, 0
+        self._count(topic, ts, good, bad, now_ms, m.payload)
+
+    def _count(self, topic: str, ts: int, good: int, bad: int, now_ms: float, payload: bytes) -> None:
         lag = max(0.0, now_ms - ts)
         bucket = min(int(lag), _HIST_MS)
         with self.lock:
@@ -173,7 +203,7 @@ class Consumer:
                 recent = self.recent[topic] = deque(maxlen=_RECENT)
             # A duplicate is the same message again (QoS 1 re-sends): same ts *and* payload. Two
             # polls within one millisecond carry the same ts with other values: both count.
-            key = (ts, m.payload)
+            key = (ts, payload)
             dup = key in recent
             late = not dup and last is not None and ts < last
             if not dup:
@@ -227,8 +257,13 @@ def main() -> None:
     p.add_argument("--topic", required=True)
     p.add_argument("--client-id", default="picogate-bench-consumer")
     p.add_argument("--persistent", action="store_true", help="clean_session=false (a persistent session)")
+    p.add_argument(
+        "--sparkplug", action="store_true", help="count Sparkplug B DDATA metrics (topic spBv1.0/<group>/#)"
+    )
     args = p.parse_args()
-    c = Consumer(args.host, args.port, args.topic, args.client_id, clean=not args.persistent)
+    c = Consumer(
+        args.host, args.port, args.topic, args.client_id, clean=not args.persistent, sparkplug=args.sparkplug
+    )
     c.client.connect(args.host, args.port, keepalive=30)
     c.client.loop_start()
     try:

@@ -25,6 +25,7 @@ Scenarios (docs/benchmarks.md says what each measures and how):
     bench/run.py --full                   scenario a runs 10 minutes (RSS flatness)
     bench/run.py --quick                  shorter windows, for a smoke run
     bench/run.py --profile                py-spy profile of the agent under scenario b's load
+    bench/run.py --scenario a --sparkplug scenario a as Sparkplug B DDATA (docs/sparkplug.md)
 
 The agent runs as `picogate run -c <generated gateway.yaml>` in its own process; the simulator
 (bench/sim.py), mosquitto and the consumer (bench/consumer.py) run in theirs.  With two or more
@@ -148,7 +149,9 @@ def load_env(
     try:
         broker, port = B.start_broker(workdir, peers, inflight=ctx.args.broker_inflight, nodelay=nodelay)
         started.append(broker)
-        consumer = B.start_consumer(workdir, port, f"picogate/{gateway}/#", peers)
+        spb = ctx.args.sparkplug and publish == "device"
+        topic = f"spBv1.0/{B.SPARKPLUG_GROUP}/#" if spb else f"picogate/{gateway}/#"
+        consumer = B.start_consumer(workdir, port, topic, peers, sparkplug=spb)
         started.append(consumer)
         sim, ports = B.start_sim(workdir, devices, peers, units=units)
         started.append(sim)
@@ -168,6 +171,7 @@ def load_env(
                 check_sync=ctx.args.check_sync,
                 units=devices if units else 0,
                 modbus_driver=ctx.args.modbus_driver,
+                sparkplug=spb,
             )
             | (extra(workdir) if extra is not None else {}),
         )
@@ -375,7 +379,12 @@ def print_load(title: str, r: dict[str, Any], acc: dict[str, Any] | None, env: E
 def scenario_load(ctx: Ctx, key: str, publish: str) -> dict[str, Any]:
     args = ctx.args
     duration = args.full_duration if (args.full and key == "a") else args.duration
-    title = f"{key}. {args.devices} devices × 30 points @ 1 s, publish: {publish}, QoS 1, outbox synchronous={args.synchronous}"
+    how = (
+        "Sparkplug B DDATA (QoS 0)"
+        if args.sparkplug and publish == "device"
+        else f"publish: {publish}, QoS 1"
+    )
+    title = f"{key}. {args.devices} devices × 30 points @ 1 s, {how}, outbox synchronous={args.synchronous}"
     say(f"\n== {title}")
     with load_env(ctx, key, devices=args.devices, poll=1.0, publish=publish) as env:
         r = steady(env, args.warmup, duration)
@@ -1486,6 +1495,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--duration", type=float, default=30.0, help="measurement window of a and b, seconds (default 30)"
+    )
+    p.add_argument(
+        "--sparkplug",
+        action="store_true",
+        help="the load scenarios that publish per device (a, s, u, c) go out as Sparkplug B DDATA "
+        "(sparkplug: instead of mqtt:); the consumer decodes them",
     )
     p.add_argument("--warmup", type=float, default=10.0, help="warm-up before a window, seconds (default 10)")
     p.add_argument("--devices", type=int, default=500, help="simulated devices (default 500)")

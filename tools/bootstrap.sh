@@ -258,3 +258,21 @@ if [ -f "$RP2_SRC/rp2emu.mjs" ]; then
     fi
     quiet "$VENV/bin/python" "$ROOT/tools/rp2emu.py" setup --quiet
 fi
+
+# --- the Sparkplug test host (tests/integration/test_sparkplug.py) ---------------------------------
+# A primary host that is not our encoder: pysparkplug's codec (its own protobuf module) and
+# paho-mqtt 1.6 (pysparkplug needs paho-mqtt < 2; .venv has 2.x), in a venv of their own. Pinned;
+# rebuilt when the pins change. A failure here is reported and the Sparkplug host tests skip.
+SPB_VENV="$ROOT/.venv-spb"
+SPB_PINS="pysparkplug==0.6.1 paho-mqtt==1.6.1 protobuf==7.36.2"
+if [ "${PICOGATE_SKIP_SPB:-0}" != 1 ] && [ "$(cat "$SPB_VENV/.installed" 2>/dev/null)" != "$SPB_PINS" ]; then
+    rm -rf "$SPB_VENV"
+    say "installing the Sparkplug test host's venv (.venv-spb: $SPB_PINS)"
+    # shellcheck disable=SC2086
+    if quiet "$PYTHON" -m venv "$SPB_VENV" \
+        && quiet "$SPB_VENV/bin/python" -m pip install --disable-pip-version-check -q $SPB_PINS; then
+        printf '%s' "$SPB_PINS" >"$SPB_VENV/.installed"
+    else
+        say "the Sparkplug test host's venv could not be made; its tests will skip"
+    fi
+fi

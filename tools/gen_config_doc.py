@@ -44,6 +44,7 @@ from picogate.modbus import _config as modbus  # noqa: E402
 from picogate.mqtt import _config as mqtt  # noqa: E402
 from picogate.pico import _config as boards  # noqa: E402
 from picogate.rules import _config as rules  # noqa: E402
+from picogate.sparkplug import _config as sparkplug  # noqa: E402
 
 _DEVICE_BASE: type[BaseModel] = modbus._DeviceBase
 
@@ -79,6 +80,8 @@ SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     "commands": (commands.CommandsSection, None),
     "commands.deadline": (commands.DeadlineSection, None),
     "commands.rate_limit": (commands.RateLimitSection, None),
+    "sparkplug": (sparkplug.SparkplugSection, None),
+    "sparkplug.servers": (sparkplug.ServerSection, None),
     "console": (console.ConsoleSection, None),
     "console.session": (console.SessionSection, None),
     "console.login": (console.LoginSection, None),
@@ -95,6 +98,10 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("GatewayConfig", "metrics"): "The gateway's local HTTP server: metrics, health, the local API.",
     ("GatewayConfig", "clock"): "How the system clock is trusted.",
     ("GatewayConfig", "devices"): "The field devices polled over Modbus TCP or RTU.",
+    (
+        "GatewayConfig",
+        "sparkplug",
+    ): "A Sparkplug B Edge Node; see `sparkplug` and [sparkplug.md](sparkplug.md).",
     ("GatewayConfig", "boards"): "Raspberry Pi Pico I/O boards; see `boards` and docs/pico.md.",
     ("BoardConfig", "io"): "The board's own I/O points; see `boards.io`.",
     ("BoardConfig", "modbus"): "Modbus RTU buses on the board's UARTs; see `boards.modbus`.",

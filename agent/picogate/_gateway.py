@@ -230,6 +230,7 @@ class Gateway:
             shared=p.shared,
             sinks=p.sinks,
             components=p.components,
+            data_dir=self.config.gateway.data_dir,
         )
 
     async def _attach(self, plugin: Plugin[Any], section: Any) -> Host:

@@ -29,6 +29,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from aiohttp import web
@@ -138,10 +139,13 @@ class Host:
         sinks: list[RunningSink],
         components: list[Component],
         parent: Host | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.plugin = plugin
         self.gateway_id = gateway_id
         """The gateway's id (`gateway.id`): the `<gw>` level of MQTT topics, client ids."""
+        self.data_dir = data_dir
+        """The gateway's data directory (`gateway.data_dir`), for a plug-in's small state files."""
         self.registry = registry
         self.router = router
         self.pipeline = pipeline
@@ -310,6 +314,7 @@ class Host:
                 sinks=self._all_sinks,
                 components=self._all_components,
                 parent=self,
+                data_dir=self.data_dir,
             )
         return part
 

@@ -2,7 +2,8 @@
 
 Sources first (Modbus, then the MQTT sink, whose `host.messages` the rules use, then Pico boards
 and CoAP), then the rules (which see every source's points), then EdgeX (which describes every
-point, LET points included), then the operator console (which shows all of it).  The whole file's schema is composed from their sections here, so
+point, LET points included), then the Sparkplug Edge Node (whose births carry every point),
+then the operator console (which shows all of it).  The whole file's schema is composed from their sections here, so
 that `config/` knows no protocol.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from picogate import coap, console, edgex, modbus, mqtt, pico, rules
+from picogate import coap, console, edgex, modbus, mqtt, pico, rules, sparkplug
 from picogate._host import Plugin
 from picogate.config import ConfigIssue, CoreConfig, compose
 from picogate.config import load_config as _load
@@ -24,6 +25,7 @@ PLUGINS: tuple[Plugin[Any], ...] = (
     coap.PLUGIN,
     rules.PLUGIN,
     edgex.PLUGIN,
+    sparkplug.PLUGIN,
     console.PLUGIN,
 )
 

@@ -47,7 +47,7 @@ def test_architecture_doc_lists_every_result_code() -> None:
     assert {c.value for c in ErrorCode} <= documented
 
 
-@pytest.mark.parametrize("doc", ["edgex.md", "coap.md"])
+@pytest.mark.parametrize("doc", ["edgex.md", "coap.md", "sparkplug.md"])
 def test_edgex_and_coap_docs_answer_every_write_code(doc: str) -> None:
     text = (ROOT / "docs" / doc).read_text(encoding="utf-8")
     missing = [c.value for c in ErrorCode if c is not ErrorCode.OK and f"`{c.value}`" not in text]

@@ -366,3 +366,48 @@ async def test_acknowledged_messages_leave_no_topic_behind() -> None:
                 await asyncio.wait_for(fut, 5)
             assert [t for t in client._pending_topic if t] == []
             await client.disconnect()
+
+
+async def test_ping_returns_on_its_own_pingresp_and_fails_when_the_connection_ends() -> None:
+    """`ping()` (the Sparkplug sink's delivery barrier): PINGRESPs answer PINGREQs in order, so a
+    ping waits for the answer to its own PINGREQ, not to an earlier one (a keepalive's)."""
+    answer = asyncio.Event()
+
+    async def one_pong_at_a_time(
+        broker: ScriptedBroker, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            first, body = await broker.read_packet(reader)
+            broker.received.append((first, body))
+            if first == 0xC0:
+                await answer.wait()
+                answer.clear()
+                writer.write(b"\xd0\x00")
+
+    async with ScriptedBroker(script=one_pong_at_a_time) as broker:
+        client = client_for(broker, "3.1.1")
+        await client.connect()
+        first = asyncio.ensure_future(client.ping())
+        second = asyncio.ensure_future(client.ping())
+        await asyncio.sleep(0.05)
+        answer.set()  # the first PINGRESP
+        await asyncio.wait_for(first, 2)
+        await asyncio.sleep(0.05)
+        assert not second.done()
+        await client.disconnect()
+        with pytest.raises(MqttLost):
+            await asyncio.wait_for(second, 2)
+        with pytest.raises(MqttLost):
+            await client.ping()
+
+
+async def test_connect_sent_tells_whether_connect_left() -> None:
+    unreachable = MqttClient(host="127.0.0.1", port=free_port(), client_id="x")
+    with pytest.raises(MqttLost):
+        await unreachable.connect()
+    assert not unreachable.connect_sent
+    async with ScriptedBroker(connack=b"\x20\x03\x00\x87\x00", script=read_all) as broker:  # not authorized
+        refused = client_for(broker, "5")
+        with pytest.raises(MqttLost):
+            await refused.connect()
+        assert refused.connect_sent

@@ -248,6 +248,9 @@ class MqttClient:
         self.inflight_limit = self._max_inflight
         self.max_packet_size = max_packet_size
         self.dropped = 0  # incoming messages over max_packet_size, skipped (MQTT 3.1.1)
+        self.connect_sent = False
+        """CONNECT went out (the TCP and TLS connection was made): a failed `connect()` with this
+        still False never reached the broker (Sparkplug counts CONNECT packets, not attempts)."""
         self.lost: asyncio.Future[None] | None = None
 
         self._state = _IDLE
@@ -286,6 +289,9 @@ class MqttClient:
         self._last_send = 0.0
         self._last_recv = 0.0
         self._ping_sent = False
+        self._pings = 0  # PINGREQs sent on this connection (keepalive and ping())
+        self._pongs = 0  # PINGRESPs received
+        self._ping_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._keepalive_on = True
 
@@ -389,13 +395,17 @@ class MqttClient:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
-    async def disconnect(self) -> None:
+    async def disconnect(self, *, with_will: bool = False) -> None:
         """Send DISCONNECT (the will is not published), close the socket, and fail whatever is
-        still pending with MqttLost("disconnected").  Safe to call in any state."""
+        still pending with MqttLost("disconnected").  Safe to call in any state.
+
+        `with_will` (MQTT 5 only): reason code 0x04, "disconnect with will message": the broker
+        publishes the will all the same (Sparkplug's NDEATH)."""
         self._closing = True
         transport = self._transport
         if self._state == _CONNECTED and transport is not None and not transport.is_closing():
-            self._buf += encode_disconnect(version=self._version)
+            reason = 0x04 if with_will and self._v5 else 0
+            self._buf += encode_disconnect(version=self._version, reason_code=reason)
             self._flush()
         self._shutdown("disconnected")
         closed = self._closed
@@ -418,6 +428,18 @@ class MqttClient:
     @property
     def connected(self) -> bool:
         return self._up
+
+    async def ping(self) -> None:
+        """Send PINGREQ and wait for its PINGRESP: the broker has then read (and routed) everything
+        sent before it on this connection, QoS 0 messages included.  Raises MqttLost when the
+        connection ends first."""
+        if not self._up:
+            raise MqttLost(self._why or "not connected")
+        self._pings += 1
+        fut: asyncio.Future[None] = self._create_future()
+        self._ping_waiters.append((self._pings, fut))
+        self._send(PINGREQ)
+        await fut
 
     # -- publishing --------------------------------------------------------------------------------
 
@@ -597,6 +619,7 @@ class MqttClient:
             return
         self._last_send = self._last_recv = self._loop.time()
         will = self._will
+        self.connect_sent = True
         self._send(
             encode_connect(
                 client_id=self.client_id,
@@ -711,7 +734,13 @@ class MqttClient:
                         sub_topic,
                         reason_name(code, self._version) if self._v5 else f"failure (0x{code:02X})",
                     )
-        elif isinstance(packet, Pingresp | Unsuback):
+        elif isinstance(packet, Pingresp):
+            self._pongs += 1
+            while self._ping_waiters and self._ping_waiters[0][0] <= self._pongs:
+                _, fut = self._ping_waiters.pop(0)
+                if not fut.done():
+                    fut.set_result(None)
+        elif isinstance(packet, Unsuback):
             pass
         elif isinstance(packet, Disconnect):
             why = f"broker {self._where} closed the connection: {reason_name(packet.reason_code)}"
@@ -824,6 +853,7 @@ class MqttClient:
             return
         if now - self._last_send >= keepalive or (now - self._last_recv >= keepalive and not self._ping_sent):
             self._ping_sent = True
+            self._pings += 1
             self._buf += PINGREQ
             self._flush()
         self._timer = self._loop.call_later(self._tick_interval(), self._keepalive_tick)
@@ -857,6 +887,8 @@ class MqttClient:
         waiters = list(self._slot_waiters) + self._resume_waiters
         self._slot_waiters.clear()
         self._resume_waiters = []
+        waiters.extend(fut for _, fut in self._ping_waiters)
+        self._ping_waiters = []
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(MqttLost(self._why))
