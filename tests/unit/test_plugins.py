@@ -21,8 +21,8 @@ from picogate.gateway import PLUGINS, Gateway, GatewayConfig, parse_config
 
 def test_every_plugin_has_its_own_section() -> None:
     keys = [p.section.key for p in PLUGINS]
-    assert keys == ["devices", "mqtt", "boards", "coap", "rules", "edgex"]
-    assert [p.name for p in PLUGINS] == ["modbus", "mqtt", "pico", "coap", "rules", "edgex"]
+    assert keys == ["devices", "mqtt", "boards", "coap", "local", "rules", "edgex"]
+    assert [p.name for p in PLUGINS] == ["modbus", "mqtt", "pico", "coap", "local", "rules", "edgex"]
     for key in keys:
         assert key in GatewayConfig.model_fields
     assert set(CoreConfig.model_fields) == {"gateway", "outbox", "metrics", "clock", "commands"}
