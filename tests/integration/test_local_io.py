@@ -151,12 +151,16 @@ async def test_a_hung_driver_call_is_given_up_and_costs_one_thread(mosquitto: An
     with bench({0x77: room}), recorder(mosquitto.host, mosquitto.port, f"{DATA}/#") as rec:
         async with running_gateway(cfg) as gw:
             await wait_msgs(rec, lambda ms: bool(rec.on(f"{DATA}/room_t")))
-            threads = threading.active_count()
+
+            def bus_threads() -> list[str]:
+                return [t.name for t in threading.enumerate() if t.name.startswith("picogate-i2c")]
+
+            assert bus_threads() == ["picogate-i2c SDA/SCL"]
             room.release.clear()
             room.mode = "hang"
             await wait_msgs(rec, lambda ms: "bad" in _qualities(rec, f"{DATA}/room_t"), what="bad")
             await asyncio.sleep(1.0)  # several retries meanwhile
-            assert threading.active_count() <= threads
+            assert bus_threads() == ["picogate-i2c SDA/SCL"]
             source = _source(gw)
             assert sum(w.timeouts for w in source.buses.values()) == 1
             room.mode = "ok"

@@ -155,7 +155,8 @@ class LocalIoSource:
     async def run(self) -> None:
         try:
             try:
-                self._hw = await self.gpio.call(self._hardware)
+                if any(p.kind != "ds18b20" for p in self.section.io):  # DS18B20s need no Blinka
+                    self._hw = await self.gpio.call(self._hardware)
             except Exception as exc:
                 log.error("local I/O %s: Blinka could not start: %s", self.device, exc)
                 await self._set_state(DeviceState.OFFLINE, f"Blinka could not start: {exc}")
@@ -183,8 +184,9 @@ class LocalIoSource:
     # ------------------------------------------------------------------ outputs
 
     async def _open_outputs(self) -> None:
-        assert self._hw is not None
         hw = self._hw
+        if hw is None:  # no Blinka needed (DS18B20s only), hence no outputs
+            return
         for out in self.outputs.values():
             if out.obj is not None:
                 continue
@@ -294,16 +296,21 @@ class LocalIoSource:
         next_at = loop.time()
         for i in self._inputs:
             i.next_report = next_at + i.io.every
+        reopen = Backoff(1.0, self.section.backoff_max)
+        open_at = 0.0  # when to try again to open the inputs that could not be opened
+        unopened = ""
         while True:
             try:
-                errors = (
-                    await self.gpio.call(self._open_inputs)
-                    if any(i.dio is None for i in self._inputs)
-                    else []
-                )
-                if errors and errors[0] != failing:
-                    log.error("local I/O %s: cannot open inputs: %s", self.device, "; ".join(errors))
-                failing = errors[0] if errors else ""
+                if any(i.dio is None for i in self._inputs) and loop.time() >= open_at:
+                    errors = await self.gpio.call(self._open_inputs)
+                    if errors:
+                        open_at = loop.time() + reopen.failed()
+                        if "; ".join(errors) != unopened:
+                            unopened = "; ".join(errors)
+                            log.error("local I/O %s: cannot open inputs: %s", self.device, unopened)
+                            await self._publish([self._bad(i.io.name) for i in self._inputs if i.dio is None])
+                    else:
+                        unopened = ""
                 levels = await self.gpio.call(self._read_inputs)
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
@@ -319,6 +326,9 @@ class LocalIoSource:
                 await asyncio.sleep(backoff.failed())
                 next_at = loop.time()
                 continue
+            if failing:
+                log.info("local I/O %s: inputs read again", self.device)
+                failing = ""
             backoff.ok()
             now = loop.time()
             readings = []
@@ -348,11 +358,11 @@ class LocalIoSource:
     def _open_sensor(self, s: _Sensor) -> Callable[[], dict[str, float]]:
         """Blocking: the reader of a sensor (opening the driver talks to the chip)."""
         p = s.io
-        hw = self._hw
-        assert hw is not None
         if p.kind == "ds18b20":
             root, rom = self.section.w1_path, p.rom
             return lambda: {"": _w1.read(root, rom)}
+        hw = self._hw
+        assert hw is not None
         if p.kind == "adc":
             assert p.pin is not None
             analog = hw.analog_in(p.pin)
