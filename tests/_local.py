@@ -18,6 +18,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 os.environ.setdefault("BLINKA_OS_AGNOSTIC", "1")
@@ -255,6 +256,26 @@ def bench(chips: dict[int, ChipModel]) -> Iterator[dict[int, ChipModel]]:
             chip.release.set()
         ModelBus.chips = {}
         i2c.I2C = saved  # type: ignore[misc]
+
+
+def raspberry_pi() -> Any:
+    """A Raspberry Pi's 40-pin header as Blinka names it, read from Blinka's own pin map
+    (`adafruit_blinka/board/raspberrypi/raspi_40pin.py`: `D17 = pin.D17`, `SDA = pin.SDA`, ...),
+    which cannot be imported off a Pi (it needs gpiod)."""
+    import re
+    from importlib.util import find_spec
+
+    from picogate.local import BoardPins
+
+    spec = find_spec("adafruit_blinka")
+    assert spec is not None
+    assert spec.submodule_search_locations is not None
+    path = Path(next(iter(spec.submodule_search_locations))) / "board" / "raspberrypi" / "raspi_40pin.py"
+    ids = {"SDA": 2, "SCL": 3}
+    pins: dict[str, object] = {}
+    for name, target in re.findall(r"^(\w+) = pin\.(\w+)$", path.read_text(), re.MULTILINE):
+        pins[name] = ids.get(target) if target in ids else int(target[1:])
+    return BoardPins("RASPBERRY_PI_4B", pins)
 
 
 def output_level(source: Any, point: str) -> Any:
