@@ -162,3 +162,34 @@ def test_without_blinka_the_file_says_how_to_install(monkeypatch: pytest.MonkeyP
     )
     # DS18B20s are read through the kernel: they need neither.
     parse_config("local:\n  name: gw_io\n  io:\n    - {name: tank, kind: ds18b20}\n")
+
+
+_HIDE_BLINKA = """
+import sys
+from picogate.cli import main
+
+class Hide:  # as if Blinka and the drivers were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("board", "digitalio", "busio", "adafruit_blinka", "adafruit_bme280"):
+            raise ModuleNotFoundError(name)
+
+sys.meta_path.insert(0, Hide())
+sys.exit(main(["config", "check", sys.argv[1]]))
+"""
+
+
+def test_config_check_without_blinka_installed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    f = tmp_path / "gateway.yaml"
+    f.write_text("local:\n  name: gw_io\n  io:\n    - {name: room, kind: bme280}\n")
+    done = subprocess.run(
+        [sys.executable, "-c", _HIDE_BLINKA, str(f)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    assert (
+        "gateway.yaml:1:1: local: needs Adafruit-Blinka, adafruit-circuitpython-bme280, not installed here: "
+        "install with pip install 'picogate[local]'"
+    ) in done.stderr
+    assert "Traceback" not in done.stderr
