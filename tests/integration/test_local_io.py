@@ -163,6 +163,9 @@ async def test_a_hung_driver_call_is_given_up_and_costs_one_thread(mosquitto: An
             assert bus_threads() == ["picogate-i2c SDA/SCL"]
             source = _source(gw)
             assert sum(w.timeouts for w in source.buses.values()) == 1
+            metrics = gw.parts.metrics.render().decode()
+            assert 'picogate_local_driver_timeouts_total{device="gw_io",worker="i2c SDA/SCL"} 1.0' in metrics
+            assert 'picogate_local_failures_total{device="gw_io",reason="timeout"}' in metrics
             room.mode = "ok"
             room.release.set()
             await wait_msgs(
