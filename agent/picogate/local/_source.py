@@ -34,7 +34,7 @@ from picogate.local._config import I2C_KINDS, SUFFIXES, LocalIo, LocalSection
 from picogate.local._hw import Hardware, check_value, duty16, sensor_reader
 from picogate.local._inputs import Backoff, Debouncer, EdgeCounter
 from picogate.local._points import infos
-from picogate.local._worker import DriverTimeout, Worker
+from picogate.local._worker import DriverBusy, DriverTimeout, Worker
 
 __all__ = ["LocalIoSource", "LocalStats"]
 
@@ -261,6 +261,8 @@ class LocalIoSource:
         ticket.send()
         try:
             await self.gpio.call(out.set, target)
+        except DriverBusy as exc:  # certainly not written
+            raise WriteError(ErrorCode.DEVICE_OFFLINE, f"{where}: not written: {exc}") from None
         except DriverTimeout as exc:
             raise WriteError(ErrorCode.OUTCOME_UNKNOWN, f"{where}: {exc}") from None
         except Exception as exc:
