@@ -8,6 +8,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from picogate.local import _w1
 from picogate.local._inputs import Backoff, Debouncer, EdgeCounter
@@ -131,3 +133,21 @@ async def test_a_hung_call_is_given_up_and_later_calls_are_refused_until_it_retu
         await asyncio.sleep(0.01)
     assert await w.call(lambda: "back") == "back"
     w.close()
+
+
+def _value_or_clean_error(text: str) -> None:
+    try:
+        value = _w1.parse(text)
+    except _w1.W1Error:
+        return
+    assert -55.0 <= value <= 125.0
+
+
+@given(st.text(max_size=200))
+def test_w1_slave_text_gives_a_value_or_a_clean_error(text: str) -> None:
+    _value_or_clean_error(text)
+
+
+@given(st.binary(max_size=120).map(lambda b: b.decode("latin-1")))
+def test_w1_slave_bytes_give_a_value_or_a_clean_error(text: str) -> None:
+    _value_or_clean_error(text)

@@ -162,7 +162,7 @@ class LocalSection(_Model):
     this. A counter sees at most one edge per two samples (50 Hz at 10ms)."""
     timeout: PositiveDuration = 2.0
     """A driver call (a sensor read, an output write) that takes longer is given up: the sensor's
-    points go bad, a write is `outcome_unknown`."""
+    points go bad, a write is `outcome_unknown`; calls on that bus are refused until it returns."""
     backoff_max: PositiveDuration = 30.0
     """A sensor that stopped answering is retried after `every`, doubling up to this."""
     w1_path: Path = Path("/sys/bus/w1/devices")
