@@ -6,7 +6,8 @@ imported).  `ModelBus` replaces the agnostic board's I²C class (a stub with not
 that `busio.I2C(board.SCL, board.SDA)` talks to the models: the real CircuitPython drivers, real
 Blinka above that seam and the agent's source all run, only the silicon is simulated.  Each model
 answers the driver's reads and writes as the chip's datasheet says (a BME280's register file and
-compensation, an SHT3x's commands and CRC-8), and can be told to stop answering (`silent`: the
+compensation, an SHT3x's and an SHT4x's commands and CRC-8, an ADS1115's registers and PGA), and
+can be told to stop answering (`silent`: the
 bus NACKs, OSError 121 as Linux's i2c-dev gives it), to answer garbage, or to hang.
 """
 
@@ -193,6 +194,74 @@ class Sht3xModel(ChipModel):
         if self.mode == "garbage":
             out = bytes(b ^ 0x5A for b in out)
         return (out + b"\xff" * n)[:n]
+
+
+class Sht4xModel(ChipModel):
+    """An SHT4x: one-byte commands (soft reset, serial number, measurements of any precision or
+    heater setting), each answered by two words with their CRC-8."""
+
+    MEASURE = frozenset({0xFD, 0xF6, 0xE0, 0x39, 0x32, 0x2F, 0x24, 0x1E, 0x15})
+
+    def __init__(self, temperature: float = 23.5, humidity: float = 35.0) -> None:
+        super().__init__()
+        self.temperature, self.humidity = temperature, humidity
+        self.out = b""
+
+    def write(self, data: bytes) -> None:
+        self.check()
+        if not data:
+            return
+        cmd = data[0]
+        if cmd in self.MEASURE:
+            t = round((self.temperature + 45.0) * 65535 / 175.0)
+            h = round((self.humidity + 6.0) * 65535 / 125.0)
+            self.out = _word(t) + _word(h)
+        elif cmd == 0x89:
+            self.out = _word(0x1234) + _word(0x5678)
+        else:
+            self.out = b""
+
+    def read(self, n: int) -> bytes:
+        self.check()
+        out, self.out = self.out, b""
+        if self.mode == "garbage":
+            out = bytes(b ^ 0x5A for b in out)
+        return (out + b"\xff" * n)[:n]
+
+
+_FULL_SCALE = {0: 6.144, 1: 4.096, 2: 2.048, 3: 1.024, 4: 0.512, 5: 0.256, 6: 0.256, 7: 0.256}
+
+
+class Ads1115Model(ChipModel):
+    """An ADS1115: the pointer register, 16-bit conversion, config and threshold registers; a
+    config written with OS set converts the input its MUX selects at its PGA's full scale."""
+
+    def __init__(self, volts: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)) -> None:
+        super().__init__()
+        self.volts = list(volts)
+        self.regs = {0: 0x0000, 1: 0x8583, 2: 0x8000, 3: 0x7FFF}
+        self.pointer = 0
+
+    def write(self, data: bytes) -> None:
+        self.check()
+        if not data:
+            return
+        self.pointer = data[0] & 0x03
+        if len(data) < 3:
+            return
+        value = int.from_bytes(data[1:3], "big")
+        if self.pointer != 1:
+            self.regs[self.pointer] = value
+            return
+        if value & 0x8000 and (mux := (value >> 12) & 0x7) >= 4:
+            full = _FULL_SCALE[(value >> 9) & 0x7]
+            raw = max(-32768, min(32767, round(self.volts[mux - 4] / full * 32768)))
+            self.regs[0] = raw & 0xFFFF
+        self.regs[1] = value | 0x8000  # the conversion is done at once
+
+    def read(self, n: int) -> bytes:
+        self.check()
+        return (self.regs[self.pointer].to_bytes(2, "big") + b"\x00" * n)[:n]
 
 
 # --------------------------------------------------------------------------- the bus

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from _agent import base_config, eventually, recorder, running_gateway, values_on, wait_msgs
-from _local import Bme280Model, Sht3xModel, bench, output_level
+from _local import Ads1115Model, Bme280Model, Sht3xModel, Sht4xModel, bench, output_level
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +190,24 @@ async def test_ds18b20_through_a_fake_w1_tree(mosquitto: Any, tmp_path: Path) ->
             (sensor / "w1_slave").write_text(good.format(-1500))
             await wait_msgs(rec, lambda ms: -1.5 in values_on(rec, f"{DATA}/tank"), what="back")
     assert rec.on(f"{DATA}/tank")[0].json()["unit"] == "°C"
+
+
+async def test_sht4x_and_ads1115_channels(mosquitto: Any, tmp_path: Path) -> None:
+    io = [
+        {"name": "box", "kind": "sht4x", "addr": 0x46, "every": "100ms"},
+        {"name": "level", "kind": "ads1115", "channel": 0, "scale": 25, "unit": "%", "every": "100ms"},
+        {"name": "supply", "kind": "ads1115", "channel": 3, "gain": "2/3", "every": "100ms"},
+    ]
+    cfg = base_config(tmp_path, mosquitto.port, [], local=_section(io=io))
+    chips = {0x46: Sht4xModel(23.5, 35.0), 0x48: Ads1115Model((2.0, 0.0, 0.0, 5.0))}
+    with bench(chips), recorder(mosquitto.host, mosquitto.port, f"{DATA}/#") as rec:
+        async with running_gateway(cfg):
+            await wait_msgs(
+                rec, lambda ms: all(rec.on(f"{DATA}/{p}") for p in ("box_t", "box_h", "level", "supply"))
+            )
+    assert values_on(rec, f"{DATA}/box_t")[0] == pytest.approx(23.5, abs=0.01)
+    assert values_on(rec, f"{DATA}/box_h")[0] == pytest.approx(35.0, abs=0.01)
+    assert values_on(rec, f"{DATA}/level")[0] == pytest.approx(50.0, abs=0.01)  # 2.0 V × 25
+    assert rec.on(f"{DATA}/level")[0].json()["unit"] == "%"
+    assert values_on(rec, f"{DATA}/supply")[0] == pytest.approx(5.0, abs=0.001)
+    assert rec.on(f"{DATA}/supply")[0].json()["unit"] == "V"
