@@ -93,7 +93,7 @@ async def test_the_safe_state_is_applied_at_stop(mosquitto: Any, tmp_path: Path)
     cfg = base_config(tmp_path, mosquitto.port, [], local=_section(io=_section()["io"][4:6]))
     async with running_gateway(cfg) as gw:
         source = _source(gw)
-        await eventually(lambda: source.outputs["relay"].obj is not None, what="relay open")
+        await eventually(lambda: all(o.obj is not None for o in source.outputs.values()), what="outputs open")
         pin = source.outputs["relay"].obj._pin
         pwm = source.outputs["fan"].obj
         from picogate._router import WriteRequest
