@@ -16,7 +16,7 @@ from _local import raspberry_pi  # (and BLINKA_OS_AGNOSTIC=1 before Blinka is im
 from picogate.cli import main
 from picogate.config import ConfigError
 from picogate.gateway import GatewayConfig, parse_config
-from picogate.local import LocalSection, check_pins
+from picogate.local import BoardPins, LocalSection, check_pins
 
 PI = raspberry_pi()
 
@@ -193,3 +193,16 @@ def test_config_check_without_blinka_installed(tmp_path: Path) -> None:
         "install with pip install 'picogate[local]'"
     ) in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_board_without_pins() -> None:
+    problems = check_pins(
+        section({"name": "door", "kind": "di", "pin": "D17"}), BoardPins("GENERIC_LINUX_PC", {})
+    )
+    assert problems == [
+        (
+            ("io", 0, "pin"),
+            "D17 is not a pin of GENERIC_LINUX_PC: Blinka knows no GPIO pins on this board "
+            "(is it the board you meant to run this on?)",
+        )
+    ]

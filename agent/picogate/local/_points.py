@@ -127,4 +127,9 @@ def _unknown(name: str, board: BoardPins) -> str:
         hint = f" (did you mean D{gpio.group(1)}?)"
     elif name.upper() in board.pins:
         hint = f" (did you mean {name.upper()}?)"
+    if not names:
+        return (
+            f"{name} is not a pin of {board.board_id}: Blinka knows no GPIO pins on this board "
+            "(is it the board you meant to run this on?)"
+        )
     return f"{name} is not a pin of {board.board_id}{hint}: its pins are {', '.join(names)}"
