@@ -116,18 +116,29 @@ def ticket() -> WriteTicket:
     return WriteTicket(time.monotonic() + 5, "io.x")
 
 
-async def test_an_input_that_fails_goes_bad_once_and_comes_back() -> None:
-    io = [{"name": "door", "kind": "di", "pin": "D4", "debounce": 0}]
+async def test_an_input_that_fails_goes_bad_once_and_comes_back_and_the_others_go_on() -> None:
+    io = [
+        {"name": "door", "kind": "di", "pin": "D4", "debounce": 0},
+        {"name": "run", "kind": "di", "pin": "D5", "debounce": 0},
+        {"name": "parts", "kind": "cnt", "pin": "D6", "debounce": 0, "every": "50ms"},
+    ]
     async with running({"io": io}) as (source, readings):
-        await eventually(lambda: of(readings, "door"), what="first reading")
+        await eventually(lambda: of(readings, "door") and of(readings, "run"), what="first readings")
         FakeHardware.pins["D4"].broken = OSError(5, "Input/output error")
+        FakeHardware.pins["D6"].broken = OSError(5, "Input/output error")
         await eventually(lambda: (None, Quality.BAD) in of(readings, "door"), what="bad")
-        await asyncio.sleep(0.1)
-        FakeHardware.pins["D4"].broken = None
+        await eventually(lambda: (None, Quality.BAD) in of(readings, "parts"), what="bad")
+        FakeHardware.pins["D5"].level = False
+        await eventually(
+            lambda: of(readings, "run")[-1] == (False, Quality.GOOD), what="the other pin read on"
+        )
+        FakeHardware.pins["D4"].broken = FakeHardware.pins["D6"].broken = None
         FakeHardware.pins["D4"].level = False
         await eventually(lambda: of(readings, "door")[-1] == (False, Quality.GOOD), what="back")
+        await eventually(lambda: of(readings, "parts")[-1] == (0, Quality.GOOD), what="back")
     assert of(readings, "door") == [(True, Quality.GOOD), (None, Quality.BAD), (False, Quality.GOOD)]
-    assert source.stats.failures["error"] >= 1
+    assert of(readings, "parts").count((None, Quality.BAD)) == 1
+    assert source.stats.failures["error"] >= 2
 
 
 async def test_a_driver_raising_systemexit_ends_nothing() -> None:

@@ -60,6 +60,7 @@ class _Input:
     counter: EdgeCounter | None
     dio: Any = None
     next_report: float = 0.0
+    failing: str = ""  # why the pin could not be read (its point is bad until it can)
 
 
 @dataclass
@@ -286,9 +287,15 @@ class LocalIoSource:
                     errors.append(f"{i.io.name} ({i.io.pin}): {exc}")
         return errors
 
-    def _read_inputs(self) -> list[bool | None]:
-        """Blocking: every input's level (None: not open)."""
-        return [bool(i.dio.value) if i.dio is not None else None for i in self._inputs]
+    def _read_inputs(self) -> list[bool | Exception | None]:
+        """Blocking: every input's level (None: not open; the exception: could not be read)."""
+        levels: list[bool | Exception | None] = []
+        for i in self._inputs:
+            try:
+                levels.append(bool(i.dio.value) if i.dio is not None else None)
+            except Exception as exc:  # this pin alone: the others are read on
+                levels.append(exc)
+        return levels
 
     async def _sample_loop(self) -> None:
         sample = self.section.sample
@@ -337,6 +344,21 @@ class LocalIoSource:
             for i, level in zip(self._inputs, levels, strict=True):
                 if level is None:
                     continue
+                if isinstance(level, Exception):
+                    self._count("error")
+                    if not i.failing:
+                        i.failing = _reason(level)
+                        log.warning(
+                            "local I/O %s.%s: %s not read: %s", self.device, i.io.name, i.io.pin, i.failing
+                        )
+                        i.debouncer.reset()
+                        if i.counter is not None:
+                            i.counter.lost()
+                        readings.append(self._bad(i.io.name))
+                    continue
+                if i.failing:
+                    log.info("local I/O %s.%s: %s read again", self.device, i.io.name, i.io.pin)
+                    i.failing = ""
                 changed = i.debouncer.update(level != (i.io.invert and i.io.kind == "di"), now)
                 if i.counter is None:
                     if changed is not None:
