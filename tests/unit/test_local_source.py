@@ -196,3 +196,31 @@ async def test_an_output_that_cannot_be_opened() -> None:
         await eventually(lambda: of(readings, "lamp")[-1] == (False, Quality.GOOD), what="opened on retry")
         await source.write(source.infos[0], True, ticket())
     assert FakeHardware.pins["D6"].written == [False, True]
+
+
+async def test_blinka_that_cannot_start_leaves_the_device_offline_and_its_points_bad() -> None:
+    readings: list[Reading] = []
+
+    async def emit(batch: list[Reading], *, wait: bool = True) -> None:
+        readings.extend(batch)
+
+    async def status(_s: Any) -> None:
+        pass
+
+    def no_board() -> Any:
+        raise NotImplementedError("Board not supported")
+
+    cfg = LocalSection.model_validate({"name": "io", "io": [{"name": "door", "kind": "di", "pin": "D4"}]})
+    registry = PointRegistry()
+    source = LocalIoSource(cfg, registry=registry, emit=emit, status_changed=status, hardware=no_board)
+    source.register()
+    task = asyncio.create_task(source.run())
+    await eventually(lambda: bool(readings), what="bad readings")
+    device = registry.device("io")
+    assert device is not None
+    assert device.state.value == "offline"
+    assert "Board not supported" in device.reason
+    assert of(readings, "door") == [(None, Quality.BAD)]
+    source.stop()
+    async with asyncio.timeout(5):
+        await task

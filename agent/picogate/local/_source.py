@@ -161,6 +161,7 @@ class LocalIoSource:
             except Exception as exc:
                 log.error("local I/O %s: Blinka could not start: %s", self.device, exc)
                 await self._set_state(DeviceState.OFFLINE, f"Blinka could not start: {exc}")
+                await self._publish([self._bad(i.name) for i in self.infos])
                 await self._stop.wait()
                 return
             await self._open_outputs()
