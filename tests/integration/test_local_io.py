@@ -213,3 +213,27 @@ async def test_sht4x_and_ads1115_channels(mosquitto: Any, tmp_path: Path) -> Non
     assert rec.on(f"{DATA}/level")[0].json()["unit"] == "%"
     assert values_on(rec, f"{DATA}/supply")[0] == pytest.approx(5.0, abs=0.001)
     assert rec.on(f"{DATA}/supply")[0].json()["unit"] == "V"
+
+
+async def test_reconfigured_the_outputs_go_safe_and_the_new_section_runs(
+    mosquitto: Any, tmp_path: Path
+) -> None:
+    from picogate.local import LocalSection
+
+    cfg = base_config(tmp_path, mosquitto.port, [], local=_section(io=_section()["io"][4:5]))
+    async with running_gateway(cfg) as gw:
+        old = _source(gw)
+        await eventually(lambda: old.outputs["relay"].obj is not None, what="relay open")
+        pin = old.outputs["relay"].obj._pin
+        from picogate._router import WriteRequest
+
+        assert (await gw.router.write(WriteRequest("gw_io", "relay", True, origin="test"))).ok
+        new = LocalSection.model_validate(
+            _section(io=[{"name": "run", "kind": "di", "pin": "Dx_INPUT_TRUE"}])
+        )
+        await gw.reconfigure("local", new)
+        assert pin.current_value == 0  # the old section's safe value
+        await eventually(lambda: gw.pipeline.latest.get(("gw_io", "run")) is not None, what="the new input")
+        assert gw.registry.find("gw_io", "relay") is None
+        result = await gw.router.write(WriteRequest("gw_io", "relay", True, origin="test"))
+        assert result.code.value == "unknown_point"
