@@ -271,9 +271,11 @@ class ModelBus:
     """Stands where Blinka's OS-agnostic board puts its I²C stub; talks to `ModelBus.chips`."""
 
     chips: dict[int, ChipModel] = {}  # noqa: RUF012  (the bench of the test running now)
+    opened = 0  # how many buses were opened (busio.I2C objects made)
 
     def __init__(self, *, frequency: int = 100000) -> None:
         self.frequency = frequency
+        ModelBus.opened += 1
 
     def _chip(self, address: int) -> ChipModel:
         chip = self.chips.get(address)
@@ -317,6 +319,7 @@ def bench(chips: dict[int, ChipModel]) -> Iterator[dict[int, ChipModel]]:
     saved = i2c.I2C
     i2c.I2C = ModelBus  # type: ignore[misc]
     ModelBus.chips = chips
+    ModelBus.opened = 0
     try:
         yield chips
     finally:

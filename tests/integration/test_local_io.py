@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from _agent import base_config, eventually, recorder, running_gateway, values_on, wait_msgs
-from _local import Ads1115Model, Bme280Model, Sht3xModel, Sht4xModel, bench, output_level
+from _local import Ads1115Model, Bme280Model, ModelBus, Sht3xModel, Sht4xModel, bench, output_level
 
 pytestmark = pytest.mark.integration
 
@@ -140,6 +140,7 @@ async def test_a_sensor_that_fails_goes_bad_and_comes_back(
             )
             source = _source(gw)
             assert source.stats.failures
+            assert ModelBus.opened == 1  # one bus for both chips, kept across their failures
     assert _qualities(rec, f"{DATA}/room_t")[-1] == "good"
     assert _qualities(rec, f"{DATA}/air_h")[-1] == "good"
 

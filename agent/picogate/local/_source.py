@@ -1,4 +1,4 @@
-"""`LocalIo`: the gateway component of the `local:` section, a source like a Modbus line.
+"""`LocalIoSource`: the gateway component of the `local:` section, a source like a Modbus line.
 
 ```
 sample loop (every `sample`) ──gpio Worker──► read every di/cnt pin ──► Debouncer ─► di readings
@@ -85,6 +85,7 @@ class _Sensor:
     points: list[tuple[str, str, str]]  # (suffix, point, unit)
     backoff: Backoff
     reader: Callable[[], dict[str, float]] | None = None
+    analog: Any = None  # adc: the AnalogIn, kept across failures
     failing: str = ""
 
 
@@ -118,6 +119,7 @@ class LocalIoSource:
         self.buses: dict[tuple[str, str], Worker] = {}
         self._w1 = Worker("1-wire", timeout=section.timeout)
         self._hw: Hardware | None = None
+        self._i2c: dict[tuple[str, str], Any] = {}  # one busio.I2C per bus, used on that bus's worker
         self._inputs = [
             _Input(p, Debouncer(p.debounce), EdgeCounter(p.edge) if p.kind == "cnt" else None)
             for p in section.io
@@ -234,6 +236,8 @@ class LocalIoSource:
 
     async def _release(self) -> None:
         objs = [o.obj for o in self.outputs.values()] + [i.dio for i in self._inputs]
+        objs += [s.analog for s in self._sensors] + list(self._i2c.values())
+        self._i2c.clear()
         for out in self.outputs.values():
             out.obj = None
             out.error = "stopped"
@@ -390,15 +394,14 @@ class LocalIoSource:
         assert hw is not None
         if p.kind == "adc":
             assert p.pin is not None
-            analog = hw.analog_in(p.pin)
+            if s.analog is None:
+                s.analog = hw.analog_in(p.pin)
+            analog = s.analog
             return lambda: {"": analog.value * p.scale + p.offset}
-        bus = hw.i2c(p.scl, p.sda)
-        try:
-            return sensor_reader(p, bus)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                bus.deinit()
-            raise
+        bus = self._i2c.get((p.sda, p.scl))
+        if bus is None:
+            bus = self._i2c[(p.sda, p.scl)] = hw.i2c(p.scl, p.sda)
+        return sensor_reader(p, bus)
 
     def _read_sensor(self, s: _Sensor) -> dict[str, float]:
         if s.reader is None:
