@@ -40,6 +40,7 @@ from picogate.edgex._config import BusSection as EdgexBusSection  # noqa: E402
 from picogate.edgex._config import DeviceServiceSection as EdgexDeviceServiceSection  # noqa: E402
 from picogate.edgex._config import EdgexSection  # noqa: E402
 from picogate.gateway import GatewayConfig  # noqa: E402
+from picogate.local import _config as local  # noqa: E402
 from picogate.modbus import _config as modbus  # noqa: E402
 from picogate.mqtt import _config as mqtt  # noqa: E402
 from picogate.pico import _config as boards  # noqa: E402
@@ -76,6 +77,8 @@ SECTIONS: dict[str, tuple[type[BaseModel], type[BaseModel] | None]] = {
     "coap.clients": (coap.CoapClientDevice, None),
     "coap.clients.resources": (coap.CoapResource, None),
     "coap.oscore": (coap.CoapOscore, None),
+    "local": (local.LocalSection, None),
+    "local.io": (local.LocalIo, None),
     "rules": (rules.RulesSection, None),
     "commands": (commands.CommandsSection, None),
     "commands.deadline": (commands.DeadlineSection, None),
@@ -103,6 +106,20 @@ MEANINGS: dict[tuple[str, str], str] = {
         "sparkplug",
     ): "A Sparkplug B Edge Node; see `sparkplug` and [sparkplug.md](sparkplug.md).",
     ("GatewayConfig", "boards"): "Raspberry Pi Pico I/O boards; see `boards` and docs/pico.md.",
+    (
+        "GatewayConfig",
+        "local",
+    ): "The gateway's own GPIO, PWM and I²C/1-Wire sensors; see `local` and docs/local-io.md.",
+    ("LocalSection", "io"): "The points; see `local.io`.",
+    (
+        "LocalIo",
+        "name",
+    ): "Point name (a sensor's points are `<name>_t`, `_h`, `_p`); the device is `local.name`.",
+    ("LocalIo", "offset"): "adc/ads1115: added after `scale`.",
+    ("LocalIo", "unit"): "Engineering unit; default: V (ads1115), °C (ds18b20); the sensors' are fixed.",
+    ("LocalIo", "description"): "Free text, for people.",
+    ("LocalIo", "deadband"): "Publish only when the value moves more than this (as for Modbus points).",
+    ("LocalIo", "max_silence"): "Re-publish an unchanged value after this long; default: the section's.",
     ("BoardConfig", "io"): "The board's own I/O points; see `boards.io`.",
     ("BoardConfig", "modbus"): "Modbus RTU buses on the board's UARTs; see `boards.modbus`.",
     ("BoardConfig", "board"): "Board definition (boards/*.json): `pico`, `pico_w`, `pico2`, `pico2_w`.",

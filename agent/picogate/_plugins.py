@@ -1,10 +1,10 @@
 """The plug-ins of this gateway, in the order they attach: the one registration line of each.
 
-Sources first (Modbus, then the MQTT sink, whose `host.messages` the rules use, then Pico boards
-and CoAP), then the rules (which see every source's points), then EdgeX (which describes every
-point, LET points included), then the Sparkplug Edge Node (whose births carry every point),
-then the operator console (which shows all of it).  The whole file's schema is composed from their sections here, so
-that `config/` knows no protocol.
+Sources first (Modbus, then the MQTT sink, whose `host.messages` the rules use, then Pico boards,
+CoAP and the gateway's own I/O), then the rules (which see every source's points), then EdgeX
+(which describes every point, LET points included), then the Sparkplug Edge Node (whose births
+carry every point), then the operator console (which shows all of it).  The whole file's schema is
+composed from their sections here, so that `config/` knows no protocol.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from picogate import coap, console, edgex, modbus, mqtt, pico, rules, sparkplug
+from picogate import coap, console, edgex, local, modbus, mqtt, pico, rules, sparkplug
 from picogate._host import Plugin
 from picogate.config import ConfigIssue, CoreConfig, compose
 from picogate.config import load_config as _load
@@ -23,6 +23,7 @@ PLUGINS: tuple[Plugin[Any], ...] = (
     mqtt.PLUGIN,
     pico.PLUGIN,
     coap.PLUGIN,
+    local.PLUGIN,
     rules.PLUGIN,
     edgex.PLUGIN,
     sparkplug.PLUGIN,

@@ -22,12 +22,13 @@ from picogate.gateway import PLUGINS, Gateway, GatewayConfig, parse_config
 
 def test_every_plugin_has_its_own_section() -> None:
     keys = [p.section.key for p in PLUGINS]
-    assert keys == ["devices", "mqtt", "boards", "coap", "rules", "edgex", "sparkplug", "console"]
+    assert keys == ["devices", "mqtt", "boards", "coap", "local", "rules", "edgex", "sparkplug", "console"]
     assert [p.name for p in PLUGINS] == [
         "modbus",
         "mqtt",
         "pico",
         "coap",
+        "local",
         "rules",
         "edgex",
         "sparkplug",
