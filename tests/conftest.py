@@ -17,12 +17,17 @@ Everything is on 127.0.0.1, every wait is bounded and every process is ended at 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Blinka reads this once, when `board` is first imported, wherever in the session that is: the
+# gateway's own I/O is tested on its OS-agnostic board (tests/_local.py).
+os.environ.setdefault("BLINKA_OS_AGNOSTIC", "1")
 
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:  # `import _peers` works whatever pytest's import mode or rootdir
