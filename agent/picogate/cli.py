@@ -60,8 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     # must stay fast).  A handler is set with `parser.set_defaults(func=handler)`, where
     # `handler(args: argparse.Namespace) -> int` returns the exit status.
     from picogate.api import add_commands as api_commands
-    from picogate.console import add_commands as console_commands
     from picogate.commission import add_commands as commission_commands
+    from picogate.console import add_commands as console_commands
     from picogate.edgex import add_commands as edgex_commands
     from picogate.flash import add_commands as flash_commands
     from picogate.install import add_commands as install_commands
