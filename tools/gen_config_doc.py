@@ -225,7 +225,8 @@ MEANINGS: dict[tuple[str, str], str] = {
     ): "Serve `/metrics`, `/healthz` and the local API `/api/v1` (the local HTTP server).",
     ("MetricsSection", "host"): (
         "Address to listen on: the gateway itself only by default; `0.0.0.0` for every interface "
-        "(no authentication: firewall it)."
+        "(without a `console:` section there is no authentication: firewall it; with one, the API "
+        "needs a user and the gateway refuses to start without an engineer)."
     ),
     ("MetricsSection", "port"): "Port to listen on.",
     ("_DeviceBase", "name"): "Device name: the `<device>` level of topics and rule names.",
@@ -397,7 +398,7 @@ def _kind(annotation: Any, constraints: list[Any]) -> str:
             if hex_digits is not None:
                 return f"{hex_digits.group(1)} hex digits"
             if "#+" in pattern:
-                return "topic"
+                return "MQTT topic levels (`a` or `a/b`: no spaces, `+`, `#` or empty level)"
             return (
                 "text (letters, digits and `_~:;=-`)" if "~:;=-" in pattern else f"text matching `{pattern}`"
             )
