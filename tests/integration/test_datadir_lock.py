@@ -38,6 +38,10 @@ def test_a_second_agent_on_the_same_data_dir_refuses_to_start(mosquitto: Any, tm
     try:
         _wait_up(first)
         assert first.proc is not None
+        # "up" comes before the MQTT session: wait (bounded) for the broker to log its connect
+        deadline = time.monotonic() + 20
+        while _connections(mosquitto, "picogate-gw1") == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert _connections(mosquitto, "picogate-gw1") == 1
 
         second.start()
