@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -229,3 +230,34 @@ async def test_the_sink_parks_only_the_refused_message(tmp_path: Path) -> None:
         ]
         assert sink.refused == 2
         await sink.close()
+
+
+async def test_a_cancelled_delivery_leaves_no_unretrieved_error(caplog: pytest.LogCaptureFixture) -> None:
+    """Cancelled while its second message waits for the only in-flight slot (the first is never
+    acknowledged), then the connection is closed: the batch's MqttLost is nobody's to report."""
+    acker = Acker(withhold={"pg/gw/data/d0/a"})
+    async with ScriptedBroker(script=acker) as broker:
+
+        def factory(**kw: object) -> MqttClient:
+            return MqttClient(
+                host="127.0.0.1", port=broker.port, client_id="x", protocol="3.1.1", max_inflight=1, **kw
+            )  # type: ignore[arg-type]
+
+        sink = MqttSink(
+            client_factory=factory, topics=Topics("pg", "gw"), status_payload=lambda s: s.encode()
+        )
+        await sink.open()
+        client = sink.client
+        assert client is not None
+        await until(lambda: client._inflight == 0, what="the status message's PUBACK")
+        record = Record(1, "mqtt", "pg/gw/data/d0/", b"a\x00{}\x00b\x00{}", 1, False, 0, parts=2)
+        task = asyncio.create_task(sink.deliver([record]))
+        await until(lambda: bool(client._slot_waiters), what="the second message to wait for a slot")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await sink.close()
+        del task
+        gc.collect()
+        await asyncio.sleep(0)
+        assert "never retrieved" not in caplog.text

@@ -357,6 +357,9 @@ class MqttSink:
         except MqttLost as exc:
             batch.drop()
             raise SinkUnavailable(str(exc)) from exc
+        except BaseException:  # cancelled: the connection is closed next, nobody awaits the batch
+            batch.drop()
+            raise
         if not batch.refused:
             return []
         return self._refusals(records, batch.refused)
