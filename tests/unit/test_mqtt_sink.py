@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
 from picogate._outbox import Record
 from picogate._sink import SinkUnavailable
-from picogate.mqtt._client import MqttLost, MqttPublishRefused
+from picogate.mqtt._client import MqttLost, MqttPublishRefused, PublishBatch
 from picogate.mqtt._sink import MqttSink
 from picogate.mqtt._topics import Topics
 
@@ -31,6 +32,27 @@ class FakeClient:
         else:
             fut.set_exception(exc)
         return fut
+
+    def batch(self) -> PublishBatch:
+        return PublishBatch(asyncio.get_running_loop().create_future())
+
+    async def publish_many(
+        self,
+        messages: Iterable[tuple[str, bytes]],
+        batch: PublishBatch,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> None:
+        """Every message is acknowledged at once, or refused, or the connection is lost."""
+        for topic, _ in messages:
+            ordinal = len(self.sent)
+            self.sent.append(topic)
+            exc = self.outcome.get(topic)
+            if isinstance(exc, MqttLost):
+                raise exc
+            if isinstance(exc, MqttPublishRefused):
+                batch.refused.append((ordinal, exc))
 
 
 def sink_with(client: FakeClient) -> MqttSink:

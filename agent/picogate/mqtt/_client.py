@@ -4,7 +4,9 @@ The packets are built and parsed by the I/O-free codec in `_codec.py`; this modu
 connection.  It gives the rest of the agent what it needs and nothing else:
 
 - `publish()` returns a future resolved when the broker acknowledged the message (PUBACK), so the
-  outbox deletes a record only once the broker has it;
+  outbox deletes a record only once the broker has it; `publish_many()` puts many messages into
+  one `PublishBatch`, whose one future resolves when every one of them was acknowledged (the
+  sink's path: a future per message was the largest single cost of one message per point);
 - the connection is one attempt: when it drops, every pending future fails with `MqttLost` and
   the owner (the sink wrapper) reconnects with its own jittered backoff and replays from the
   outbox.  There is no automatic reconnect and no in-memory replay here.
@@ -71,7 +73,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, cast
@@ -116,6 +118,7 @@ __all__ = [
     "MqttClient",
     "MqttLost",
     "MqttPublishRefused",
+    "PublishBatch",
     "Will",
     "tls_context",
 ]
@@ -161,6 +164,47 @@ class Will:
     payload: bytes
     qos: int = 1
     retain: bool = True
+
+
+class PublishBatch:
+    """QoS 1 messages confirmed together: `done` resolves once the broker acknowledged (or
+    refused) every message published into the batch and the batch is sealed.
+
+    Made by `MqttClient.batch()`, filled by `MqttClient.publish_many()`, sealed by `seal()`.  A
+    message that is refused (by the broker: MQTT 5 PUBACK reason code >= 0x80; or by the client
+    before sending) does not fail the batch: it is listed in `refused` with its ordinal, its
+    position among all the messages handed to the batch (0, 1, 2...).  A lost connection fails
+    `done` with MqttLost, even when only one of its messages was still unacknowledged.  One
+    future per batch instead of one per message: the PUBACKs only count down."""
+
+    __slots__ = ("_count", "_outstanding", "_sealed", "done", "refused")
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.done = done
+        self.refused: list[tuple[int, MqttPublishRefused]] = []
+        self._count = 0  # messages handed to the batch: the next one's ordinal
+        self._outstanding = 0  # QoS 1 messages sent and not yet acknowledged
+        self._sealed = False
+
+    def seal(self) -> None:
+        """No more messages: `done` resolves when the last outstanding PUBACK has come."""
+        self._sealed = True
+        if not self._outstanding and not self.done.done():
+            self.done.set_result(None)
+
+    def drop(self) -> None:
+        """After a lost connection: cancel the wait, or retrieve the error (no "exception never
+        retrieved" noise)."""
+        done = self.done
+        if not done.done():
+            done.cancel()
+        elif not done.cancelled():
+            done.exception()
+
+    def _acked(self) -> None:
+        self._outstanding -= 1
+        if not self._outstanding and self._sealed and not self.done.done():
+            self.done.set_result(None)
 
 
 _IDLE, _CONNECTING, _CONNECTED, _CLOSED = range(4)
@@ -275,11 +319,13 @@ class MqttClient:
         self._qos1_ok = True  # MQTT 5: the broker's Maximum QoS is not 0
         self._retain_ok = True
         # QoS 1 in flight, indexed by packet id (a list: cheaper than a dict on the hot path):
-        # the future to resolve on PUBACK, and the topic for MqttPublishRefused (emptied on the
-        # PUBACK: 65,535 slots holding the topics of messages long delivered were ~6 MB).  The slot count
+        # the future to resolve on PUBACK (or the batch to count it in, with the message's
+        # ordinal in the batch), and the topic for MqttPublishRefused (emptied on the PUBACK:
+        # 65,535 slots holding the topics of messages long delivered were ~6 MB).  The slot count
         # includes slots handed to waiters that have not yet taken their packet id.
-        self._pending: list[asyncio.Future[None] | None] = [None] * 0x10000
+        self._pending: list[asyncio.Future[None] | PublishBatch | None] = [None] * 0x10000
         self._pending_topic: list[str] = [""] * 0x10000
+        self._pending_ordinal: list[int] = [0] * 0x10000
         self._inflight = 0
         self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._subscribing: dict[int, str] = {}
@@ -498,6 +544,84 @@ class MqttClient:
             self._flush()
         return fut
 
+    def batch(self) -> PublishBatch:
+        """A new, empty batch for `publish_many()`."""
+        return PublishBatch(self._loop.create_future())
+
+    async def publish_many(
+        self,
+        messages: Iterable[tuple[str, bytes]],
+        batch: PublishBatch,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> None:
+        """Queue (topic, payload) messages into `batch`, in order, each as `publish()` queues one:
+        a QoS 1 message waits for an in-flight slot (and for the transport to drain), but gets no
+        future of its own: the batch counts its PUBACK.  A message refused before it is sent
+        (see `publish()`) is listed in `batch.refused` and the others go out.  May be called
+        several times for one batch (with different QoS and retain); then `batch.seal()` and
+        await `batch.done`.  Raises MqttLost when not connected or when the connection is lost
+        while waiting (`batch.done` then fails too if any of its messages is unacknowledged)."""
+        if qos not in (0, 1):
+            raise ValueError(f"publish supports QoS 0 and 1, not {qos!r}")
+        pending = self._pending
+        pending_topic = self._pending_topic
+        pending_ordinal = self._pending_ordinal
+        subscribing = self._subscribing
+        topics = self._topics
+        v5 = self._v5
+        flags = (0x33 if retain else 0x32) if qos else (0x31 if retain else 0x30)
+        for topic, payload in messages:
+            ordinal = batch._count
+            batch._count = ordinal + 1
+            if not self._up:
+                raise MqttLost(self._why or "not connected")
+            if self._paused:
+                await self._wait_resume()
+                if not self._up:
+                    raise MqttLost(self._why)
+            topic_field = topics.get(topic)
+            try:
+                if topic_field is None:
+                    topic_field = self._topic_field(topic)
+                if len(payload) + len(topic_field) > self._payload_room:
+                    self._check_size(topic, topic_field, payload, qos)
+                if retain and not self._retain_ok:
+                    raise MqttPublishRefused(
+                        topic, 0x9A, "the broker does not support retained messages", local=True
+                    )
+                if qos and not self._qos1_ok:
+                    raise MqttPublishRefused(topic, 0x9B, "the broker's Maximum QoS is 0", local=True)
+            except MqttPublishRefused as exc:
+                batch.refused.append((ordinal, exc))
+                continue
+            if qos:
+                if self._inflight < self.inflight_limit and not self._slot_waiters:
+                    self._inflight += 1
+                else:
+                    await self._wait_slot()  # returns with a slot taken for us
+                    if not self._up:  # lost while the slot was on its way to us
+                        raise MqttLost(self._why)
+                packet_id = self._next_id
+                while True:  # 1..65535, skipping ids still in flight
+                    packet_id = packet_id % 0xFFFF + 1
+                    if pending[packet_id] is None and packet_id not in subscribing:
+                        break
+                self._next_id = packet_id
+                pending[packet_id] = batch
+                pending_topic[packet_id] = topic
+                pending_ordinal[packet_id] = ordinal
+                batch._outstanding += 1
+                self._buf += pack_publish(topic_field, payload, flags, packet_id, v5)
+            else:
+                self._buf += pack_publish(topic_field, payload, flags, 0, v5)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._call_soon(self._flush)
+            elif len(self._buf) >= _FLUSH_BYTES:
+                self._flush()
+
     def _topic_field(self, topic: str) -> bytes:
         try:
             field = publish_topic(topic)
@@ -661,7 +785,11 @@ class MqttClient:
                     continue
                 pending[packet_id] = None
                 topics[packet_id] = ""  # a topic is kept while its message is in flight, no longer
-                if not fut.done():  # the owner may have cancelled it
+                if isinstance(fut, PublishBatch):
+                    fut._outstanding -= 1
+                    if not fut._outstanding and fut._sealed and not fut.done.done():
+                        fut.done.set_result(None)
+                elif not fut.done():  # the owner may have cancelled it
                     fut.set_result(None)
                 freed += 1
             self._release_slots(freed)
@@ -705,7 +833,12 @@ class MqttClient:
                 return
             self._pending[packet.packet_id] = None
             topic, self._pending_topic[packet.packet_id] = self._pending_topic[packet.packet_id], ""
-            if not fut.done():
+            if isinstance(fut, PublishBatch):
+                if packet.reason_code >= 0x80:
+                    refusal = MqttPublishRefused(topic, packet.reason_code, packet.reason_string)
+                    fut.refused.append((self._pending_ordinal[packet.packet_id], refusal))
+                fut._acked()
+            elif not fut.done():
                 if packet.reason_code < 0x80:
                     fut.set_result(None)
                 else:
@@ -881,8 +1014,9 @@ class MqttClient:
             if fut is not None:
                 pending[packet_id] = None
                 self._pending_topic[packet_id] = ""
-                if not fut.done():
-                    fut.set_exception(MqttLost(self._why))
+                done = fut.done if isinstance(fut, PublishBatch) else fut
+                if not done.done():
+                    done.set_exception(MqttLost(self._why))
         self._inflight = 0
         waiters = list(self._slot_waiters) + self._resume_waiters
         self._slot_waiters.clear()

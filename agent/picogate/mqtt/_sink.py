@@ -24,8 +24,6 @@ from picogate.mqtt._client import (
     MqttLost,
     MqttPublishRefused,
     Will,
-    await_acks,
-    drop_acks,
 )
 from picogate.mqtt._topics import Topics, valid_name
 
@@ -342,38 +340,44 @@ class MqttSink:
         client = self.client
         if client is None or not client.connected:
             raise SinkUnavailable("not connected to the broker")
-        futures: list[asyncio.Future[None]] = []
-        sent: list[tuple[Record, str, bytes]] = []
-        refusals: list[Refused] = []
+        batch = client.batch()
         try:
             # One batch at a time hands its messages to the client: batches in flight must not
             # interleave while they wait for in-flight slots, or a topic's messages could overtake.
             async with self._publishing:
-                await self._publish_all(client, records, futures, sent, refusals)
-            await await_acks(futures, lambda i, exc: refusals.append(self._refused(*sent[i], exc)))
+                for rec in records:
+                    await client.publish_many(
+                        rec.messages() if rec.parts else ((rec.key, rec.payload),),
+                        batch,
+                        qos=rec.qos,
+                        retain=rec.retain,
+                    )
+            batch.seal()
+            await batch.done  # every PUBACK has come (or the connection was lost: MqttLost)
         except MqttLost as exc:
-            drop_acks(futures)
+            batch.drop()
             raise SinkUnavailable(str(exc)) from exc
-        return refusals
+        except BaseException:  # cancelled: the connection is closed next, nobody awaits the batch
+            batch.drop()
+            raise
+        if not batch.refused:
+            return []
+        return self._refusals(records, batch.refused)
 
-    async def _publish_all(
-        self,
-        client: MqttClient,
-        records: Sequence[Record],
-        futures: list[asyncio.Future[None]],
-        sent: list[tuple[Record, str, bytes]],
-        refusals: list[Refused],
-    ) -> None:
+    def _refusals(
+        self, records: Sequence[Record], refused: list[tuple[int, MqttPublishRefused]]
+    ) -> list[Refused]:
+        """The refused messages, found by their ordinals in the batch (in order)."""
+        by_ordinal = dict(refused)
+        out: list[Refused] = []
+        ordinal = 0
         for rec in records:
             for topic, body in rec.messages() if rec.parts else ((rec.key, rec.payload),):
-                try:
-                    fut = await client.publish(topic, body, qos=rec.qos, retain=rec.retain)
-                except MqttPublishRefused as exc:
-                    refusals.append(self._refused(rec, topic, body, exc))
-                    continue
-                if fut is not None:
-                    futures.append(fut)
-                    sent.append((rec, topic, body))
+                exc = by_ordinal.get(ordinal)
+                if exc is not None:
+                    out.append(self._refused(rec, topic, body, exc))
+                ordinal += 1
+        return out
 
     def _refused(self, rec: Record, topic: str, body: bytes, exc: MqttPublishRefused) -> Refused:
         self.refused += 1
