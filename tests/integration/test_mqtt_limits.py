@@ -83,7 +83,10 @@ async def test_mqtt311_acl_refusal_is_acknowledged_by_mosquitto_and_dropped(
     """MQTT 3.1.1 has no reason codes: mosquitto answers a PUBLISH its ACL refuses with a plain
     PUBACK and drops the message. The gateway cannot tell it from a delivery: the record leaves
     the outbox, is not parked, and never reaches a subscriber; the connection stays up."""
-    broker = make_mosquitto(extra_config=[f"acl_file {acl(tmp_path)}"])
+    # mosquitto's default queue limit: with `max_queued_messages 0` (the fixture's "unlimited"),
+    # mosquitto 2.0.11 closes the connection after acknowledging a refused PUBLISH (its quota
+    # check counts 0 as a limit), which the next test shows
+    broker = make_mosquitto(extra_config=[f"acl_file {acl(tmp_path)}", "max_queued_messages 1000"])
     meter = await modbus_tcp_server({1: {"hr": [7]}})
     secret = await modbus_tcp_server({1: {"hr": [41]}})
     cfg = base_config(
@@ -102,4 +105,32 @@ async def test_mqtt311_acl_refusal_is_acknowledged_by_mosquitto_and_dropped(
             )
             assert outbox.parked("mqtt") == 0
             assert sink.stats.connects == 1
+    assert not rec.on(f"{ROOT}/data/secret/p0")
+
+
+async def test_mqtt311_acl_refusal_with_an_unlimited_queue_costs_a_reconnect_and_loses_nothing(
+    make_mosquitto: Any, modbus_tcp_server: Any, tmp_path: Path
+) -> None:
+    """mosquitto 2.0.11 with `max_queued_messages 0` closes the connection right after the PUBACK
+    of a PUBLISH its ACL refused.  The gateway reconnects; the refused record was acknowledged
+    (3.1.1 has no reason codes) and leaves the outbox, and the allowed point still arrives."""
+    broker = make_mosquitto(extra_config=[f"acl_file {acl(tmp_path)}", "max_queued_messages 0"])
+    meter = await modbus_tcp_server({1: {"hr": [7]}})
+    secret = await modbus_tcp_server({1: {"hr": [41]}})
+    cfg = base_config(
+        tmp_path,
+        broker.port,
+        [device("meter", meter.port), device("secret", secret.port)],
+        mqtt={"protocol": "3.1.1"},
+    )
+    with recorder(broker.host, broker.port, f"{ROOT}/data/#") as rec:
+        async with running_gateway(cfg) as gw:
+            outbox = gw.parts.outbox
+            sink = gw.parts.sinks[0]
+            await wait_msgs(rec, lambda ms: any(m.topic == f"{ROOT}/data/meter/p0" for m in ms), 10)
+            await eventually(lambda: "Bad socket read/write" in broker.log_text(), 10, "mosquitto's close")
+            await eventually(
+                lambda: sink.stats.connected and outbox.depth("mqtt") == 0, 10, "back, nothing left"
+            )
+            assert outbox.parked("mqtt") == 0
     assert not rec.on(f"{ROOT}/data/secret/p0")
