@@ -11,7 +11,7 @@ import pytest
 
 from picogate._registry import PointRegistry
 from picogate.modbus import ModbusTcpDevice, _source
-from picogate.modbus._source import _Alarms, _on_grid, build_lines
+from picogate.modbus._source import _Alarms, build_lines
 
 
 class InstantLink:
@@ -63,16 +63,11 @@ async def test_one_timer_per_instant() -> None:
     assert alarms.timers == 0
 
 
-@pytest.mark.parametrize("built", ["with the process", "long after the grid began (a reload)"])
-async def test_lines_of_one_slot_wake_from_one_timer(built: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_lines_of_one_slot_wake_from_one_timer(monkeypatch: pytest.MonkeyPatch) -> None:
     """40 devices polled every 200 ms are spread over 4 slots of 50 ms: 10 lines wake from each
-    slot's timer, rather than a timer set and cancelled per line and poll.  Lines built long
-    after the process's grid began (a reload, or any later test) join that grid, rather than
-    each starting a grid of its own at the moment it first polls."""
-    if built == "with the process":
-        monkeypatch.setattr(_source, "_EPOCH", [])
-    else:
-        monkeypatch.setattr(_source, "_EPOCH", [time.monotonic() - 100.013])
+    slot's timer, rather than a timer set and cancelled per line and poll.  The grid begins with
+    these lines, as it does with a gateway's (an earlier test in this process began another)."""
+    monkeypatch.setattr(_source, "_EPOCH", [])
 
     async def emit(readings: Any) -> None:
         pass
@@ -111,11 +106,3 @@ async def test_lines_of_one_slot_wake_from_one_timer(built: str, monkeypatch: py
     polls = sum(link.reads for link in links)
     assert polls >= 40  # every device polled
     assert timers * 5 <= polls  # ~10 lines per timer (a timer per line and poll before)
-
-
-def test_a_late_turn_stays_on_the_grid() -> None:
-    assert _on_grid(10.0, 0.2, 9.0) == 10.0  # not yet due: unchanged
-    assert _on_grid(10.0, 0.2, 10.0) == 10.0
-    assert _on_grid(10.0, 0.2, 10.05) == pytest.approx(10.2)  # missed: the next grid instant
-    assert _on_grid(10.0, 0.2, 10.5) == pytest.approx(10.6)  # turns missed are skipped, not made up
-    assert _on_grid(10.0, 0.0, 12.5) == 12.5  # poll: 0, as fast as it answers

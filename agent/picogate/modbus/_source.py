@@ -69,15 +69,6 @@ def _epoch() -> float:
     return _EPOCH[0]
 
 
-def _on_grid(first: float, interval: float, now: float) -> float:
-    """The first instant `first + k * interval` (k ≥ 0) not before `now`: a line built late (at
-    a reload) or a turn missed while busy stays on the grid every line shares, so the devices of
-    one slot stay due at the same instants."""
-    if first >= now or interval <= 0:
-        return max(first, now) if interval <= 0 else first
-    return first + math.ceil((now - first) / interval) * interval
-
-
 class _Alarms:
     """One timer per instant for every poller that sleeps until it.  The devices of one poll slot
     are due at exactly the same time (the POLL_SLOT grid): 25 lines of a slot (scenario a) wake
@@ -343,7 +334,7 @@ class ModbusLine:
                     # on the POLL_SLOT grid shared by every line: polls of one slot are due at
                     # exactly the same time, and the loop serves them in one turn
                     slot = round(self.phases.get(dev.cfg.name, 0.0) * group.interval / POLL_SLOT)
-                    group.next_due = _on_grid(start + slot * POLL_SLOT, group.interval, time.monotonic())
+                    group.next_due = start + slot * POLL_SLOT
                 heapq.heappush(due, (group.next_due, next(self._order), dev, group))
         writes_seen = 0
         try:
@@ -398,10 +389,9 @@ class ModbusLine:
         cfg = dev.cfg
         started = time.monotonic()
         # Schedule the next poll on the fixed grid, skipping cycles missed while busy.
-        if not group.next_due:
+        group.next_due = group.next_due + group.interval if group.next_due else started + group.interval
+        if group.next_due < started:
             group.next_due = started + group.interval
-        else:
-            group.next_due = _on_grid(group.next_due + group.interval, group.interval, started)
         self.stats.polls += 1
         readings: list[Reading] = []
         failure: ModbusFailure | None = None
