@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from picogate import __version__
+from picogate import __version__, rules
 from picogate._clock import Clock, epoch_ms
 from picogate._datadir import DataDirLock
 from picogate._host import Component, Host, Plugin, Shared
@@ -40,7 +40,6 @@ from picogate._secrets import redact
 from picogate._sink import RunningSink
 from picogate.api import Api
 from picogate.config import CommandsSection, ConfigError, CoreConfig
-from picogate.rules import live_rules
 
 log = logging.getLogger("picogate")
 
@@ -203,7 +202,7 @@ class Gateway:
             registry=registry,
             pipeline=pipeline,
             router=router,
-            rules=lambda: live_rules(self),
+            rules=lambda: rules.live_rules(self),  # the rules package loads its compiler when asked
             status=self.status,
             health=self.health,
         )
