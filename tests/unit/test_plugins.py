@@ -305,3 +305,14 @@ async def test_a_reload_that_fails_unexpectedly_is_reported_and_changes_nothing(
         assert attempt.errors == [f"{path}: cannot be read: a bug"]
         assert gw.config is cfg
         assert gw.status()["config"] == {"ok": False, "ts": attempt.ts, "errors": attempt.errors}
+
+
+def test_a_gateway_without_rules_does_not_load_the_rules_compiler() -> None:
+    """lark and the compiler are loaded when rules run, not because the gateway (its local API)
+    names the rules service: about 3 MB of a gateway's memory."""
+    import subprocess
+    import sys
+
+    code = "import sys, picogate.gateway, picogate._gateway; print('lark' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"
