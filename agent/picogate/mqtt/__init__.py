@@ -1,7 +1,7 @@
 """MQTT: our asyncio client and its codec (a protocol library: the EdgeX bus and the demo use it),
 and the MQTT plug-in: the topic map, the encoder, the sink, the command ingress (docs/mqtt.md)."""
 
-from picogate.mqtt._attach import PLUGIN
+from picogate.mqtt._attach import PLUGIN, section_tls
 from picogate.mqtt._client import (
     IncomingMessage,
     MqttClient,
@@ -37,5 +37,6 @@ __all__ = [
     "Will",
     "await_acks",
     "drop_acks",
+    "section_tls",
     "tls_context",
 ]

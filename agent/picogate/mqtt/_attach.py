@@ -5,6 +5,7 @@ The other plug-ins reach the broker through `host.messages` (the rules' alerts a
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,7 @@ import orjson
 from picogate import __version__
 from picogate._host import Plugin
 from picogate.mqtt._client import MqttClient, tls_context
-from picogate.mqtt._config import SECTION, MqttSection, PublishMode
+from picogate.mqtt._config import SECTION, MqttSection, PublishMode, TlsSection
 from picogate.mqtt._sink import SINK_NAME, CommandIngress, MqttEncoder, MqttSink
 from picogate.mqtt._topics import Topics
 
@@ -21,6 +22,18 @@ if TYPE_CHECKING:
     from picogate._host import Host
 
 log = logging.getLogger("picogate")
+
+
+def section_tls(tls: TlsSection | None) -> ssl.SSLContext | None:
+    """The TLS context of an `mqtt.tls`-shaped section (None: plain TCP)."""
+    if tls is None:
+        return None
+    return tls_context(
+        ca_file=str(tls.ca_file) if tls.ca_file else None,
+        cert_file=str(tls.cert_file) if tls.cert_file else None,
+        key_file=str(tls.key_file) if tls.key_file else None,
+        insecure=tls.insecure,
+    )
 
 
 class _Messages:
@@ -97,14 +110,7 @@ def _start_sink(host: Host, cfg: MqttSection) -> None:
     client_id = cfg.client_id_for(host.gateway_id)
 
     def client(**kwargs: Any) -> MqttClient:
-        tls = None
-        if cfg.tls is not None:
-            tls = tls_context(
-                ca_file=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-                cert_file=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                key_file=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-                insecure=cfg.tls.insecure,
-            )
+        tls = section_tls(cfg.tls)
         return MqttClient(
             host=cfg.host,
             port=cfg.port,

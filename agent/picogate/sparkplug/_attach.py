@@ -11,7 +11,7 @@ from picogate import __version__
 from picogate._host import Plugin
 from picogate._model import PointInfo, Reading
 from picogate._registry import DeviceState, RegistryEvent
-from picogate.mqtt import MqttClient, tls_context
+from picogate.mqtt import MqttClient, section_tls
 from picogate.sparkplug._config import SECTION, SparkplugSection
 
 if TYPE_CHECKING:
@@ -35,14 +35,7 @@ async def attach(host: Host, cfg: SparkplugSection | None) -> None:
     bdseq_path = cfg.bdseq_file or (host.data_dir or Path(".")) / "sparkplug-bdseq"
 
     def client(server: Server, **kwargs: Any) -> MqttClient:
-        tls = None
-        if cfg.tls is not None:
-            tls = tls_context(
-                ca_file=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-                cert_file=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                key_file=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-                insecure=cfg.tls.insecure,
-            )
+        tls = section_tls(cfg.tls)
         return MqttClient(
             host=server.host,
             port=server.port,
