@@ -5,7 +5,7 @@ changed is updated through its host, rebuilding only the parts that changed (`Pl
 for a plug-in without parts, re-attached; the core (outbox, registry, router, HTTP server) is never
 rebuilt, so keys of the core sections are reported as needing a restart.
 
-    gateway.yaml ──inotify (watchfiles)──┐
+    gateway.yaml ──inotify (_watch)──────┐
     SIGHUP ──────────────────────────────┴──► debounce ──► load + validate (a thread)
                                                                │ bad file: the running config stays;
                                                                │ log, status topic ("config")
@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import watchfiles
-
 from picogate._host import Plugin
+from picogate._watch import watch
 from picogate.config import CoreConfig
 
 log = logging.getLogger("picogate")
@@ -181,33 +180,33 @@ class ConfigWatch:
             except Exception:  # a reload must never end the gateway: the running config stays
                 log.exception("gateway.yaml: reload failed; the running configuration stays")
 
-    def _filter(self, change: object, path: str) -> bool:
+    def _filter(self, path: str) -> bool:
         """The file itself, and `..name` entries, which deploy tools swap atomically (Kubernetes'
-        `..data` symlink behind a ConfigMap's files)."""
+        `..data` symlink behind a ConfigMap's files); the directory itself when the kernel lost
+        events (its queue overflowed)."""
         name = Path(path).name
-        return name == self.path.name or name.startswith("..")
+        return name == self.path.name or name.startswith("..") or path == str(self.path.parent)
 
     async def _watch(self) -> None:
         """Watch the file's directory (editors and deploy tools replace the file by a rename)."""
         directory = self.path.parent
         while not self._stop.is_set():
             try:
-                async for changes in watchfiles.awatch(
+                changes = watch(
                     directory,
-                    watch_filter=self._filter,
-                    debounce=int(self.debounce * 1000),
-                    step=20,
-                    stop_event=self._stop,
+                    path_filter=self._filter,
                     recursive=False,
-                    rust_timeout=1000,
-                    yield_on_timeout=True,
-                ):
-                    if changes:
-                        log.debug("gateway.yaml: changed: %s", sorted(p for _, p in changes))
-                        self.request()
-                    elif signature(self.path) != self.seen:  # (every second while quiet)
-                        self.request()
-            except (OSError, RuntimeError) as exc:  # the directory went away under the watcher
+                    debounce=self.debounce,
+                    stop=self._stop,
+                )
+                async with contextlib.aclosing(changes):
+                    async for changed in changes:
+                        if changed:
+                            log.debug("gateway.yaml: changed: %s", sorted(changed))
+                            self.request()
+                        elif signature(self.path) != self.seen:  # (every second while quiet)
+                            self.request()
+            except OSError as exc:  # the directory went away under the watcher
                 log.warning("gateway.yaml: watching %s stopped: %s; trying again", directory, exc)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):

@@ -37,13 +37,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
-import watchfiles  # (imported at start: its first import, anyio's, would hold the loop ~100 ms)
 
 from picogate._clock import epoch_ms
 from picogate._errors import PicogateError
 from picogate._model import Reading
 from picogate._registry import RegistryEvent
 from picogate._router import WriteRequest
+from picogate._watch import watch
 from picogate.rules._actions import LiveActions, RuleProcessor, RuleStats
 from picogate.rules._alerts import AlertBook
 from picogate.rules._compiler import CompilerError, CompilerWorker
@@ -426,7 +426,7 @@ class LiveRules:
 
     # ------------------------------------------------------------------ watching
 
-    def _watch_filter(self, change: object, path: str) -> bool:
+    def _watch_filter(self, path: str) -> bool:
         """Rule files (not hidden ones: editors' swap and lock files), and `..name` entries, which
         deploy tools swap atomically (Kubernetes' `..data` symlink behind a ConfigMap's files)."""
         p = Path(path)
@@ -468,24 +468,23 @@ class LiveRules:
                         await self._stop.wait()
                 continue
             try:
-                async for changes in watchfiles.awatch(
+                changes = watch(
                     self.directory,
-                    watch_filter=self._watch_filter,
-                    debounce=int(_MAX_DEBOUNCE_S * 1000),
-                    step=20,
-                    stop_event=self._stop,
+                    path_filter=self._watch_filter,
                     recursive=self.config.recursive,
-                    force_polling=self.config.force_polling or None,
-                    poll_delay_ms=100,
-                    rust_timeout=1000,
-                    yield_on_timeout=True,
-                ):
-                    if changes:
-                        log.debug("rules: changed: %s", sorted(p for _, p in changes))
-                        self.request_reload()
-                    if self._identity() != watched:
-                        break  # watch the new one
-            except (OSError, RuntimeError) as exc:  # the directory went away under the watcher
+                    force_polling=self.config.force_polling,
+                    poll_delay=0.1,
+                    debounce=_MAX_DEBOUNCE_S,
+                    stop=self._stop,
+                )
+                async with contextlib.aclosing(changes):
+                    async for changed in changes:
+                        if changed:
+                            log.debug("rules: changed: %s", sorted(changed))
+                            self.request_reload()
+                        if self._identity() != watched:
+                            break  # watch the new one
+            except OSError as exc:  # the directory went away under the watcher
                 log.warning("rules: watching %s stopped: %s", self.directory, exc)
                 await asyncio.sleep(0.5)
 
