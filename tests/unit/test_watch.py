@@ -276,6 +276,10 @@ async def test_the_watch_limit_falls_back_to_polling_and_says_so(
     assert told[0].levelno == logging.WARNING
     assert str(tmp_path) in told[0].getMessage()
     assert "fs.inotify.max_user_watches" in told[0].getMessage()
+    shown = told[0].getMessage().replace(str(tmp_path), "/etc/picogate/rules")
+    assert shown in (Path(__file__).parents[2] / "docs" / "operations.md").read_text(), (
+        "docs/operations.md's example"
+    )
 
 
 async def test_force_polling_is_logged_once(

@@ -32,9 +32,11 @@ class RulesSection(_Model):
     recursive: bool = False
     """Also load matching files in the subdirectories of `dir`."""
     watch: bool = True
-    """Reload when a rule file is saved, added or removed (inotify)."""
+    """Reload when a rule file is saved, added or removed (inotify; with `recursive`, new
+    subdirectories are watched as they appear and symlinked ones are followed)."""
     force_polling: bool = False
-    """Watch by polling the directory instead of inotify (network file systems)."""
+    """Watch by scanning the directory every 0.1 s instead of with inotify: for network file
+    systems (NFS, SMB), where inotify does not see changes made on other machines."""
     debounce: Annotated[float, BeforeValidator(parse_duration), Field(ge=0.01, le=0.8)] = 0.2
     """Quiet time after the last change before the set is reloaded: an editor's save (temp file +
     rename), a file written in pieces and rapid saves become one reload."""
