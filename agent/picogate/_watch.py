@@ -9,8 +9,9 @@ iterator of the sets of paths that changed.
 inotify (through `inotify_simple`, wrapped here) is read by the event loop itself: no thread, and
 no wake-up while nothing changes but the one each `timeout` (a second) that yields an empty set, on
 which both callers check that the file or directory is still the same one.  The scan is used when
-it is asked for (`force_polling`: network file systems, whose changes inotify does not see) or
-when inotify cannot be had (not Linux, the kernel's inotify limits reached); it is logged once.
+it is asked for (`force_polling`: network file systems, whose changes made elsewhere inotify does
+not see) or when inotify cannot be had (not Linux, the kernel's inotify limits reached), which is
+logged once; it runs in a thread, as a network file system may be slow to answer.
 
 The watched directory removed or moved away raises `OSError`; watching it again is the caller's.
 """
@@ -397,7 +398,9 @@ _Signature = tuple[int, ...]
 
 
 class _Poll:
-    """The watch as a stat scan of the directory every `delay` seconds, in the event loop."""
+    """The watch as a stat scan of the directory every `delay` seconds.  The first scan runs at
+    once (a missing directory raises here); the next ones in the loop's default executor, one at
+    a time, so that a slow network file system never holds the event loop."""
 
     def __init__(self, root: str, *, recursive: bool, delay: float, batch: _Batch) -> None:
         self.root = root
@@ -405,24 +408,25 @@ class _Poll:
         self.delay = delay
         self.batch = batch
         self.seen = self._scan()  # OSError: missing, not a directory
-        self.handle: asyncio.TimerHandle | None = batch.loop.call_later(delay, self._tick)
+        self.task: asyncio.Task[None] | None = batch.loop.create_task(self._run(), name="watch-poll")
 
     def close(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
 
-    def _tick(self) -> None:
-        try:
-            now = self._scan()
-        except OSError as exc:
-            self.handle = None
-            self.batch.fail(exc)
-            return
-        seen = self.seen
-        self.batch.add({p for p, sig in now.items() if seen.get(p) != sig} | (seen.keys() - now.keys()))
-        self.seen = now
-        self.handle = self.batch.loop.call_later(self.delay, self._tick)
+    async def _run(self) -> None:
+        loop = self.batch.loop
+        while True:
+            await asyncio.sleep(self.delay)
+            try:
+                now = await loop.run_in_executor(None, self._scan)
+            except OSError as exc:
+                self.batch.fail(exc)
+                return
+            seen = self.seen
+            self.batch.add({p for p, sig in now.items() if seen.get(p) != sig} | (seen.keys() - now.keys()))
+            self.seen = now
 
     def _scan(self) -> dict[str, _Signature]:
         """Every path under the root → what would tell a change (what a symlink names, and what

@@ -254,6 +254,23 @@ async def test_the_filter_is_applied(tmp_path: Path, mode: str, watching: Any) -
     assert seen == {str(tmp_path / "a.rules")}
 
 
+@pytest.mark.parametrize("force_polling", [False, True])
+def test_it_runs_on_uvloop(tmp_path: Path, force_polling: bool) -> None:
+    """`picogate run` runs on uvloop: its add_reader, timers and executor."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> set[str]:
+        async with contextlib.aclosing(watch(tmp_path, force_polling=force_polling, timeout=0.05)) as changes:
+            async with asyncio.timeout(WAIT):
+                async for changed in changes:
+                    if changed:
+                        return changed
+                    write(tmp_path / "a.rules", "a")
+        return set()
+
+    assert uvloop.run(main()) == {str(tmp_path / "a.rules")}
+
+
 # --------------------------------------------------------------------------- inotify's limits
 
 
