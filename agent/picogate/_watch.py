@@ -186,7 +186,9 @@ class _Source(Protocol):
 
 
 def _absolute(directory: Path | str) -> str:
-    return os.path.abspath(directory)  # (not resolved: a symlink swapped by a deploy is followed)
+    # as the caller names it (not normalized: its filter compares paths with its own), and not
+    # resolved (a symlink that a deploy switches is followed)
+    return str(Path(directory).absolute())
 
 
 def _tell(root: str, message: str, level: int) -> None:

@@ -103,6 +103,18 @@ async def test_a_write_is_reported(tmp_path: Path, mode: str, watching: Any) -> 
     assert str(tmp_path / "a.rules") in await w.until(tmp_path / "a.rules")
 
 
+async def test_paths_are_reported_under_the_directory_as_named(
+    tmp_path: Path, mode: str, watching: Any
+) -> None:
+    """`rules.dir: ../rules`: the callers' filters compare the paths with the directory as named."""
+    (tmp_path / "etc").mkdir()
+    named = tmp_path / "etc" / ".." / "rules"
+    named.mkdir()
+    w = await watching(named, mode)
+    write(named / "a.rules", "a")
+    await w.until(named / "a.rules")
+
+
 async def test_a_rename_over_the_file_is_reported(tmp_path: Path, mode: str, watching: Any) -> None:
     write(tmp_path / "gateway.yaml", "one")
     w = await watching(tmp_path, mode)
