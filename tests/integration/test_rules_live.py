@@ -1,5 +1,5 @@
 """Rules running in the gateway, with real peers: pymodbus devices, mosquitto, real file-system
-events (inotify through watchfiles) and the compiler process.
+events (inotify, picogate._watch) and the compiler process.
 
 - end to end: a Modbus value crosses a threshold → the alert arrives on MQTT, and the rule's set()
   lands in the pymodbus server's register;
