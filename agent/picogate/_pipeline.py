@@ -14,7 +14,7 @@ import contextlib
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, ValuesView
 from typing import Any, Protocol
 
 from picogate._clock import Clock
@@ -70,39 +70,108 @@ def _moved(info: PointInfo, last: object, value: object) -> bool:
     return diff > threshold
 
 
+class Latest(Mapping[tuple[str, str], Reading]):
+    """The last reading of every point, published or not, by `(device, point)` (for GETs, status,
+    the console and the demo view).  Kept per device, so that the readings' path stores a reading
+    with one lookup by point name, without a key tuple per reading."""
+
+    __slots__ = ("_devices",)
+
+    def __init__(self) -> None:
+        self._devices: dict[str, dict[str, Reading]] = {}
+
+    def points(self, device: str) -> dict[str, Reading]:
+        """The device's last readings by point name (created empty): the pipeline stores into it."""
+        points = self._devices.get(device)
+        if points is None:
+            points = self._devices[device] = {}
+        return points
+
+    def __getitem__(self, key: tuple[str, str]) -> Reading:
+        return self._devices[key[0]][key[1]]
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, tuple) or len(key) != 2:
+            return False
+        points = self._devices.get(key[0])
+        return points is not None and key[1] in points
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for device, points in list(self._devices.items()):
+            for point in list(points):
+                yield device, point
+
+    def __len__(self) -> int:
+        return sum(len(points) for points in self._devices.values())
+
+    def values(self) -> ValuesView[Reading]:
+        return _LatestValues(self)
+
+    def readings(self) -> Iterator[Reading]:
+        for points in list(self._devices.values()):
+            yield from list(points.values())
+
+    def __setitem__(self, key: tuple[str, str], reading: Reading) -> None:
+        self.points(key[0])[key[1]] = reading
+
+
+class _LatestValues(ValuesView[Reading]):
+    """`Latest.values()` without a lookup per key."""
+
+    _mapping: Latest
+
+    def __iter__(self) -> Iterator[Reading]:
+        return self._mapping.readings()
+
+
 class ReportFilter:
     """Report by exception: publish on a move beyond the deadband, a quality change, or when the
-    point's maximum silence expired; remember what was last published per point."""
+    point's maximum silence expired; remember what was last published per point.
+
+    Kept per device, like `Latest`: readings come in batches of one device (a poll), which cost
+    one lookup of the device per batch and one by point name per reading."""
 
     def __init__(self, registry: PointRegistry) -> None:
         self._registry = registry
-        self._last: dict[tuple[str, str], Reading | _Published] = {}
+        self._last: dict[str, dict[str, Reading | _Published]] = {}
         registry.subscribe(self._on_registry)
 
     def _on_registry(self, event: RegistryEvent) -> None:
         if event.kind in ("point_added", "point_removed"):
-            self._last.pop((event.device, event.point), None)  # settings may have changed
+            points = self._last.get(event.device)
+            if points is not None:
+                points.pop(event.point, None)  # settings may have changed
 
-    def __call__(
-        self, readings: Sequence[Reading], latest: dict[tuple[str, str], Reading] | None = None
-    ) -> list[Reading]:
+    def __call__(self, readings: Sequence[Reading], latest: Latest | None = None) -> list[Reading]:
         """The readings to publish.  `latest` (the pipeline's) is updated with every reading on
-        the way: one key per point for both maps (15,000 points: 0.8 MB less), one pass."""
+        the way (one pass)."""
         out: list[Reading] = []
-        last_map = self._last
+        last_by_device = self._last
+        device: str | None = None
+        last_map: dict[str, Reading | _Published] = {}
+        latest_map: dict[str, Reading] | None = None
         for r in readings:
-            key = (r.device, r.point)
-            if latest is not None:
-                latest[key] = r
-            last = last_map.get(key)
+            if r.device is not device:  # (the same string object for a whole poll)
+                device = r.device
+                found = last_by_device.get(device)
+                if found is None:
+                    found = last_by_device[device] = {}
+                last_map = found
+                if latest is not None:
+                    latest_map = latest.points(device)
+            point = r.point
+            if latest_map is not None:
+                latest_map[point] = r
+            last = last_map.get(point)
             if last is None:
-                info = self._registry.find(r.device, r.point)
+                info = self._registry.find(device, point)
                 # deadband 0 and no max silence: "publish when it changed", the common fast path
                 simple = info is None or (info.deadband <= 0 and info.max_silence <= 0)
-                last_map[key] = r if simple or info is None else _Published(info, r)
+                last_map[point] = r if simple or info is None else _Published(info, r)
                 out.append(r)
                 continue
-            if isinstance(last, _Published):
+            if last.__class__ is _Published:
+                assert isinstance(last, _Published)
                 if r.quality is last.quality:
                     info = last.info
                     silence_due = info.max_silence > 0 and r.ts - last.ts >= info.max_silence * 1e9
@@ -121,27 +190,30 @@ class ReportFilter:
                     continue
                 if r.quality is Quality.BAD:
                     continue
-            last_map[key] = r
+            last_map[point] = r
             out.append(r)
         return out
 
     def unpublish(self, readings: Sequence[Reading]) -> None:
         """These readings were passed but never committed (the outbox could not take them): forget
         that they were published, so that the next reading of each point is published again."""
-        last_map = self._last
         for r in readings:
-            last = last_map.get((r.device, r.point))
-            if last is not None and last.ts == r.ts and last.value == r.value:
-                del last_map[(r.device, r.point)]
+            points = self._last.get(r.device)
+            last = None if points is None else points.get(r.point)
+            if points is not None and last is not None and last.ts == r.ts and last.value == r.value:
+                del points[r.point]
 
     def published_ts(self, device: str, point: str) -> int | None:
         """The ts of the point's last published reading (None before the first)."""
-        last = self._last.get((device, point))
+        points = self._last.get(device)
+        last = None if points is None else points.get(point)
         return None if last is None else last.ts
 
     def forget(self, device: str, point: str | None = None) -> None:
-        for key in [k for k in self._last if k[0] == device and (point is None or k[1] == point)]:
-            del self._last[key]
+        if point is None:
+            self._last.pop(device, None)
+        elif (points := self._last.get(device)) is not None:
+            points.pop(point, None)
 
 
 PublishedListener = Callable[[Sequence[Reading]], None]
@@ -184,7 +256,7 @@ class Pipeline:
         self.processors: list[Processor] = []
         self.encoders: list[Encoder] = []
         self.filter = ReportFilter(registry)
-        self.latest: dict[tuple[str, str], Reading] = {}
+        self.latest = Latest()
         """The last reading of every point, published or not (for GETs, status, the demo view)."""
         self.listeners: list[PublishedListener] = []
         self.received = 0

@@ -397,7 +397,7 @@ def test_a_device_topic_is_formatted_once() -> None:
 
 async def test_latest_holds_every_reading_and_shares_its_keys_with_the_filter() -> None:
     """`latest` has the last reading of every point, published or not; it and the report filter
-    keep one key per point between them (15,000 points: 0.8 MB less)."""
+    keep their points per device, by the readings' own point names (no key tuple per point)."""
     pipe, _ = make()
     await pipe.emit([rd("p", 1, 0), rd("other", 5, 0)])
     await pipe.emit([rd("p", 1, 1), rd("other", 6, 1)])  # neither published (unchanged, deadband)
@@ -405,8 +405,34 @@ async def test_latest_holds_every_reading_and_shares_its_keys_with_the_filter() 
         ("d", "p"): (1, 1 * S),
         ("d", "other"): (6, 1 * S),
     }
-    filter_keys = {k: k for k in pipe.filter._last}
-    assert all(filter_keys[k] is k for k in pipe.latest)
+    assert ("d", "p") in pipe.latest and ("d", "nope") not in pipe.latest and ("e", "p") not in pipe.latest
+    assert pipe.latest.get(("e", "p")) is None and len(pipe.latest) == 2
+    assert sorted(r.value for r in pipe.latest.values()) == [1, 6]
+    filter_keys = {k: k for k in pipe.filter._last["d"]}
+    assert all(filter_keys[p] is p for _, p in pipe.latest)
+
+
+def test_readings_of_several_devices_in_one_batch_are_filtered_per_device() -> None:
+    """A batch may mix devices, in any order, and name one device with different string objects:
+    each point is compared with its own device's last reading."""
+    reg = PointRegistry()
+    for dev in ("a", "b"):
+        reg.add(PointInfo(dev, "p", PointType.INT32))
+    f = ReportFilter(reg)
+    b_again = "".join(["b"])  # equal to "b", another object
+    first = [Reading("a", "p", 1, 0), Reading("b", "p", 1, 0), Reading("a", "q", 5, 0)]
+    assert f(first) == first
+    same = [Reading("b", "p", 1, S), Reading("a", "p", 1, S), Reading(b_again, "p", 1, S)]
+    assert f(same) == []
+    moved = [Reading("a", "p", 1, 2 * S), Reading(b_again, "p", 2, 2 * S), Reading("a", "q", 6, 2 * S)]
+    assert f(moved) == moved[1:]
+    assert f.published_ts("b", "p") == 2 * S and f.published_ts("a", "p") == 0
+    f.unpublish(moved[1:2])
+    assert f.published_ts("b", "p") is None
+    f.forget("a", "q")
+    assert f.published_ts("a", "q") is None and f.published_ts("a", "p") == 0
+    f.forget("a")
+    assert f.published_ts("a", "p") is None
 
 
 def test_a_point_published_when_it_changed_keeps_its_last_reading_as_its_state() -> None:
@@ -415,9 +441,9 @@ def test_a_point_published_when_it_changed_keeps_its_last_reading_as_its_state()
     f = ReportFilter(registry(pt("p"), pt("db", deadband=1.0)))
     first = [rd("p", 1, 0), rd("db", 1.0, 0)]
     assert f(first) == first
-    assert f._last[("d", "p")] is first[0]
-    assert f._last[("d", "db")] is not first[1]
+    assert f._last["d"]["p"] is first[0]
+    assert f._last["d"]["db"] is not first[1]
     assert f([rd("p", 1, 1), rd("db", 1.5, 1)]) == []
     changed = rd("p", 2, 2)
     assert f([changed]) == [changed]
-    assert f._last[("d", "p")] is changed
+    assert f._last["d"]["p"] is changed
