@@ -57,12 +57,16 @@ class MqttEncoder:
         out: list[Envelope] = []
         dumps = orjson.dumps
         by_device: dict[str, list[Reading]] = {}
+        device: str | None = None
+        group: list[Reading] = []
         for r in readings:
-            group = by_device.get(r.device)
-            if group is None:
-                by_device[r.device] = [r]
-            else:
-                group.append(r)
+            if r.device is not device:  # (the same string object for a whole poll)
+                device = r.device
+                found = by_device.get(device)
+                if found is None:
+                    found = by_device[device] = []
+                group = found
+            group.append(r)
         topics = self._device_topic
         for device, group in by_device.items():
             topic = topics.get(device)
@@ -90,12 +94,14 @@ class MqttEncoder:
                     )
             if self.per_device:
                 points = {}
-                newest = 0
+                newest = ts = ms = 0
                 for r in group:
-                    ts = r.ts
-                    if ts > newest:
-                        newest = ts
-                    points[r.point] = {"v": r.value, "ts": ts // 1_000_000, "unit": r.unit, "q": r.quality}
+                    if r.ts != ts:  # (one ts for a whole poll)
+                        ts = r.ts
+                        ms = ts // 1_000_000
+                        if ts > newest:
+                            newest = ts
+                    points[r.point] = {"v": r.value, "ts": ms, "unit": r.unit, "q": r.quality}
                 payload = dumps({"ts": epoch_ms(newest), "points": points})
                 out.append(Envelope(SINK_NAME, topic, payload, self.qos, self.retain))
         return out
