@@ -106,3 +106,52 @@ async def test_lines_of_one_slot_wake_from_one_timer(monkeypatch: pytest.MonkeyP
     polls = sum(link.reads for link in links)
     assert polls >= 40  # every device polled
     assert timers * 5 <= polls  # ~10 lines per timer (a timer per line and poll before)
+
+
+def test_a_line_sleeps_once_per_poll_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvloop's timers count in whole milliseconds and may ring up to one early: a line woken
+    a little before its instant polls then, instead of setting a timer for the rest (a second
+    sleep, timer and task step per poll)."""
+    uvloop = pytest.importorskip("uvloop")
+    monkeypatch.setattr(_source, "_EPOCH", [])
+
+    async def emit(readings: Any) -> None:
+        pass
+
+    async def status_changed(status: Any) -> None:
+        pass
+
+    async def main() -> tuple[int, int]:
+        lines = build_lines(
+            [device(i, "50ms") for i in range(20)],
+            registry=PointRegistry(),
+            emit=emit,
+            status_changed=status_changed,
+        )
+        links = [InstantLink() for _ in lines]
+        sleeps = 0
+        for line, link in zip(lines, links, strict=True):
+            line.link = link  # type: ignore[assignment]
+            real_sleep = line._sleep_until
+
+            async def counting_sleep(at: float, real_sleep: Any = real_sleep) -> None:
+                nonlocal sleeps
+                sleeps += 1
+                await real_sleep(at)
+
+            line._sleep_until = counting_sleep  # type: ignore[method-assign]
+        async with asyncio.TaskGroup() as tg:
+            for line in lines:
+                tg.create_task(line.run())
+            await asyncio.sleep(1.0)
+            for line in lines:
+                line.stop()
+        return sum(link.reads for link in links), sleeps
+
+    loop = uvloop.new_event_loop()
+    try:
+        polls, sleeps = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert polls >= 20 * 5  # every device polled, again and again
+    assert sleeps <= polls + 20  # one sleep before each poll (and a first one per line)
