@@ -405,8 +405,11 @@ async def test_latest_holds_every_reading_and_shares_its_keys_with_the_filter() 
         ("d", "p"): (1, 1 * S),
         ("d", "other"): (6, 1 * S),
     }
-    assert ("d", "p") in pipe.latest and ("d", "nope") not in pipe.latest and ("e", "p") not in pipe.latest
-    assert pipe.latest.get(("e", "p")) is None and len(pipe.latest) == 2
+    assert ("d", "p") in pipe.latest
+    assert ("d", "nope") not in pipe.latest
+    assert ("e", "p") not in pipe.latest
+    assert pipe.latest.get(("e", "p")) is None
+    assert len(pipe.latest) == 2
     assert sorted(r.value for r in pipe.latest.values()) == [1, 6]
     filter_keys = {k: k for k in pipe.filter._last["d"]}
     assert all(filter_keys[p] is p for _, p in pipe.latest)
@@ -426,11 +429,13 @@ def test_readings_of_several_devices_in_one_batch_are_filtered_per_device() -> N
     assert f(same) == []
     moved = [Reading("a", "p", 1, 2 * S), Reading(b_again, "p", 2, 2 * S), Reading("a", "q", 6, 2 * S)]
     assert f(moved) == moved[1:]
-    assert f.published_ts("b", "p") == 2 * S and f.published_ts("a", "p") == 0
+    assert f.published_ts("b", "p") == 2 * S
+    assert f.published_ts("a", "p") == 0
     f.unpublish(moved[1:2])
     assert f.published_ts("b", "p") is None
     f.forget("a", "q")
-    assert f.published_ts("a", "q") is None and f.published_ts("a", "p") == 0
+    assert f.published_ts("a", "q") is None
+    assert f.published_ts("a", "p") == 0
     f.forget("a")
     assert f.published_ts("a", "p") is None
 
