@@ -120,9 +120,12 @@ async def test_a_plugin_is_stopped_and_reconfigured_through_its_host(tmp_path: P
         }
     )
     TICKERS.clear()
+    thresholds = gc.get_threshold()
     async with Gateway(cfg, plugins=[FAKE]) as gw:
         task = asyncio.create_task(gw.run(install_signals=False))
         await asyncio.wait_for(gw.ready.wait(), 10)
+        # full collections (of what was not frozen) ten times rarer while it runs
+        assert gc.get_threshold() == (*thresholds[:2], max(thresholds[2], 100))
         first = TICKERS[0]
         assert first.runs == 1
         assert ("fake", "a") in gw.registry
@@ -152,6 +155,7 @@ async def test_a_plugin_is_stopped_and_reconfigured_through_its_host(tmp_path: P
         await asyncio.wait_for(task, 20)
     assert second.stopped.is_set()
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds  # the process's own again
 
 
 def test_declared_points_come_from_each_plugins_declare() -> None:
