@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from picogate._model import PointInfo, Quality, Reading, Value
 from picogate._registry import DeviceState, DeviceStatus, PointRegistry
@@ -73,6 +73,43 @@ def _epoch() -> float:
     return _EPOCH[0]
 
 
+class _Wakeable(Protocol):
+    def set(self) -> None: ...
+
+
+class _Wake:
+    """What a line sleeps on between polls, set by its alarm, a write or `stop()`: an
+    `asyncio.Event` for one waiter, without the Event's loop lookup and list of waiters (a line
+    sleeps once per poll)."""
+
+    __slots__ = ("_fut", "_set")
+
+    def __init__(self) -> None:
+        self._fut: asyncio.Future[None] | None = None
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        fut = self._fut = asyncio.get_running_loop().create_future()
+        try:
+            await fut
+        finally:
+            self._fut = None
+
+
 class _Alarms:
     """One timer per instant for every poller that sleeps until it.  The devices of one poll slot
     are due at exactly the same time (the POLL_SLOT grid): 25 lines of a slot (scenario a) wake
@@ -80,9 +117,9 @@ class _Alarms:
     its event back; the timer goes when nobody waits for it."""
 
     def __init__(self) -> None:
-        self._at: dict[float, tuple[asyncio.TimerHandle, list[asyncio.Event]]] = {}
+        self._at: dict[float, tuple[asyncio.TimerHandle, list[_Wakeable]]] = {}
 
-    def set(self, at: float, wake: asyncio.Event) -> None:
+    def set(self, at: float, wake: _Wakeable) -> None:
         entry = self._at.get(at)
         if entry is None:
             delay = max(0.0, at - time.monotonic())
@@ -90,7 +127,7 @@ class _Alarms:
         else:
             entry[1].append(wake)
 
-    def unset(self, at: float, wake: asyncio.Event) -> None:
+    def unset(self, at: float, wake: _Wakeable) -> None:
         entry = self._at.get(at)
         if entry is None:
             return  # rung
@@ -287,7 +324,7 @@ class ModbusLine:
         self._status_changed = status_changed
         self._now_ns = now_ns
         self._writes = _WriteQueues(WRITES_PER_DEVICE)
-        self._wake = asyncio.Event()
+        self._wake = _Wake()
         self._alarms = alarms if alarms is not None else _Alarms()
         self._stopping = False
         # What is due next: (due, order, device, group), one entry per group.  A group whose
