@@ -155,3 +155,50 @@ def test_a_line_sleeps_once_per_poll_on_uvloop(monkeypatch: pytest.MonkeyPatch) 
         loop.close()
     assert polls >= 20 * 5  # every device polled, again and again
     assert sleeps <= polls + 20  # one sleep before each poll (and a first one per line)
+
+
+class TimedLink(InstantLink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    async def read(self, unit: int, table: Any, start: int, count: int) -> list[int]:
+        self.times.append(time.monotonic())
+        return await super().read(unit, table, start, count)
+
+
+async def test_lines_built_later_poll_on_the_grid_of_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line built after the others (a reload rebuilds the lines whose devices changed) polls
+    once at once, then on the grid every line shares (one timer for the instants of both)."""
+    monkeypatch.setattr(_source, "_EPOCH", [])
+
+    async def emit(readings: Any) -> None:
+        pass
+
+    async def status_changed(status: Any) -> None:
+        pass
+
+    def start(i: int) -> tuple[Any, TimedLink]:
+        (line,) = build_lines(
+            [device(i, "200ms")], registry=PointRegistry(), emit=emit, status_changed=status_changed
+        )
+        link = TimedLink()
+        line.link = link
+        return line, link
+
+    async with asyncio.TaskGroup() as tg:
+        first, _ = start(0)
+        tg.create_task(first.run())
+        await asyncio.sleep(0.32)  # 0.12 s after an instant of the grid, 0.08 s before the next
+        later, later_link = start(1)
+        tg.create_task(later.run())
+        await asyncio.sleep(0.13)  # both polled at 0.4 s (first) or just after 0.32 s (later)
+        shared = later._alarms is first._alarms and first._alarms.timers == 1  # both sleep until 0.6 s
+        await asyncio.sleep(0.55)
+        first.stop()
+        later.stop()
+    epoch = _source._EPOCH[0]
+    phases = [round((t - epoch) % 0.2, 3) for t in later_link.times[1:]]
+    assert len(phases) >= 2
+    assert all(p < 0.05 or p > 0.15 for p in phases), phases  # on the grid, not 0.1 s off it
+    assert shared

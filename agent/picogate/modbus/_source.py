@@ -117,13 +117,14 @@ class _Alarms:
     its event back; the timer goes when nobody waits for it."""
 
     def __init__(self) -> None:
-        self._at: dict[float, tuple[asyncio.TimerHandle, list[_Wakeable]]] = {}
+        self._at: dict[float, tuple[asyncio.TimerHandle, list[_Wakeable], asyncio.AbstractEventLoop]] = {}
 
     def set(self, at: float, wake: _Wakeable) -> None:
         entry = self._at.get(at)
-        if entry is None:
+        loop = asyncio.get_running_loop()
+        if entry is None or entry[2] is not loop:  # (an entry of a loop that has ended: replaced)
             delay = max(0.0, at - time.monotonic())
-            self._at[at] = (asyncio.get_running_loop().call_later(delay, self._ring, at), [wake])
+            self._at[at] = (loop.call_later(delay, self._ring, at), [wake], loop)
         else:
             entry[1].append(wake)
 
@@ -152,11 +153,27 @@ class _Alarms:
         return len(self._at)
 
 
+_ALARMS = _Alarms()
+"""The process's alarms: every line on the one POLL_SLOT grid, also lines built later (a reload)."""
+
+
 @dataclass(slots=True)
 class _Group:
     interval: float
     requests: list[Request[str]]
     next_due: float = 0.0
+    anchor: float = 0.0
+    """An instant of the group's grid (the POLL_SLOT grid shifted by its slot)."""
+
+    def after(self, started: float) -> float:
+        """When to poll next after a poll that started at `started`: one interval after the
+        grid instant nearest to it.  A poll that ran off the grid (late, or early: a write's
+        read-back; the first one of a line built after the others) brings the next back onto
+        it; cycles missed while busy are skipped.  Interval 0: at once."""
+        if self.interval <= 0:
+            return started
+        k = round((started - self.anchor) / self.interval)
+        return self.anchor + (k + 1) * self.interval
 
 
 @dataclass(slots=True)
@@ -325,7 +342,7 @@ class ModbusLine:
         self._now_ns = now_ns
         self._writes = _WriteQueues(WRITES_PER_DEVICE)
         self._wake = _Wake()
-        self._alarms = alarms if alarms is not None else _Alarms()
+        self._alarms = alarms if alarms is not None else _ALARMS
         self._stopping = False
         # What is due next: (due, order, device, group), one entry per group.  A group whose
         # device is held back (offline backoff, RTU quiet time) is pushed back with its new due.
@@ -375,7 +392,7 @@ class ModbusLine:
                     # on the POLL_SLOT grid shared by every line: polls of one slot are due at
                     # exactly the same time, and the loop serves them in one turn
                     slot = round(self.phases.get(dev.cfg.name, 0.0) * group.interval / POLL_SLOT)
-                    group.next_due = start + slot * POLL_SLOT
+                    group.next_due = group.anchor = start + slot * POLL_SLOT
                 heapq.heappush(due, (group.next_due, next(self._order), dev, group))
         writes_seen = 0
         try:
@@ -429,10 +446,7 @@ class ModbusLine:
     async def _poll(self, dev: _Device, group: _Group) -> None:
         cfg = dev.cfg
         started = time.monotonic()
-        # Schedule the next poll on the fixed grid, skipping cycles missed while busy.
-        group.next_due = group.next_due + group.interval if group.next_due else started + group.interval
-        if group.next_due < started:
-            group.next_due = started + group.interval
+        group.next_due = group.after(started)  # on the fixed grid, skipping cycles missed while busy
         self.stats.polls += 1
         readings: list[Reading] = []
         failure: ModbusFailure | None = None
@@ -659,10 +673,8 @@ def build_lines(
     # and the broker take in one go: 200 ms of lag for the last of them): they are spread over
     # the interval in slots of POLL_SLOT, the devices of one slot polled together (one timer and
     # one wake-up of the loop for several polls, and one commit for their readings).
-    alarms = _Alarms()
     lines = [
-        ModbusLine(g, registry=registry, emit=emit, status_changed=status_changed, alarms=alarms)
-        for g in groups.values()
+        ModbusLine(g, registry=registry, emit=emit, status_changed=status_changed) for g in groups.values()
     ]
     index = {d.name: i for i, d in enumerate(devices)}
     for line in lines:
