@@ -46,6 +46,28 @@ def device(i: int, poll: str) -> ModbusTcpDevice:
     )
 
 
+def lines_on(devices: list[ModbusTcpDevice], links: type[InstantLink] = InstantLink) -> list[Any]:
+    """The lines of `devices`, each on a link of `links` (readings and states go nowhere)."""
+
+    async def nowhere(_: Any) -> None:
+        pass
+
+    lines = build_lines(devices, registry=PointRegistry(), emit=nowhere, status_changed=nowhere)
+    for line in lines:
+        line.link = links()
+    return lines
+
+
+async def run_for(lines: list[Any], seconds: float) -> None:
+    """Run the lines for `seconds`, then stop them and wait for their end."""
+    async with asyncio.TaskGroup() as tg:
+        for line in lines:
+            tg.create_task(line.run())
+        await asyncio.sleep(seconds)
+        for line in lines:
+            line.stop()
+
+
 async def test_one_timer_per_instant() -> None:
     alarms = _Alarms()
     a, b, c = asyncio.Event(), asyncio.Event(), asyncio.Event()
@@ -69,21 +91,8 @@ async def test_lines_of_one_slot_wake_from_one_timer(monkeypatch: pytest.MonkeyP
     these lines, as it does with a gateway's (an earlier test in this process began another)."""
     monkeypatch.setattr(_source, "_EPOCH", [])
 
-    async def emit(readings: Any) -> None:
-        pass
-
-    async def status_changed(status: Any) -> None:
-        pass
-
-    lines = build_lines(
-        [device(i, "200ms") for i in range(40)],
-        registry=PointRegistry(),
-        emit=emit,
-        status_changed=status_changed,
-    )
-    links = [InstantLink() for _ in lines]
-    for line, link in zip(lines, links, strict=True):
-        line.link = link  # type: ignore[assignment]
+    lines = lines_on([device(i, "200ms") for i in range(40)])
+    links = [line.link for line in lines]
     loop = asyncio.get_running_loop()
     real_call_later = loop.call_later
     timers = 0
@@ -95,12 +104,7 @@ async def test_lines_of_one_slot_wake_from_one_timer(monkeypatch: pytest.MonkeyP
 
     loop.call_later = counting_call_later  # type: ignore[method-assign]
     try:
-        async with asyncio.TaskGroup() as tg:
-            for line in lines:
-                tg.create_task(line.run())
-            await asyncio.sleep(0.5)
-            for line in lines:
-                line.stop()
+        await run_for(lines, 0.5)
     finally:
         del loop.call_later
     polls = sum(link.reads for link in links)
@@ -115,23 +119,11 @@ def test_a_line_sleeps_once_per_poll_on_uvloop(monkeypatch: pytest.MonkeyPatch) 
     uvloop = pytest.importorskip("uvloop")
     monkeypatch.setattr(_source, "_EPOCH", [])
 
-    async def emit(readings: Any) -> None:
-        pass
-
-    async def status_changed(status: Any) -> None:
-        pass
-
     async def main() -> tuple[int, int]:
-        lines = build_lines(
-            [device(i, "50ms") for i in range(20)],
-            registry=PointRegistry(),
-            emit=emit,
-            status_changed=status_changed,
-        )
-        links = [InstantLink() for _ in lines]
+        lines = lines_on([device(i, "50ms") for i in range(20)])
+        links = [line.link for line in lines]
         sleeps = 0
-        for line, link in zip(lines, links, strict=True):
-            line.link = link  # type: ignore[assignment]
+        for line in lines:
             real_sleep = line._sleep_until
 
             async def counting_sleep(at: float, real_sleep: Any = real_sleep) -> None:
@@ -140,12 +132,7 @@ def test_a_line_sleeps_once_per_poll_on_uvloop(monkeypatch: pytest.MonkeyPatch) 
                 await real_sleep(at)
 
             line._sleep_until = counting_sleep  # type: ignore[method-assign]
-        async with asyncio.TaskGroup() as tg:
-            for line in lines:
-                tg.create_task(line.run())
-            await asyncio.sleep(1.0)
-            for line in lines:
-                line.stop()
+        await run_for(lines, 1.0)
         return sum(link.reads for link in links), sleeps
 
     loop = uvloop.new_event_loop()
@@ -172,19 +159,9 @@ async def test_lines_built_later_poll_on_the_grid_of_the_others(monkeypatch: pyt
     once at once, then on the grid every line shares (one timer for the instants of both)."""
     monkeypatch.setattr(_source, "_EPOCH", [])
 
-    async def emit(readings: Any) -> None:
-        pass
-
-    async def status_changed(status: Any) -> None:
-        pass
-
     def start(i: int) -> tuple[Any, TimedLink]:
-        (line,) = build_lines(
-            [device(i, "200ms")], registry=PointRegistry(), emit=emit, status_changed=status_changed
-        )
-        link = TimedLink()
-        line.link = link
-        return line, link
+        (line,) = lines_on([device(i, "200ms")], TimedLink)
+        return line, line.link
 
     async with asyncio.TaskGroup() as tg:
         first, _ = start(0)
