@@ -29,6 +29,8 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from pathlib import Path
 from typing import Protocol, cast
 
+from picogate._errors import PicogateError
+
 log = logging.getLogger("picogate")
 
 PathFilter = Callable[[str], bool]
@@ -145,7 +147,7 @@ async def watch(
             relay.cancel()
 
 
-class _Unavailable(Exception):
+class _Unavailable(PicogateError):
     """inotify cannot be had here (the reason, for the log); the watch polls instead."""
 
 
