@@ -179,3 +179,30 @@ async def test_lines_built_later_poll_on_the_grid_of_the_others(monkeypatch: pyt
     assert len(phases) >= 2
     assert all(p < 0.05 or p > 0.15 for p in phases), phases  # on the grid, not 0.1 s off it
     assert shared
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_a_1ms_grid_polls_at_most_1000_times_a_second(
+    monkeypatch: pytest.MonkeyPatch, loop_kind: str
+) -> None:
+    """`poll: 1ms` is a grid, not "as fast as it answers" (`poll: 0`): a device that answers at
+    once is polled at most once per millisecond, also where a line woken a little early polls
+    at once."""
+    monkeypatch.setattr(_source, "_EPOCH", [])
+    if loop_kind == "uvloop":
+        loop = pytest.importorskip("uvloop").new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+
+    async def main() -> tuple[int, float]:
+        (line,) = lines_on([device(0, "1ms")])
+        started = time.monotonic()
+        await run_for([line], 0.5)
+        return line.link.reads, time.monotonic() - started
+
+    try:
+        polls, seconds = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert polls >= 10  # it polls
+    assert polls <= seconds * 1000 + 2  # one per grid instant at most
